@@ -1,0 +1,109 @@
+"""Accuracy from simulated strokes: 3-D U-Net (this package) vs an ilastik-style random forest.
+
+For each case and each k, the simulated annotator draws strokes on k slices per axis; each
+method trains on them, predicts, and gets correction strokes on its own errors (k slices per
+axis with most errors) for the next round. The U-Net is warm-started between rounds and
+trains for --budget seconds per round on the CPU; the forest is retrained on all strokes.
+
+    python benchmarks/accuracy.py                      # all cases, k = 1 2 3, 2 correction rounds, 60 s
+    python benchmarks/accuracy.py --cases ct_abdomen --k 3 --budget 30
+
+Prints Dice per class per round for both methods and writes benchmarks/results/accuracy.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.baseline_rf import ilastik_features, rf_segment  # noqa: E402
+from benchmarks.cases import CASES, load_case  # noqa: E402
+from napari_sparseseg.core.annotator import simulate_corrections, simulate_scribbles  # noqa: E402
+from napari_sparseseg.core.labels import merge_annotations  # noqa: E402
+from napari_sparseseg.core.metrics import dice_per_class  # noqa: E402
+from napari_sparseseg.core.predict import PredictConfig, predict_volume  # noqa: E402
+from napari_sparseseg.core.train import TrainConfig, Trainer, run_to_end  # noqa: E402
+
+
+def run_case(name, ks, rounds, budget, seed, device, log):
+    image, geom, ref, names = load_case(name)
+    classes = list(range(1, len(names)))
+    t = time.perf_counter()
+    feats = ilastik_features(image)
+    log(f"{name}: shape {image.shape} spacing {tuple(round(s, 2) for s in geom.spacing)}; RF features {time.perf_counter() - t:.1f}s")
+    results = []
+    for k in ks:
+        scribbles = simulate_scribbles(ref, k, seed=seed)
+        corr = {"unet": None, "rf": None}
+        model = None
+        for r in range(rounds + 1):
+            row = {"case": name, "k": k, "round": r}
+            # U-Net
+            y, _ = merge_annotations(scribbles, corr["unet"])
+            cfg = TrainConfig(time_budget=budget, max_steps=100000, seed=seed + r, device=device)
+            res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr["unet"], init=model, spacing=geom.spacing, class_names=names).run())
+            model = res.model
+            t0 = time.perf_counter()
+            pred = predict_volume(model, image, PredictConfig(device=device, uncertainty=False)).labels
+            row["unet"] = {"dice": dice_per_class(pred, ref, classes), "steps": res.steps, "train_s": res.elapsed, "predict_s": time.perf_counter() - t0,
+                           "labelled_voxels": int((y > 0).sum())}
+            # Random forest on the same kind of strokes (its own corrections)
+            y_rf, _ = merge_annotations(scribbles, corr["rf"])
+            t0 = time.perf_counter()
+            pred_rf = rf_segment(image, y_rf, seed=seed, features=feats)
+            row["rf"] = {"dice": dice_per_class(pred_rf, ref, classes), "seconds": time.perf_counter() - t0, "labelled_voxels": int((y_rf > 0).sum())}
+            for m, p in (("unet", pred), ("rf", pred_rf)):
+                row[m]["mean_dice"] = float(np.mean(list(row[m]["dice"].values())))
+            log(f"  k={k} round {r}: U-Net {row['unet']['mean_dice']:.3f} ({res.steps} steps)  RF {row['rf']['mean_dice']:.3f}  "
+                + "  ".join(f"{names[c]} {row['unet']['dice'][c]:.2f}/{row['rf']['dice'][c]:.2f}" for c in classes))
+            results.append(row)
+            if r < rounds:
+                for m, p in (("unet", pred), ("rf", pred_rf)):
+                    new = simulate_corrections(p, ref, k, seed=seed + 17 * (r + 1))
+                    corr[m] = new if corr[m] is None else merge_annotations(corr[m], new)[0]
+    return results, names
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--k", nargs="+", type=int, default=[1, 2, 3])
+    ap.add_argument("--rounds", type=int, default=2, help="correction rounds after the first (default 2)")
+    ap.add_argument("--budget", type=float, default=60.0, help="U-Net training seconds per round (default 60)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "accuracy.json"))
+    args = ap.parse_args(argv)
+
+    def log(msg):
+        print(msg, flush=True)
+
+    import torch
+
+    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, budget {args.budget:g}s/round")
+    all_rows = {}
+    for name in args.cases:
+        rows, names = run_case(name, args.k, args.rounds, args.budget, args.seed, args.device, log)
+        all_rows[name] = {"class_names": names, "rows": rows}
+    log("\nsummary: mean Dice, U-Net vs RF baseline (difference)")
+    log(f"{'case':<18}{'k':>3}" + "".join(f"{'round ' + str(r):>24}" for r in range(args.rounds + 1)))
+    for name, block in all_rows.items():
+        for k in args.k:
+            rows = [r for r in block["rows"] if r["k"] == k]
+            cells = "".join(f"{r['unet']['mean_dice']:>8.3f} {r['rf']['mean_dice']:>6.3f} ({r['unet']['mean_dice'] - r['rf']['mean_dice']:+.2f})" for r in rows)
+            log(f"{name:<18}{k:>3}{cells}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "cases": all_rows}, indent=1, default=str))
+    log(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

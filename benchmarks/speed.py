@@ -1,0 +1,145 @@
+"""Speed and memory on the CPU (and GPU when present), as ratios against baselines run here.
+
+1. Time to first prediction on a 128^3 crop of the real CT (strokes on 3 slices per axis):
+   one training round of --first-budget seconds + whole-volume prediction; then one
+   warm-started correction round. Baseline: the ilastik-style random forest on the same
+   strokes (features + fit + predict).
+2. Inference on a 512 x 512 x 300 synthetic CT: wall time and peak RSS of this package's
+   slab-wise prediction, each in a fresh process, against MONAI's sliding_window_inference
+   over the whole volume at once (the naive way).
+
+    python benchmarks/speed.py [--device cpu|cuda] [--first-budget 20] [--skip-large]
+
+Prints a table and writes benchmarks/results/speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+LARGE = (300, 512, 512)
+
+
+def _crop128():
+    from benchmarks.cases import load_case
+
+    image, geom, ref, names = load_case("ct_abdomen")
+    out_i = np.full((128, 128, 128), -1024, image.dtype)
+    out_r = np.zeros((128, 128, 128), np.uint8)
+    sl = tuple(slice(0, min(128, s)) for s in image.shape)
+    out_i[sl], out_r[sl] = image[sl], ref[sl]
+    return out_i, out_r, geom.spacing, names
+
+
+def first_prediction(device: str, budget: float) -> dict:
+    from benchmarks.baseline_rf import rf_segment
+    from napari_sparseseg.core.annotator import simulate_corrections, simulate_scribbles
+    from napari_sparseseg.core.metrics import mean_dice
+    from napari_sparseseg.core.predict import PredictConfig, predict_volume
+    from napari_sparseseg.core.train import TrainConfig, Trainer, run_to_end
+
+    image, ref, spacing, names = _crop128()
+    scrib = simulate_scribbles(ref, 3, seed=0)
+    t0 = time.perf_counter()
+    res = run_to_end(Trainer(image, scrib, TrainConfig(time_budget=budget, max_steps=100000, device=device), spacing=spacing, class_names=names).run())
+    t1 = time.perf_counter()
+    pred = predict_volume(res.model, image, PredictConfig(device=device))
+    t2 = time.perf_counter()
+    corr = simulate_corrections(pred.labels, ref, 3, seed=1)
+    res2 = run_to_end(Trainer(image, scrib, TrainConfig(time_budget=budget, max_steps=100000, device=device), corrections=corr, init=res.model, spacing=spacing).run())
+    pred2 = predict_volume(res2.model, image, PredictConfig(device=device))
+    t3 = time.perf_counter()
+    rf = rf_segment(image, scrib)
+    t4 = time.perf_counter()
+    return {
+        "shape": list(image.shape), "train_s": t1 - t0, "train_steps": res.steps, "predict_s": t2 - t1,
+        "first_prediction_s": t2 - t0, "second_round_s": t3 - t2, "second_round_steps": res2.steps,
+        "dice_round1": mean_dice(pred.labels, ref), "dice_round2": mean_dice(pred2.labels, ref),
+        "rf_baseline_s": t4 - t3, "rf_dice": mean_dice(rf, ref),
+    }
+
+
+_CHILD = r"""
+import json, resource, sys, time, numpy as np, torch
+sys.path.insert(0, {repo!r})
+from napari_sparseseg.core.checkpoint import SegModel
+from napari_sparseseg.core.intensity import Normalization
+from napari_sparseseg.core.network import NetworkConfig, build_network, size_for_device
+from napari_sparseseg.core.device import resolve_device
+mode, device = {mode!r}, resolve_device({device!r})
+rng = np.random.default_rng(0)
+image = rng.normal(40, 30, {shape!r}).astype(np.int16)   # soft-tissue-like synthetic CT
+image[:, :40] = -1000
+torch.manual_seed(0)
+cfg = NetworkConfig.of_size(size_for_device("auto", device.type), 2, 5)
+model = SegModel(build_network(cfg).to(device).eval(), cfg, Normalization("ct"), ["bg", "a", "b", "c", "d"], (64, 64, 64))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+if mode == "package":
+    from napari_sparseseg.core.predict import PredictConfig, predict_volume
+    pred = predict_volume(model, image, PredictConfig(device=str(device), uncertainty=True))
+    labels = pred.labels
+else:
+    from monai.inferers import sliding_window_inference
+    x = torch.from_numpy(model.normalization.apply(image))[None]
+    with torch.inference_mode():
+        p = sliding_window_inference(x, (64, 64, 64), 2, lambda z: model.network(z).softmax(1), overlap=0.25, mode="gaussian", sw_device=device, device="cpu")
+    labels = p[0].argmax(0).numpy().astype(np.uint8)
+if device.type == "cuda":
+    torch.cuda.synchronize()
+dt = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"seconds": dt, "peak_rss_gib": peak / 2**20, "image_gib": image.nbytes / 2**30, "labels_sum": int(labels.sum() % 1000003)}}))
+"""
+
+
+def large_inference(device: str, mode: str) -> dict:
+    code = _CHILD.format(repo=str(Path(__file__).resolve().parents[1]), mode=mode, device=device, shape=LARGE)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode != 0:
+        return {"error": r.stderr.strip().splitlines()[-1] if r.stderr else f"exit {r.returncode}"}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--first-budget", type=float, default=20.0, help="training seconds before the first prediction")
+    ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "speed.json"))
+    args = ap.parse_args(argv)
+    import torch
+
+    info = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if args.device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(0)
+    print(json.dumps(info), flush=True)
+    fp = first_prediction(args.device, args.first_budget)
+    info["first_prediction"] = fp
+    print(f"128^3 CT crop: first prediction {fp['first_prediction_s']:.1f}s (train {fp['train_s']:.1f}s/{fp['train_steps']} steps + predict {fp['predict_s']:.1f}s), "
+          f"Dice {fp['dice_round1']:.3f}; correction round {fp['second_round_s']:.1f}s, Dice {fp['dice_round2']:.3f}; "
+          f"RF baseline {fp['rf_baseline_s']:.1f}s, Dice {fp['rf_dice']:.3f}; ratio first prediction / RF = {fp['first_prediction_s'] / fp['rf_baseline_s']:.2f}", flush=True)
+    if not args.skip_large:
+        ours = large_inference(args.device, "package")
+        naive = large_inference(args.device, "naive")
+        info["large"] = {"shape": list(LARGE), "package": ours, "naive_monai_whole_volume": naive}
+        print(f"512x512x300 inference: package {ours.get('seconds', float('nan')):.1f}s, peak RSS {ours.get('peak_rss_gib', float('nan')):.2f} GiB; "
+              f"naive whole-volume sliding window {naive.get('seconds', float('nan')):.1f}s, peak RSS {naive.get('peak_rss_gib', float('nan')):.2f} GiB; "
+              f"ratios time {ours.get('seconds', 0) / max(naive.get('seconds', 1e-9), 1e-9):.2f}, memory {ours.get('peak_rss_gib', 0) / max(naive.get('peak_rss_gib', 1e-9), 1e-9):.2f}", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(info, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""npe2 adapters and layer <-> core conversion. Imports napari lazily, never Qt."""

@@ -1,0 +1,45 @@
+"""npe2 reader: NIfTI, NRRD, MHA/MHD and DICOM series folders, with geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_sparseseg._napari.layers import layer_kwargs
+from napari_sparseseg.io import is_supported_path, read_image
+
+_LABEL_WORDS = ("label", "mask", "seg", "scribble", "annot", "correction", "reference")
+
+
+def _name(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def get_reader(path):
+    """Return :func:`read_layers` for a path this plugin reads, else ``None``."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not isinstance(path, (str, Path)) or not is_supported_path(path):
+        return None
+    return read_layers
+
+
+def read_layers(path):
+    """One layer per file: Labels for integer label maps (by name), Image otherwise."""
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    p = Path(path)
+    data, geom = read_image(p)
+    name = _name(p)
+    kwargs = layer_kwargs(geom, name, str(p))
+    is_labels = np.issubdtype(data.dtype, np.integer) and any(w in name.lower() for w in _LABEL_WORDS)
+    if is_labels:
+        return [(data.astype(np.uint8 if data.max(initial=0) < 256 else np.uint16), kwargs, "labels")]
+    return [(data, kwargs, "image")]

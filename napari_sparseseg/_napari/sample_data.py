@@ -1,0 +1,17 @@
+"""npe2 sample data: the bundled abdominal CT crop with its scribbles."""
+
+from __future__ import annotations
+
+from napari_sparseseg._napari.layers import layer_kwargs
+
+
+def sample_ct():
+    from napari_sparseseg.demo import load_sample
+
+    s = load_sample()
+    geom = s["geometry"]
+    image_kw = layer_kwargs(geom, "sample CT", str(s["path"] / "image.nii.gz"))
+    image_kw.update(colormap="gray", contrast_limits=(-160, 240))
+    scrib_kw = layer_kwargs(geom, "scribbles", str(s["path"] / "scribbles.nii.gz"))
+    scrib_kw["metadata"]["class_names"] = s["class_names"]
+    return [(s["image"], image_kw, "image"), (s["scribbles"], scrib_kw, "labels")]

@@ -1,0 +1,11 @@
+"""npe2 writer: a Labels layer to NIfTI/NRRD/MHA on the scan's geometry."""
+
+from __future__ import annotations
+
+from napari_sparseseg._napari.layers import geometry_from_layer
+from napari_sparseseg.io import write_labels
+
+
+def write_labels_layer(path: str, data, meta: dict) -> list[str]:
+    geometry = geometry_from_layer(data.shape, meta.get("metadata"), meta.get("scale"), meta.get("translate"))
+    return [str(write_labels(path, data, geometry))]

@@ -1,0 +1,206 @@
+"""The ``sparseseg`` command (built on ``core`` and ``io`` only).
+
+Contract (DESIGN.md)::
+
+    sparseseg segment IMAGE SCRIBBLES -o MASK [--corrections CORR] [--init-model DIR]
+                      [--model-out DIR] [--time-budget SECONDS] [--max-steps N]
+                      [--device auto|cpu|cuda|mps] [--seed N] [--probabilities PATH]
+    sparseseg predict IMAGE --model DIR -o MASK [--probabilities PATH]
+    sparseseg demo
+
+Bad input: one line on stderr naming the file and the problem, exit code 2, and nothing
+on disk is written (outputs are checked before any work and written atomically at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from napari_sparseseg import __version__
+from napari_sparseseg.core.errors import InputError, OutputError, SparseSegError
+
+EXIT_BAD_INPUT = 2
+
+
+class _StderrProgress:
+    """Prints a progress line on stderr at most every ``every`` seconds (and at the end)."""
+
+    def __init__(self, every: float = 2.0, quiet: bool = False):
+        self.every, self.quiet, self._last = every, quiet, 0.0
+
+    def __call__(self, p) -> None:
+        now = time.perf_counter()
+        if self.quiet or (now - self._last < self.every and p.step < p.total):
+            return
+        self._last = now
+        budget = f"/{p.budget:.0f}s" if p.budget else "s"
+        loss = f"  loss {p.loss:.4f}" if p.loss is not None else ""
+        print(f"[{p.stage}] {p.step}/{p.total}{loss}  {p.elapsed:.1f}{budget}", file=sys.stderr, flush=True)
+
+
+def _read_inputs(args):
+    from napari_sparseseg.core.intensity import validate_image
+    from napari_sparseseg.io import read_image, read_labels
+
+    image, geom = read_image(args.image)
+    validate_image(image, path=args.image)
+    scribbles = corrections = None
+    if getattr(args, "scribbles", None):
+        scribbles, _ = read_labels(args.scribbles, like=geom, what="scribbles")
+    if getattr(args, "corrections", None):
+        corrections, _ = read_labels(args.corrections, like=geom, what="corrections")
+    return image, geom, scribbles, corrections
+
+
+def _check_outputs(args) -> None:
+    from napari_sparseseg.io import check_writable
+
+    check_writable(args.output, "mask")
+    if args.probabilities:
+        check_writable(args.probabilities, "probabilities")
+    model_out = getattr(args, "model_out", None)
+    if model_out:
+        p = Path(model_out)
+        if p.exists() and not p.is_dir():
+            raise OutputError("a file exists where the model folder should go; choose another path.", path=p)
+        check_writable(p, "model")
+    if Path(args.output).resolve() == Path(args.image).resolve():
+        raise OutputError("the mask would overwrite the input image; choose another output path.", path=args.output)
+
+
+def _write_outputs(args, geom, prediction) -> None:
+    from napari_sparseseg.io import write_labels, write_probabilities
+
+    write_labels(args.output, prediction.labels, geom)
+    print(f"wrote mask {args.output}", file=sys.stderr)
+    if args.probabilities:
+        write_probabilities(args.probabilities, prediction.probabilities, geom)
+        print(f"wrote probabilities {args.probabilities}", file=sys.stderr)
+
+
+def cmd_segment(args) -> int:
+    from napari_sparseseg.core.checkpoint import load_model, save_model
+    from napari_sparseseg.core.device import resolve_device
+    from napari_sparseseg.core.labels import validate_scribbles
+    from napari_sparseseg.core.predict import PredictConfig, predict
+    from napari_sparseseg.core.train import TrainConfig, Trainer, run_to_end
+
+    cfg = TrainConfig(
+        max_steps=args.max_steps, time_budget=args.time_budget, seed=args.seed, device=args.device,
+        model_size=args.model_size, modality=args.modality,
+    )
+    resolve_device(args.device)
+    image, geom, scribbles, corrections = _read_inputs(args)
+    _check_outputs(args)
+    init = load_model(args.init_model) if args.init_model else None
+    from napari_sparseseg.core.labels import merge_annotations
+
+    y, _ = merge_annotations(scribbles, corrections)
+    validate_scribbles(y, init.num_classes if init else None, path=args.scribbles)
+    names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
+    trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=init, spacing=geom.spacing, class_names=names)
+    show = _StderrProgress(quiet=args.quiet)
+    result = run_to_end(trainer.run(), show)
+    print(f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})", file=sys.stderr)
+    pred = run_to_end(predict(result.model, image, PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False)), show)
+    _write_outputs(args, geom, pred)
+    if args.model_out:
+        save_model(result.model, args.model_out)
+        print(f"saved model {args.model_out}", file=sys.stderr)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from napari_sparseseg.core.checkpoint import load_model
+    from napari_sparseseg.core.device import resolve_device
+    from napari_sparseseg.core.predict import PredictConfig, predict
+    from napari_sparseseg.core.train import run_to_end
+
+    device = resolve_device(args.device)
+    image, geom, _, _ = _read_inputs(args)
+    _check_outputs(args)
+    model = load_model(args.model, device=device)
+    pred = run_to_end(predict(model, image, PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False)), _StderrProgress(quiet=args.quiet))
+    _write_outputs(args, geom, pred)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from napari_sparseseg.demo import run_demo
+
+    run_demo(data_dir=args.data, out_dir=args.output, time_budget=args.time_budget, rounds=args.rounds, device=args.device, seed=args.seed, quiet=args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from napari_sparseseg.core.device import DEVICES
+    from napari_sparseseg.core.intensity import MODALITIES
+    from napari_sparseseg.core.network import SIZE_CHOICES
+
+    parser = argparse.ArgumentParser(prog="sparseseg", description="3-D segmentation of CT/MRI from sparse scribbles.")
+    parser.add_argument("--version", action="version", version=f"napari-sparseseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, train: bool):
+        p.add_argument("--device", default="auto", help=f"compute device: {'|'.join(DEVICES)} (default auto)")
+        p.add_argument("--probabilities", metavar="PATH", help="also write class probabilities (uint8, p*255)")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+        if train:
+            p.add_argument("--time-budget", type=float, default=60.0, metavar="SECONDS", help="training wall-time bound (default 60)")
+            p.add_argument("--max-steps", type=int, default=1000, metavar="N", help="training step bound (default 1000)")
+            p.add_argument("--seed", type=int, default=0)
+
+    seg = sub.add_parser("segment", help="train on scribbles (optionally warm-started) and write the dense mask")
+    seg.add_argument("image", help="scan: .nii/.nii.gz/.nrrd/.mha/.mhd or DICOM folder")
+    seg.add_argument("scribbles", help="0 = unlabelled, 1 = background, c+1 = class c; on the image's grid")
+    seg.add_argument("-o", "--output", required=True, metavar="MASK", help="dense mask to write (0 = background)")
+    seg.add_argument("--corrections", metavar="CORR", help="correction strokes (same convention, weighted higher)")
+    seg.add_argument("--init-model", metavar="DIR", help="warm start from a saved model")
+    seg.add_argument("--model-out", metavar="DIR", help="save the trained model here")
+    seg.add_argument("--model-size", default="auto", choices=SIZE_CHOICES)
+    seg.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity normalisation (default: detect)")
+    seg.add_argument("--class-names", metavar="A,B,...", help="names of the classes, background first")
+    common(seg, train=True)
+    seg.set_defaults(func=cmd_segment)
+
+    pre = sub.add_parser("predict", help="apply a saved model to a scan")
+    pre.add_argument("image")
+    pre.add_argument("--model", required=True, metavar="DIR")
+    pre.add_argument("-o", "--output", required=True, metavar="MASK")
+    common(pre, train=False)
+    pre.set_defaults(func=cmd_predict)
+
+    demo = sub.add_parser("demo", help="the whole loop on the bundled sample data, headless")
+    demo.add_argument("--data", metavar="DIR", help="sample data folder (default: the repository's sample_data/)")
+    demo.add_argument("-o", "--output", default="sparseseg_demo_out", metavar="DIR", help="where to write mask and model")
+    demo.add_argument("--time-budget", type=float, default=60.0, metavar="SECONDS", help="training seconds per round")
+    demo.add_argument("--rounds", type=int, default=2, help="training rounds: 1 + correction rounds (default 2)")
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("-q", "--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SparseSegError as exc:
+        print(f"sparseseg: error: {exc.one_line()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as exc:  # a config dataclass rejected an option value
+        print(f"sparseseg: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("sparseseg: interrupted; nothing was written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Typed errors. Every message says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class SparseSegError(Exception):
+    """Base class of all errors napari-sparseseg raises on purpose.
+
+    Args:
+        message: what is wrong and what to do.
+        path: the file or folder concerned, if any; the CLI prints it first.
+    """
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.path = None if path is None else str(path)
+
+    def one_line(self) -> str:
+        text = " ".join(self.message.split())
+        return f"{self.path}: {text}" if self.path else text
+
+
+class InputError(SparseSegError, ValueError):
+    """Bad input data: unreadable file, wrong dimensionality, mismatched grids, NaNs..."""
+
+
+class ScribbleError(InputError):
+    """The scribbles cannot train a model (none, one class only, wrong values)."""
+
+
+class CheckpointError(SparseSegError):
+    """A saved model is missing, corrupt, or from an incompatible version."""
+
+
+class OutputError(SparseSegError, OSError):
+    """An output cannot be written (folder missing or not writable)."""
+
+
+class DeviceError(SparseSegError, ValueError):
+    """The requested compute device is unknown or not available."""
+
+
+class TrainingCancelled(SparseSegError):
+    """Raised inside a training generator when the caller asked it to stop."""

@@ -1,0 +1,122 @@
+"""Intensity normalisation chosen per modality and stored with the model.
+
+* CT (Hounsfield units): fixed HU windows, one input channel each; the default is a
+  soft-tissue window (W400/L40) and a wide window (-1000..1000 HU), so organs keep their
+  contrast and air/bone stay distinguishable.
+* MRI (arbitrary units): robust percentiles (0.5, 99.5) of the volume itself, so the same
+  model transfers between scans of different gain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_sparseseg.core.errors import InputError
+
+MODALITIES = ("auto", "ct", "mri")
+DEFAULT_CT_WINDOWS = ((-160.0, 240.0), (-1000.0, 1000.0))
+
+
+def validate_image(image: np.ndarray, path=None) -> None:
+    """Raise :class:`InputError` if the image cannot be segmented (not 3-D, tiny, NaN/inf)."""
+    if image.ndim != 3:
+        raise InputError(f"expected a 3-D volume, got {image.ndim}-D with shape {image.shape}.", path=path)
+    if min(image.shape) < 2:
+        raise InputError(f"the volume is too thin to segment in 3-D (shape {image.shape}).", path=path)
+    if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
+        raise InputError(f"expected real-valued intensities, got dtype {image.dtype}.", path=path)
+    if np.issubdtype(image.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(image)))
+        if bad:
+            raise InputError(
+                f"the image has {bad} NaN/inf voxels; replace them (e.g. with the background intensity) and try again.",
+                path=path,
+            )
+
+
+def _sample(image: np.ndarray, max_samples: int = 2_000_000) -> np.ndarray:
+    step = max(1, int(np.ceil(image.size / max_samples)))
+    return np.asarray(image).reshape(-1)[::step].astype(np.float32)
+
+
+def detect_modality(image: np.ndarray) -> str:
+    """``"ct"`` if the intensities look like Hounsfield units (air near -1000), else ``"mri"``."""
+    s = _sample(image)
+    p1, p99 = np.percentile(s, [1, 99])
+    return "ct" if p1 < -500 and p99 < 5000 else "mri"
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Maps raw intensities to network input channels.
+
+    Args:
+        modality: ``"ct"`` or ``"mri"``.
+        windows: CT only, ``(low, high)`` HU pairs, one channel each, scaled to [-1, 1].
+        percentiles: MRI only, percentiles of the volume mapped to -1 and 1 (clipped).
+    """
+
+    modality: str
+    windows: tuple = DEFAULT_CT_WINDOWS
+    percentiles: tuple = (0.5, 99.5)
+    _resolved: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.modality not in ("ct", "mri"):
+            raise ValueError(f"modality must be 'ct' or 'mri', got {self.modality!r}.")
+        windows = tuple((float(lo), float(hi)) for lo, hi in self.windows)
+        for lo, hi in windows:
+            if not hi > lo:
+                raise ValueError(f"a CT window needs high > low, got ({lo}, {hi}).")
+        object.__setattr__(self, "windows", windows)
+        lo, hi = (float(p) for p in self.percentiles)
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got ({lo}, {hi}).")
+        object.__setattr__(self, "percentiles", (lo, hi))
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.windows) if self.modality == "ct" else 1
+
+    def ranges(self, image: np.ndarray) -> list[tuple[float, float]]:
+        """The intensity ranges mapped to [-1, 1] for this image (one per channel)."""
+        if self.modality == "ct":
+            return list(self.windows)
+        lo, hi = np.percentile(_sample(image), self.percentiles)
+        if not hi > lo:
+            hi = lo + 1.0
+        return [(float(lo), float(hi))]
+
+    def apply(self, image: np.ndarray, ranges: list[tuple[float, float]] | None = None) -> np.ndarray:
+        """Normalised channels ``(C, *image.shape)`` float32 in [-1, 1].
+
+        Args:
+            image: raw intensities.
+            ranges: precomputed :meth:`ranges` (pass them when normalising a part of a volume).
+        """
+        ranges = self.ranges(image) if ranges is None else ranges
+        out = np.empty((len(ranges),) + image.shape, dtype=np.float32)
+        for c, (lo, hi) in enumerate(ranges):
+            np.clip(image, lo, hi, out=out[c], casting="unsafe")
+            out[c] -= lo
+            out[c] *= 2.0 / (hi - lo)
+            out[c] -= 1.0
+        return out
+
+    def to_dict(self) -> dict:
+        return {"modality": self.modality, "windows": [list(w) for w in self.windows], "percentiles": list(self.percentiles)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Normalization:
+        return cls(d["modality"], tuple(tuple(w) for w in d.get("windows", DEFAULT_CT_WINDOWS)), tuple(d.get("percentiles", (0.5, 99.5))))
+
+
+def choose_normalization(image: np.ndarray, modality: str = "auto") -> Normalization:
+    """Normalisation for ``image``: ``modality`` ``"auto"`` detects CT by its HU range."""
+    if modality not in MODALITIES:
+        raise InputError(f"unknown modality {modality!r}; use one of {', '.join(MODALITIES)}.")
+    if modality == "auto":
+        modality = detect_modality(image)
+    return Normalization(modality)

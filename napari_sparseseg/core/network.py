@@ -1,0 +1,112 @@
+"""MONAI 3-D U-Net factory, sized for the device."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+# Measured on 2 CPU cores: "small" trains at ~0.5 s/step (batch 2, 64^3); MONAI's BasicUNet
+# defaults are ~15x slower. Larger sizes are meant for a GPU.
+SIZES = {
+    "small": {"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 2},
+    "medium": {"channels": (32, 64, 128, 256), "strides": (2, 2, 2), "num_res_units": 2},
+    "large": {"channels": (32, 64, 128, 256, 320), "strides": (2, 2, 2, 2), "num_res_units": 2},
+}
+SIZE_CHOICES = ("auto",) + tuple(SIZES)
+NORMS = ("none", "instance", "batch")
+
+
+def size_for_device(size: str, device_type: str) -> str:
+    """``auto`` is ``small`` on the CPU and ``medium`` on a GPU."""
+    if size not in SIZE_CHOICES:
+        raise ValueError(f"model size must be one of {', '.join(SIZE_CHOICES)}, got {size!r}.")
+    if size != "auto":
+        return size
+    return "small" if device_type == "cpu" else "medium"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Everything needed to rebuild the network (stored in checkpoints).
+
+    Args:
+        in_channels: input channels (from the normalisation).
+        out_channels: classes, background included.
+        channels, strides, num_res_units: MONAI ``UNet`` arguments.
+        norm: ``"instance"`` (default), ``"batch"`` or ``"none"``.
+    """
+
+    in_channels: int
+    out_channels: int
+    channels: tuple = SIZES["small"]["channels"]
+    strides: tuple = SIZES["small"]["strides"]
+    num_res_units: int = 2
+    norm: str = "instance"
+
+    def __post_init__(self):
+        if self.out_channels < 2:
+            raise ValueError(f"out_channels must be >= 2 (background + a structure), got {self.out_channels}.")
+        if len(self.strides) != len(self.channels) - 1:
+            raise ValueError(f"need len(strides) == len(channels) - 1, got {self.strides} and {self.channels}.")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}.")
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+
+    @classmethod
+    def of_size(cls, size: str, in_channels: int, out_channels: int, norm: str = "instance") -> NetworkConfig:
+        if size not in SIZES:
+            raise ValueError(f"model size must be one of {', '.join(SIZES)}, got {size!r}.")
+        return cls(in_channels, out_channels, **SIZES[size], norm=norm)
+
+    @property
+    def divisor(self) -> int:
+        """Patch sides must be multiples of this."""
+        d = 1
+        for s in self.strides:
+            d *= s
+        return d
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"], d["strides"] = list(self.channels), list(self.strides)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NetworkConfig:
+        keys = ("in_channels", "out_channels", "channels", "strides", "num_res_units", "norm")
+        return cls(**{k: d[k] for k in keys if k in d})
+
+
+def build_network(cfg: NetworkConfig, background_prior: float | None = None):
+    """A MONAI ``UNet`` (3-D, residual units) for ``cfg``.
+
+    Args:
+        cfg: the architecture.
+        background_prior: if given, the last layer's bias starts so that every voxel is
+            background with this probability (the rest shared by the structures), as in
+            RetinaNet's prior initialisation: a fresh model predicts background, not noise.
+    """
+    import math
+
+    import torch
+    from monai.networks.nets import UNet
+
+    net = UNet(
+        spatial_dims=3,
+        in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels,
+        channels=cfg.channels,
+        strides=cfg.strides,
+        num_res_units=cfg.num_res_units,
+        norm=None if cfg.norm == "none" else cfg.norm,
+    )
+    if background_prior is not None:
+        if not 0 < background_prior < 1:
+            raise ValueError(f"background_prior must be in (0, 1), got {background_prior}.")
+        convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]
+        last = convs[-1]
+        k = cfg.out_channels - 1
+        with torch.no_grad():
+            last.bias.zero_()
+            last.bias[0] = math.log(background_prior / ((1 - background_prior) / k))
+    return net

@@ -1,0 +1,351 @@
+"""Training from sparse scribbles: a generator that yields :class:`Progress` and returns
+:class:`TrainResult`.
+
+The loss only sees labelled voxels (weight 0 elsewhere). Patches are centred on labelled
+voxels with classes sampled evenly (MONAI's ``generate_label_classes_crop_centers``), shaped
+after the voxel spacing (thin slices -> flat patches), and augmented with MONAI transforms.
+Training stops at ``max_steps`` or ``time_budget`` seconds, whichever comes first, or when
+the caller closes the generator; the model kept is the one with the lowest running loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_sparseseg.core.checkpoint import SegModel, default_class_names
+from napari_sparseseg.core.device import DEVICES, resolve_device
+from napari_sparseseg.core.errors import ScribbleError, SparseSegError
+from napari_sparseseg.core.intensity import MODALITIES, choose_normalization, validate_image
+from napari_sparseseg.core.labels import (
+    WeightConfig,
+    balance_factors,
+    class_counts,
+    merge_annotations,
+    validate_scribbles,
+    weight_lookup,
+)
+from napari_sparseseg.core.network import SIZE_CHOICES, NetworkConfig, build_network, size_for_device
+from napari_sparseseg.core.progress import Progress
+
+
+@dataclass
+class TrainConfig:
+    """One training round. Shared by the CLI (``sparseseg segment``) and the napari widget.
+
+    Args:
+        max_steps: upper bound on optimisation steps.
+        time_budget: upper bound on wall time in seconds (``None``: steps only).
+        batch_size: patches per step.
+        patch_voxels: voxel budget of a patch when ``patch_size`` is automatic (64^3).
+        patch_size: explicit patch shape in voxels (array order), or ``None`` for automatic.
+        learning_rate: Adam learning rate.
+        background_prior: a new network starts out predicting background with this
+            probability everywhere (output-bias initialisation), so the first seconds of
+            training are not spent unlearning noise; the structures share the rest.
+        seed: seeds numpy, torch and MONAI; runs with the same seed and ``time_budget=None``
+            are identical on the CPU.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        model_size: ``auto`` (small on CPU, medium on GPU), ``small``, ``medium``, ``large``.
+        modality: ``auto``, ``ct`` or ``mri`` (intensity normalisation).
+        weights: voxel weighting (scribble/correction weights, class balancing).
+        dice_weight: add this times a soft Dice on labelled voxels to the loss.
+        augment: random affine + intensity augmentation (MONAI).
+    """
+
+    max_steps: int = 1000
+    time_budget: float | None = 60.0
+    batch_size: int = 2
+    patch_voxels: int = 64**3
+    patch_size: tuple | None = None
+    learning_rate: float = 3e-3
+    background_prior: float = 0.9
+    seed: int = 0
+    device: str = "auto"
+    model_size: str = "auto"
+    modality: str = "auto"
+    weights: WeightConfig = field(default_factory=WeightConfig)
+    dice_weight: float = 0.0
+    augment: bool = True
+
+    def __post_init__(self):
+        if int(self.max_steps) < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}.")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}.")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if int(self.patch_voxels) < 16**3:
+            raise ValueError(f"patch_voxels must be >= 4096, got {self.patch_voxels}.")
+        if self.patch_size is not None and (len(self.patch_size) != 3 or min(self.patch_size) < 1):
+            raise ValueError(f"patch_size must be three positive ints, got {self.patch_size}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        if str(self.device).split(":")[0] not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}.")
+        if self.model_size not in SIZE_CHOICES:
+            raise ValueError(f"model_size must be one of {', '.join(SIZE_CHOICES)}, got {self.model_size!r}.")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}.")
+        if not 0 < self.background_prior < 1:
+            raise ValueError(f"background_prior must be in (0, 1), got {self.background_prior}.")
+        if self.dice_weight < 0:
+            raise ValueError(f"dice_weight must be >= 0, got {self.dice_weight}.")
+        self.max_steps, self.batch_size = int(self.max_steps), int(self.batch_size)
+
+
+@dataclass
+class TrainResult:
+    """What a training round produced.
+
+    Args:
+        model: the trained model (best running loss seen), in eval mode.
+        steps: optimisation steps done.
+        elapsed: seconds.
+        stopped_by: ``"max_steps"``, ``"time_budget"`` or ``"cancelled"``.
+        losses: the loss of every step.
+    """
+
+    model: SegModel
+    steps: int
+    elapsed: float
+    stopped_by: str
+    losses: list
+
+
+def auto_patch_size(spacing, shape, divisor: int = 8, budget: int = 64**3, min_side: int = 16) -> tuple[int, int, int]:
+    """Patch shape covering about the same physical extent along each axis.
+
+    Sides are proportional to ``1 / spacing`` with ``prod(sides) ~ budget``, multiples of
+    ``divisor``, at least ``min_side`` and at most the volume (rounded up to ``divisor``);
+    budget freed by a short axis goes to the others.
+    """
+    sp = np.asarray(spacing, dtype=float)
+    cap = np.array([max(divisor, math.ceil(n / divisor) * divisor) for n in shape], dtype=float)
+    rel = sp.min() / sp
+    fixed = np.zeros(3, dtype=bool)
+    side = np.zeros(3)
+    for _ in range(3):
+        free = ~fixed
+        rest = budget / np.prod(side[fixed]) if fixed.any() else budget
+        s = (rest / np.prod(rel[free])) ** (1.0 / free.sum())
+        side[free] = np.maximum(rel[free] * s, min_side)
+        over = free & (side >= cap)
+        if not over.any():
+            break
+        side[over] = cap[over]
+        fixed |= over
+        if fixed.all():
+            break
+    side = np.minimum(side, cap)
+    return tuple(int(max(divisor, min(c, round(v / divisor) * divisor))) for v, c in zip(side, cap))
+
+
+def _augmentation(spacing, seed: int):
+    from monai.transforms import Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd, RandShiftIntensityd
+
+    sp = np.asarray(spacing, float)
+    anisotropic = sp.max() / sp.min() > 2.5
+    # Thin slices: rotate within the slice plane only (about the thick axis).
+    rot = (0.26, 0.0, 0.0) if anisotropic else (0.26, 0.26, 0.26)
+    if anisotropic:
+        thick = int(np.argmax(sp))
+        rot = tuple(0.26 if i == thick else 0.0 for i in range(3))
+    t = Compose(
+        [
+            RandAffined(
+                keys=("image", "label", "source"),
+                prob=0.5,
+                rotate_range=rot,
+                scale_range=(0.15, 0.15, 0.15),
+                mode=("bilinear", "nearest", "nearest"),
+                padding_mode=("border", "zeros", "zeros"),
+            ),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+            RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+            RandGaussianNoised(keys="image", std=0.03, prob=0.3),
+        ]
+    )
+    t.set_random_state(seed=seed)
+    return t
+
+
+class Trainer:
+    """One training round over one volume; :meth:`run` is the generator.
+
+    After the generator ends, is closed (Stop), or raises, :attr:`model` holds the best
+    model seen so far (or the initial one if no step finished), ready for prediction.
+
+    Args:
+        image: raw intensities, 3-D.
+        scribbles: 0 = unlabelled, c + 1 = class c; same shape.
+        cfg: the round's settings.
+        corrections: optional, same convention; overrides scribbles with ``w_correction``.
+        init: warm start from this model (its classes, normalisation and patch size are kept).
+        spacing: voxel size in mm, array order (drives the patch shape and augmentation).
+        class_names: names with background first; defaults to "structure i".
+    """
+
+    def __init__(self, image, scribbles, cfg: TrainConfig | None = None, *, corrections=None, init: SegModel | None = None, spacing=(1.0, 1.0, 1.0), class_names=None):
+        self.cfg = cfg or TrainConfig()
+        validate_image(image)
+        scribbles = np.asarray(scribbles)
+        if scribbles.shape != image.shape:
+            raise ScribbleError(f"scribbles shape {scribbles.shape} differs from the image shape {image.shape}.")
+        if corrections is not None and np.asarray(corrections).shape != image.shape:
+            raise ScribbleError(f"corrections shape {np.asarray(corrections).shape} differs from the image shape {image.shape}.")
+        self.y, self.source = merge_annotations(scribbles, corrections)
+        n_classes = validate_scribbles(self.y, init.num_classes if init else None)
+        if init is None and class_names is not None:
+            if len(class_names) < n_classes:
+                raise ScribbleError(f"{len(class_names)} class names given but the scribbles use {n_classes} classes.")
+            n_classes = len(class_names)
+        self.image, self.spacing, self.init = image, tuple(float(s) for s in spacing), init
+        self.num_classes = init.num_classes if init else n_classes
+        self.class_names = list(init.class_names) if init else list(class_names or default_class_names(n_classes))
+        self.device = resolve_device(self.cfg.device)
+        self.model: SegModel | None = init
+
+    # ------------------------------------------------------------------ setup
+    def _build_model(self) -> SegModel:
+        import torch
+
+        if self.init is not None:
+            model = copy.copy(self.init)
+            model.network = copy.deepcopy(self.init.network).to(self.device)
+            model.history = list(self.init.history)
+            return model
+        torch.manual_seed(self.cfg.seed)
+        norm = choose_normalization(self.image, self.cfg.modality)
+        size = size_for_device(self.cfg.model_size, self.device.type)
+        config = NetworkConfig.of_size(size, norm.n_channels, self.num_classes)
+        patch = self.cfg.patch_size or auto_patch_size(self.spacing, self.image.shape, config.divisor, self.cfg.patch_voxels)
+        patch = tuple(int(math.ceil(p / config.divisor) * config.divisor) for p in patch)
+        network = build_network(config, background_prior=self.cfg.background_prior).to(self.device)
+        return SegModel(network, config, norm, self.class_names, patch, self.spacing, [])
+
+    def _prepare_arrays(self, model: SegModel):
+        patch = model.patch_size
+        x = model.normalization.apply(self.image)
+        pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, self.image.shape)]
+        if any(b for _, b in pad):
+            x = np.pad(x, pad, mode="edge")
+            y = np.pad(self.y, pad[1:], constant_values=0)
+            src = np.pad(self.source, pad[1:], constant_values=0)
+        else:
+            y, src = self.y, self.source
+        counts = class_counts(self.y, self.num_classes)
+        table = weight_lookup(balance_factors(counts, self.cfg.weights), self.cfg.weights)
+        flat = y.reshape(-1)
+        order = np.argsort(flat, kind="stable")
+        bounds = np.searchsorted(flat[order], np.arange(self.num_classes + 2))
+        indices = [order[bounds[v] : bounds[v + 1]] if v > 0 else np.zeros(0, np.int64) for v in range(self.num_classes + 1)]
+        ratios = [0.0] + [1.0 if c > 0 else 0.0 for c in counts]
+        return x, y, src, table, indices, ratios
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> Generator[Progress, None, TrainResult]:
+        import torch
+        from monai.transforms.utils import generate_label_classes_crop_centers
+
+        from napari_sparseseg.core.losses import sparse_loss
+
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        rng = np.random.RandomState(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        model = self._build_model()
+        self.model = model
+        x, y, src, table, indices, ratios = self._prepare_arrays(model)
+        patch = model.patch_size
+        augment = _augmentation(self.spacing, cfg.seed) if cfg.augment else None
+        table_t = torch.from_numpy(table)
+        net = model.network
+        net.train()
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=1e-5)
+        amp = self.device.type == "cuda"
+        amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+
+        losses: list[float] = []
+        best_state, best_ema, ema = None, math.inf, None
+        stopped_by, step = "max_steps", 0
+        try:
+            for step in range(1, cfg.max_steps + 1):
+                elapsed = time.perf_counter() - t0
+                if cfg.time_budget is not None and step > 1:
+                    per_step = elapsed / (step - 1) if step > 1 else 0.0
+                    if elapsed + 0.5 * per_step > cfg.time_budget:
+                        stopped_by, step = "time_budget", step - 1
+                        break
+                centres = generate_label_classes_crop_centers(
+                    patch, cfg.batch_size, y.shape, indices, ratios, rand_state=rng, warn=False
+                )
+                xs, ys, ws = [], [], []
+                for c in centres:
+                    # Jitter the centre so the labelled voxel is not always mid-patch (no position shortcut).
+                    start = [int(ci) - p // 2 + int(rng.randint(-(p // 3), p // 3 + 1)) for ci, p in zip(c, patch)]
+                    start = [min(max(0, st), n - p) for st, n, p in zip(start, y.shape, patch)]
+                    sl = tuple(slice(st, st + p) for st, p in zip(start, patch))
+                    sample = {"image": x[(slice(None),) + sl], "label": y[sl][None].astype(np.int64), "source": src[sl][None].astype(np.int64)}
+                    if augment is not None:
+                        sample = augment(sample)
+                    lab = torch.as_tensor(np.asarray(sample["label"])).long()[0]
+                    so = torch.as_tensor(np.asarray(sample["source"])).long()[0]
+                    xs.append(torch.as_tensor(np.asarray(sample["image"]), dtype=torch.float32))
+                    ys.append((lab - 1).clamp_min(0))
+                    ws.append(table_t[so, lab])
+                xb = torch.stack(xs).to(self.device)
+                yb = torch.stack(ys).to(self.device)
+                wb = torch.stack(ws).to(self.device)
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp):
+                    logits = net(xb)
+                loss = sparse_loss(logits.float(), yb, wb, cfg.dice_weight)
+                if not torch.isfinite(loss):
+                    raise SparseSegError(
+                        f"training diverged at step {step} (loss {loss.item()}); lower the learning rate or check the image."
+                    )
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                value = float(loss.detach())
+                losses.append(value)
+                ema = value if ema is None else 0.9 * ema + 0.1 * value
+                if step >= min(10, cfg.max_steps) and ema < best_ema:
+                    best_ema = ema
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                yield Progress("train", step, cfg.max_steps, time.perf_counter() - t0, value, cfg.time_budget)
+        except GeneratorExit:
+            stopped_by = "cancelled"
+            raise
+        finally:
+            if best_state is not None:
+                net.load_state_dict(best_state)
+            net.eval()
+            model.history.append(
+                {"round": len(model.history) + 1, "steps": step if losses else 0, "seconds": round(time.perf_counter() - t0, 2),
+                 "final_loss": losses[-1] if losses else None, "stopped_by": stopped_by}
+            )
+        return TrainResult(model, len(losses), time.perf_counter() - t0, stopped_by, losses)
+
+
+def train(image, scribbles, cfg: TrainConfig | None = None, **kwargs) -> Generator[Progress, None, TrainResult]:
+    """Generator form of :class:`Trainer` (``yield`` progress, ``return`` the result)."""
+    return Trainer(image, scribbles, cfg, **kwargs).run()
+
+
+def run_to_end(gen: Generator, on_progress=None):
+    """Drive a progress generator synchronously and return its result."""
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(p)

@@ -1,0 +1,28 @@
+"""Reading and writing volumes with their geometry (nibabel for NIfTI, SimpleITK otherwise).
+
+All arrays are returned in one order: ``(k, j, i)``, i.e. slice axis first, which is
+SimpleITK's ``GetArrayFromImage`` order and napari's natural display order. The
+:class:`Geometry` maps array indices in that order to world RAS millimetres.
+"""
+
+from napari_sparseseg.io.geometry import Geometry
+from napari_sparseseg.io.volumes import (
+    SUPPORTED_SUFFIXES,
+    check_writable,
+    is_supported_path,
+    read_image,
+    read_labels,
+    write_labels,
+    write_probabilities,
+)
+
+__all__ = [
+    "Geometry",
+    "SUPPORTED_SUFFIXES",
+    "check_writable",
+    "is_supported_path",
+    "read_image",
+    "read_labels",
+    "write_labels",
+    "write_probabilities",
+]

@@ -1,0 +1,121 @@
+"""Training and prediction on a phantom with a known answer (seeded, CPU, seconds)."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sparseseg.core.annotator import simulate_scribbles
+from napari_sparseseg.core.checkpoint import load_model, save_model
+from napari_sparseseg.core.errors import ScribbleError
+from napari_sparseseg.core.metrics import dice_per_class
+from napari_sparseseg.core.predict import PredictConfig, predict_volume
+from napari_sparseseg.core.train import TrainConfig, Trainer, auto_patch_size, run_to_end
+
+
+def _cfg(**kw):
+    base = dict(max_steps=4, time_budget=None, patch_size=(16, 16, 16), device="cpu", seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.network.state_dict().items()}
+
+
+def test_auto_patch_follows_spacing():
+    # The brain-tumour scan: 6.5 mm slices, 0.78 mm in plane -> a flat patch.
+    assert auto_patch_size((6.5, 0.78125, 0.78125), (25, 256, 256)) == (16, 128, 128)
+    assert auto_patch_size((3.0, 3.0, 3.0), (112, 101, 122)) == (64, 64, 64)
+    # A short axis is capped at the volume and its budget goes to the others.
+    p = auto_patch_size((3.0, 3.0, 3.0), (20, 91, 117))
+    assert p[0] == 24 and p[1] > 64 and p[1] % 8 == 0
+
+
+@pytest.fixture(scope="module")
+def learned():
+    """A model trained on strokes on 2 slices per axis of the phantom (seeded)."""
+    from tests.conftest import make_phantom
+
+    image, ref = make_phantom()
+    scribbles = simulate_scribbles(ref, k=2, seed=0)
+    cfg = TrainConfig(max_steps=150, time_budget=None, patch_size=(32, 32, 32), device="cpu", seed=0)
+    result = run_to_end(Trainer(image, scribbles, cfg, spacing=(1, 1, 1)).run())
+    return image, ref, scribbles, result
+
+
+@pytest.mark.slow
+def test_learns_phantom_from_strokes_on_few_slices(learned):
+    image, ref, scribbles, result = learned
+    assert (scribbles > 0).mean() < 0.02  # sparse: strokes, not whole slices
+    assert result.steps == 150 and result.stopped_by == "max_steps"
+    pred = predict_volume(result.model, image, PredictConfig(device="cpu"))
+    dice = dice_per_class(pred.labels, ref, [1, 2])
+    assert min(dice.values()) >= 0.9, dice
+
+
+def test_seeded_training_is_reproducible(phantom):
+    image, ref = phantom
+    s = simulate_scribbles(ref, k=1, seed=1)
+    a = run_to_end(Trainer(image, s, _cfg()).run())
+    b = run_to_end(Trainer(image, s, _cfg()).run())
+    c = run_to_end(Trainer(image, s, _cfg(seed=1)).run())
+    assert a.losses == b.losses
+    sa, sb, sc = _state(a.model), _state(b.model), _state(c.model)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_warm_start_continues_from_weights_and_keeps_classes(phantom, tmp_path):
+    image, ref = phantom
+    s = simulate_scribbles(ref, k=1, seed=2)
+    first = run_to_end(Trainer(image, s, _cfg(), class_names=["bg", "ball", "box"]).run())
+    save_model(first.model, tmp_path / "m")
+    init = load_model(tmp_path / "m")
+    before = _state(init)
+    second = run_to_end(Trainer(image, s, _cfg(), init=init).run())
+    assert second.model.class_names == ["bg", "ball", "box"]
+    assert len(second.model.history) == 2
+    assert all(torch.equal(before[k], v) for k, v in init.network.state_dict().items()), "init must not be mutated"
+    assert not all(torch.equal(before[k], v) for k, v in second.model.network.state_dict().items())
+    # A class the model does not know is a clear error.
+    s2 = s.copy()
+    s2[0, 0, 0] = 9
+    with pytest.raises(ScribbleError, match="only 3 classes"):
+        Trainer(image, s2, _cfg(), init=init)
+
+
+def test_cancel_between_steps_leaves_a_usable_model(phantom):
+    image, ref = phantom
+    trainer = Trainer(image, simulate_scribbles(ref, k=1, seed=3), _cfg(max_steps=50))
+    gen = trainer.run()
+    for _ in range(3):
+        progress = next(gen)
+    assert progress.step == 3 and progress.loss is not None
+    gen.close()
+    assert trainer.model.history[-1]["stopped_by"] == "cancelled"
+    pred = predict_volume(trainer.model, image, PredictConfig(device="cpu"))
+    assert pred.labels.shape == image.shape
+
+
+def test_time_budget_stops_training(phantom):
+    image, ref = phantom
+    result = run_to_end(Trainer(image, simulate_scribbles(ref, k=1), _cfg(max_steps=100000, time_budget=1.5)).run())
+    assert result.stopped_by == "time_budget"
+    assert 1 <= result.steps < 100000
+
+
+@pytest.mark.slow
+def test_slabs_match_single_pass_and_outputs_are_compact(learned):
+    image, ref, _, result = learned
+    model = result.model
+    whole = predict_volume(model, image, PredictConfig(device="cpu", probabilities=True))
+    slabs = predict_volume(model, image, PredictConfig(device="cpu", probabilities=True, slab_voxels=8 * 48 * 48))
+    assert model.patch_size[0] > 8  # so several slabs really were used
+    assert whole.labels.dtype == np.uint8 and whole.probabilities.dtype == np.uint8
+    assert whole.uncertainty.dtype == np.float16
+    assert whole.probabilities.shape == (3,) + image.shape
+    total = whole.probabilities.astype(int).sum(0)
+    assert np.all(np.abs(total - 255) <= 3)
+    assert 0 <= float(whole.uncertainty.min()) and float(whole.uncertainty.max()) <= 1
+    assert (whole.labels == slabs.labels).mean() > 0.99
+    assert np.abs(whole.probabilities.astype(int) - slabs.probabilities).mean() < 3
