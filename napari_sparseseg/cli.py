@@ -88,11 +88,11 @@ def cmd_segment(args) -> int:
     from napari_sparseseg.core.predict import PredictConfig, predict
     from napari_sparseseg.core.train import TrainConfig, Trainer, run_to_end
 
+    resolve_device(args.device)
     cfg = TrainConfig(
         max_steps=args.max_steps, time_budget=args.time_budget, seed=args.seed, device=args.device,
         model_size=args.model_size, modality=args.modality,
     )
-    resolve_device(args.device)
     image, geom, scribbles, corrections = _read_inputs(args)
     _check_outputs(args)
     init = load_model(args.init_model) if args.init_model else None

@@ -26,8 +26,8 @@ def make_phantom(shape=(40, 48, 48), seed=0):
     rng = np.random.default_rng(seed)
     zz, yy, xx = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
     ref = np.zeros(shape, np.uint8)
-    ball = (zz - 20) ** 2 + (yy - 16) ** 2 + (xx - 30) ** 2 < 9**2
-    box = (np.abs(zz - 20) < 7) & (np.abs(yy - 34) < 6) & (np.abs(xx - 14) < 8)
+    ball = (zz - 20) ** 2 + (yy - 15) ** 2 + (xx - 31) ** 2 < 10**2
+    box = (np.abs(zz - 20) < 9) & (np.abs(yy - 34) < 8) & (np.abs(xx - 14) < 9)
     ref[ball] = 1
     ref[box] = 2
     image = 100 + 20 * np.sin(xx / 9.0) + rng.normal(0, 12, shape)

@@ -32,7 +32,10 @@ class NetworkConfig:
         in_channels: input channels (from the normalisation).
         out_channels: classes, background included.
         channels, strides, num_res_units: MONAI ``UNet`` arguments.
-        norm: ``"instance"`` (default), ``"batch"`` or ``"none"``.
+        norm: ``"none"`` (default), ``"instance"`` or ``"batch"``. With sparse strokes the
+            network without normalisation layers generalised far better away from the strokes
+            (phantom Dice 0.92/0.89 vs 0.91/0.58 with instance norm); gradient clipping keeps
+            it stable.
     """
 
     in_channels: int
@@ -40,7 +43,7 @@ class NetworkConfig:
     channels: tuple = SIZES["small"]["channels"]
     strides: tuple = SIZES["small"]["strides"]
     num_res_units: int = 2
-    norm: str = "instance"
+    norm: str = "none"
 
     def __post_init__(self):
         if self.out_channels < 2:
@@ -53,7 +56,7 @@ class NetworkConfig:
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
 
     @classmethod
-    def of_size(cls, size: str, in_channels: int, out_channels: int, norm: str = "instance") -> NetworkConfig:
+    def of_size(cls, size: str, in_channels: int, out_channels: int, norm: str = "none") -> NetworkConfig:
         if size not in SIZES:
             raise ValueError(f"model size must be one of {', '.join(SIZES)}, got {size!r}.")
         return cls(in_channels, out_channels, **SIZES[size], norm=norm)

@@ -5,7 +5,7 @@ The loss only sees labelled voxels (weight 0 elsewhere). Patches are centred on 
 voxels with classes sampled evenly (MONAI's ``generate_label_classes_crop_centers``), shaped
 after the voxel spacing (thin slices -> flat patches), and augmented with MONAI transforms.
 Training stops at ``max_steps`` or ``time_budget`` seconds, whichever comes first, or when
-the caller closes the generator; the model kept is the one with the lowest running loss.
+the caller closes the generator; the model kept is the moving average of the weights.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class TrainConfig:
         background_prior: a new network starts out predicting background with this
             probability everywhere (output-bias initialisation), so the first seconds of
             training are not spent unlearning noise; the structures share the rest.
+        weight_ema: decay of the moving average of the weights that becomes the result
+            (0 keeps the last step's weights).
         seed: seeds numpy, torch and MONAI; runs with the same seed and ``time_budget=None``
             are identical on the CPU.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
@@ -65,6 +67,7 @@ class TrainConfig:
     patch_size: tuple | None = None
     learning_rate: float = 3e-3
     background_prior: float = 0.9
+    weight_ema: float = 0.95
     seed: int = 0
     device: str = "auto"
     model_size: str = "auto"
@@ -94,6 +97,8 @@ class TrainConfig:
             raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}.")
         if not 0 < self.background_prior < 1:
             raise ValueError(f"background_prior must be in (0, 1), got {self.background_prior}.")
+        if not 0 <= self.weight_ema < 1:
+            raise ValueError(f"weight_ema must be in [0, 1), got {self.weight_ema}.")
         if self.dice_weight < 0:
             raise ValueError(f"dice_weight must be >= 0, got {self.dice_weight}.")
         self.max_steps, self.batch_size = int(self.max_steps), int(self.batch_size)
@@ -104,7 +109,7 @@ class TrainResult:
     """What a training round produced.
 
     Args:
-        model: the trained model (best running loss seen), in eval mode.
+        model: the trained model (moving average of the weights), in eval mode.
         steps: optimisation steps done.
         elapsed: seconds.
         stopped_by: ``"max_steps"``, ``"time_budget"`` or ``"cancelled"``.
@@ -178,8 +183,8 @@ def _augmentation(spacing, seed: int):
 class Trainer:
     """One training round over one volume; :meth:`run` is the generator.
 
-    After the generator ends, is closed (Stop), or raises, :attr:`model` holds the best
-    model seen so far (or the initial one if no step finished), ready for prediction.
+    After the generator ends, is closed (Stop), or raises, :attr:`model` holds the averaged
+    weights so far (or the initial model if no step finished), ready for prediction.
 
     Args:
         image: raw intensities, 3-D.
@@ -272,8 +277,12 @@ class Trainer:
         amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
 
+        # Exponential moving average of the weights (Polyak averaging): the model returned is
+        # the average, which is far less sensitive to the last few noisy sparse-label steps.
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        averaged = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.weight_ema), use_buffers=True)
         losses: list[float] = []
-        best_state, best_ema, ema = None, math.inf, None
         stopped_by, step = "max_steps", 0
         try:
             for step in range(1, cfg.max_steps + 1):
@@ -312,21 +321,20 @@ class Trainer:
                         f"training diverged at step {step} (loss {loss.item()}); lower the learning rate or check the image."
                     )
                 scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)  # no blow-ups from one odd patch
                 scaler.step(opt)
                 scaler.update()
+                averaged.update_parameters(net)
                 value = float(loss.detach())
                 losses.append(value)
-                ema = value if ema is None else 0.9 * ema + 0.1 * value
-                if step >= min(10, cfg.max_steps) and ema < best_ema:
-                    best_ema = ema
-                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
                 yield Progress("train", step, cfg.max_steps, time.perf_counter() - t0, value, cfg.time_budget)
         except GeneratorExit:
             stopped_by = "cancelled"
             raise
         finally:
-            if best_state is not None:
-                net.load_state_dict(best_state)
+            if losses:
+                net.load_state_dict(averaged.module.state_dict())
             net.eval()
             model.history.append(
                 {"round": len(model.history) + 1, "steps": step if losses else 0, "seconds": round(time.perf_counter() - t0, 2),

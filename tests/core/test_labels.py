@@ -19,11 +19,16 @@ def test_class_balancing_gives_each_class_equal_total_weight():
     y[600:610] = 2  # thin stroke of a small structure
     y[610:700] = 3
     src = (y > 0).astype(np.uint8)
-    w = voxel_weights(y, src, 3)
+    w = voxel_weights(y, src, 3, WeightConfig(balance_power=1.0))
     totals = [w[y == v].sum() for v in (1, 2, 3)]
     assert np.allclose(totals, totals[0])
     assert w[y == 0].sum() == 0
     assert w[y == 2][0] > w[y == 1][0] * 10
+    # Default (power 0.5): a class's total weight grows with the square root of its stroke length.
+    w = voxel_weights(y, src, 3)
+    totals = np.array([w[y == v].sum() for v in (1, 2, 3)])
+    assert np.allclose(totals / np.sqrt([600, 10, 90]), totals[0] / np.sqrt(600))
+    assert np.isclose(w[y == 2][0] / w[y == 1][0], np.sqrt(60))
 
 
 def test_balance_cap_and_off_switch():
