@@ -30,7 +30,7 @@ from napari_sparseseg.core.labels import (
     validate_scribbles,
     weight_lookup,
 )
-from napari_sparseseg.core.network import SIZE_CHOICES, NetworkConfig, build_network, size_for_device
+from napari_sparseseg.core.network import SIZE_CHOICES, SIZES, NetworkConfig, build_network, size_for_device
 from napari_sparseseg.core.progress import Progress
 
 
@@ -42,7 +42,8 @@ class TrainConfig:
         max_steps: upper bound on optimisation steps.
         time_budget: upper bound on wall time in seconds (``None``: steps only).
         batch_size: patches per step.
-        patch_voxels: voxel budget of a patch when ``patch_size`` is automatic (64^3).
+        patch_voxels: voxel budget of an automatic patch; ``None`` takes the model size's
+            (40^3 for "small", the CPU default; 64^3 "medium"; 96^3 "large").
         patch_size: explicit patch shape in voxels (array order), or ``None`` for automatic.
         learning_rate: Adam learning rate.
         background_prior: a new network starts out predicting background with this
@@ -63,7 +64,7 @@ class TrainConfig:
     max_steps: int = 1000
     time_budget: float | None = 60.0
     batch_size: int = 2
-    patch_voxels: int = 64**3
+    patch_voxels: int | None = None
     patch_size: tuple | None = None
     learning_rate: float = 3e-3
     background_prior: float = 0.9
@@ -83,7 +84,7 @@ class TrainConfig:
             raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}.")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
-        if int(self.patch_voxels) < 16**3:
+        if self.patch_voxels is not None and int(self.patch_voxels) < 16**3:
             raise ValueError(f"patch_voxels must be >= 4096, got {self.patch_voxels}.")
         if self.patch_size is not None and (len(self.patch_size) != 3 or min(self.patch_size) < 1):
             raise ValueError(f"patch_size must be three positive ints, got {self.patch_size}.")
@@ -229,7 +230,8 @@ class Trainer:
         norm = choose_normalization(self.image, self.cfg.modality)
         size = size_for_device(self.cfg.model_size, self.device.type)
         config = NetworkConfig.of_size(size, norm.n_channels, self.num_classes)
-        patch = self.cfg.patch_size or auto_patch_size(self.spacing, self.image.shape, config.divisor, self.cfg.patch_voxels)
+        budget = self.cfg.patch_voxels or SIZES[size]["patch_voxels"]
+        patch = self.cfg.patch_size or auto_patch_size(self.spacing, self.image.shape, config.divisor, budget)
         patch = tuple(int(math.ceil(p / config.divisor) * config.divisor) for p in patch)
         network = build_network(config, background_prior=self.cfg.background_prior).to(self.device)
         return SegModel(network, config, norm, self.class_names, patch, self.spacing, [])
@@ -288,8 +290,8 @@ class Trainer:
             for step in range(1, cfg.max_steps + 1):
                 elapsed = time.perf_counter() - t0
                 if cfg.time_budget is not None and step > 1:
-                    per_step = elapsed / (step - 1) if step > 1 else 0.0
-                    if elapsed + 0.5 * per_step > cfg.time_budget:
+                    # Stop when half another step would overrun the budget.
+                    if elapsed + 0.5 * elapsed / (step - 1) > cfg.time_budget:
                         stopped_by, step = "time_budget", step - 1
                         break
                 centres = generate_label_classes_crop_centers(
