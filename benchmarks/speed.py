@@ -115,6 +115,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--first-budget", type=float, default=20.0, help="training seconds before the first prediction")
     ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--large-only", action="store_true", help="only the 512x512x300 inference part")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "speed.json"))
     args = ap.parse_args(argv)
     import torch
@@ -123,9 +124,10 @@ def main(argv=None):
     if args.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
     print(json.dumps(info), flush=True)
-    fp = first_prediction(args.device, args.first_budget)
+    fp = None if args.large_only else first_prediction(args.device, args.first_budget)
     info["first_prediction"] = fp
-    print(f"128^3 CT crop: first prediction {fp['first_prediction_s']:.1f}s (train {fp['train_s']:.1f}s/{fp['train_steps']} steps + predict {fp['predict_s']:.1f}s), "
+    if fp:
+        print(f"128^3 CT crop: first prediction {fp['first_prediction_s']:.1f}s (train {fp['train_s']:.1f}s/{fp['train_steps']} steps + predict {fp['predict_s']:.1f}s), "
           f"Dice {fp['dice_round1']:.3f}; correction round {fp['second_round_s']:.1f}s, Dice {fp['dice_round2']:.3f}; "
           f"RF baseline {fp['rf_baseline_s']:.1f}s, Dice {fp['rf_dice']:.3f}; ratio first prediction / RF = {fp['first_prediction_s'] / fp['rf_baseline_s']:.2f}", flush=True)
     if not args.skip_large:

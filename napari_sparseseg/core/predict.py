@@ -40,7 +40,7 @@ class PredictConfig:
     sw_batch_size: int = 2
     probabilities: bool = False
     uncertainty: bool = True
-    slab_voxels: int = 8_000_000
+    slab_voxels: int = 24_000_000
 
     def __post_init__(self):
         if not 0 <= self.overlap < 1:
