@@ -84,7 +84,7 @@ def _write_outputs(args, geom, prediction) -> None:
 def cmd_segment(args) -> int:
     from napari_sparseseg.core.checkpoint import load_model, save_model
     from napari_sparseseg.core.device import resolve_device
-    from napari_sparseseg.core.labels import merge_annotations, validate_scribbles
+    from napari_sparseseg.core.errors import ScribbleError
     from napari_sparseseg.core.predict import PredictConfig, predict
     from napari_sparseseg.core.train import TrainConfig, Trainer, run_to_end
 
@@ -96,11 +96,12 @@ def cmd_segment(args) -> int:
     image, geom, scribbles, corrections = _read_inputs(args)
     _check_outputs(args)
     init = load_model(args.init_model) if args.init_model else None
-    # Validate here too so the error names the scribble file.
-    y, _ = merge_annotations(scribbles, corrections)
-    validate_scribbles(y, init.num_classes if init else None, path=args.scribbles)
     names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
-    trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=init, spacing=geom.spacing, class_names=names)
+    try:
+        trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=init, spacing=geom.spacing, class_names=names)
+    except ScribbleError as exc:  # name the file the user gave
+        exc.path = exc.path or str(args.scribbles)
+        raise
     show = _StderrProgress(quiet=args.quiet)
     result = run_to_end(trainer.run(), show)
     print(f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})", file=sys.stderr)

@@ -8,12 +8,14 @@ from dataclasses import asdict, dataclass
 # interactive round: channels (8, 16, 32, 64) on ~40^3 patches make ~300 steps in 60 s and
 # reached mean Dice 0.67 on the sample CT (strokes on 3 slices per axis), against 0.51-0.53
 # for (16, 32, 64, 128) on 64^3 or 40^3 patches (see benchmarks/). GPUs get wider nets and
-# larger patches. ``patch_voxels`` is the patch budget used when the patch is automatic.
+# larger patches.
 SIZES = {
-    "small": {"channels": (8, 16, 32, 64), "strides": (2, 2, 2), "num_res_units": 2, "patch_voxels": 40**3},
-    "medium": {"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 2, "patch_voxels": 64**3},
-    "large": {"channels": (32, 64, 128, 256, 320), "strides": (2, 2, 2, 2), "num_res_units": 2, "patch_voxels": 96**3},
+    "small": {"channels": (8, 16, 32, 64), "strides": (2, 2, 2), "num_res_units": 2},
+    "medium": {"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 2},
+    "large": {"channels": (32, 64, 128, 256, 320), "strides": (2, 2, 2, 2), "num_res_units": 2},
 }
+# Voxel budget of an automatic training patch for each size.
+PATCH_VOXELS = {"small": 40**3, "medium": 64**3, "large": 96**3}
 SIZE_CHOICES = ("auto",) + tuple(SIZES)
 NORMS = ("none", "instance", "batch")
 
@@ -43,7 +45,7 @@ class NetworkConfig:
 
     in_channels: int
     out_channels: int
-    channels: tuple = (8, 16, 32, 64)
+    channels: tuple = SIZES["small"]["channels"]
     strides: tuple = SIZES["small"]["strides"]
     num_res_units: int = 2
     norm: str = "none"
@@ -62,8 +64,7 @@ class NetworkConfig:
     def of_size(cls, size: str, in_channels: int, out_channels: int, norm: str = "none") -> NetworkConfig:
         if size not in SIZES:
             raise ValueError(f"model size must be one of {', '.join(SIZES)}, got {size!r}.")
-        arch = {k: v for k, v in SIZES[size].items() if k != "patch_voxels"}
-        return cls(in_channels, out_channels, **arch, norm=norm)
+        return cls(in_channels, out_channels, **SIZES[size], norm=norm)
 
     @property
     def divisor(self) -> int:

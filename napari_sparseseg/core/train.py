@@ -30,7 +30,7 @@ from napari_sparseseg.core.labels import (
     validate_scribbles,
     weight_lookup,
 )
-from napari_sparseseg.core.network import SIZE_CHOICES, SIZES, NetworkConfig, build_network, size_for_device
+from napari_sparseseg.core.network import PATCH_VOXELS, SIZE_CHOICES, NetworkConfig, build_network, size_for_device
 from napari_sparseseg.core.progress import Progress
 
 
@@ -230,7 +230,7 @@ class Trainer:
         norm = choose_normalization(self.image, self.cfg.modality)
         size = size_for_device(self.cfg.model_size, self.device.type)
         config = NetworkConfig.of_size(size, norm.n_channels, self.num_classes)
-        budget = self.cfg.patch_voxels or SIZES[size]["patch_voxels"]
+        budget = self.cfg.patch_voxels or PATCH_VOXELS[size]
         patch = self.cfg.patch_size or auto_patch_size(self.spacing, self.image.shape, config.divisor, budget)
         patch = tuple(int(math.ceil(p / config.divisor) * config.divisor) for p in patch)
         network = build_network(config, background_prior=self.cfg.background_prior).to(self.device)
