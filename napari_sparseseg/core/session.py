@@ -1,0 +1,405 @@
+"""One annotation session: image, scribbles, corrections, model, last prediction, history.
+
+The napari widget keeps one :class:`Session` per image. Everything the user draws lives in
+:attr:`Session.scribbles` (scribble convention, corrections included, the very array the
+widget shows); :attr:`Session.corrected` marks the voxels that are corrections, i.e. painted
+after a prediction was shown (in the scribbles) or repainted directly in the prediction.
+:meth:`Session.absorb_edits` folds both kinds of edit into ``y`` and ``w(y)`` before training
+or saving, so a stroke is never lost whichever layer it was drawn in.
+
+:meth:`Session.run_round` is the interactive loop's work unit, a generator like
+:func:`~napari_sparseseg.core.train.Trainer.run`: it trains (warm-starting from the current
+model), then predicts, yielding :class:`Progress`; it never mutates the session, so it can run
+in a worker thread while the user keeps painting; :meth:`Session.accept` applies the result.
+
+A saved session is a folder: ``session.json`` (format version, image reference, geometry,
+class names/colours, settings, history), ``annotations.npz`` (scribbles, correction mask,
+last prediction), ``model/`` (:mod:`~napari_sparseseg.core.checkpoint`) and ``image.npy``
+only when the image has no file to refer to. Each file is replaced atomically and
+``session.json`` is written last, so an interrupted save leaves the previous one readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_sparseseg import __version__
+from napari_sparseseg.core.checkpoint import SegModel, default_class_names, load_model, save_model
+from napari_sparseseg.core.errors import CheckpointError, OutputError, ScribbleError, SparseSegError
+from napari_sparseseg.core.labels import corrections_from_edit
+from napari_sparseseg.core.predict import PredictConfig, Prediction, predict
+from napari_sparseseg.core.progress import Progress
+from napari_sparseseg.core.train import TrainConfig, TrainResult, Trainer
+
+SESSION_FORMAT = 1
+SESSION_JSON, ANNOTATIONS, IMAGE_NPY, MODEL_DIR = "session.json", "annotations.npz", "image.npy", "model"
+
+
+@dataclass
+class RoundResult:
+    """What one :meth:`Session.run_round` produced (applied with :meth:`Session.accept`).
+
+    Args:
+        train: the training result, or ``None`` for a prediction-only round.
+        prediction: the dense prediction, or ``None`` if it was cancelled.
+        model: the model the prediction came from.
+        stopped: ``"training"`` if Stop ended training early, ``"prediction"`` if a second
+            Stop cancelled the prediction, else ``None``.
+        class_names: the names the round trained with.
+    """
+
+    train: TrainResult | None
+    prediction: Prediction | None
+    model: SegModel
+    stopped: str | None
+    class_names: list
+
+
+def _atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class Session:
+    """State of one annotation session (see the module docstring).
+
+    Args:
+        image: raw intensities (``None`` only while a loaded session waits for its image).
+        scribbles: 0 = unlabelled, c + 1 = class c; corrections included.
+        class_names: background first.
+        spacing: voxel size in mm, array order.
+        geometry: the scan's geometry as a plain dict (``io.Geometry.to_dict``), kept for writing.
+        image_path: the file or DICOM folder the image came from, if any.
+        colors: one colour per class (hex strings), for the viewer.
+        corrected: bool mask of correction voxels (``None``: none yet).
+        model: the current model.
+        prediction: the last prediction as shown (class indices), for detecting edits.
+        history: one dict per finished round.
+        settings: the widget's settings (device, model size, time budget...), restored on load.
+    """
+
+    image: np.ndarray | None
+    scribbles: np.ndarray
+    class_names: list = field(default_factory=lambda: default_class_names(2))
+    spacing: tuple = (1.0, 1.0, 1.0)
+    geometry: dict | None = None
+    image_path: str | None = None
+    colors: list | None = None
+    corrected: np.ndarray | None = None
+    model: SegModel | None = None
+    prediction: np.ndarray | None = None
+    history: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.scribbles = np.asarray(self.scribbles)
+        if self.image is not None and self.scribbles.shape != self.image.shape:
+            raise ScribbleError(f"scribbles shape {self.scribbles.shape} differs from the image shape {self.image.shape}.")
+        if self.corrected is None:
+            self.corrected = np.zeros(self.scribbles.shape, dtype=bool)
+        # The scribbles as they were when the current prediction was shown: voxels painted
+        # since then are corrections.
+        self._snapshot = None if self.prediction is None else self.scribbles.copy()
+        self._model_rev, self._saved_model = 0, {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------- annotations
+    @property
+    def corrections(self) -> np.ndarray:
+        """Corrections in scribble convention (0 elsewhere), as ``Trainer`` takes them."""
+        return np.where(self.corrected, self.scribbles, 0).astype(self.scribbles.dtype)
+
+    def absorb_edits(self, edited_prediction: np.ndarray | None = None) -> int:
+        """Fold edits made since the last prediction into ``y`` and ``w(y)``.
+
+        * Scribble voxels painted since the prediction was shown become corrections; erased
+          ones become unlabelled (and stop being corrections).
+        * Voxels whose class the user changed in the prediction layer (``edited_prediction``)
+          are written into :attr:`scribbles` as corrections, and the edited prediction becomes
+          the reference for the next edit.
+
+        Returns the number of voxels newly marked as corrections.
+        """
+        before = int(self.corrected.sum())
+        if self._snapshot is not None:
+            painted = self.scribbles != self._snapshot
+            self.corrected |= painted
+            self._snapshot = self.scribbles.copy()
+        if edited_prediction is not None and self.prediction is not None:
+            edits = corrections_from_edit(self.prediction, edited_prediction)
+            changed = edits > 0
+            if changed.any():
+                if edits.max() > np.iinfo(self.scribbles.dtype).max:
+                    self.scribbles = self.scribbles.astype(np.uint16)
+                self.scribbles[changed] = edits[changed]
+                self.corrected |= changed
+                self.prediction = np.array(edited_prediction, copy=True)
+                if self._snapshot is not None:
+                    self._snapshot[changed] = self.scribbles[changed]
+        self.corrected &= self.scribbles > 0
+        return int(self.corrected.sum()) - before
+
+    def labelled_counts(self) -> dict:
+        """Labelled voxels per class name, and the number of corrections."""
+        values, counts = np.unique(self.scribbles[self.scribbles > 0], return_counts=True)
+        names = {int(v): (self.class_names[v - 1] if v - 1 < len(self.class_names) else f"class {v - 1}") for v in values}
+        return {"per_class": {names[int(v)]: int(c) for v, c in zip(values, counts)}, "corrections": int(self.corrected.sum())}
+
+    # ------------------------------------------------------------- the loop
+    def _init_model(self) -> SegModel | None:
+        """The model to warm-start from; ``None`` (a fresh one) if the classes changed."""
+        if self.model is not None and self.model.num_classes == len(self.class_names):
+            return self.model
+        return None
+
+    def run_round(self, train_cfg: TrainConfig | None = None, predict_cfg: PredictConfig | None = None,
+                  stop: threading.Event | None = None, train: bool = True) -> Generator[Progress, None, RoundResult]:
+        """Train from the current annotations (warm start), then predict the whole image.
+
+        Safe to run in a worker thread: works on copies of the annotations and does not change
+        the session. ``stop`` set during training ends training within one step (the averaged
+        weights so far are kept) and the prediction still runs; set again during prediction, it
+        cancels the prediction. ``train=False`` only predicts with the current model.
+
+        Raises:
+            ScribbleError: no scribbles, one class only, or a class outside the class table.
+            SparseSegError: out of GPU memory or a diverging loss, with what to do.
+        """
+        if self.image is None:
+            raise SparseSegError("the session has no image; open the scan first.")
+        stop = stop or threading.Event()
+        names = list(self.class_names)
+        result, stopped = None, None
+        if train:
+            scribbles = self.scribbles.copy()
+            top = int(scribbles.max(initial=0))
+            if top > len(names):
+                raise ScribbleError(f"the scribbles use value {top} (class {top - 1}) but the class table has only {len(names)} classes; add the class or erase those strokes.")
+            corrections = self.corrections if self.corrected.any() else None
+            trainer = Trainer(self.image, scribbles, train_cfg, corrections=corrections, init=self._init_model(),
+                              spacing=self.spacing, class_names=names)
+            gen = trainer.run()
+            try:
+                while True:
+                    try:
+                        p = next(gen)
+                    except StopIteration as done:
+                        result = done.value
+                        break
+                    yield p
+                    if stop.is_set():
+                        gen.close()  # the trainer keeps the averaged weights so far
+                        stopped = "training"
+                        break
+            except Exception as exc:
+                raise _explain(exc) from exc
+            model = result.model if result is not None else trainer.model
+            if result is None:
+                hist = model.history[-1] if model.history else {}
+                result = TrainResult(model, int(hist.get("steps", 0)), float(hist.get("seconds", 0.0)), "cancelled", [])
+            model.class_names = names
+            stop.clear()
+        else:
+            if self.model is None:
+                raise SparseSegError("there is no model yet; press Train first (or load a model).")
+            model = self.model
+        pred_gen = predict(model, self.image, predict_cfg)
+        prediction = None
+        try:
+            while True:
+                try:
+                    p = next(pred_gen)
+                except StopIteration as done:
+                    prediction = done.value
+                    break
+                yield p
+                if stop.is_set():
+                    pred_gen.close()
+                    stopped = "prediction"
+                    break
+        except Exception as exc:
+            raise _explain(exc) from exc
+        return RoundResult(result, prediction, model, stopped, names)
+
+    def accept(self, result: RoundResult) -> None:
+        """Apply a finished round: new model, new prediction (if any), a history entry."""
+        if result.train is not None:
+            self.model = result.model
+            self._model_rev += 1
+            counts = self.labelled_counts()
+            self.history.append({
+                "round": len(self.history) + 1,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "steps": result.train.steps,
+                "seconds": round(result.train.elapsed, 2),
+                "stopped_by": result.train.stopped_by,
+                "final_loss": result.train.losses[-1] if result.train.losses else None,
+                "losses": [round(float(v), 5) for v in result.train.losses],
+                "labelled": counts["per_class"],
+                "corrections": counts["corrections"],
+            })
+        if result.prediction is not None:
+            self.prediction = np.array(result.prediction.labels, copy=True)
+            self._snapshot = self.scribbles.copy()
+
+    def set_model(self, model: SegModel) -> None:
+        """Use a loaded model; its class names become the session's if the counts agree."""
+        if len(self.class_names) != model.num_classes:
+            raise CheckpointError(
+                f"the model has {model.num_classes} classes ({', '.join(model.class_names)}) but the session has "
+                f"{len(self.class_names)}; edit the class table to match or train a new model."
+            )
+        self.model = model
+        self._model_rev += 1
+
+    # ------------------------------------------------------------- save/load
+    def save(self, folder, include_image: bool | None = None) -> Path:
+        """Write the session to ``folder`` (created if missing). Thread-safe.
+
+        The model is written only when it changed since the last save to this folder. The image
+        is written (``image.npy``) when it has no :attr:`image_path` or ``include_image`` is true.
+
+        Raises:
+            OutputError: the folder cannot be created or written.
+        """
+        folder = Path(folder)
+        with self._lock:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                arrays = {"scribbles": self.scribbles, "corrected": np.packbits(self.corrected)}
+                if self.prediction is not None:
+                    arrays["prediction"] = self.prediction
+                _atomic_write(folder / ANNOTATIONS, lambda f: np.savez_compressed(f, **arrays))
+                store_image = include_image if include_image is not None else not self.image_path
+                if store_image and self.image is not None:
+                    target = folder / IMAGE_NPY
+                    if not (target.is_file() and self._same_image_on_disk(target)):
+                        _atomic_write(target, lambda f: np.save(f, self.image))
+                if self.model is not None and self._saved_model.get(str(folder.resolve())) != self._model_rev:
+                    save_model(self.model, folder / MODEL_DIR)
+                    self._saved_model[str(folder.resolve())] = self._model_rev
+                meta = {
+                    "format_version": SESSION_FORMAT,
+                    "package": "napari-sparseseg",
+                    "package_version": __version__,
+                    "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "image_path": self.image_path,
+                    "image_stored": bool(store_image and self.image is not None),
+                    "shape": list(self.scribbles.shape),
+                    "spacing": list(self.spacing),
+                    "geometry": self.geometry,
+                    "class_names": list(self.class_names),
+                    "colors": self.colors,
+                    "has_model": self.model is not None,
+                    "history": self.history,
+                    "settings": self.settings,
+                }
+                _atomic_write(folder / SESSION_JSON, lambda f: f.write(json.dumps(meta, indent=1)), mode="w")
+            except OSError as exc:
+                raise OutputError(f"cannot save the session ({exc.strerror or exc}); choose a writable folder.", path=folder) from exc
+        return folder
+
+    def _same_image_on_disk(self, path: Path) -> bool:
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError):
+            return False
+        return arr.shape == self.image.shape and arr.dtype == self.image.dtype
+
+    @classmethod
+    def load(cls, folder, image: np.ndarray | None = None, device: str = "cpu") -> Session:
+        """Read a session folder written by :meth:`save`.
+
+        The image comes from ``image`` if given, else from ``image.npy`` if the session stored
+        it; otherwise :attr:`image` is ``None`` and the caller reads :attr:`image_path`.
+
+        Raises:
+            CheckpointError: not a session folder, another format version, or corrupt files.
+            ScribbleError: ``image`` does not match the session's shape.
+        """
+        folder = Path(folder)
+        meta_path = folder / SESSION_JSON
+        if not meta_path.is_file():
+            raise CheckpointError(f"not a napari-sparseseg session ({SESSION_JSON} is missing); choose a folder saved by the widget.", path=folder)
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"corrupt session: {SESSION_JSON} cannot be parsed ({exc}).", path=folder) from exc
+        if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
+            raise CheckpointError(f"not a napari-sparseseg session ({SESSION_JSON} lacks the package tag).", path=folder)
+        if meta.get("format_version") != SESSION_FORMAT:
+            raise CheckpointError(
+                f"session format {meta.get('format_version')} (napari-sparseseg {meta.get('package_version', '?')}) cannot be "
+                f"read by napari-sparseseg {__version__} (format {SESSION_FORMAT}); use a matching version.", path=folder)
+        shape = tuple(meta["shape"])
+        try:
+            with np.load(folder / ANNOTATIONS) as z:
+                scribbles = z["scribbles"]
+                corrected = np.unpackbits(z["corrected"], count=int(np.prod(shape))).reshape(shape).astype(bool)
+                prediction = z["prediction"] if "prediction" in z.files else None
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise CheckpointError(f"corrupt session: {ANNOTATIONS} cannot be read ({exc}).", path=folder) from exc
+        if scribbles.shape != shape:
+            raise CheckpointError(f"corrupt session: scribbles shape {scribbles.shape}, expected {shape}.", path=folder)
+        if image is None and (folder / IMAGE_NPY).is_file():
+            image = np.load(folder / IMAGE_NPY)
+        if image is not None and tuple(image.shape) != shape:
+            raise ScribbleError(f"the image has shape {tuple(image.shape)} but the session was drawn on {shape}; open the session's own scan.", path=folder)
+        model = load_model(folder / MODEL_DIR, device=device) if meta.get("has_model") and (folder / MODEL_DIR).is_dir() else None
+        s = cls(image, scribbles, list(meta["class_names"]), tuple(meta.get("spacing", (1, 1, 1))), meta.get("geometry"),
+                meta.get("image_path"), meta.get("colors"), corrected, model, prediction, list(meta.get("history", [])),
+                dict(meta.get("settings", {})))
+        s._saved_model[str(folder.resolve())] = s._model_rev
+        return s
+
+
+def _explain(exc: BaseException) -> BaseException:
+    """Turn low-level failures into errors that say what to do."""
+    if isinstance(exc, SparseSegError):
+        return exc
+    text = str(exc)
+    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
+        return SparseSegError("out of GPU memory; choose a smaller model size, a shorter time budget or the CPU device, then train again.")
+    return SparseSegError(f"training failed ({type(exc).__name__}: {text}); your annotations are kept. Try again, or report this with the session folder.")
+
+
+# ----------------------------------------------------------------- autosave
+def autosave_root() -> Path:
+    """``$SPARSESEG_AUTOSAVE_DIR``, else ``$XDG_CACHE_HOME/napari-sparseseg/autosave`` (``~/.cache``)."""
+    env = os.environ.get("SPARSESEG_AUTOSAVE_DIR")
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "napari-sparseseg" / "autosave"
+
+
+def autosave_folder(name: str, shape, image_path: str | None = None) -> Path:
+    """The autosave folder of one image: readable name + a hash of its path (or name) and shape."""
+    key = f"{os.path.abspath(image_path) if image_path else name}|{tuple(int(s) for s in shape)}"
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(image_path).name if image_path else name)[:40] or "image"
+    return autosave_root() / f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def find_autosave(name: str, shape, image_path: str | None = None) -> Path | None:
+    """The autosave folder of this image if a session was saved there."""
+    folder = autosave_folder(name, shape, image_path)
+    return folder if (folder / SESSION_JSON).is_file() else None

@@ -1,0 +1,130 @@
+"""The annotation session: edits become corrections, rounds, Stop, save/load, autosave paths."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from napari_sparseseg.core.annotator import simulate_scribbles
+from napari_sparseseg.core.errors import CheckpointError, ScribbleError
+from napari_sparseseg.core.predict import PredictConfig
+from napari_sparseseg.core.session import Session, autosave_folder, find_autosave
+from napari_sparseseg.core.train import TrainConfig, run_to_end
+
+NAMES = ["background", "ball", "box"]
+
+
+def _cfg(**kw):
+    base = dict(max_steps=3, time_budget=None, patch_size=(16, 16, 16), device="cpu", seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture
+def session(phantom):
+    image, ref = phantom
+    return Session(image, simulate_scribbles(ref, k=1, seed=0), NAMES, spacing=(1.0, 1.0, 1.0)), ref
+
+
+def test_edits_after_a_prediction_become_weighted_corrections(session):
+    s, ref = session
+    res = run_to_end(s.run_round(_cfg(), PredictConfig(device="cpu")))
+    s.accept(res)
+    assert s.model is not None and s.prediction.shape == ref.shape and len(s.history) == 1
+    assert s.absorb_edits() == 0 and not s.corrected.any()  # nothing painted yet
+
+    # A stroke in the scribbles after the prediction is a correction.
+    s.scribbles[20, 15, 25:30] = 2
+    # A repaint of the prediction layer: those voxels become corrections with the new class.
+    edited = s.prediction.copy()
+    edited[20, 34, 10:16] = 2
+    changed_in_pred = edited != s.prediction
+    n = s.absorb_edits(edited)
+    assert n == int(changed_in_pred.sum()) + 5 - int((changed_in_pred[20, 15, 25:30]).sum())
+    assert (s.scribbles[20, 34, 10:16] == 3).all() and s.corrected[20, 34, 10:16].all()
+    assert s.corrected[20, 15, 25:30].all()
+    corr = s.corrections
+    assert (corr[s.corrected] == s.scribbles[s.corrected]).all() and (corr[~s.corrected] == 0).all()
+    # Erasing a correction makes the voxel unlabelled again, not a correction.
+    s.scribbles[20, 15, 25] = 0
+    s.absorb_edits()
+    assert not s.corrected[20, 15, 25]
+
+    # The next round warm-starts and its targets include the corrections at weight 3.
+    from napari_sparseseg.core.train import Trainer
+
+    t = Trainer(s.image, s.scribbles, _cfg(), corrections=s.corrections, init=s.model, class_names=NAMES)
+    assert (t.source[s.corrected] == 2).all() and (t.source[(s.scribbles > 0) & ~s.corrected] == 1).all()
+
+
+def test_stop_keeps_model_and_still_predicts(session):
+    s, ref = session
+    stop = threading.Event()
+    gen = s.run_round(_cfg(max_steps=1000), PredictConfig(device="cpu"), stop=stop)
+    seen = 0
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as done:
+            res = done.value
+            break
+        if p.stage == "train":
+            seen += 1
+            if seen == 3:
+                stop.set()
+    assert res.stopped == "training" and res.train.steps == 3 and res.train.stopped_by == "cancelled"
+    assert res.prediction is not None and res.prediction.labels.shape == ref.shape
+    s.accept(res)
+    assert s.history[-1]["stopped_by"] == "cancelled" and s.history[-1]["steps"] == 3
+
+
+def test_round_rejects_classes_outside_the_table(phantom):
+    image, ref = phantom
+    s = Session(image, simulate_scribbles(ref, k=1, seed=0), ["background", "ball"])
+    with pytest.raises(ScribbleError, match="class table has only 2"):
+        run_to_end(s.run_round(_cfg()))
+    s.scribbles[s.scribbles > 1] = 0
+    with pytest.raises(ScribbleError):
+        run_to_end(s.run_round(_cfg()))  # background only
+
+
+def test_save_load_restores_everything(session, tmp_path):
+    s, ref = session
+    s.accept(run_to_end(s.run_round(_cfg(), PredictConfig(device="cpu"))))
+    s.scribbles[20, 15, 25:30] = 2
+    s.absorb_edits()
+    s.colors = ["#000000", "#ff0000", "#00ff00"]
+    s.settings = {"time_budget": 12}
+    s.save(tmp_path / "sess")
+    assert (tmp_path / "sess" / "image.npy").is_file()  # no image_path: the image is stored
+    back = Session.load(tmp_path / "sess")
+    assert np.array_equal(back.image, s.image) and np.array_equal(back.scribbles, s.scribbles)
+    assert np.array_equal(back.corrected, s.corrected) and np.array_equal(back.prediction, s.prediction)
+    assert back.class_names == NAMES and back.colors == s.colors and back.settings == {"time_budget": 12}
+    assert back.history == json.loads(json.dumps(s.history))
+    a = run_to_end(back.run_round(train=False, predict_cfg=PredictConfig(device="cpu")))
+    b = run_to_end(s.run_round(train=False, predict_cfg=PredictConfig(device="cpu")))
+    assert np.array_equal(a.prediction.labels, b.prediction.labels)  # same weights
+    # Painting after the reload still counts as a correction.
+    back.scribbles[10, 10, 10] = 1
+    assert back.absorb_edits() == 1
+
+    with pytest.raises(ScribbleError, match="drawn on"):
+        Session.load(tmp_path / "sess", image=np.zeros((3, 3, 3), np.float32))
+    (tmp_path / "sess" / "session.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt session"):
+        Session.load(tmp_path / "sess")
+    with pytest.raises(CheckpointError, match="not a napari-sparseseg session"):
+        Session.load(tmp_path)
+
+
+def test_autosave_folder_is_per_image(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSESEG_AUTOSAVE_DIR", str(tmp_path))
+    a = autosave_folder("ct", (4, 5, 6), "/data/a/ct.nii.gz")
+    assert a.parent == tmp_path and a.name.startswith("ct.nii.gz-")
+    assert a != autosave_folder("ct", (4, 5, 6), "/data/b/ct.nii.gz") != autosave_folder("ct", (4, 5, 7), "/data/a/ct.nii.gz")
+    assert find_autosave("ct", (4, 5, 6), "/data/a/ct.nii.gz") is None
+    Session(np.zeros((4, 5, 6), np.float32), np.zeros((4, 5, 6), np.uint8), image_path="/data/a/ct.nii.gz").save(a)
+    assert find_autosave("ct", (4, 5, 6), "/data/a/ct.nii.gz") == a
+    assert not (a / "image.npy").exists()  # referenced by path, not copied
