@@ -20,6 +20,18 @@ def _name(path: Path) -> str:
     return name
 
 
+def _class_names_beside(path: Path) -> list | None:
+    """Class names from a ``classes.json`` (a JSON list, background first) next to a label file."""
+    import json
+
+    f = path.parent / "classes.json"
+    try:
+        names = json.loads(f.read_text()) if f.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return [str(n) for n in names] if isinstance(names, list) and len(names) >= 2 else None
+
+
 def get_reader(path):
     """Return :func:`read_layers` for a path this plugin reads, else ``None``."""
     if isinstance(path, (list, tuple)):
@@ -41,5 +53,8 @@ def read_layers(path):
     kwargs = layer_kwargs(geom, name, str(p))
     is_labels = np.issubdtype(data.dtype, np.integer) and any(w in name.lower() for w in _LABEL_WORDS)
     if is_labels:
+        names = _class_names_beside(p)
+        if names:
+            kwargs["metadata"]["class_names"] = names
         return [(data.astype(np.uint8 if data.max(initial=0) < 256 else np.uint16), kwargs, "labels")]
     return [(data, kwargs, "image")]

@@ -1,0 +1,1 @@
+"""Dock widgets: the only place that imports qtpy / napari.qt."""
