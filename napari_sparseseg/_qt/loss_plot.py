@@ -24,10 +24,11 @@ class LossPlot(QWidget):
         self.rounds.append(len(self.losses))
         self.update()
 
-    def add(self, loss: float) -> None:
+    def add(self, loss: float, repaint: bool = True) -> None:
         if loss is not None and math.isfinite(loss) and loss > 0:
             self.losses.append(float(loss))
-            self.update()
+            if repaint:
+                self.update()
 
     def set_history(self, rounds_losses: list[list[float]]) -> None:
         self.losses, self.rounds = [], []

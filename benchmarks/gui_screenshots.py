@@ -1,0 +1,117 @@
+"""Screenshots of the viewer + dock widget at each step of the loop, on the sample CT.
+
+    xvfb-run -a .venv/bin/python benchmarks/gui_screenshots.py [--out benchmarks/results/screenshots]
+
+Drives the real widget in a shown viewer (software OpenGL under Xvfb renders real pixels):
+1 the sample opened with the widget, 2 training (loss curve), 3 the first prediction,
+4 a correction painted in the prediction layer, 5 the prediction after "Continue",
+6 the same in a coronal view (painting works in any orientation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "screenshots"))
+    ap.add_argument("--budget", type=float, default=30.0, help="training seconds per round")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("SPARSESEG_AUTOSAVE_DIR", tempfile.mkdtemp(prefix="sparseseg-autosave-"))
+
+    import napari
+    from qtpy.QtCore import QCoreApplication
+
+    from napari_sparseseg._qt.widget import SparseSegWidget
+    from napari_sparseseg.core.annotator import simulate_corrections
+    from napari_sparseseg.core.metrics import dice_per_class
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sample = REPO / "sample_data" / "ct_abdomen_crop"
+    ref = None
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open(str(sample / "image.nii.gz"), plugin="napari-sparseseg")
+    viewer.open(str(sample / "scribbles.nii.gz"), plugin="napari-sparseseg")
+    img = viewer.layers["image"]
+    img.contrast_limits = (-160, 240)
+    widget = SparseSegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Sparse segmentation", area="right")
+    widget.device_combo.setCurrentText("cpu")
+    widget.budget_spin.setValue(args.budget)
+    from napari_sparseseg.io import read_labels
+
+    ref, _ = read_labels(sample / "reference.nii.gz")
+    names = json.loads((sample / "classes.json").read_text())
+
+    def pump(seconds=0.3):
+        t = time.time()
+        while time.time() - t < seconds:
+            QCoreApplication.processEvents()
+            time.sleep(0.01)
+
+    def shot(name):
+        pump(0.5)
+        path = out / f"{name}.png"
+        viewer.screenshot(str(path), canvas_only=False)
+        print("wrote", path)
+
+    scr = viewer.layers["scribbles"]
+    z = int(np.argmax((scr.data > 0).sum(axis=(1, 2))))
+    viewer.dims.set_point(0, z * img.scale[0] + img.translate[0])
+    widget.class_table.selectRow(1)
+    shot("1_scribbles")
+
+    widget.train()
+    while widget._worker is not None and widget._stage != "predict":
+        pump(0.2)
+        if len(widget.loss_plot.losses) > 40 and widget._stage == "train" and not hasattr(main, "_took"):
+            main._took = True
+            shot("2_training")
+    widget.wait()
+    pump(0.5)
+    pred = viewer.layers["prediction"]
+    d1 = dice_per_class(np.asarray(pred.data), ref, range(1, len(names)))
+    print("round 1 Dice", {names[c]: round(v, 3) for c, v in d1.items()})
+    shot("3_first_prediction")
+
+    # A correction: the simulated annotator's strokes where the prediction is wrong, painted
+    # into the prediction layer (the widget turns the difference into corrections).
+    corr = simulate_corrections(np.asarray(pred.data), ref, k=2, seed=1)
+    edited = np.asarray(pred.data).copy()
+    edited[corr > 0] = corr[corr > 0] - 1
+    pred.data = edited
+    widget._on_stroke()
+    viewer.layers.selection.active = pred
+    shot("4_correction")
+
+    widget.train()
+    widget.wait()
+    pump(0.5)
+    d2 = dice_per_class(np.asarray(viewer.layers["prediction"].data), ref, range(1, len(names)))
+    print("round 2 Dice", {names[c]: round(v, 3) for c, v in d2.items()})
+    shot("5_after_continue")
+    viewer.dims.order = (1, 0, 2)
+    viewer.dims.set_point(1, 40 * img.scale[1] + img.translate[1])
+    shot("6_coronal")
+    viewer.layers["uncertainty"].visible = True
+    viewer.layers["prediction"].visible = False
+    viewer.dims.order = (0, 1, 2)
+    shot("7_uncertainty")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
