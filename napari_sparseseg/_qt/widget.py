@@ -16,7 +16,7 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtGui import QColor
+from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
     QColorDialog,
@@ -58,6 +58,13 @@ UI_REFRESH_MS = 500  # progress/loss repaint period while a worker runs
 
 def _message(exc: BaseException) -> str:
     return exc.one_line() if isinstance(exc, SparseSegError) else f"{type(exc).__name__}: {exc}"
+
+
+def _swatch(color: str) -> QIcon:
+    """A colour chip for the class table (stays visible when the row is selected)."""
+    pm = QPixmap(28, 14)
+    pm.fill(QColor(color))
+    return QIcon(pm)
 
 
 class SparseSegWidget(QWidget):
@@ -345,7 +352,8 @@ class SparseSegWidget(QWidget):
         c = QTableWidgetItem("")
         c.setFlags(c.flags() & ~Qt.ItemFlag.ItemIsEditable)
         c.setData(Qt.ItemDataRole.UserRole, color)
-        c.setBackground(QColor(color))
+        c.setIcon(_swatch(color))
+        c.setText(color)
         c.setToolTip("Double-click to change the colour")
         self.class_table.setItem(r, 1, c)
         self.class_table.setVerticalHeaderItem(r, QTableWidgetItem(str(r + 1)))
@@ -398,7 +406,8 @@ class SparseSegWidget(QWidget):
     def set_class_color(self, row: int, color: str):
         item = self.class_table.item(row, 1)
         item.setData(Qt.ItemDataRole.UserRole, color)
-        item.setBackground(QColor(color))
+        item.setIcon(_swatch(color))
+        item.setText(color)
         self._classes_changed()
 
     def _classes_changed(self):
@@ -545,6 +554,8 @@ class SparseSegWidget(QWidget):
         self.status.setText("Stopping after this step; the model so far is kept…" if self._stage == "train" else "Cancelling the prediction…")
 
     def _on_progress(self, p):
+        if not self._busy():
+            return
         # Called once per training step; the screen is refreshed by _show_progress at a few Hz,
         # because every repaint of the window costs the training thread CPU (a lot of it under
         # software OpenGL: per-step updates cut training throughput 4x there).
@@ -557,24 +568,25 @@ class SparseSegWidget(QWidget):
 
     def _show_progress(self):
         p = self._progress
-        if p is None:
+        if p is None or not self._busy():
             return
-        if p.stage != self._stage:
-            # One activity-dock bar per run, relabelled per stage: replacing it re-lays out the
-            # window, which stalled the event loop ~0.6 s under software OpenGL.
-            self._stage = p.stage
-            if self._pbar is not None:
-                self._pbar.set_description("sparseseg: training" if p.stage == "train" else "sparseseg: predicting")
         value = int(1000 * p.fraction)
-        if self._pbar is not None and self._pbar.n != value:
-            self._pbar.n = value
-            self._pbar.refresh()
         self.progress_bar.setValue(value)
         if p.stage == "train":
             self.loss_plot.update()
             self.progress_bar.setFormat(f"training: step {p.step}, loss {p.loss:.3f}, {p.elapsed:.0f} s")
         else:
             self.progress_bar.setFormat(f"predicting: slab {p.step}/{p.total}")
+        # napari's progress may process events (the round can finish re-entrantly in there),
+        # so it is updated last and only while it is still this run's bar. One bar per run,
+        # relabelled per stage: replacing it re-laid out the window (a 0.6 s stall, software GL).
+        pbar, relabel = self._pbar, p.stage != self._stage
+        self._stage = p.stage
+        if pbar is not None and relabel:
+            pbar.set_description("sparseseg: training" if p.stage == "train" else "sparseseg: predicting")
+        if pbar is not None and self._pbar is pbar and pbar.n != value:
+            pbar.n = value
+            pbar.refresh()
 
     def _on_round_done(self, result):
         s = self.session

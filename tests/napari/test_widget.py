@@ -180,3 +180,22 @@ def test_errors_become_notifications(make_napari_viewer, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: w._worker is None, timeout=60_000)
     assert "one class" in shown[-1].lower() or "structure" in shown[-1].lower()
     assert w.train_btn.isEnabled() and w.session.model is None
+
+
+def test_plugin_widget_from_manifest_and_live_mode(make_napari_viewer, sample_dir, qtbot):
+    """`napari -w napari-sparseseg` path: the manifest's widget docks; Live retrains after a stroke."""
+    from napari_sparseseg._qt.widget import SparseSegWidget
+
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_dir / "image.nii.gz"), plugin="napari-sparseseg")
+    viewer.open(str(sample_dir / "scribbles.nii.gz"), plugin="napari-sparseseg")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sparseseg", "Sparse segmentation")
+    assert isinstance(widget, SparseSegWidget)
+    assert widget.class_names[1:] == ["liver", "spleen", "kidney_right", "kidney_left"]  # classes.json beside the file
+    widget.max_steps = 2
+    widget.device_combo.setCurrentText("cpu")
+    widget.live_check.setChecked(True)
+    viewer.layers["scribbles"].paint((20, 40, 50), 3)
+    qtbot.waitUntil(lambda: widget.session is not None and len(widget.session.history) == 1 and widget._worker is None, timeout=120_000)
+    assert "prediction" in viewer.layers and 1 <= widget.session.history[-1]["steps"] <= 2  # a short live round
+    qtbot.waitUntil(lambda: widget._saving is None, timeout=30_000)
