@@ -107,6 +107,28 @@ def save_model(model: SegModel, folder: str | os.PathLike) -> Path:
     return folder
 
 
+def read_tagged_json(path: Path, folder: Path, kind: str, expected_format: int, remedy: str) -> dict:
+    """Parse a metadata file (``model.json``, ``session.json``), checking its tag and format.
+
+    Raises:
+        CheckpointError: unparsable, not written by this package, or another format version.
+    """
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"corrupt {kind}: {path.name} cannot be parsed ({exc}).", path=folder) from exc
+    if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
+        raise CheckpointError(f"not a napari-sparseseg {kind} ({path.name} lacks the package tag).", path=folder)
+    fmt = meta.get("format_version")
+    if fmt != expected_format:
+        raise CheckpointError(
+            f"{kind} format {fmt} (saved by napari-sparseseg {meta.get('package_version', '?')}) cannot be read by "
+            f"napari-sparseseg {__version__}, which reads format {expected_format}; {remedy}.",
+            path=folder,
+        )
+    return meta
+
+
 def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
     """Load a model folder written by :func:`save_model`.
 
@@ -123,19 +145,7 @@ def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise CheckpointError(f"not a napari-sparseseg model: {p.name} is missing.", path=folder)
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"corrupt model: {CONFIG_NAME} cannot be parsed ({exc}).", path=folder) from exc
-    if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
-        raise CheckpointError(f"not a napari-sparseseg model ({CONFIG_NAME} lacks the package tag).", path=folder)
-    fmt = meta.get("format_version")
-    if fmt != FORMAT_VERSION:
-        raise CheckpointError(
-            f"model format {fmt} (saved by napari-sparseseg {meta.get('package_version', '?')}) cannot be read by "
-            f"napari-sparseseg {__version__}, which reads format {FORMAT_VERSION}; use a matching version or retrain.",
-            path=folder,
-        )
+    meta = read_tagged_json(cfg_path, folder, "model", FORMAT_VERSION, "use a matching version or retrain")
     try:
         config = NetworkConfig.from_dict(meta["network"])
         normalization = Normalization.from_dict(meta["normalization"])

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_sparseseg import __version__
-from napari_sparseseg.core.checkpoint import SegModel, default_class_names, load_model, save_model
+from napari_sparseseg.core.checkpoint import SegModel, default_class_names, load_model, read_tagged_json, save_model
 from napari_sparseseg.core.errors import CheckpointError, OutputError, ScribbleError, SparseSegError
 from napari_sparseseg.core.labels import corrections_from_edit
 from napari_sparseseg.core.predict import PredictConfig, Prediction, predict
@@ -197,21 +197,11 @@ class Session:
             corrections = self.corrections if self.corrected.any() else None
             trainer = Trainer(self.image, scribbles, train_cfg, corrections=corrections, init=self._init_model(),
                               spacing=self.spacing, class_names=names)
-            gen = trainer.run()
             try:
-                while True:
-                    try:
-                        p = next(gen)
-                    except StopIteration as done:
-                        result = done.value
-                        break
-                    yield p
-                    if stop.is_set():
-                        gen.close()  # the trainer keeps the averaged weights so far
-                        stopped = "training"
-                        break
+                result, halted = yield from _until_stopped(trainer.run(), stop)  # Stop keeps the averaged weights
             except Exception as exc:
                 raise _explain(exc) from exc
+            stopped = "training" if halted else None
             model = result.model if result is not None else trainer.model
             if result is None:
                 hist = model.history[-1] if model.history else {}
@@ -222,22 +212,11 @@ class Session:
             if self.model is None:
                 raise SparseSegError("there is no model yet; press Train first (or load a model).")
             model = self.model
-        pred_gen = predict(model, self.image, predict_cfg)
-        prediction = None
         try:
-            while True:
-                try:
-                    p = next(pred_gen)
-                except StopIteration as done:
-                    prediction = done.value
-                    break
-                yield p
-                if stop.is_set():
-                    pred_gen.close()
-                    stopped = "prediction"
-                    break
+            prediction, halted = yield from _until_stopped(predict(model, self.image, predict_cfg), stop)
         except Exception as exc:
             raise _explain(exc) from exc
+        stopped = "prediction" if halted else stopped
         return RoundResult(result, prediction, model, stopped, names)
 
     def accept(self, result: RoundResult) -> None:
@@ -340,16 +319,7 @@ class Session:
         meta_path = folder / SESSION_JSON
         if not meta_path.is_file():
             raise CheckpointError(f"not a napari-sparseseg session ({SESSION_JSON} is missing); choose a folder saved by the widget.", path=folder)
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"corrupt session: {SESSION_JSON} cannot be parsed ({exc}).", path=folder) from exc
-        if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
-            raise CheckpointError(f"not a napari-sparseseg session ({SESSION_JSON} lacks the package tag).", path=folder)
-        if meta.get("format_version") != SESSION_FORMAT:
-            raise CheckpointError(
-                f"session format {meta.get('format_version')} (napari-sparseseg {meta.get('package_version', '?')}) cannot be "
-                f"read by napari-sparseseg {__version__} (format {SESSION_FORMAT}); use a matching version.", path=folder)
+        meta = read_tagged_json(meta_path, folder, "session", SESSION_FORMAT, "use a matching version")
         shape = tuple(meta["shape"])
         try:
             with np.load(folder / ANNOTATIONS) as z:
@@ -370,6 +340,20 @@ class Session:
                 dict(meta.get("settings", {})))
         s._saved_model[str(folder.resolve())] = s._model_rev
         return s
+
+
+def _until_stopped(gen: Generator, stop: threading.Event):
+    """``yield from gen`` until it returns, or until ``stop`` is set after a step: then close it
+    (its ``finally`` runs, e.g. the trainer keeps its averaged weights). Returns ``(value, stopped)``."""
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as done:
+            return done.value, False
+        yield p
+        if stop.is_set():
+            gen.close()
+            return None, True
 
 
 def _explain(exc: BaseException) -> BaseException:
