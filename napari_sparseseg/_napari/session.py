@@ -1,4 +1,4 @@
-"""Sessions <-> layers: open a saved session with its scan, and the layer data to show it."""
+"""Sessions and scans: open a saved session with its scan, and the geometry to show it on."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sparseseg._napari.layers import default_colors, layer_kwargs, prediction_colormap, scribble_colormap
 from napari_sparseseg.core.errors import InputError
 from napari_sparseseg.core.session import Session
 from napari_sparseseg.io import Geometry, read_image
@@ -36,21 +35,3 @@ def open_session(folder, image: np.ndarray | None = None) -> Session:
             raise InputError(f"the scan {s.image_path} now has shape {data.shape}, the session {s.scribbles.shape}.", path=folder)
         s.image = data
     return s
-
-
-def session_layer_data(session: Session, name: str = "scan") -> dict:
-    """LayerData tuples (image, scribbles, prediction) of a session, on the scan's geometry."""
-    geom = session_geometry(session)
-    colors = session.colors or default_colors(len(session.class_names))
-    out = {}
-    kw = layer_kwargs(geom, name, session.image_path)
-    out["image"] = (session.image, kw, "image")
-    skw = layer_kwargs(geom, "scribbles")
-    skw["metadata"]["class_names"] = list(session.class_names)
-    skw["colormap"] = scribble_colormap(colors)
-    out["scribbles"] = (session.scribbles, skw, "labels")
-    if session.prediction is not None:
-        pkw = layer_kwargs(geom, "prediction")
-        pkw["colormap"] = prediction_colormap(colors)
-        out["prediction"] = (np.array(session.prediction, copy=True), pkw, "labels")
-    return out

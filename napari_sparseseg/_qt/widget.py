@@ -8,6 +8,7 @@ only wires buttons, layers and notifications to it.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ from napari_sparseseg._qt.loss_plot import LossPlot
 from napari_sparseseg.core.device import DEVICES
 from napari_sparseseg.core.errors import SparseSegError
 from napari_sparseseg.core.network import SIZE_CHOICES
-from napari_sparseseg.core.session import Session, autosave_folder, find_autosave
+from napari_sparseseg.core.session import Session, autosave_folder, find_autosave, read_session_info
 
 SCRIBBLES, PREDICTION, UNCERTAINTY = "scribbles", "prediction", "uncertainty"
 LIVE_SECONDS = 5.0
@@ -247,13 +248,11 @@ class SparseSegWidget(QWidget):
 
     @property
     def image_layer(self) -> Image | None:
-        name = self.image_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self._layer(self.image_combo.currentText())
 
     @property
     def scribbles_layer(self) -> Labels | None:
-        name = self.scribbles_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self._layer(self.scribbles_combo.currentText())
 
     def _layer(self, name):
         return self.viewer.layers[name] if name in self.viewer.layers else None
@@ -276,9 +275,10 @@ class SparseSegWidget(QWidget):
             return
         folder = find_autosave(lay.name, np.shape(lay.data), self._image_path(lay))
         if folder is not None:
-            import json
-
-            saved = json.loads((folder / "session.json").read_text()).get("saved", "?")
+            try:
+                saved = read_session_info(folder).get("saved", "?")
+            except SparseSegError:
+                return  # unreadable or from another version: nothing to offer
             self._resume_folder = folder
             self.resume_label.setText(f"Scribbles for '{lay.name}' were autosaved on {saved}. Resume them?")
             self.resume_box.setVisible(True)
@@ -462,8 +462,7 @@ class SparseSegWidget(QWidget):
                                self._image_path(img), self.colors, model=model, history=history)
         pred = self._layer(PREDICTION)
         if model is not None and pred is not None and pred.data.shape == scr.data.shape:
-            self.session.prediction = np.array(pred.data, copy=True)
-            self.session._snapshot = scr.data.copy()
+            self.session.set_prediction(pred.data)
         self._session_layers = (img, scr)
         return self.session
 
@@ -480,17 +479,18 @@ class SparseSegWidget(QWidget):
             self.budget_spin.setValue(float(s["time_budget"]))
         self.seed_spin.setValue(int(s.get("seed", 0)))
 
-    def _absorb(self) -> int:
-        """Fold strokes in either layer into the session's corrections (before train/save)."""
+    def _sync_session(self) -> None:
+        """Before train/save: fold strokes in either layer into the session's corrections and
+        copy the class table and settings into it."""
         s = self.session
         pred = self._layer(PREDICTION)
         edited = pred.data if pred is not None and s.prediction is not None and pred.data.shape == s.prediction.shape else None
-        n = s.absorb_edits(edited)
+        s.absorb_edits(edited)
         scr = self._session_layers[1]
         if scr.data is not s.scribbles:
             scr.data = s.scribbles
         scr.refresh()
-        return n
+        s.class_names, s.colors, s.settings = self.class_names, self.colors, self._settings()
 
     # ================================================================== train / predict
     def train(self, time_budget: float | None = None) -> bool:
@@ -511,8 +511,7 @@ class SparseSegWidget(QWidget):
         from napari_sparseseg.core.train import TrainConfig
 
         try:
-            self._absorb()
-            s.class_names, s.colors, s.settings = self.class_names, self.colors, self._settings()
+            self._sync_session()
             tcfg = TrainConfig(time_budget=time_budget or self.budget_spin.value(), max_steps=self.max_steps,
                                device=self.device_combo.currentText(), model_size=self.size_combo.currentText(),
                                seed=self.seed_spin.value() + len(s.history))
@@ -590,7 +589,7 @@ class SparseSegWidget(QWidget):
 
     def _on_round_done(self, result):
         s = self.session
-        self._absorb()  # strokes painted while it ran are kept (and count against the old prediction)
+        self._sync_session()  # strokes painted while it ran are kept (and count against the old prediction)
         s.accept(result)
         if result.prediction is not None:
             self._show_prediction(result.prediction)
@@ -665,7 +664,7 @@ class SparseSegWidget(QWidget):
         t.start()
         while self._busy() and t.elapsed() < timeout_ms:
             QCoreApplication.processEvents()
-            threading.Event().wait(0.01)
+            time.sleep(0.01)
         return not self._busy()
 
     # ================================================================== strokes, autosave
@@ -691,8 +690,7 @@ class SparseSegWidget(QWidget):
         s = self._ensure_session()
         if s is None:
             return
-        self._absorb()
-        s.class_names, s.colors, s.settings = self.class_names, self.colors, self._settings()
+        self._sync_session()
         img = self._session_layers[0]
         folder = autosave_folder(img.name, s.scribbles.shape, s.image_path)
         self._saving = create_worker(s.save, folder, _start_thread=False, _ignore_errors=True)
@@ -704,8 +702,12 @@ class SparseSegWidget(QWidget):
                 self._save_again = False
                 self.autosave()
 
+        def failed(exc):
+            self._saving = None
+            self._fail(exc)
+
         self._saving.returned.connect(done)
-        self._saving.errored.connect(lambda exc: (setattr(self, "_saving", None), self._fail(exc)))
+        self._saving.errored.connect(failed)
         self._saving.start()
 
     # ================================================================== files
@@ -740,8 +742,7 @@ class SparseSegWidget(QWidget):
             if not folder:
                 return None
         try:
-            self._absorb()
-            s.class_names, s.colors, s.settings = self.class_names, self.colors, self._settings()
+            self._sync_session()
             out = s.save(folder)
         except SparseSegError as exc:
             self._fail(exc)
@@ -770,12 +771,10 @@ class SparseSegWidget(QWidget):
         return True
 
     def _find_image_for(self, folder):
-        import json
-
         try:
-            meta = json.loads((Path(folder) / "session.json").read_text())
-        except (OSError, ValueError):
-            return None
+            meta = read_session_info(folder)
+        except SparseSegError:
+            return None  # open_session reports what is wrong
         for lay in self._layers_of(Image):
             p = self._image_path(lay)
             if meta.get("image_path") and p and Path(p).resolve() == Path(meta["image_path"]).resolve() \

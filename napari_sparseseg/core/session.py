@@ -143,13 +143,15 @@ class Session:
         if self._snapshot is not None:
             painted = self.scribbles != self._snapshot
             self.corrected |= painted
-            self._snapshot = self.scribbles.copy()
+            self._snapshot[painted] = self.scribbles[painted]  # in place: no new volume per stroke
         if edited_prediction is not None and self.prediction is not None:
             edits = corrections_from_edit(self.prediction, edited_prediction)
             changed = edits > 0
             if changed.any():
                 if edits.max() > np.iinfo(self.scribbles.dtype).max:
                     self.scribbles = self.scribbles.astype(np.uint16)
+                    if self._snapshot is not None:
+                        self._snapshot = self._snapshot.astype(np.uint16)
                 self.scribbles[changed] = edits[changed]
                 self.corrected |= changed
                 self.prediction = np.array(edited_prediction, copy=True)
@@ -237,8 +239,12 @@ class Session:
                 "corrections": counts["corrections"],
             })
         if result.prediction is not None:
-            self.prediction = np.array(result.prediction.labels, copy=True)
-            self._snapshot = self.scribbles.copy()
+            self.set_prediction(result.prediction.labels)
+
+    def set_prediction(self, labels: np.ndarray) -> None:
+        """The prediction now shown: edits to it, and strokes painted from now on, are corrections."""
+        self.prediction = np.array(labels, copy=True)
+        self._snapshot = self.scribbles.copy()
 
     def set_model(self, model: SegModel) -> None:
         """Use a loaded model; its class names become the session's if the counts agree."""
@@ -316,10 +322,7 @@ class Session:
             ScribbleError: ``image`` does not match the session's shape.
         """
         folder = Path(folder)
-        meta_path = folder / SESSION_JSON
-        if not meta_path.is_file():
-            raise CheckpointError(f"not a napari-sparseseg session ({SESSION_JSON} is missing); choose a folder saved by the widget.", path=folder)
-        meta = read_tagged_json(meta_path, folder, "session", SESSION_FORMAT, "use a matching version")
+        meta = read_session_info(folder)
         shape = tuple(meta["shape"])
         try:
             with np.load(folder / ANNOTATIONS) as z:
@@ -340,6 +343,19 @@ class Session:
                 dict(meta.get("settings", {})))
         s._saved_model[str(folder.resolve())] = s._model_rev
         return s
+
+
+def read_session_info(folder) -> dict:
+    """The ``session.json`` of a session folder (saved time, image path, shape, classes...).
+
+    Raises:
+        CheckpointError: not a session folder, corrupt, or another format version.
+    """
+    folder = Path(folder)
+    meta_path = folder / SESSION_JSON
+    if not meta_path.is_file():
+        raise CheckpointError(f"not a napari-sparseseg session ({SESSION_JSON} is missing); choose a folder saved by the widget.", path=folder)
+    return read_tagged_json(meta_path, folder, "session", SESSION_FORMAT, "use a matching version")
 
 
 def _until_stopped(gen: Generator, stop: threading.Event):
