@@ -105,7 +105,9 @@ def cmd_segment(args) -> int:
     show = _StderrProgress(quiet=args.quiet)
     result = run_to_end(trainer.run(), show)
     print(f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})", file=sys.stderr)
-    pred = run_to_end(predict(result.model, image, PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False)), show)
+    pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False,
+                         stroke_regions_only=not args.keep_all_regions)
+    pred = run_to_end(predict(result.model, image, pcfg, trainer.y), show)
     _write_outputs(args, geom, pred)
     if args.model_out:
         save_model(result.model, args.model_out)
@@ -163,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model-size", default="auto", choices=SIZE_CHOICES)
     seg.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity normalisation (default: detect)")
     seg.add_argument("--class-names", metavar="A,B,...", help="names of the classes, background first")
+    seg.add_argument("--keep-all-regions", action="store_true",
+                     help="keep predicted regions that touch no stroke of their class (default: drop them)")
     common(seg, train=True)
     seg.set_defaults(func=cmd_segment)
 

@@ -165,11 +165,18 @@ class SparseSegWidget(QWidget):
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
         self.live_check = QCheckBox(f"Live: retrain {LIVE_SECONDS:g} s after each stroke")
+        self.regions_check = QCheckBox("Only regions touching a stroke")
+        self.regions_check.setChecked(True)
+        self.regions_check.setToolTip(
+            "Drop predicted regions of a class that contain none of its strokes (the usual look-alike errors far from "
+            "the strokes). A region you want kept needs one stroke of its class."
+        )
         sf.addRow("Device", self.device_combo)
         sf.addRow("Model size", self.size_combo)
         sf.addRow("Time per round", self.budget_spin)
         sf.addRow("Seed", self.seed_spin)
         sf.addRow(self.live_check)
+        sf.addRow(self.regions_check)
         root.addWidget(settings)
 
         br = QHBoxLayout()
@@ -468,7 +475,8 @@ class SparseSegWidget(QWidget):
 
     def _settings(self) -> dict:
         return {"device": self.device_combo.currentText(), "model_size": self.size_combo.currentText(),
-                "time_budget": self.budget_spin.value(), "seed": self.seed_spin.value(), "live": self.live_check.isChecked()}
+                "time_budget": self.budget_spin.value(), "seed": self.seed_spin.value(), "live": self.live_check.isChecked(),
+                "stroke_regions_only": self.regions_check.isChecked()}
 
     def _apply_settings(self, s: dict):
         if s.get("device") in DEVICES:
@@ -478,6 +486,7 @@ class SparseSegWidget(QWidget):
         if s.get("time_budget"):
             self.budget_spin.setValue(float(s["time_budget"]))
         self.seed_spin.setValue(int(s.get("seed", 0)))
+        self.regions_check.setChecked(bool(s.get("stroke_regions_only", True)))
 
     def _sync_session(self) -> None:
         """Before train/save: fold strokes in either layer into the session's corrections and
@@ -515,7 +524,8 @@ class SparseSegWidget(QWidget):
             tcfg = TrainConfig(time_budget=time_budget or self.budget_spin.value(), max_steps=self.max_steps,
                                device=self.device_combo.currentText(), model_size=self.size_combo.currentText(),
                                seed=self.seed_spin.value() + len(s.history))
-            pcfg = PredictConfig(device=self.device_combo.currentText(), uncertainty=True)
+            pcfg = PredictConfig(device=self.device_combo.currentText(), uncertainty=True,
+                                 stroke_regions_only=self.regions_check.isChecked())
         except (ValueError, SparseSegError) as exc:
             self._fail(exc)
             return False

@@ -33,6 +33,10 @@ class PredictConfig:
         probabilities: also return per-class probabilities (uint8).
         uncertainty: also return the normalised entropy (float16, 0 = certain, 1 = uniform).
         slab_voxels: voxels per slab (before margins); bounds memory.
+        stroke_regions_only: when :func:`predict` is given the strokes (``sparseseg segment``,
+            the napari widget), drop each connected region of a class that contains none of
+            that class's strokes (:func:`~napari_sparseseg.core.postprocess.keep_stroke_regions`).
+            Only the mask changes; probabilities and uncertainty stay the network's.
     """
 
     device: str = "auto"
@@ -41,6 +45,7 @@ class PredictConfig:
     probabilities: bool = False
     uncertainty: bool = True
     slab_voxels: int = 24_000_000
+    stroke_regions_only: bool = True
 
     def __post_init__(self):
         if not 0 <= self.overlap < 1:
@@ -74,13 +79,24 @@ def _slabs(depth: int, core: int, margin: int):
         yield start, stop, max(0, start - margin), min(depth, stop + margin)
 
 
-def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None) -> Generator[Progress, None, Prediction]:
-    """Segment ``image`` with ``model``; yields progress per slab, returns a :class:`Prediction`."""
+def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None, annotations: np.ndarray | None = None) -> Generator[Progress, None, Prediction]:
+    """Segment ``image`` with ``model``; yields progress per slab, returns a :class:`Prediction`.
+
+    Args:
+        model: a trained model.
+        image: raw intensities, 3-D.
+        cfg: inference settings.
+        annotations: the strokes the model was trained on (scribble convention, corrections
+            included), same shape as ``image``; with ``cfg.stroke_regions_only`` the mask keeps
+            only regions connected to a stroke of their class.
+    """
     import torch
     from monai.inferers import sliding_window_inference
 
     cfg = cfg or PredictConfig()
     validate_image(image)
+    if annotations is not None and np.shape(annotations) != image.shape:
+        raise ValueError(f"annotations shape {np.shape(annotations)} differs from the image shape {image.shape}.")
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     net = model.network.to(device).eval()
@@ -118,11 +134,15 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
             unc[start:stop] = ent.clamp(0, 1).numpy().astype(np.float16)
         del x, p
         yield Progress("predict", i, len(slabs), time.perf_counter() - t0)
+    if annotations is not None and cfg.stroke_regions_only:
+        from napari_sparseseg.core.postprocess import keep_stroke_regions
+
+        keep_stroke_regions(labels, annotations)
     return Prediction(labels, probs, unc)
 
 
-def predict_volume(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None) -> Prediction:
+def predict_volume(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None, annotations: np.ndarray | None = None) -> Prediction:
     """Synchronous :func:`predict`."""
     from napari_sparseseg.core.train import run_to_end
 
-    return run_to_end(predict(model, image, cfg))
+    return run_to_end(predict(model, image, cfg, annotations))

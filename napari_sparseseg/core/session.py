@@ -191,8 +191,8 @@ class Session:
         stop = stop or threading.Event()
         names = list(self.class_names)
         result, stopped = None, None
+        scribbles = self.scribbles.copy()  # the user may paint on while this runs
         if train:
-            scribbles = self.scribbles.copy()
             top = int(scribbles.max(initial=0))
             if top > len(names):
                 raise ScribbleError(f"the scribbles use value {top} (class {top - 1}) but the class table has only {len(names)} classes; add the class or erase those strokes.")
@@ -215,7 +215,7 @@ class Session:
                 raise SparseSegError("there is no model yet; press Train first (or load a model).")
             model = self.model
         try:
-            prediction, halted = yield from _until_stopped(predict(model, self.image, predict_cfg), stop)
+            prediction, halted = yield from _until_stopped(predict(model, self.image, predict_cfg, scribbles), stop)
         except Exception as exc:
             raise _explain(exc) from exc
         stopped = "prediction" if halted else stopped

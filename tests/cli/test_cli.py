@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from napari_sparseseg.cli import main
+from napari_sparseseg.core.postprocess import keep_stroke_regions
 from napari_sparseseg.io import Geometry, read_image, read_labels, write_labels
 
 
@@ -53,10 +54,19 @@ def test_segment_then_predict_then_refine(case, tmp_path, capsys):
     assert p.shape == gi.shape[::-1] + (5,) and np.allclose(p.sum(-1), 1.0, atol=0.02)
     assert "[train]" in err  # progress on stderr
 
+    # `predict` has no strokes, so it gives the network's mask; `segment` then keeps only the
+    # regions touching a stroke of their class (unless --keep-all-regions).
     mask2 = tmp_path / "mask2.mha"
     code, err = _run(capsys, "predict", case / "image.nii.gz", "--model", model, "-o", mask2, "--device", "cpu")
     assert code == 0, err
-    assert np.array_equal(read_labels(mask2)[0], out)
+    raw = read_labels(mask2)[0]
+    filtered = raw.copy()
+    keep_stroke_regions(filtered, read_labels(case / "scribbles.nii.gz")[0])
+    assert np.array_equal(filtered, out)
+    code, err = _run(capsys, "segment", case / "image.nii.gz", case / "scribbles.nii.gz", "-o", tmp_path / "all.nii.gz",
+                     "--max-steps", 3, "--device", "cpu", "--keep-all-regions")
+    assert code == 0, err
+    assert np.array_equal(read_labels(tmp_path / "all.nii.gz")[0], raw)  # seeded: the same network
 
     corr = np.zeros_like(out)
     ref, _ = read_labels(case / "reference.nii.gz")

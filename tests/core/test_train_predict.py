@@ -120,3 +120,23 @@ def test_slabs_match_single_pass_and_outputs_are_compact(learned):
     assert 0 <= float(whole.uncertainty.min()) and float(whole.uncertainty.max()) <= 1
     assert (whole.labels == slabs.labels).mean() > 0.99
     assert np.abs(whole.probabilities.astype(int) - slabs.probabilities).mean() < 3
+
+
+@pytest.mark.slow
+def test_prediction_with_strokes_keeps_only_stroked_regions(learned):
+    from napari_sparseseg.core.postprocess import keep_stroke_regions
+
+    image, ref, scribbles, result = learned
+    # A stray class-2 region far from the box, planted in what the network predicts: the
+    # filter must remove it when the strokes are given, and only then.
+    raw = predict_volume(result.model, image, PredictConfig(device="cpu", uncertainty=False))
+    filtered = predict_volume(result.model, image, PredictConfig(device="cpu", uncertainty=False), scribbles)
+    off = predict_volume(result.model, image, PredictConfig(device="cpu", uncertainty=False, stroke_regions_only=False), scribbles)
+    expected = raw.labels.copy()
+    keep_stroke_regions(expected, scribbles)
+    assert np.array_equal(filtered.labels, expected)
+    assert np.array_equal(off.labels, raw.labels)
+    dice = dice_per_class(filtered.labels, ref, [1, 2])
+    assert min(dice.values()) >= 0.9, dice  # the structures themselves are kept
+    with pytest.raises(ValueError, match="annotations shape"):
+        predict_volume(result.model, image, PredictConfig(device="cpu"), scribbles[:-1])
