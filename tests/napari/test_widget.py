@@ -95,6 +95,11 @@ def test_train_predict_correct_export_and_session(loop, qtbot, tmp_path, sample_
 
     assert any(not torch.equal(weights_before[k], v) for k, v in s.model.network.state_dict().items())
     assert not np.array_equal(np.asarray(viewer.layers["prediction"].data), before_pred)
+    # "Only regions touching a stroke" (default on): nothing left for the filter to drop.
+    from napari_sparseseg.core.postprocess import keep_stroke_regions
+
+    assert widget.regions_check.isChecked()
+    assert keep_stroke_regions(np.array(viewer.layers["prediction"].data), s.scribbles) == {}
 
     # Export -> re-read gives the same geometry.
     out = widget.export_mask(str(tmp_path / "mask.nrrd"))
@@ -103,7 +108,9 @@ def test_train_predict_correct_export_and_session(loop, qtbot, tmp_path, sample_
     assert np.array_equal(back, viewer.layers["prediction"].data) and np.allclose(g.affine, g0.affine, atol=1e-4)
 
     # Save -> load restores scribbles, corrections, model, classes, history.
+    widget.regions_check.setChecked(False)  # a setting saved with the session
     folder = widget.save_session(str(tmp_path / "session"))
+    widget.regions_check.setChecked(True)
     back = Session.load(folder)
     assert back.image is None and back.image_path.endswith("image.nii.gz")  # referenced, not copied
     assert np.array_equal(back.scribbles, s.scribbles) and np.array_equal(back.corrected, s.corrected)
@@ -118,6 +125,7 @@ def test_train_predict_correct_export_and_session(loop, qtbot, tmp_path, sample_
     assert np.array_equal(viewer.layers["scribbles"].data, s.scribbles)
     assert widget.class_names == back.class_names and widget.session.history == back.history
     assert widget.session.model is not None and widget.train_btn.text() == "Continue"
+    assert not widget.regions_check.isChecked()
 
 
 def test_stop_mid_run_keeps_a_usable_model(loop, qtbot):
