@@ -37,23 +37,21 @@ def keep_stroke_regions(labels: np.ndarray, annotations: np.ndarray, connectivit
         raise ValueError(f"connectivity must be 1, 2 or 3, got {connectivity}.")
     structure = ndi.generate_binary_structure(3, connectivity)
     removed: dict[int, int] = {}
-    for c in np.unique(labels):
-        c = int(c)
-        if c == 0:
-            continue
-        strokes = annotations == c + 1
-        if not strokes.any():
-            continue
+    # Only classes with strokes can lose regions. Strokes are sparse, so finding their values
+    # costs a mask, not a sort of the whole volume (np.unique(labels) on a 512x512x300 scan).
+    for c in (int(v) - 1 for v in np.unique(annotations[annotations > 1])):
         mask = labels == c
-        regions, n = ndi.label(mask, structure=structure)
-        if n <= 1 and (regions[strokes] > 0).any():
+        if not mask.any():
             continue
+        regions, n = ndi.label(mask, structure=structure)
+        anchored = np.unique(regions[annotations == c + 1])
+        anchored = anchored[anchored > 0]
+        if len(anchored) == n:
+            continue  # every region touches a stroke: nothing to drop
         keep = np.zeros(n + 1, dtype=bool)
-        keep[np.unique(regions[strokes])] = True
+        keep[anchored] = True
         keep[0] = True  # not class c: untouched
         drop = ~keep[regions]
-        count = int(np.count_nonzero(drop))
-        if count:
-            labels[drop] = 0
-            removed[c] = count
+        labels[drop] = 0
+        removed[c] = int(np.count_nonzero(drop))
     return removed

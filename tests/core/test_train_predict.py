@@ -127,8 +127,8 @@ def test_prediction_with_strokes_keeps_only_stroked_regions(learned):
     from napari_sparseseg.core.postprocess import keep_stroke_regions
 
     image, ref, scribbles, result = learned
-    # A stray class-2 region far from the box, planted in what the network predicts: the
-    # filter must remove it when the strokes are given, and only then.
+    # With the strokes, the mask is the network's mask with the filter applied; with the
+    # filter off (or without strokes) it is the network's mask unchanged.
     raw = predict_volume(result.model, image, PredictConfig(device="cpu", uncertainty=False))
     filtered = predict_volume(result.model, image, PredictConfig(device="cpu", uncertainty=False), scribbles)
     off = predict_volume(result.model, image, PredictConfig(device="cpu", uncertainty=False, stroke_regions_only=False), scribbles)
