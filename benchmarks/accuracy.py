@@ -7,6 +7,7 @@ trains for --budget seconds per round on the CPU; the forest is retrained on all
 
     python benchmarks/accuracy.py                      # all cases, k = 1 2 3, 2 correction rounds, 60 s
     python benchmarks/accuracy.py --cases ct_abdomen --k 3 --budget 30
+    python benchmarks/accuracy.py --cases mr_abdomen --k 3 --seeds 0 1 2   # spread over annotators
 
 Prints Dice per class per round for both methods and writes benchmarks/results/accuracy.json.
 """
@@ -45,7 +46,7 @@ def run_case(name, ks, rounds, budget, seed, device, log, regions_only=True):
         corr = {"unet": None, "rf": None}
         model = None
         for r in range(rounds + 1):
-            row = {"case": name, "k": k, "round": r}
+            row = {"case": name, "k": k, "round": r, "seed": seed}
             # U-Net
             y, _ = merge_annotations(scribbles, corr["unet"])
             cfg = TrainConfig(time_budget=budget, max_steps=100000, seed=seed + r, device=device)
@@ -84,7 +85,8 @@ def main(argv=None):
     ap.add_argument("--k", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--rounds", type=int, default=2, help="correction rounds after the first (default 2)")
     ap.add_argument("--budget", type=float, default=60.0, help="U-Net training seconds per round (default 60)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0],
+                    help="annotator/training seeds; with several, the summary also gives the mean over seeds (default 0)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--keep-all-regions", action="store_true", help="U-Net without the stroke-region filter (ablation)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "accuracy.json"))
@@ -98,15 +100,24 @@ def main(argv=None):
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, budget {args.budget:g}s/round")
     all_rows = {}
     for name in args.cases:
-        rows, names = run_case(name, args.k, args.rounds, args.budget, args.seed, args.device, log, not args.keep_all_regions)
+        rows = []
+        for seed in args.seeds:
+            if len(args.seeds) > 1:
+                log(f"{name}: seed {seed}")
+            new, names = run_case(name, args.k, args.rounds, args.budget, seed, args.device, log, not args.keep_all_regions)
+            rows += new
         all_rows[name] = {"class_names": names, "rows": rows}
     log("\nsummary: mean Dice, U-Net vs RF baseline (difference) [RF + the same region filter]")
-    log(f"{'case':<18}{'k':>3}" + "".join(f"{'round ' + str(r):>32}" for r in range(args.rounds + 1)))
+    log(f"{'case':<18}{'k':>3}{'seed':>6}" + "".join(f"{'round ' + str(r):>32}" for r in range(args.rounds + 1)))
     for name, block in all_rows.items():
         for k in args.k:
-            rows = [r for r in block["rows"] if r["k"] == k]
-            cells = "".join(f"{r['unet']['mean_dice']:>8.3f} {r['rf']['mean_dice']:>6.3f} ({r['unet']['mean_dice'] - r['rf']['mean_dice']:+.2f}) [{r['rf_regions']['mean_dice']:.3f}]" for r in rows)
-            log(f"{name:<18}{k:>3}{cells}")
+            for seed in args.seeds + (["mean"] if len(args.seeds) > 1 else []):
+                cells = ""
+                for r in range(args.rounds + 1):
+                    rows = [x for x in block["rows"] if x["k"] == k and x["round"] == r and seed in ("mean", x["seed"])]
+                    u, f, fr = (float(np.mean([x[m]["mean_dice"] for x in rows])) for m in ("unet", "rf", "rf_regions"))
+                    cells += f"{u:>8.3f} {f:>6.3f} ({u - f:+.2f}) [{fr:.3f}]"
+                log(f"{name:<18}{k:>3}{seed:>6}{cells}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "cases": all_rows}, indent=1, default=str))
