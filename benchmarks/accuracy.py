@@ -34,48 +34,52 @@ from napari_sparseseg.core.predict import PredictConfig, predict_volume  # noqa:
 from napari_sparseseg.core.train import TrainConfig, Trainer, run_to_end  # noqa: E402
 
 
-def run_case(name, ks, rounds, budget, seed, device, log, regions_only=True):
+def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True):
+    """All rounds for each seed and k on one case; the image and the forest's features are computed once."""
     image, geom, ref, names = load_case(name)
     classes = list(range(1, len(names)))
     t = time.perf_counter()
     feats = ilastik_features(image)
     log(f"{name}: shape {image.shape} spacing {tuple(round(s, 2) for s in geom.spacing)}; RF features {time.perf_counter() - t:.1f}s")
     results = []
-    for k in ks:
-        scribbles = simulate_scribbles(ref, k, seed=seed)
-        corr = {"unet": None, "rf": None}
-        model = None
-        for r in range(rounds + 1):
-            row = {"case": name, "k": k, "round": r, "seed": seed}
-            # U-Net
-            y, _ = merge_annotations(scribbles, corr["unet"])
-            cfg = TrainConfig(time_budget=budget, max_steps=100000, seed=seed + r, device=device)
-            res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr["unet"], init=model, spacing=geom.spacing, class_names=names).run())
-            model = res.model
-            t0 = time.perf_counter()
-            pred = predict_volume(model, image, PredictConfig(device=device, uncertainty=False, stroke_regions_only=regions_only), y).labels
-            row["unet"] = {"dice": dice_per_class(pred, ref, classes), "steps": res.steps, "train_s": res.elapsed, "predict_s": time.perf_counter() - t0,
-                           "labelled_voxels": int((y > 0).sum())}
-            # Random forest on the same kind of strokes (its own corrections)
-            y_rf, _ = merge_annotations(scribbles, corr["rf"])
-            t0 = time.perf_counter()
-            pred_rf = rf_segment(image, y_rf, seed=seed, features=feats)
-            row["rf"] = {"dice": dice_per_class(pred_rf, ref, classes), "seconds": time.perf_counter() - t0, "labelled_voxels": int((y_rf > 0).sum())}
-            # The same stroke-region post-processing applied to the forest's mask (not fed back
-            # into its corrections): how much of the gap is the network and how much the filter.
-            pred_rf_cc = pred_rf.copy()
-            keep_stroke_regions(pred_rf_cc, y_rf)
-            row["rf_regions"] = {"dice": dice_per_class(pred_rf_cc, ref, classes)}
-            for m in ("unet", "rf", "rf_regions"):
-                row[m]["mean_dice"] = float(np.mean(list(row[m]["dice"].values())))
-            log(f"  k={k} round {r}: U-Net {row['unet']['mean_dice']:.3f} ({res.steps} steps)  RF {row['rf']['mean_dice']:.3f}"
-                f" (RF + region filter {row['rf_regions']['mean_dice']:.3f})  "
-                + "  ".join(f"{names[c]} {row['unet']['dice'][c]:.2f}/{row['rf']['dice'][c]:.2f}" for c in classes))
-            results.append(row)
-            if r < rounds:
-                for m, p in (("unet", pred), ("rf", pred_rf)):
-                    new = simulate_corrections(p, ref, k, seed=seed + 17 * (r + 1))
-                    corr[m] = new if corr[m] is None else merge_annotations(corr[m], new)[0]
+    for seed in seeds:
+        if len(seeds) > 1:
+            log(f"{name}: seed {seed}")
+        for k in ks:
+            scribbles = simulate_scribbles(ref, k, seed=seed)
+            corr = {"unet": None, "rf": None}
+            model = None
+            for r in range(rounds + 1):
+                row = {"case": name, "k": k, "round": r, "seed": seed}
+                # U-Net
+                y, _ = merge_annotations(scribbles, corr["unet"])
+                cfg = TrainConfig(time_budget=budget, max_steps=100000, seed=seed + r, device=device)
+                res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr["unet"], init=model, spacing=geom.spacing, class_names=names).run())
+                model = res.model
+                t0 = time.perf_counter()
+                pred = predict_volume(model, image, PredictConfig(device=device, uncertainty=False, stroke_regions_only=regions_only), y).labels
+                row["unet"] = {"dice": dice_per_class(pred, ref, classes), "steps": res.steps, "train_s": res.elapsed, "predict_s": time.perf_counter() - t0,
+                               "labelled_voxels": int((y > 0).sum())}
+                # Random forest on the same kind of strokes (its own corrections)
+                y_rf, _ = merge_annotations(scribbles, corr["rf"])
+                t0 = time.perf_counter()
+                pred_rf = rf_segment(image, y_rf, seed=seed, features=feats)
+                row["rf"] = {"dice": dice_per_class(pred_rf, ref, classes), "seconds": time.perf_counter() - t0, "labelled_voxels": int((y_rf > 0).sum())}
+                # The same stroke-region post-processing applied to the forest's mask (not fed back
+                # into its corrections): how much of the gap is the network and how much the filter.
+                pred_rf_cc = pred_rf.copy()
+                keep_stroke_regions(pred_rf_cc, y_rf)
+                row["rf_regions"] = {"dice": dice_per_class(pred_rf_cc, ref, classes)}
+                for m in ("unet", "rf", "rf_regions"):
+                    row[m]["mean_dice"] = float(np.mean(list(row[m]["dice"].values())))
+                log(f"  k={k} round {r}: U-Net {row['unet']['mean_dice']:.3f} ({res.steps} steps)  RF {row['rf']['mean_dice']:.3f}"
+                    f" (RF + region filter {row['rf_regions']['mean_dice']:.3f})  "
+                    + "  ".join(f"{names[c]} {row['unet']['dice'][c]:.2f}/{row['rf']['dice'][c]:.2f}" for c in classes))
+                results.append(row)
+                if r < rounds:
+                    for m, p in (("unet", pred), ("rf", pred_rf)):
+                        new = simulate_corrections(p, ref, k, seed=seed + 17 * (r + 1))
+                        corr[m] = new if corr[m] is None else merge_annotations(corr[m], new)[0]
     return results, names
 
 
@@ -100,12 +104,7 @@ def main(argv=None):
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, budget {args.budget:g}s/round")
     all_rows = {}
     for name in args.cases:
-        rows = []
-        for seed in args.seeds:
-            if len(args.seeds) > 1:
-                log(f"{name}: seed {seed}")
-            new, names = run_case(name, args.k, args.rounds, args.budget, seed, args.device, log, not args.keep_all_regions)
-            rows += new
+        rows, names = run_case(name, args.k, args.rounds, args.budget, args.seeds, args.device, log, not args.keep_all_regions)
         all_rows[name] = {"class_names": names, "rows": rows}
     log("\nsummary: mean Dice, U-Net vs RF baseline (difference) [RF + the same region filter]")
     log(f"{'case':<18}{'k':>3}{'seed':>6}" + "".join(f"{'round ' + str(r):>32}" for r in range(args.rounds + 1)))
