@@ -111,9 +111,11 @@ def main(argv=None):
     for name, block in all_rows.items():
         for k in args.k:
             for seed in args.seeds + (["mean"] if len(args.seeds) > 1 else []):
+                # One seed's rows, or every seed's for the "mean" line.
+                of_seed = [x for x in block["rows"] if x["k"] == k and (seed == "mean" or x["seed"] == seed)]
                 cells = ""
                 for r in range(args.rounds + 1):
-                    rows = [x for x in block["rows"] if x["k"] == k and x["round"] == r and seed in ("mean", x["seed"])]
+                    rows = [x for x in of_seed if x["round"] == r]
                     u, f, fr = (float(np.mean([x[m]["mean_dice"] for x in rows])) for m in ("unet", "rf", "rf_regions"))
                     cells += f"{u:>8.3f} {f:>6.3f} ({u - f:+.2f}) [{fr:.3f}]"
                 log(f"{name:<18}{k:>3}{seed:>6}{cells}")
