@@ -26,12 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baseline_rf import ilastik_features, rf_segment  # noqa: E402
 from benchmarks.cases import CASES, load_case  # noqa: E402
-from napari_sparseseg.core.annotator import simulate_corrections, simulate_scribbles  # noqa: E402
+from napari_sparseseg.core.config import (
+    PredictConfig,  # noqa: E402
+    TrainConfig,  # noqa: E402
+)
 from napari_sparseseg.core.labels import merge_annotations  # noqa: E402
 from napari_sparseseg.core.metrics import dice_per_class  # noqa: E402
 from napari_sparseseg.core.postprocess import keep_stroke_regions  # noqa: E402
-from napari_sparseseg.core.predict import PredictConfig, predict_volume  # noqa: E402
-from napari_sparseseg.core.train import TrainConfig, Trainer, run_to_end  # noqa: E402
+from napari_sparseseg.core.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.progress import run_to_end  # noqa: E402
+from napari_sparseseg.core.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
+from napari_sparseseg.core.train import Trainer  # noqa: E402
 
 
 def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True):
@@ -53,7 +58,7 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True):
                 row = {"case": name, "k": k, "round": r, "seed": seed}
                 # U-Net
                 y, _ = merge_annotations(scribbles, corr["unet"])
-                cfg = TrainConfig(time_budget=budget, max_steps=100000, seed=seed + r, device=device)
+                cfg = TrainConfig(time_budget=budget, max_steps=None, seed=seed + r, device=device)
                 res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr["unet"], init=model, spacing=geom.spacing, class_names=names).run())
                 model = res.model
                 t0 = time.perf_counter()
@@ -88,7 +93,8 @@ def main(argv=None):
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--k", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--rounds", type=int, default=2, help="correction rounds after the first (default 2)")
-    ap.add_argument("--budget", type=float, default=60.0, help="U-Net training seconds per round (default 60)")
+    ap.add_argument("--budget", type=float, default=TrainConfig.time_budget,
+                    help=f"U-Net training seconds per round (default {TrainConfig.time_budget:g}, TrainConfig's)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0],
                     help="annotator/training seeds; with several, the summary also gives the mean over seeds (default 0)")
     ap.add_argument("--device", default="cpu")

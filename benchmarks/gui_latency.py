@@ -33,12 +33,14 @@ def main(argv=None):
     from qtpy.QtCore import QElapsedTimer, QEventLoop, Qt, QTimer
 
     from napari_sparseseg._qt.widget import SparseSegWidget
-    from napari_sparseseg.core.train import TrainConfig, Trainer, run_to_end
-    from napari_sparseseg.demo import load_sample
+    from napari_sparseseg.core.config import TrainConfig
+    from napari_sparseseg.core.progress import run_to_end
+    from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.io.sample import load_sample
 
     s = load_sample()
     # Baseline: the same round headless, in this process.
-    cfg = TrainConfig(time_budget=args.seconds, max_steps=100_000, device="cpu", seed=0)
+    cfg = TrainConfig(time_budget=args.seconds, max_steps=None, device="cpu", seed=0)
     res = run_to_end(Trainer(s["image"], s["scribbles"], cfg, spacing=s["geometry"].spacing, class_names=s["class_names"]).run())
     base_rate = res.steps / res.elapsed
 

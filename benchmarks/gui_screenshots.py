@@ -33,8 +33,8 @@ def main(argv=None):
     from qtpy.QtCore import QCoreApplication
 
     from napari_sparseseg._qt.widget import SparseSegWidget
-    from napari_sparseseg.core.annotator import simulate_corrections
     from napari_sparseseg.core.metrics import dice_per_class
+    from napari_sparseseg.core.simulated_annotator import simulate_corrections
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -42,20 +42,22 @@ def _crop128():
 
 def first_prediction(device: str, budget: float) -> dict:
     from benchmarks.baseline_rf import rf_segment
-    from napari_sparseseg.core.annotator import simulate_corrections, simulate_scribbles
+    from napari_sparseseg.core.config import PredictConfig, TrainConfig
     from napari_sparseseg.core.metrics import mean_dice
-    from napari_sparseseg.core.predict import PredictConfig, predict_volume
-    from napari_sparseseg.core.train import TrainConfig, Trainer, run_to_end
+    from napari_sparseseg.core.predict import predict_volume
+    from napari_sparseseg.core.progress import run_to_end
+    from napari_sparseseg.core.simulated_annotator import simulate_corrections, simulate_scribbles
+    from napari_sparseseg.core.train import Trainer
 
     image, ref, spacing, names = _crop128()
     scrib = simulate_scribbles(ref, 3, seed=0)
     t0 = time.perf_counter()
-    res = run_to_end(Trainer(image, scrib, TrainConfig(time_budget=budget, max_steps=100000, device=device), spacing=spacing, class_names=names).run())
+    res = run_to_end(Trainer(image, scrib, TrainConfig(time_budget=budget, max_steps=None, device=device), spacing=spacing, class_names=names).run())
     t1 = time.perf_counter()
     pred = predict_volume(res.model, image, PredictConfig(device=device))
     t2 = time.perf_counter()
     corr = simulate_corrections(pred.labels, ref, 3, seed=1)
-    res2 = run_to_end(Trainer(image, scrib, TrainConfig(time_budget=budget, max_steps=100000, device=device), corrections=corr, init=res.model, spacing=spacing).run())
+    res2 = run_to_end(Trainer(image, scrib, TrainConfig(time_budget=budget, max_steps=None, device=device), corrections=corr, init=res.model, spacing=spacing).run())
     pred2 = predict_volume(res2.model, image, PredictConfig(device=device))
     t3 = time.perf_counter()
     rf = rf_segment(image, scrib)
@@ -85,7 +87,8 @@ model = SegModel(build_network(cfg).to(device).eval(), cfg, Normalization("ct"),
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 if mode == "package":
-    from napari_sparseseg.core.predict import PredictConfig, predict_volume
+    from napari_sparseseg.core.config import PredictConfig
+    from napari_sparseseg.core.predict import predict_volume
     pred = predict_volume(model, image, PredictConfig(device=str(device), uncertainty=True))
     labels = pred.labels
 else:

@@ -16,29 +16,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from napari_sparseseg import __version__
-from napari_sparseseg.core.errors import InputError, OutputError, SparseSegError
+from napari_sparseseg.core.errors import OutputError, SparseSegError
 
 EXIT_BAD_INPUT = 2
 
 
-class _StderrProgress:
-    """Prints a progress line on stderr at most every ``every`` seconds (and at the end)."""
+def _say(args, message: str) -> None:
+    """A status line on stderr, unless ``-q``."""
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr, flush=True)
 
-    def __init__(self, every: float = 2.0, quiet: bool = False):
-        self.every, self.quiet, self._last = every, quiet, 0.0
 
-    def __call__(self, p) -> None:
-        now = time.perf_counter()
-        if self.quiet or (now - self._last < self.every and p.step < p.total):
-            return
-        self._last = now
-        budget = f"/{p.budget:.0f}s" if p.budget else "s"
-        loss = f"  loss {p.loss:.4f}" if p.loss is not None else ""
-        print(f"[{p.stage}] {p.step}/{p.total}{loss}  {p.elapsed:.1f}{budget}", file=sys.stderr, flush=True)
+def _progress(args):
+    from napari_sparseseg.core.progress import ProgressPrinter
+
+    return ProgressPrinter(quiet=getattr(args, "quiet", False))
 
 
 def _read_inputs(args):
@@ -75,18 +70,21 @@ def _write_outputs(args, geom, prediction) -> None:
     from napari_sparseseg.io import write_labels, write_probabilities
 
     write_labels(args.output, prediction.labels, geom)
-    print(f"wrote mask {args.output}", file=sys.stderr)
+    _say(args, f"wrote mask {args.output}")
     if args.probabilities:
         write_probabilities(args.probabilities, prediction.probabilities, geom)
-        print(f"wrote probabilities {args.probabilities}", file=sys.stderr)
+        _say(args, f"wrote probabilities {args.probabilities}")
 
 
 def cmd_segment(args) -> int:
+    """``sparseseg segment``: train on the strokes (optionally warm-started), write the mask."""
     from napari_sparseseg.core.checkpoint import load_model, save_model
+    from napari_sparseseg.core.config import PredictConfig, TrainConfig
     from napari_sparseseg.core.device import resolve_device
     from napari_sparseseg.core.errors import ScribbleError
-    from napari_sparseseg.core.predict import PredictConfig, predict
-    from napari_sparseseg.core.train import TrainConfig, Trainer, run_to_end
+    from napari_sparseseg.core.predict import predict
+    from napari_sparseseg.core.progress import run_to_end
+    from napari_sparseseg.core.train import Trainer
 
     resolve_device(args.device)
     cfg = TrainConfig(
@@ -102,58 +100,77 @@ def cmd_segment(args) -> int:
     except ScribbleError as exc:  # name the file the user gave
         exc.path = exc.path or str(args.scribbles)
         raise
-    show = _StderrProgress(quiet=args.quiet)
-    result = run_to_end(trainer.run(), show)
-    print(f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})", file=sys.stderr)
     pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False,
                          stroke_regions_only=not args.keep_all_regions)
-    pred = run_to_end(predict(result.model, image, pcfg, trainer.y), show)
+    with _progress(args) as show:
+        result = run_to_end(trainer.run(), show)
+        show.finish()
+        _say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})")
+        pred = run_to_end(predict(result.model, image, pcfg, trainer.y), show)
     _write_outputs(args, geom, pred)
     if args.model_out:
         save_model(result.model, args.model_out)
-        print(f"saved model {args.model_out}", file=sys.stderr)
+        _say(args, f"saved model {args.model_out}")
     return 0
 
 
 def cmd_predict(args) -> int:
+    """``sparseseg predict``: apply a saved model to a scan."""
     from napari_sparseseg.core.checkpoint import load_model
+    from napari_sparseseg.core.config import PredictConfig
     from napari_sparseseg.core.device import resolve_device
-    from napari_sparseseg.core.predict import PredictConfig, predict
-    from napari_sparseseg.core.train import run_to_end
+    from napari_sparseseg.core.predict import predict
+    from napari_sparseseg.core.progress import run_to_end
 
+    pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False)
     device = resolve_device(args.device)
     image, geom, _, _ = _read_inputs(args)
     _check_outputs(args)
     model = load_model(args.model, device=device)
-    pred = run_to_end(predict(model, image, PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False)), _StderrProgress(quiet=args.quiet))
+    with _progress(args) as show:
+        pred = run_to_end(predict(model, image, pcfg), show)
     _write_outputs(args, geom, pred)
     return 0
 
 
 def cmd_demo(args) -> int:
+    """``sparseseg demo``: the whole loop on the bundled sample."""
+    from napari_sparseseg.core.config import DemoConfig
     from napari_sparseseg.demo import run_demo
 
-    run_demo(data_dir=args.data, out_dir=args.output, time_budget=args.time_budget, rounds=args.rounds, device=args.device, seed=args.seed, quiet=args.quiet)
+    cfg = DemoConfig(rounds=args.rounds, time_budget=args.time_budget, device=args.device, seed=args.seed)
+    run_demo(data_dir=args.data, out_dir=args.output, cfg=cfg, quiet=args.quiet)
     return 0
 
 
+_TYPES = {"float": float, "int": int, "str": str}
+
+
+def _add_setting(parser: argparse.ArgumentParser, cls, name: str, **override) -> None:
+    """A flag derived from a config field: its flag, default, type, help and option list."""
+    from napari_sparseseg.core.config import field_info, option_values
+
+    f = field_info(cls, name)
+    meta = f.metadata
+    kind = _TYPES[str(f.type).split(" |")[0].strip()]
+    choices = meta.get("choices")
+    metavar = "|".join(option_values(choices)) if choices else meta.get("metavar")
+    kw = {"default": f.default, "type": kind, "metavar": metavar, "help": f"{meta.get('help', '')} (default {f.default})"}
+    kw.update(override)
+    parser.add_argument(meta["flag"], **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from napari_sparseseg.core.device import DEVICES
-    from napari_sparseseg.core.intensity import MODALITIES
-    from napari_sparseseg.core.network import SIZE_CHOICES
+    """The ``sparseseg`` argument parser; defaults and option lists come from the config dataclasses."""
+    from napari_sparseseg.core.config import DemoConfig, PredictConfig, TrainConfig
 
     parser = argparse.ArgumentParser(prog="sparseseg", description="3-D segmentation of CT/MRI from sparse scribbles.")
     parser.add_argument("--version", action="version", version=f"napari-sparseseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p, train: bool):
-        p.add_argument("--device", default="auto", help=f"compute device: {'|'.join(DEVICES)} (default auto)")
+    def common(p):
         p.add_argument("--probabilities", metavar="PATH", help="also write class probabilities (uint8, p*255)")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-        if train:
-            p.add_argument("--time-budget", type=float, default=60.0, metavar="SECONDS", help="training wall-time bound (default 60)")
-            p.add_argument("--max-steps", type=int, default=1000, metavar="N", help="training step bound (default 1000)")
-            p.add_argument("--seed", type=int, default=0)
+        p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
     seg = sub.add_parser("segment", help="train on scribbles (optionally warm-started) and write the dense mask")
     seg.add_argument("image", help="scan: .nii/.nii.gz/.nrrd/.mha/.mhd or DICOM folder")
@@ -161,36 +178,36 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--output", required=True, metavar="MASK", help="dense mask to write (0 = background)")
     seg.add_argument("--corrections", metavar="CORR", help="correction strokes (same convention, weighted higher)")
     seg.add_argument("--init-model", metavar="DIR", help="warm start from a saved model")
-    seg.add_argument("--model-out", metavar="DIR", help="save the trained model here")
-    seg.add_argument("--model-size", default="auto", choices=SIZE_CHOICES)
-    seg.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity normalisation (default: detect)")
+    seg.add_argument("--model-out", metavar="DIR", help="save the trained model here (a new or empty folder, or a model)")
+    for name in ("time_budget", "max_steps", "device", "seed", "model_size", "modality"):
+        _add_setting(seg, TrainConfig, name)
     seg.add_argument("--class-names", metavar="A,B,...", help="names of the classes, background first")
     seg.add_argument("--keep-all-regions", action="store_true",
                      help="keep predicted regions that touch no stroke of their class (default: drop them)")
-    common(seg, train=True)
+    common(seg)
     seg.set_defaults(func=cmd_segment)
 
     pre = sub.add_parser("predict", help="apply a saved model to a scan")
     pre.add_argument("image")
     pre.add_argument("--model", required=True, metavar="DIR")
     pre.add_argument("-o", "--output", required=True, metavar="MASK")
-    common(pre, train=False)
+    _add_setting(pre, PredictConfig, "device")
+    common(pre)
     pre.set_defaults(func=cmd_predict)
 
     demo = sub.add_parser("demo", help="the whole loop on the bundled sample data, headless")
     demo.add_argument("--data", metavar="DIR", help="sample data folder (default: the repository's sample_data/)")
     demo.add_argument("-o", "--output", default="sparseseg_demo_out", metavar="DIR", help="where to write mask and model")
-    demo.add_argument("--time-budget", type=float, default=60.0, metavar="SECONDS", help="training seconds per round")
-    demo.add_argument("--rounds", type=int, default=2, help="training rounds: 1 + correction rounds (default 2)")
-    demo.add_argument("--device", default="auto")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("-q", "--quiet", action="store_true")
+    for name in ("time_budget", "rounds", "device", "seed"):
+        _add_setting(demo, DemoConfig, name)
+    demo.add_argument("-q", "--quiet", action="store_true", help="print nothing but the Dice table and errors")
     demo.set_defaults(func=cmd_demo)
 
     return parser
 
 
 def main(argv=None) -> int:
+    """Run the command line; return the exit code (0 done, 2 bad input, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

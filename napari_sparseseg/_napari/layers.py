@@ -10,8 +10,11 @@ GEOMETRY_KEY = "sparseseg_geometry"
 
 
 def layer_kwargs(geometry: Geometry, name: str, source_path: str | None = None) -> dict:
-    """``scale`` = voxel size, ``translate`` = origin along each array axis; the full geometry
-    (direction included) rides in ``metadata`` so writers can restore it exactly."""
+    """Layer keyword arguments for a volume on ``geometry``.
+
+    ``scale`` = voxel size, ``translate`` = origin along each array axis; the full geometry
+    (direction included) rides in ``metadata`` so writers can restore it exactly.
+    """
     direction = geometry.direction
     origin = np.asarray(geometry.origin)
     translate = tuple(float(direction[:, a] @ origin) for a in range(3))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_sparseseg._napari.layers import layer_kwargs
+from napari_sparseseg.core.labels import label_dtype
 from napari_sparseseg.io import is_supported_path, read_image
 
 _LABEL_WORDS = ("label", "mask", "seg", "scribble", "annot", "correction", "reference")
@@ -56,5 +57,5 @@ def read_layers(path):
         names = _class_names_beside(p)
         if names:
             kwargs["metadata"]["class_names"] = names
-        return [(data.astype(np.uint8 if data.max(initial=0) < 256 else np.uint16), kwargs, "labels")]
+        return [(data.astype(label_dtype(data.max(initial=0))), kwargs, "labels")]
     return [(data, kwargs, "image")]

@@ -6,7 +6,7 @@ from napari_sparseseg._napari.layers import layer_kwargs
 
 
 def sample_ct():
-    from napari_sparseseg.demo import load_sample
+    from napari_sparseseg.io.sample import load_sample
 
     s = load_sample()
     geom = s["geometry"]

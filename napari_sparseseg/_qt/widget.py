@@ -47,13 +47,15 @@ from napari_sparseseg._napari.layers import (
 )
 from napari_sparseseg._napari.session import open_session, session_geometry
 from napari_sparseseg._qt.loss_plot import LossPlot
+from napari_sparseseg.core.config import RoundSettings
 from napari_sparseseg.core.device import DEVICES
 from napari_sparseseg.core.errors import SparseSegError
+from napari_sparseseg.core.labels import label_dtype
 from napari_sparseseg.core.network import SIZE_CHOICES
 from napari_sparseseg.core.session import Session, autosave_folder, find_autosave, read_session_info
 
 SCRIBBLES, PREDICTION, UNCERTAINTY = "scribbles", "prediction", "uncertainty"
-LIVE_SECONDS = 5.0
+LIVE_SECONDS = RoundSettings.live_seconds
 UI_REFRESH_MS = 500  # progress/loss repaint period while a worker runs
 
 
@@ -84,7 +86,7 @@ class SparseSegWidget(QWidget):
         self._saving = None
         self._save_again = False
         self._resume_folder: Path | None = None
-        self.max_steps = 100_000  # the time budget is the usual limit; tests lower this
+        self.max_steps = None  # the time budget is the usual limit; tests set a step bound
         self.last_autosave: Path | None = None
         self._watched: set[int] = set()
         self._named: set[int] = set()
@@ -347,7 +349,7 @@ class SparseSegWidget(QWidget):
         colors = list(colors or []) + default_colors(len(names))[len(colors or []) :]
         self.class_table.blockSignals(True)
         self.class_table.setRowCount(0)
-        for name, col in zip(names, colors):
+        for name, col in zip(names, colors, strict=False):
             self._append_row(name, col)
         self.class_table.blockSignals(False)
         self._classes_changed()
@@ -461,7 +463,7 @@ class SparseSegWidget(QWidget):
         if self.session is not None and self._session_layers == (img, scr) and self.session.scribbles is scr.data:
             return self.session
         if not isinstance(scr.data, np.ndarray) or not np.issubdtype(scr.data.dtype, np.integer):
-            scr.data = np.asarray(scr.data).astype(np.uint8 if np.asarray(scr.data).max(initial=0) < 256 else np.uint16)
+            scr.data = np.asarray(scr.data).astype(label_dtype(np.asarray(scr.data).max(initial=0)))
         geom = self._geometry()
         model = self.session.model if self.session is not None and self._session_layers and self._session_layers[0] is img else None
         history = self.session.history if model is not None else []
@@ -473,24 +475,23 @@ class SparseSegWidget(QWidget):
         self._session_layers = (img, scr)
         return self.session
 
-    def _settings(self) -> dict:
-        return {"device": self.device_combo.currentText(), "model_size": self.size_combo.currentText(),
-                "time_budget": self.budget_spin.value(), "seed": self.seed_spin.value(), "live": self.live_check.isChecked(),
-                "stroke_regions_only": self.regions_check.isChecked()}
+    def _settings(self) -> RoundSettings:
+        return RoundSettings(device=self.device_combo.currentText(), model_size=self.size_combo.currentText(),
+                             time_budget=self.budget_spin.value(), seed=self.seed_spin.value(), live=self.live_check.isChecked(),
+                             stroke_regions_only=self.regions_check.isChecked(), max_steps=self.max_steps)
 
-    def _apply_settings(self, s: dict):
-        if s.get("device") in DEVICES:
-            self.device_combo.setCurrentText(s["device"])
-        if s.get("model_size") in SIZE_CHOICES:
-            self.size_combo.setCurrentText(s["model_size"])
-        if s.get("time_budget"):
-            self.budget_spin.setValue(float(s["time_budget"]))
-        self.seed_spin.setValue(int(s.get("seed", 0)))
-        self.regions_check.setChecked(bool(s.get("stroke_regions_only", True)))
+    def _apply_settings(self, s: RoundSettings):
+        self.device_combo.setCurrentText(s.device)
+        self.size_combo.setCurrentText(s.model_size)
+        self.budget_spin.setValue(float(s.time_budget))
+        self.seed_spin.setValue(int(s.seed))
+        self.regions_check.setChecked(bool(s.stroke_regions_only))
 
     def _sync_session(self) -> None:
-        """Before train/save: fold strokes in either layer into the session's corrections and
-        copy the class table and settings into it."""
+        """Before train/save: fold strokes in either layer into the session's corrections.
+
+        Also copies the class table and settings into the session.
+        """
         s = self.session
         pred = self._layer(PREDICTION)
         edited = pred.data if pred is not None and s.prediction is not None and pred.data.shape == s.prediction.shape else None
@@ -516,16 +517,10 @@ class SparseSegWidget(QWidget):
         s = self._ensure_session()
         if s is None:
             return False
-        from napari_sparseseg.core.predict import PredictConfig
-        from napari_sparseseg.core.train import TrainConfig
-
         try:
             self._sync_session()
-            tcfg = TrainConfig(time_budget=time_budget or self.budget_spin.value(), max_steps=self.max_steps,
-                               device=self.device_combo.currentText(), model_size=self.size_combo.currentText(),
-                               seed=self.seed_spin.value() + len(s.history))
-            pcfg = PredictConfig(device=self.device_combo.currentText(), uncertainty=True,
-                                 stroke_regions_only=self.regions_check.isChecked())
+            tcfg = s.settings.train_config(len(s.history), time_budget)
+            pcfg = s.settings.predict_config()
         except (ValueError, SparseSegError) as exc:
             self._fail(exc)
             return False

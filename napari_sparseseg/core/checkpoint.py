@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_sparseseg import __version__
+from napari_sparseseg.core.atomic import replace_folder
 from napari_sparseseg.core.errors import CheckpointError, OutputError
 from napari_sparseseg.core.intensity import Normalization
 from napari_sparseseg.core.network import NetworkConfig, build_network
@@ -49,9 +48,11 @@ class SegModel:
 
     @property
     def num_classes(self) -> int:
+        """Classes the network predicts, background included."""
         return self.config.out_channels
 
     def metadata(self) -> dict:
+        """The ``model.json`` content: versions, network, normalisation, classes, patch, history."""
         return {
             "format_version": FORMAT_VERSION,
             "package": "napari-sparseseg",
@@ -67,44 +68,69 @@ class SegModel:
 
 
 def default_class_names(num_classes: int) -> list[str]:
+    """``["background", "structure 1", ...]`` for ``num_classes`` classes."""
     return ["background"] + [f"structure {i}" for i in range(1, num_classes)]
 
 
-def save_model(model: SegModel, folder: str | os.PathLike) -> Path:
-    """Write ``model`` to ``folder`` atomically (a temporary folder renamed into place).
+MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME})
+
+
+def check_model_folder(folder: str | os.PathLike, what: str = "model folder") -> Path:
+    """Check that a model may be written at ``folder`` before any work starts.
+
+    Allowed: a path that does not exist yet (in an existing folder), an empty folder, or a
+    folder holding a model of ours and nothing else (it is replaced as a whole). Anything
+    else is refused, so writing a model never deletes a file of the user's.
 
     Raises:
-        OutputError: the parent folder is missing or not writable.
+        OutputError: a file is there, the folder holds other files, or the parent is missing.
+    """
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        raise OutputError(f"the folder {folder.parent} does not exist; create it first.", path=folder)
+    if not folder.exists():
+        return folder
+    if not folder.is_dir():
+        raise OutputError(f"a file exists where the {what} should go; choose another path.", path=folder)
+    names = {p.name for p in folder.iterdir()}
+    if not names:
+        return folder
+    others = sorted(names - MODEL_FILES)
+    if others or CONFIG_NAME not in names:
+        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+        raise OutputError(
+            f"the {what} already holds other files ({shown or 'no model.json'}); give a new or empty folder, "
+            "or one written by --model-out (nothing here is deleted).", path=folder)
+    try:
+        meta = json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
+        raise OutputError(f"the {what} holds a {CONFIG_NAME} that napari-sparseseg did not write; give a new or "
+                          "empty folder (nothing here is deleted).", path=folder)
+    return folder
+
+
+def save_model(model: SegModel, folder: str | os.PathLike) -> Path:
+    """Write ``model`` to ``folder``, replacing it in one rename (see :mod:`.atomic`).
+
+    ``folder`` must pass :func:`check_model_folder`: new, empty, or an earlier model of ours.
+
+    Raises:
+        OutputError: the folder may not be written (says why), or the write failed (the
+            previous model, if any, is then still there).
     """
     import torch
 
-    folder = Path(folder)
-    parent = folder.parent
-    if not parent.is_dir():
-        raise OutputError(f"the folder {parent} does not exist; create it first.", path=folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError("a file exists where the model folder should go; choose another path.", path=folder)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=parent))
-    except OSError as exc:
-        raise OutputError(f"cannot write in {parent} ({exc.strerror}).", path=folder) from exc
-    try:
-        state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
+    folder = check_model_folder(folder)
+    state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
+    meta = json.dumps(model.metadata(), indent=2)
+
+    def build(tmp: Path) -> None:
         torch.save(state, tmp / WEIGHTS_NAME)
-        (tmp / CONFIG_NAME).write_text(json.dumps(model.metadata(), indent=2))
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
-        raise OutputError(f"cannot save the model ({exc.strerror or exc}).", path=folder) from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+        (tmp / CONFIG_NAME).write_text(meta)
+
+    return replace_folder(folder, build)
 
 
 def read_tagged_json(path: Path, folder: Path, kind: str, expected_format: int, remedy: str) -> dict:

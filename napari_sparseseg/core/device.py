@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-from napari_sparseseg.core.errors import DeviceError
+from napari_sparseseg.core.config import Device, check_option, option_values
+from napari_sparseseg.core.errors import ConfigError, DeviceError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = option_values(Device)
 
 
 def resolve_device(name: str = "auto"):
     """Turn ``auto|cpu|cuda|mps`` (or ``cuda:N``) into an available ``torch.device``.
 
     Raises:
-        DeviceError: unknown name, or the device is not available on this machine.
+        DeviceError: unknown name (with a "did you mean"), or the device is not available here.
     """
     import torch
 
-    base = str(name).split(":")[0].lower()
-    if base not in DEVICES:
-        import difflib
-
-        close = difflib.get_close_matches(base, DEVICES, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise DeviceError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}.{hint}")
+    try:
+        name = check_option(name, Device, "device")
+    except ConfigError as exc:
+        raise DeviceError(exc.message) from None
+    base = name.split(":")[0]
     mps_ok = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
     if base == "auto":
         if torch.cuda.is_available():

@@ -17,6 +17,7 @@ class SparseSegError(Exception):
         self.path = None if path is None else str(path)
 
     def one_line(self) -> str:
+        """``path: message`` on one line, as the CLI prints it."""
         text = " ".join(self.message.split())
         return f"{self.path}: {text}" if self.path else text
 
@@ -37,7 +38,11 @@ class OutputError(SparseSegError, OSError):
     """An output cannot be written (folder missing or not writable)."""
 
 
-class DeviceError(SparseSegError, ValueError):
+class ConfigError(SparseSegError, ValueError):
+    """A setting is out of range or not one of its options (CLI flag, widget, session file, API)."""
+
+
+class DeviceError(ConfigError):
     """The requested compute device is unknown or not available."""
 
 

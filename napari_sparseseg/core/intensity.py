@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_sparseseg.core.config import Modality, check_option, option_values
 from napari_sparseseg.core.errors import InputError
 
-MODALITIES = ("auto", "ct", "mri")
+MODALITIES = option_values(Modality)
 DEFAULT_CT_WINDOWS = ((-160.0, 240.0), (-1000.0, 1000.0))
 
 
@@ -78,6 +79,7 @@ class Normalization:
 
     @property
     def n_channels(self) -> int:
+        """Input channels of the network: one per CT window, one for MRI."""
         return len(self.windows) if self.modality == "ct" else 1
 
     def ranges(self, image: np.ndarray) -> list[tuple[float, float]]:
@@ -106,17 +108,18 @@ class Normalization:
         return out
 
     def to_dict(self) -> dict:
+        """Plain dict stored in ``model.json``."""
         return {"modality": self.modality, "windows": [list(w) for w in self.windows], "percentiles": list(self.percentiles)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Normalization:
+        """Inverse of :meth:`to_dict`."""
         return cls(d["modality"], tuple(tuple(w) for w in d.get("windows", DEFAULT_CT_WINDOWS)), tuple(d.get("percentiles", (0.5, 99.5))))
 
 
 def choose_normalization(image: np.ndarray, modality: str = "auto") -> Normalization:
     """Normalisation for ``image``: ``modality`` ``"auto"`` detects CT by its HU range."""
-    if modality not in MODALITIES:
-        raise InputError(f"unknown modality {modality!r}; use one of {', '.join(MODALITIES)}.")
+    modality = check_option(modality, Modality, "modality")
     if modality == "auto":
         modality = detect_modality(image)
     return Normalization(modality)

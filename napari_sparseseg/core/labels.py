@@ -10,51 +10,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from napari_sparseseg.core.config import WeightConfig
 from napari_sparseseg.core.errors import ScribbleError
 
 UNLABELLED = 0
 SOURCE_NONE, SOURCE_SCRIBBLE, SOURCE_CORRECTION = 0, 1, 2
+DEFAULT_WEIGHTS = WeightConfig()
+
+
+def label_dtype(max_value) -> np.dtype:
+    """The smallest unsigned dtype of a label volume whose largest value is ``max_value``.
+
+    The one place that chooses: ``uint8`` up to 255, ``uint16`` up to 65535.
+
+    Raises:
+        ValueError: ``max_value`` is negative or above 65535.
+    """
+    top = int(max_value)
+    if top < 0 or top > 65535:
+        raise ValueError(f"label values must lie in 0..65535, got {top}.")
+    return np.dtype(np.uint8) if top <= 255 else np.dtype(np.uint16)
 
 
 def class_to_scribble(classes: np.ndarray) -> np.ndarray:
     """Dense class indices (0 = background) -> scribble values (c + 1)."""
-    return (np.asarray(classes).astype(np.int32) + 1).astype(np.uint16 if classes.max() >= 255 else np.uint8)
-
-
-@dataclass(frozen=True)
-class WeightConfig:
-    """How labelled voxels are weighted in the loss.
-
-    Args:
-        w_scribble: weight of a voxel labelled by a scribble.
-        w_correction: weight of a voxel labelled by a correction (overrides the scribble).
-        class_balance: multiply by per-class factors so each class present has equal total weight.
-        max_balance: cap on a class factor (relative to the mean), so one stray voxel of a
-            class cannot dominate.
-        balance_power: 1 gives every class equal total weight; 0.5 (the default, square root
-            of the inverse frequency) leaves more weight with the larger, more varied classes
-            such as background (full balancing over-segmented the structures on the CT).
-    """
-
-    w_scribble: float = 1.0
-    w_correction: float = 3.0
-    class_balance: bool = True
-    max_balance: float = 50.0
-    balance_power: float = 0.5
-
-    def __post_init__(self):
-        if not self.w_scribble > 0:
-            raise ValueError(f"w_scribble must be > 0, got {self.w_scribble}.")
-        if not self.w_correction > 0:
-            raise ValueError(f"w_correction must be > 0, got {self.w_correction}.")
-        if not self.max_balance >= 1:
-            raise ValueError(f"max_balance must be >= 1, got {self.max_balance}.")
-        if not 0 <= self.balance_power <= 1:
-            raise ValueError(f"balance_power must be in [0, 1], got {self.balance_power}.")
+    classes = np.asarray(classes)
+    return (classes.astype(np.int32) + 1).astype(label_dtype(int(classes.max(initial=0)) + 1))
 
 
 def merge_annotations(scribbles: np.ndarray, corrections: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +67,7 @@ def class_counts(y: np.ndarray, num_classes: int) -> np.ndarray:
     return counts[1 : num_classes + 1].astype(np.int64)
 
 
-def balance_factors(counts: np.ndarray, cfg: WeightConfig = WeightConfig()) -> np.ndarray:
+def balance_factors(counts: np.ndarray, cfg: WeightConfig = DEFAULT_WEIGHTS) -> np.ndarray:
     """Per-class multipliers that even out the classes' total weights.
 
     ``factor_c = (N / (K_present * N_c)) ** balance_power``, capped at ``cfg.max_balance``;
@@ -100,7 +83,7 @@ def balance_factors(counts: np.ndarray, cfg: WeightConfig = WeightConfig()) -> n
     return np.minimum(factors, cfg.max_balance).astype(np.float32)
 
 
-def weight_lookup(factors: np.ndarray, cfg: WeightConfig = WeightConfig()) -> np.ndarray:
+def weight_lookup(factors: np.ndarray, cfg: WeightConfig = DEFAULT_WEIGHTS) -> np.ndarray:
     """Table ``w[source, y]`` giving the loss weight of a voxel from its source and label."""
     k = len(factors)
     table = np.zeros((3, k + 1), dtype=np.float32)
@@ -109,9 +92,12 @@ def weight_lookup(factors: np.ndarray, cfg: WeightConfig = WeightConfig()) -> np
     return table
 
 
-def voxel_weights(y: np.ndarray, source: np.ndarray, num_classes: int, cfg: WeightConfig = WeightConfig()) -> np.ndarray:
-    """Dense weight map ``w(y)``: 0 where unlabelled. For tests and small volumes; training
-    computes the same thing per patch from :func:`weight_lookup`."""
+def voxel_weights(y: np.ndarray, source: np.ndarray, num_classes: int, cfg: WeightConfig = DEFAULT_WEIGHTS) -> np.ndarray:
+    """Dense weight map ``w(y)``: 0 where unlabelled.
+
+    For tests and small volumes; training computes the same thing per patch from
+    :func:`weight_lookup`.
+    """
     table = weight_lookup(balance_factors(class_counts(y, num_classes), cfg), cfg)
     return table[np.asarray(source, np.intp), np.asarray(y, np.intp)]
 
@@ -157,6 +143,6 @@ def corrections_from_edit(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     if before.shape != after.shape:
         raise ScribbleError(f"edited prediction shape {after.shape} differs from the original {before.shape}.")
     changed = before != after
-    out = np.zeros(before.shape, dtype=np.uint16 if after.max(initial=0) >= 255 else np.uint8)
+    out = np.zeros(before.shape, dtype=label_dtype(int(after.max(initial=0)) + 1))
     out[changed] = after[changed].astype(out.dtype) + 1
     return out

@@ -22,5 +22,6 @@ def dice_per_class(pred: np.ndarray, ref: np.ndarray, classes=None) -> dict[int,
 
 
 def mean_dice(pred, ref, classes=None) -> float:
+    """Mean of :func:`dice_per_class` (NaN when there is no class)."""
     d = dice_per_class(pred, ref, classes)
     return float(np.mean(list(d.values()))) if d else float("nan")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from napari_sparseseg.core.config import ModelSize, check_option, option_values
+
 # "small" is the CPU default. On 2 CPU cores, steps per minute decide the accuracy of an
 # interactive round: channels (8, 16, 32, 64) on ~40^3 patches make ~300 steps in 60 s and
 # reached mean Dice 0.67 on the sample CT (strokes on 3 slices per axis), against 0.51-0.53
@@ -16,14 +18,13 @@ SIZES = {
 }
 # Voxel budget of an automatic training patch for each size.
 PATCH_VOXELS = {"small": 40**3, "medium": 64**3, "large": 96**3}
-SIZE_CHOICES = ("auto",) + tuple(SIZES)
+SIZE_CHOICES = option_values(ModelSize)
 NORMS = ("none", "instance", "batch")
 
 
 def size_for_device(size: str, device_type: str) -> str:
     """``auto`` is ``small`` on the CPU and ``medium`` on a GPU."""
-    if size not in SIZE_CHOICES:
-        raise ValueError(f"model size must be one of {', '.join(SIZE_CHOICES)}, got {size!r}.")
+    size = check_option(size, ModelSize, "model size")
     if size != "auto":
         return size
     return "small" if device_type == "cpu" else "medium"
@@ -62,6 +63,7 @@ class NetworkConfig:
 
     @classmethod
     def of_size(cls, size: str, in_channels: int, out_channels: int, norm: str = "none") -> NetworkConfig:
+        """The architecture of a named size (``small``, ``medium``, ``large``)."""
         if size not in SIZES:
             raise ValueError(f"model size must be one of {', '.join(SIZES)}, got {size!r}.")
         return cls(in_channels, out_channels, **SIZES[size], norm=norm)
@@ -75,12 +77,14 @@ class NetworkConfig:
         return d
 
     def to_dict(self) -> dict:
+        """Plain dict stored in ``model.json``."""
         d = asdict(self)
         d["channels"], d["strides"] = list(self.channels), list(self.strides)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> NetworkConfig:
+        """Inverse of :meth:`to_dict` (unknown keys ignored)."""
         keys = ("in_channels", "out_channels", "channels", "strides", "num_res_units", "norm")
         return cls(**{k: d[k] for k in keys if k in d})
 

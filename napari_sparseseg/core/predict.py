@@ -17,45 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_sparseseg.core.checkpoint import SegModel
-from napari_sparseseg.core.device import DEVICES, resolve_device
+from napari_sparseseg.core.config import PredictConfig
+from napari_sparseseg.core.device import resolve_device
 from napari_sparseseg.core.intensity import validate_image
-from napari_sparseseg.core.progress import Progress
-
-
-@dataclass
-class PredictConfig:
-    """Inference settings (shared by the CLI and the widget).
-
-    Args:
-        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
-        overlap: sliding-window overlap in [0, 1).
-        sw_batch_size: windows per forward pass (2 is 3x faster than 1 on 2 CPU cores).
-        probabilities: also return per-class probabilities (uint8).
-        uncertainty: also return the normalised entropy (float16, 0 = certain, 1 = uniform).
-        slab_voxels: voxels per slab (before margins); bounds memory.
-        stroke_regions_only: when :func:`predict` is given the strokes (``sparseseg segment``,
-            the napari widget), drop each connected region of a class that contains none of
-            that class's strokes (:func:`~napari_sparseseg.core.postprocess.keep_stroke_regions`).
-            Only the mask changes; probabilities and uncertainty stay the network's.
-    """
-
-    device: str = "auto"
-    overlap: float = 0.25
-    sw_batch_size: int = 2
-    probabilities: bool = False
-    uncertainty: bool = True
-    slab_voxels: int = 24_000_000
-    stroke_regions_only: bool = True
-
-    def __post_init__(self):
-        if not 0 <= self.overlap < 1:
-            raise ValueError(f"overlap must be >= 0 and < 1, got {self.overlap}.")
-        if int(self.sw_batch_size) < 1:
-            raise ValueError(f"sw_batch_size must be >= 1, got {self.sw_batch_size}.")
-        if str(self.device).split(":")[0] not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}.")
-        if int(self.slab_voxels) < 1:
-            raise ValueError(f"slab_voxels must be >= 1, got {self.slab_voxels}.")
+from napari_sparseseg.core.labels import label_dtype
+from napari_sparseseg.core.progress import Progress, run_to_end
 
 
 @dataclass
@@ -108,7 +74,7 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
     margin = patch[0] // 2
     slabs = list(_slabs(depth, core, margin))
 
-    labels = np.zeros(image.shape, dtype=np.uint8 if k <= 256 else np.uint16)
+    labels = np.zeros(image.shape, dtype=label_dtype(k - 1))
     probs = np.zeros((k,) + image.shape, dtype=np.uint8) if cfg.probabilities else None
     unc = np.zeros(image.shape, dtype=np.float16) if cfg.uncertainty else None
     amp = device.type == "cuda"
@@ -143,6 +109,4 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
 
 def predict_volume(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None, annotations: np.ndarray | None = None) -> Prediction:
     """Synchronous :func:`predict`."""
-    from napari_sparseseg.core.train import run_to_end
-
     return run_to_end(predict(model, image, cfg, annotations))

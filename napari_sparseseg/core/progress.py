@@ -1,8 +1,21 @@
-"""Progress messages yielded by the long-running generators (train, predict)."""
+"""Progress of the long computations, and the drivers of their generators.
+
+Training, prediction and a session's round are generators that ``yield`` :class:`Progress`
+and ``return`` their result (the stardist-napari pattern, with ``GeneratorWorker.returned``
+in the widget). Here are the ways to drive them outside a GUI: :func:`run_to_end`
+(synchronously), :func:`until_stopped` (stop on an event, keeping what was done), and
+:class:`ProgressPrinter` (a tqdm bar per stage on a terminal, one line per stage otherwise).
+"""
 
 from __future__ import annotations
 
+import sys
+import threading
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any, TextIO
+
+__all__ = ["Progress", "ProgressPrinter", "run_to_end", "until_stopped"]
 
 
 @dataclass(frozen=True)
@@ -12,7 +25,7 @@ class Progress:
     Args:
         stage: ``"train"`` or ``"predict"``.
         step: steps done so far (1-based after the first step).
-        total: planned steps (training may stop earlier on its time budget).
+        total: planned steps, 0 when only a time budget bounds the stage.
         elapsed: seconds since the computation started.
         loss: training loss of this step (``None`` while predicting).
         budget: the time budget in seconds, if any.
@@ -34,5 +47,113 @@ class Progress:
         return min(1.0, max(parts, default=0.0))
 
     def __str__(self) -> str:
+        """``train 12/1000  loss 0.4321  3.2s`` (no ``/total`` when time alone bounds it)."""
         loss = f"  loss {self.loss:.4f}" if self.loss is not None else ""
-        return f"{self.stage} {self.step}/{self.total}{loss}  {self.elapsed:.1f}s"
+        total = f"/{self.total}" if self.total else ""
+        return f"{self.stage} {self.step}{total}{loss}  {self.elapsed:.1f}s"
+
+
+def run_to_end(gen: Generator, on_progress: Callable[[Progress], Any] | None = None):
+    """Drive a progress generator synchronously and return its result.
+
+    Args:
+        gen: a generator that yields :class:`Progress` and returns a result.
+        on_progress: called with every yielded item.
+
+    Returns:
+        The generator's return value.
+    """
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(p)
+
+
+def until_stopped(gen: Generator, stop: threading.Event):
+    """``yield from gen`` until it returns, or until ``stop`` is set after a step.
+
+    When stopped, the generator is closed, so its ``finally`` runs (the trainer keeps its
+    averaged weights). Use as ``value, stopped = yield from until_stopped(gen, event)``.
+
+    Returns:
+        ``(value, stopped)``: the generator's result (``None`` when stopped) and whether it was.
+    """
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as done:
+            return done.value, False
+        yield p
+        if stop.is_set():
+            gen.close()
+            return None, True
+
+
+class ProgressPrinter:
+    """Shows :class:`Progress` on a stream (stderr by default).
+
+    On a terminal each stage gets a tqdm bar (steps, loss, time against the budget). When the
+    stream is not a terminal (a log file, CI) each stage prints one line when it ends, e.g.
+    ``[train] 312 steps, 60.1 s, loss 0.1234``. ``quiet`` prints nothing. Use it as a context
+    manager, so the last stage's bar or line is finished::
+
+        with ProgressPrinter() as show:
+            result = run_to_end(trainer.run(), show)
+
+    Args:
+        stream: where to write (default ``sys.stderr``).
+        quiet: print nothing.
+        tty: force the terminal (``True``) or line (``False``) style; default: ask the stream.
+    """
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False, tty: bool | None = None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty()) if tty is None else tty
+        self._last: Progress | None = None
+        self._bar = None
+
+    def __call__(self, p: Progress) -> None:
+        """Record one step (switching stage finishes the previous one)."""
+        if self.quiet:
+            return
+        if self._last is not None and p.stage != self._last.stage:
+            self.finish()
+        self._last = p
+        if self.tty:
+            self._update_bar(p)
+
+    def _update_bar(self, p: Progress) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=1000, desc=p.stage, file=self.stream, leave=True, dynamic_ncols=True,
+                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        self._bar.n = int(1000 * p.fraction)
+        total = f"/{p.total}" if p.total else ""
+        budget = f"/{p.budget:.0f}" if p.budget else ""
+        loss = f", loss {p.loss:.4f}" if p.loss is not None else ""
+        self._bar.set_postfix_str(f"{p.step}{total} {'steps' if p.stage == 'train' else 'slabs'}{loss}, "
+                                  f"{p.elapsed:.0f}{budget} s", refresh=False)
+        self._bar.refresh()
+
+    def finish(self) -> None:
+        """End the current stage: close its bar, or print its one line."""
+        p, self._last = self._last, None
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif p is not None and not self.quiet:
+            unit = "steps" if p.stage == "train" else "slabs"
+            loss = f", loss {p.loss:.4f}" if p.loss is not None else ""
+            print(f"[{p.stage}] {p.step} {unit}, {p.elapsed:.1f} s{loss}", file=self.stream, flush=True)
+
+    def __enter__(self) -> ProgressPrinter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()

@@ -25,22 +25,23 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from napari_sparseseg import __version__
+from napari_sparseseg.core.atomic import atomic_file
 from napari_sparseseg.core.checkpoint import SegModel, default_class_names, load_model, read_tagged_json, save_model
+from napari_sparseseg.core.config import PredictConfig, RoundSettings, TrainConfig
 from napari_sparseseg.core.errors import CheckpointError, OutputError, ScribbleError, SparseSegError
-from napari_sparseseg.core.labels import corrections_from_edit
-from napari_sparseseg.core.predict import PredictConfig, Prediction, predict
-from napari_sparseseg.core.progress import Progress
-from napari_sparseseg.core.train import TrainConfig, TrainResult, Trainer
+from napari_sparseseg.core.labels import corrections_from_edit, label_dtype
+from napari_sparseseg.core.predict import Prediction, predict
+from napari_sparseseg.core.progress import Progress, until_stopped
+from napari_sparseseg.core.train import Trainer, TrainResult
 
 SESSION_FORMAT = 1
 SESSION_JSON, ANNOTATIONS, IMAGE_NPY, MODEL_DIR = "session.json", "annotations.npz", "image.npy", "model"
@@ -66,18 +67,6 @@ class RoundResult:
     class_names: list
 
 
-def _atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 @dataclass
 class Session:
     """State of one annotation session (see the module docstring).
@@ -94,7 +83,7 @@ class Session:
         model: the current model.
         prediction: the last prediction as shown (class indices), for detecting edits.
         history: one dict per finished round.
-        settings: the widget's settings (device, model size, time budget...), restored on load.
+        settings: the round settings (device, model size, time budget...), restored on load.
     """
 
     image: np.ndarray | None
@@ -108,10 +97,12 @@ class Session:
     model: SegModel | None = None
     prediction: np.ndarray | None = None
     history: list = field(default_factory=list)
-    settings: dict = field(default_factory=dict)
+    settings: RoundSettings = field(default_factory=RoundSettings)
 
     def __post_init__(self):
         self.scribbles = np.asarray(self.scribbles)
+        if not isinstance(self.settings, RoundSettings):
+            self.settings = RoundSettings.from_dict(self.settings)
         if self.image is not None and self.scribbles.shape != self.image.shape:
             raise ScribbleError(f"scribbles shape {self.scribbles.shape} differs from the image shape {self.image.shape}.")
         if self.corrected is None:
@@ -149,9 +140,10 @@ class Session:
             changed = edits > 0
             if changed.any():
                 if edits.max() > np.iinfo(self.scribbles.dtype).max:
-                    self.scribbles = self.scribbles.astype(np.uint16)
+                    wide = label_dtype(edits.max())
+                    self.scribbles = self.scribbles.astype(wide)
                     if self._snapshot is not None:
-                        self._snapshot = self._snapshot.astype(np.uint16)
+                        self._snapshot = self._snapshot.astype(wide)
                 self.scribbles[changed] = edits[changed]
                 self.corrected |= changed
                 self.prediction = np.array(edited_prediction, copy=True)
@@ -164,7 +156,7 @@ class Session:
         """Labelled voxels per class name, and the number of corrections."""
         values, counts = np.unique(self.scribbles[self.scribbles > 0], return_counts=True)
         names = {int(v): (self.class_names[v - 1] if v - 1 < len(self.class_names) else f"class {v - 1}") for v in values}
-        return {"per_class": {names[int(v)]: int(c) for v, c in zip(values, counts)}, "corrections": int(self.corrected.sum())}
+        return {"per_class": {names[int(v)]: int(c) for v, c in zip(values, counts, strict=True)}, "corrections": int(self.corrected.sum())}
 
     # ------------------------------------------------------------- the loop
     def _init_model(self) -> SegModel | None:
@@ -200,7 +192,7 @@ class Session:
             trainer = Trainer(self.image, scribbles, train_cfg, corrections=corrections, init=self._init_model(),
                               spacing=self.spacing, class_names=names)
             try:
-                result, halted = yield from _until_stopped(trainer.run(), stop)  # Stop keeps the averaged weights
+                result, halted = yield from until_stopped(trainer.run(), stop)  # Stop keeps the averaged weights
             except Exception as exc:
                 raise _explain(exc) from exc
             stopped = "training" if halted else None
@@ -215,7 +207,7 @@ class Session:
                 raise SparseSegError("there is no model yet; press Train first (or load a model).")
             model = self.model
         try:
-            prediction, halted = yield from _until_stopped(predict(model, self.image, predict_cfg, scribbles), stop)
+            prediction, halted = yield from until_stopped(predict(model, self.image, predict_cfg, scribbles), stop)
         except Exception as exc:
             raise _explain(exc) from exc
         stopped = "prediction" if halted else stopped
@@ -273,12 +265,12 @@ class Session:
                 arrays = {"scribbles": self.scribbles, "corrected": np.packbits(self.corrected)}
                 if self.prediction is not None:
                     arrays["prediction"] = self.prediction
-                _atomic_write(folder / ANNOTATIONS, lambda f: np.savez_compressed(f, **arrays))
+                atomic_file(folder / ANNOTATIONS, lambda f: np.savez_compressed(f, **arrays))
                 store_image = include_image if include_image is not None else not self.image_path
                 if store_image and self.image is not None:
                     target = folder / IMAGE_NPY
                     if not (target.is_file() and self._same_image_on_disk(target)):
-                        _atomic_write(target, lambda f: np.save(f, self.image))
+                        atomic_file(target, lambda f: np.save(f, self.image))
                 if self.model is not None and self._saved_model.get(str(folder.resolve())) != self._model_rev:
                     save_model(self.model, folder / MODEL_DIR)
                     self._saved_model[str(folder.resolve())] = self._model_rev
@@ -296,9 +288,9 @@ class Session:
                     "colors": self.colors,
                     "has_model": self.model is not None,
                     "history": self.history,
-                    "settings": self.settings,
+                    "settings": self.settings.to_dict(),
                 }
-                _atomic_write(folder / SESSION_JSON, lambda f: f.write(json.dumps(meta, indent=1)), mode="w")
+                atomic_file(folder / SESSION_JSON, lambda f: f.write(json.dumps(meta, indent=1)), mode="w")
             except OSError as exc:
                 raise OutputError(f"cannot save the session ({exc.strerror or exc}); choose a writable folder.", path=folder) from exc
         return folder
@@ -340,7 +332,7 @@ class Session:
         model = load_model(folder / MODEL_DIR, device=device) if meta.get("has_model") and (folder / MODEL_DIR).is_dir() else None
         s = cls(image, scribbles, list(meta["class_names"]), tuple(meta.get("spacing", (1, 1, 1))), meta.get("geometry"),
                 meta.get("image_path"), meta.get("colors"), corrected, model, prediction, list(meta.get("history", [])),
-                dict(meta.get("settings", {})))
+                RoundSettings.from_dict(meta.get("settings"), lenient=True))
         s._saved_model[str(folder.resolve())] = s._model_rev
         return s
 
@@ -356,20 +348,6 @@ def read_session_info(folder) -> dict:
     if not meta_path.is_file():
         raise CheckpointError(f"not a napari-sparseseg session ({SESSION_JSON} is missing); choose a folder saved by the widget.", path=folder)
     return read_tagged_json(meta_path, folder, "session", SESSION_FORMAT, "use a matching version")
-
-
-def _until_stopped(gen: Generator, stop: threading.Event):
-    """``yield from gen`` until it returns, or until ``stop`` is set after a step: then close it
-    (its ``finally`` runs, e.g. the trainer keeps its averaged weights). Returns ``(value, stopped)``."""
-    while True:
-        try:
-            p = next(gen)
-        except StopIteration as done:
-            return done.value, False
-        yield p
-        if stop.is_set():
-            gen.close()
-            return None, True
 
 
 def _explain(exc: BaseException) -> BaseException:

@@ -1,5 +1,4 @@
-"""Training from sparse scribbles: a generator that yields :class:`Progress` and returns
-:class:`TrainResult`.
+"""Training from sparse scribbles: a generator that yields :class:`Progress`, returns :class:`TrainResult`.
 
 The loss only sees labelled voxels (weight 0 elsewhere). Patches are centred on labelled
 voxels with classes sampled evenly (MONAI's ``generate_label_classes_crop_centers``), shaped
@@ -11,98 +10,28 @@ the caller closes the generator; the model kept is the moving average of the wei
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from napari_sparseseg.core.checkpoint import SegModel, default_class_names
-from napari_sparseseg.core.device import DEVICES, resolve_device
+from napari_sparseseg.core.config import TrainConfig
+from napari_sparseseg.core.device import resolve_device
 from napari_sparseseg.core.errors import ScribbleError, SparseSegError
-from napari_sparseseg.core.intensity import MODALITIES, choose_normalization, validate_image
+from napari_sparseseg.core.intensity import choose_normalization, validate_image
 from napari_sparseseg.core.labels import (
-    WeightConfig,
     balance_factors,
     class_counts,
     merge_annotations,
     validate_scribbles,
     weight_lookup,
 )
-from napari_sparseseg.core.network import PATCH_VOXELS, SIZE_CHOICES, NetworkConfig, build_network, size_for_device
+from napari_sparseseg.core.network import PATCH_VOXELS, NetworkConfig, build_network, size_for_device
 from napari_sparseseg.core.progress import Progress
-
-
-@dataclass
-class TrainConfig:
-    """One training round. Shared by the CLI (``sparseseg segment``) and the napari widget.
-
-    Args:
-        max_steps: upper bound on optimisation steps.
-        time_budget: upper bound on wall time in seconds (``None``: steps only).
-        batch_size: patches per step.
-        patch_voxels: voxel budget of an automatic patch; ``None`` takes the model size's
-            (40^3 for "small", the CPU default; 64^3 "medium"; 96^3 "large").
-        patch_size: explicit patch shape in voxels (array order), or ``None`` for automatic.
-        learning_rate: Adam learning rate.
-        background_prior: a new network starts out predicting background with this
-            probability everywhere (output-bias initialisation), so the first seconds of
-            training are not spent unlearning noise; the structures share the rest.
-        weight_ema: decay of the moving average of the weights that becomes the result
-            (0 keeps the last step's weights).
-        seed: seeds numpy, torch and MONAI; runs with the same seed and ``time_budget=None``
-            are identical on the CPU.
-        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
-        model_size: ``auto`` (small on CPU, medium on GPU), ``small``, ``medium``, ``large``.
-        modality: ``auto``, ``ct`` or ``mri`` (intensity normalisation).
-        weights: voxel weighting (scribble/correction weights, class balancing).
-        dice_weight: add this times a soft Dice on labelled voxels to the loss.
-        augment: random affine + intensity augmentation (MONAI).
-    """
-
-    max_steps: int = 1000
-    time_budget: float | None = 60.0
-    batch_size: int = 2
-    patch_voxels: int | None = None
-    patch_size: tuple | None = None
-    learning_rate: float = 3e-3
-    background_prior: float = 0.9
-    weight_ema: float = 0.95
-    seed: int = 0
-    device: str = "auto"
-    model_size: str = "auto"
-    modality: str = "auto"
-    weights: WeightConfig = field(default_factory=WeightConfig)
-    dice_weight: float = 0.0
-    augment: bool = True
-
-    def __post_init__(self):
-        if int(self.max_steps) < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}.")
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}.")
-        if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
-        if self.patch_voxels is not None and int(self.patch_voxels) < 16**3:
-            raise ValueError(f"patch_voxels must be >= 4096, got {self.patch_voxels}.")
-        if self.patch_size is not None and (len(self.patch_size) != 3 or min(self.patch_size) < 1):
-            raise ValueError(f"patch_size must be three positive ints, got {self.patch_size}.")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
-        if str(self.device).split(":")[0] not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}.")
-        if self.model_size not in SIZE_CHOICES:
-            raise ValueError(f"model_size must be one of {', '.join(SIZE_CHOICES)}, got {self.model_size!r}.")
-        if self.modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}.")
-        if not 0 < self.background_prior < 1:
-            raise ValueError(f"background_prior must be in (0, 1), got {self.background_prior}.")
-        if not 0 <= self.weight_ema < 1:
-            raise ValueError(f"weight_ema must be in [0, 1), got {self.weight_ema}.")
-        if self.dice_weight < 0:
-            raise ValueError(f"dice_weight must be >= 0, got {self.dice_weight}.")
-        self.max_steps, self.batch_size = int(self.max_steps), int(self.batch_size)
 
 
 @dataclass
@@ -149,7 +78,7 @@ def auto_patch_size(spacing, shape, divisor: int = 8, budget: int = 64**3, min_s
         if fixed.all():
             break
     side = np.minimum(side, cap)
-    return tuple(int(max(divisor, min(c, round(v / divisor) * divisor))) for v, c in zip(side, cap))
+    return tuple(int(max(divisor, min(c, round(v / divisor) * divisor))) for v, c in zip(side, cap, strict=True))
 
 
 def _augmentation(spacing, seed: int):
@@ -239,7 +168,7 @@ class Trainer:
     def _prepare_arrays(self, model: SegModel):
         patch = model.patch_size
         x = model.normalization.apply(self.image)
-        pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, self.image.shape)]
+        pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, self.image.shape, strict=True)]
         if any(b for _, b in pad):
             x = np.pad(x, pad, mode="edge")
             y = np.pad(self.y, pad[1:], constant_values=0)
@@ -257,6 +186,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Generator[Progress, None, TrainResult]:
+        """Train; yield :class:`Progress` after every step, return a :class:`TrainResult`.
+
+        Closing the generator (Stop) ends training after the current step; :attr:`model` then
+        holds the averaged weights so far.
+
+        Raises:
+            SparseSegError: the loss diverged (says what to do).
+        """
         import torch
         from monai.transforms.utils import generate_label_classes_crop_centers
 
@@ -287,7 +224,10 @@ class Trainer:
         losses: list[float] = []
         stopped_by, step = "max_steps", 0
         try:
-            for step in range(1, cfg.max_steps + 1):
+            for step in itertools.count(1):
+                if cfg.max_steps is not None and step > cfg.max_steps:
+                    step -= 1
+                    break
                 elapsed = time.perf_counter() - t0
                 if cfg.time_budget is not None and step > 1:
                     # Stop when half another step would overrun the budget.
@@ -300,9 +240,9 @@ class Trainer:
                 xs, ys, ws = [], [], []
                 for c in centres:
                     # Jitter the centre so the labelled voxel is not always mid-patch (no position shortcut).
-                    start = [int(ci) - p // 2 + int(rng.randint(-(p // 3), p // 3 + 1)) for ci, p in zip(c, patch)]
-                    start = [min(max(0, st), n - p) for st, n, p in zip(start, y.shape, patch)]
-                    sl = tuple(slice(st, st + p) for st, p in zip(start, patch))
+                    start = [int(ci) - p // 2 + int(rng.randint(-(p // 3), p // 3 + 1)) for ci, p in zip(c, patch, strict=True)]
+                    start = [min(max(0, st), n - p) for st, n, p in zip(start, y.shape, patch, strict=True)]
+                    sl = tuple(slice(st, st + p) for st, p in zip(start, patch, strict=True))
                     sample = {"image": x[(slice(None),) + sl], "label": y[sl][None].astype(np.int64), "source": src[sl][None].astype(np.int64)}
                     if augment is not None:
                         sample = augment(sample)
@@ -330,7 +270,7 @@ class Trainer:
                 averaged.update_parameters(net)
                 value = float(loss.detach())
                 losses.append(value)
-                yield Progress("train", step, cfg.max_steps, time.perf_counter() - t0, value, cfg.time_budget)
+                yield Progress("train", step, cfg.max_steps or 0, time.perf_counter() - t0, value, cfg.time_budget)
         except GeneratorExit:
             stopped_by = "cancelled"
             raise
@@ -348,14 +288,3 @@ class Trainer:
 def train(image, scribbles, cfg: TrainConfig | None = None, **kwargs) -> Generator[Progress, None, TrainResult]:
     """Generator form of :class:`Trainer` (``yield`` progress, ``return`` the result)."""
     return Trainer(image, scribbles, cfg, **kwargs).run()
-
-
-def run_to_end(gen: Generator, on_progress=None):
-    """Drive a progress generator synchronously and return its result."""
-    while True:
-        try:
-            p = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(p)

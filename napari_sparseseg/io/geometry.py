@@ -100,8 +100,10 @@ class Geometry:
         return bool(np.allclose(self.index_to_world(corners), other.index_to_world(corners), atol=atol_mm))
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (session files, layer metadata)."""
         return {"affine": self.affine.tolist(), "shape": list(self.shape)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Geometry:
+        """Inverse of :meth:`to_dict`."""
         return cls(np.asarray(d["affine"], float), tuple(d["shape"]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 import uuid
@@ -11,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_sparseseg.core.atomic import atomic_output, replace_folder
 from napari_sparseseg.core.errors import InputError, OutputError
+from napari_sparseseg.core.labels import label_dtype
 from napari_sparseseg.io.geometry import Geometry
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -104,7 +105,7 @@ def read_labels(path: str | os.PathLike, like: Geometry | None = None, what: str
         raise InputError(f"{what} must be >= 0 (0 = unlabelled, c+1 = class c); found {arr.min()}.", path=path)
     if arr.size and arr.max() > 65535:
         raise InputError(f"{what} values must be < 65536; found {arr.max()}.", path=path)
-    arr = arr.astype(np.uint16 if arr.size and arr.max() > 255 else np.uint8)
+    arr = arr.astype(label_dtype(arr.max(initial=0)))
     if like is not None:
         if tuple(geom.shape) != tuple(like.shape):
             raise InputError(
@@ -212,10 +213,6 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     return p
 
 
-def _label_dtype(arr: np.ndarray):
-    return np.uint8 if arr.size == 0 or int(arr.max()) <= 255 else np.uint16
-
-
 def write_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry) -> Path:
     """Write a label volume (array order ``(k, j, i)``) on ``geometry``'s grid.
 
@@ -230,7 +227,7 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry
     labels = np.asarray(labels)
     if tuple(labels.shape) != tuple(geometry.shape):
         raise InputError(f"labels shape {labels.shape} does not match the geometry {geometry.shape}.", path=path)
-    labels = labels.astype(_label_dtype(labels))
+    labels = labels.astype(label_dtype(labels.max(initial=0)))
     p = Path(path)
     suffix = _suffix(p)
     if suffix not in SUPPORTED_SUFFIXES:
@@ -238,7 +235,7 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry
             return _write_dicom_series(p, labels, geometry)
         raise OutputError(f"unsupported output format '{p.suffix}'; use {_SUPPORTED_TEXT}.", path=p)
     check_writable(p)
-    return _atomic_write(p, suffix, lambda tmp: _write_array(tmp, suffix, labels, geometry))
+    return atomic_output(p, lambda tmp: _write_array(tmp, suffix, labels, geometry))
 
 
 def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geometry: Geometry) -> Path:
@@ -271,32 +268,7 @@ def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geomet
             _set_sitk_geometry(img, geometry)
             sitk.WriteImage(img, str(tmp), useCompression=True)
 
-    return _atomic_write(p, suffix, write)
-
-
-def _atomic_write(p: Path, suffix: str, write) -> Path:
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
-        write(tmp)
-        if suffix == ".mhd":  # header + raw pair: move both
-            raw_tmp = tmp.with_suffix(".zraw") if tmp.with_suffix(".zraw").exists() else tmp.with_suffix(".raw")
-            _rewrite_mhd_pointer(tmp, raw_tmp, p)
-            os.replace(raw_tmp, p.with_suffix(raw_tmp.suffix))
-        os.replace(tmp, p)
-    except OSError as exc:
-        raise OutputError(f"cannot write ({exc.strerror or exc}).", path=p) from exc
-    finally:
-        for leftover in tmp.parent.glob(tmp.name.split(suffix)[0] + "*"):
-            if leftover.name.startswith(f".{p.name}.") and ".tmp" in leftover.name:
-                leftover.unlink(missing_ok=True)
-    return p
-
-
-def _rewrite_mhd_pointer(header: Path, raw: Path, final: Path) -> None:
-    text = header.read_text()
-    new_raw = final.with_suffix(raw.suffix).name
-    lines = [f"ElementDataFile = {new_raw}" if ln.startswith("ElementDataFile") else ln for ln in text.splitlines()]
-    header.write_text("\n".join(lines) + "\n")
+    return atomic_output(p, write)
 
 
 def _set_sitk_geometry(img, geometry: Geometry) -> None:
@@ -340,8 +312,8 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
     study_uid = series_uid + ".1"
     d = direction
     orientation = "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()
         date, clock = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
@@ -367,12 +339,5 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
                 sl.SetMetaData(k, v)
             writer.SetFileName(str(tmp / f"slice_{z:04d}.dcm"))
             writer.Execute(sl)
-        if folder.exists():
-            folder.rmdir()
-        os.replace(tmp, folder)
-    except OSError as exc:
-        raise OutputError(f"cannot write the DICOM series ({exc.strerror or exc}).", path=folder) from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+
+    return replace_folder(folder, build)

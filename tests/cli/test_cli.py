@@ -128,9 +128,10 @@ def test_console_script_and_module_entry(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_and_prints_dice(tmp_path, capsys):
+    from napari_sparseseg.core.config import DemoConfig
     from napari_sparseseg.demo import run_demo
 
-    rows = run_demo(out_dir=tmp_path, time_budget=4, rounds=2, device="cpu", quiet=True)
+    rows = run_demo(out_dir=tmp_path, cfg=DemoConfig(time_budget=4, rounds=2, device="cpu"), quiet=True)
     out = capsys.readouterr().out
     assert "liver" in out and "mean" in out and len(rows) == 2
     assert (tmp_path / "mask.nii.gz").is_file() and (tmp_path / "model" / "model.pt").is_file()

@@ -3,11 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.annotator import simulate_scribbles
 from napari_sparseseg.core.checkpoint import FORMAT_VERSION, load_model, save_model
+from napari_sparseseg.core.config import PredictConfig, TrainConfig
 from napari_sparseseg.core.errors import CheckpointError
-from napari_sparseseg.core.predict import PredictConfig, predict_volume
-from napari_sparseseg.core.train import TrainConfig, Trainer, run_to_end
+from napari_sparseseg.core.predict import predict_volume
+from napari_sparseseg.core.progress import run_to_end
+from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+from napari_sparseseg.core.train import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core.labels import WeightConfig, merge_annotations, voxel_weights
+from napari_sparseseg.core.config import WeightConfig
+from napari_sparseseg.core.labels import merge_annotations, voxel_weights
 from napari_sparseseg.core.losses import masked_soft_dice, masked_weighted_ce, sparse_loss
 
 

@@ -6,11 +6,11 @@ import threading
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.annotator import simulate_scribbles
+from napari_sparseseg.core.config import PredictConfig, RoundSettings, TrainConfig
 from napari_sparseseg.core.errors import CheckpointError, ScribbleError
-from napari_sparseseg.core.predict import PredictConfig
+from napari_sparseseg.core.progress import run_to_end
 from napari_sparseseg.core.session import Session, autosave_folder, find_autosave
-from napari_sparseseg.core.train import TrainConfig, run_to_end
+from napari_sparseseg.core.simulated_annotator import simulate_scribbles
 
 NAMES = ["background", "ball", "box"]
 
@@ -95,13 +95,13 @@ def test_save_load_restores_everything(session, tmp_path):
     s.scribbles[20, 15, 25:30] = 2
     s.absorb_edits()
     s.colors = ["#000000", "#ff0000", "#00ff00"]
-    s.settings = {"time_budget": 12}
+    s.settings = RoundSettings(time_budget=12)
     s.save(tmp_path / "sess")
     assert (tmp_path / "sess" / "image.npy").is_file()  # no image_path: the image is stored
     back = Session.load(tmp_path / "sess")
     assert np.array_equal(back.image, s.image) and np.array_equal(back.scribbles, s.scribbles)
     assert np.array_equal(back.corrected, s.corrected) and np.array_equal(back.prediction, s.prediction)
-    assert back.class_names == NAMES and back.colors == s.colors and back.settings == {"time_budget": 12}
+    assert back.class_names == NAMES and back.colors == s.colors and back.settings == RoundSettings(time_budget=12)
     assert back.history == json.loads(json.dumps(s.history))
     a = run_to_end(back.run_round(train=False, predict_cfg=PredictConfig(device="cpu")))
     b = run_to_end(s.run_round(train=False, predict_cfg=PredictConfig(device="cpu")))

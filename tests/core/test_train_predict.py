@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core.annotator import simulate_scribbles
 from napari_sparseseg.core.checkpoint import load_model, save_model
+from napari_sparseseg.core.config import PredictConfig, TrainConfig
 from napari_sparseseg.core.errors import ScribbleError
 from napari_sparseseg.core.metrics import dice_per_class
-from napari_sparseseg.core.predict import PredictConfig, predict_volume
-from napari_sparseseg.core.train import TrainConfig, Trainer, auto_patch_size, run_to_end
+from napari_sparseseg.core.predict import predict_volume
+from napari_sparseseg.core.progress import run_to_end
+from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+from napari_sparseseg.core.train import Trainer, auto_patch_size
 
 
 def _cfg(**kw):

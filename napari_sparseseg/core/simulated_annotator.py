@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_sparseseg.core.labels import label_dtype
+
 
 def _disk(radius: int) -> np.ndarray:
     r = int(radius)
@@ -75,7 +77,7 @@ def simulate_scribbles(ref: np.ndarray, k: int, seed: int = 0, axes=(0, 1, 2), r
     """
     rng = np.random.default_rng(seed)
     ref = np.asarray(ref)
-    out = np.zeros(ref.shape, dtype=np.uint8 if ref.max() < 255 else np.uint16)
+    out = np.zeros(ref.shape, dtype=label_dtype(int(ref.max(initial=0)) + 1))
     for axis in axes:
         for pos in _slice_positions(ref, axis, k, rng):
             sl = [slice(None)] * 3
@@ -109,7 +111,7 @@ def simulate_corrections(pred: np.ndarray, ref: np.ndarray, k: int, seed: int = 
     rng = np.random.default_rng(seed)
     pred, ref = np.asarray(pred), np.asarray(ref)
     wrong = pred != ref
-    out = np.zeros(ref.shape, dtype=np.uint8 if ref.max() < 255 else np.uint16)
+    out = np.zeros(ref.shape, dtype=label_dtype(int(ref.max(initial=0)) + 1))
     for axis in axes:
         per_slice = wrong.sum(axis=tuple(a for a in range(3) if a != axis))
         for pos in np.argsort(per_slice)[::-1][:k]:

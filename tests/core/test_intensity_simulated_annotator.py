@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.annotator import simulate_corrections, simulate_scribbles
-from napari_sparseseg.core.errors import InputError
+from napari_sparseseg.core.errors import ConfigError, InputError
 from napari_sparseseg.core.intensity import choose_normalization, detect_modality, validate_image
+from napari_sparseseg.core.simulated_annotator import simulate_corrections, simulate_scribbles
 from napari_sparseseg.io import read_image, read_labels
 
 
@@ -28,7 +28,7 @@ def test_bad_images_rejected():
         validate_image(np.array([[[1.0, np.nan], [0, 0]], [[0, 0], [np.inf, 0]]]))
     with pytest.raises(InputError, match="3-D"):
         validate_image(np.zeros((4, 4)))
-    with pytest.raises(InputError, match="unknown modality"):
+    with pytest.raises(ConfigError, match="unknown modality 'pet'; use one of auto, ct, mri"):
         choose_normalization(np.zeros((3, 3, 3)), "pet")
 
 

@@ -1,0 +1,355 @@
+"""One typed settings source: every job's config dataclass, its defaults, ranges and options.
+
+The command line derives its flags (default, help, choices, metavar) from these fields, the
+widget its controls' ranges and choices, the session file stores :class:`RoundSettings`, and
+the benchmarks construct the same classes. A default is written here and nowhere else.
+
+Each field's ``metadata`` describes it (see :func:`setting`): ``help``, the bounds checked in
+``__post_init__`` (``ge``/``gt``/``le``/``lt``), ``choices`` (an option enum, looked up with
+a "did you mean" message), the CLI ``flag``/``metavar`` and the ``widget_range`` offered in the
+GUI. An invalid value raises :class:`~napari_sparseseg.core.errors.ConfigError`, which is
+also a ``ValueError``.
+
+Importing this module is cheap (no torch, no MONAI): the CLI builds its parser from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from napari_sparseseg.core.errors import ConfigError
+
+__all__ = [
+    "ConfigError",
+    "DemoConfig",
+    "Device",
+    "Modality",
+    "ModelSize",
+    "PredictConfig",
+    "RoundSettings",
+    "TrainConfig",
+    "WeightConfig",
+    "check_option",
+    "field_info",
+    "option_values",
+    "setting",
+]
+
+
+class _Options(str, enum.Enum):
+    """String options (a ``StrEnum`` that also runs on Python 3.10)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Device(_Options):
+    """Compute device; ``auto`` picks CUDA, then MPS, then the CPU. ``cuda:N`` is accepted too."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+
+class ModelSize(_Options):
+    """Network size of a new model; ``auto`` is small on the CPU and medium on a GPU."""
+
+    AUTO = "auto"
+    SMALL = "small"
+    MEDIUM = "medium"
+    LARGE = "large"
+
+
+class Modality(_Options):
+    """Intensity normalisation; ``auto`` detects CT by its Hounsfield range."""
+
+    AUTO = "auto"
+    CT = "ct"
+    MRI = "mri"
+
+
+def option_values(options: type[enum.Enum]) -> tuple[str, ...]:
+    """The string values of an option enum, in declaration order."""
+    return tuple(str(o.value) for o in options)
+
+
+def check_option(value: Any, options: type[enum.Enum], what: str) -> str:
+    """Return ``value`` as one of ``options``' strings, or raise with a "did you mean".
+
+    Valid values are returned without importing anything; for an invalid one MONAI's
+    ``look_up_option`` supplies the suggestion.
+
+    Args:
+        value: the user's choice (case is ignored; a device may carry an index, ``cuda:1``).
+        options: the option enum (:class:`Device`, :class:`ModelSize`, :class:`Modality`).
+        what: the setting's name for the message, e.g. ``"device"``.
+
+    Raises:
+        ConfigError: ``"unknown device 'gpu'; use one of auto, cpu, cuda, mps. Did you mean 'cpu'?"``.
+    """
+    allowed = option_values(options)
+    text = str(getattr(value, "value", value)).strip().lower()
+    base, _, index = text.partition(":")
+    if options is Device and index and base in ("cuda", "mps") and index.isdigit():
+        return text
+    if text in allowed:
+        return text
+    hint = ""
+    try:
+        from monai.utils import look_up_option
+
+        look_up_option(text, allowed)
+    except ValueError as exc:  # MONAI's message starts "By 'x', did you mean 'y'?" when it has a guess
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "did you mean" in first:
+            hint = " Did you mean " + first.split("did you mean", 1)[1].strip()
+    except ImportError:  # pragma: no cover - MONAI is a dependency
+        pass
+    raise ConfigError(f"unknown {what} {str(value)!r}; use one of {', '.join(allowed)}.{hint}")
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, ge: float | None = None,  # noqa: A002
+            gt: float | None = None, le: float | None = None, lt: float | None = None,
+            choices: type[enum.Enum] | None = None, flag: str | None = None, metavar: str | None = None,
+            widget_range: tuple[float, float] | None = None) -> Any:
+    """A dataclass field that describes itself (see the module docstring).
+
+    Args:
+        default: the default value (the only place it is written).
+        help: one line for ``--help`` and tooltips.
+        factory: ``default_factory`` instead of ``default``.
+        ge: inclusive lower bound (``None`` values are not checked).
+        gt: exclusive lower bound.
+        le: inclusive upper bound.
+        lt: exclusive upper bound.
+        choices: an option enum the value must belong to.
+        flag: the command-line flag, e.g. ``"--time-budget"``.
+        metavar: the flag's value name in ``--help``.
+        widget_range: the range a GUI control offers (within the bounds).
+
+    Returns:
+        A ``dataclasses.field``.
+    """
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "flag": flag,
+            "metavar": metavar, "widget_range": widget_range}
+    meta = {k: v for k, v in meta.items() if v is not None and v != ""}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _bound_text(meta: dict) -> str:
+    parts = [f">= {meta['ge']}" if "ge" in meta else "", f"> {meta['gt']}" if "gt" in meta else "",
+             f"<= {meta['le']}" if "le" in meta else "", f"< {meta['lt']}" if "lt" in meta else ""]
+    return " and ".join(p for p in parts if p)
+
+
+def _validate(obj) -> None:
+    """Check every field of a config dataclass against its metadata; normalise options and ints."""
+    for f in fields(obj):
+        meta, value = f.metadata, getattr(obj, f.name)
+        if value is None:
+            continue
+        if "choices" in meta:
+            object.__setattr__(obj, f.name, check_option(value, meta["choices"], f.name.replace("_", " ")))
+            continue
+        bounds = [k for k in ("ge", "gt", "le", "lt") if k in meta]
+        if not bounds:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+            raise ConfigError(f"{f.name} must be a number {_bound_text(meta)}, got {value!r}.")
+        v = float(value)
+        ok = (("ge" not in meta or v >= meta["ge"]) and ("gt" not in meta or v > meta["gt"])
+              and ("le" not in meta or v <= meta["le"]) and ("lt" not in meta or v < meta["lt"]))
+        if not ok:
+            raise ConfigError(f"{f.name} must be {_bound_text(meta)}, got {value}.")
+        if f.type in ("int", "int | None") and float(value) != int(value):
+            raise ConfigError(f"{f.name} must be a whole number, got {value}.")
+        if f.type in ("int", "int | None"):
+            object.__setattr__(obj, f.name, int(value))
+
+
+def field_info(cls, name: str) -> dataclasses.Field:
+    """The dataclass field ``name`` of ``cls`` (its ``default`` and ``metadata``)."""
+    for f in fields(cls):
+        if f.name == name:
+            return f
+    raise KeyError(f"{cls.__name__} has no setting {name!r}")
+
+
+def _from_dict(cls, d: dict | None, lenient: bool = False):
+    """Build ``cls`` from a dict, ignoring keys it does not know (files from other versions).
+
+    With ``lenient``, a key whose value is invalid is dropped (its default is used) instead of
+    raising, so one damaged setting in a saved file does not cost the rest.
+    """
+    names = {f.name for f in fields(cls)}
+    known = {k: v for k, v in dict(d or {}).items() if k in names} if isinstance(d, dict) or d is None else {}
+    if not lenient:
+        return cls(**known)
+    good = {}
+    for k, v in known.items():
+        try:
+            cls(**{**good, k: v})
+        except (ValueError, TypeError):
+            continue
+        good[k] = v
+    return cls(**good)
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    """How labelled voxels are weighted in the loss (DESIGN.md: weight 0 on unlabelled voxels)."""
+
+    w_scribble: float = setting(1.0, "weight of a voxel labelled by a scribble", gt=0)
+    w_correction: float = setting(3.0, "weight of a voxel labelled by a correction (overrides the scribble)", gt=0)
+    class_balance: bool = setting(True, "multiply by per-class factors so thin strokes of small structures count")
+    max_balance: float = setting(50.0, "cap on a class factor, so one stray voxel of a class cannot dominate", ge=1)
+    balance_power: float = setting(
+        0.5, "1 gives every class equal total weight; 0.5 (square root of the inverse frequency) leaves more "
+        "weight with large, varied classes such as background (full balancing over-segmented the CT)", ge=0, le=1)
+
+    def __post_init__(self):
+        _validate(self)
+
+
+@dataclass
+class TrainConfig:
+    """One training round (``sparseseg segment``, the widget, sessions, benchmarks).
+
+    Training stops at ``max_steps`` or ``time_budget`` seconds, whichever comes first; at
+    least one of them must be set. Patches are automatic unless ``patch_size`` is given:
+    ``patch_voxels`` (or the model size's budget: 40^3 small, 64^3 medium, 96^3 large) shaped
+    after the voxel spacing. The model kept is the moving average of the weights
+    (``weight_ema``); a fresh network starts out predicting background with probability
+    ``background_prior`` (output-bias initialisation). Runs with the same ``seed`` and
+    ``time_budget=None`` are identical on the CPU.
+    """
+
+    max_steps: int | None = setting(1000, "training step bound", ge=1,
+                                    flag="--max-steps", metavar="N")
+    time_budget: float | None = setting(60.0, "training wall-time bound in seconds", gt=0, flag="--time-budget",
+                                        metavar="SECONDS", widget_range=(1.0, 3600.0))
+    batch_size: int = setting(2, "patches per step", ge=1)
+    patch_voxels: int | None = setting(None, "voxel budget of an automatic patch (None: the model size's)", ge=16**3)
+    patch_size: tuple | None = setting(None, "explicit patch shape in voxels, array order (None: automatic)")
+    learning_rate: float = setting(3e-3, "Adam learning rate", gt=0)
+    background_prior: float = setting(0.9, "probability of background a fresh network starts with", gt=0, lt=1)
+    weight_ema: float = setting(0.95, "decay of the moving average of the weights (0: the last step's)", ge=0, lt=1)
+    seed: int = setting(0, "seeds numpy, torch and MONAI", ge=0, le=2**31 - 1, flag="--seed", metavar="N")
+    device: str = setting("auto", "compute device", choices=Device, flag="--device")
+    model_size: str = setting("auto", "network size of a new model (auto: small on CPU, medium on GPU)",
+                              choices=ModelSize, flag="--model-size")
+    modality: str = setting("auto", "intensity normalisation (auto: detect CT by its HU range)", choices=Modality,
+                            flag="--modality")
+    weights: WeightConfig = setting(help="voxel weighting (scribble/correction weights, class balancing)",
+                                    factory=WeightConfig)
+    dice_weight: float = setting(0.0, "add this times a soft Dice on labelled voxels to the loss", ge=0)
+    augment: bool = setting(True, "random affine + intensity augmentation (MONAI)")
+
+    def __post_init__(self):
+        _validate(self)
+        if self.max_steps is None and self.time_budget is None:
+            raise ConfigError("set max_steps, time_budget or both; a round needs a bound.")
+        if self.patch_size is not None:
+            ps = tuple(self.patch_size)
+            if len(ps) != 3 or not all(isinstance(p, (int,)) or float(p).is_integer() for p in ps) or min(ps) < 1:
+                raise ConfigError(f"patch_size must be three positive whole numbers, got {self.patch_size}.")
+            self.patch_size = tuple(int(p) for p in ps)
+        if not isinstance(self.weights, WeightConfig):
+            self.weights = WeightConfig(**dict(self.weights))
+
+
+@dataclass
+class PredictConfig:
+    """Inference settings (``segment``, ``predict``, the widget, sessions, benchmarks).
+
+    ``stroke_regions_only``: when the strokes are known, drop each connected region of a class
+    that contains none of that class's strokes
+    (:func:`~napari_sparseseg.core.postprocess.keep_stroke_regions`); only the mask changes.
+    """
+
+    device: str = setting("auto", "compute device", choices=Device, flag="--device")
+    overlap: float = setting(0.25, "sliding-window overlap", ge=0, lt=1)
+    sw_batch_size: int = setting(2, "windows per forward pass (2 is 3x faster than 1 on 2 CPU cores)", ge=1)
+    probabilities: bool = setting(False, "also return per-class probabilities (uint8, p x 255)")
+    uncertainty: bool = setting(True, "also return the normalised entropy (float16, 0 certain .. 1 uniform)")
+    slab_voxels: int = setting(24_000_000, "voxels per slab before margins; bounds memory", ge=1)
+    stroke_regions_only: bool = setting(True, "keep only predicted regions that touch a stroke of their class")
+
+    def __post_init__(self):
+        _validate(self)
+
+
+@dataclass
+class RoundSettings:
+    """What the user sets for the interactive rounds: the widget's controls and the session file.
+
+    Defaults come from :class:`TrainConfig` and :class:`PredictConfig`. Interactive rounds are
+    bounded by time (``max_steps`` None); Live mode retrains ``live_seconds`` after a stroke.
+    """
+
+    device: str = setting(TrainConfig.device, "compute device", choices=Device)
+    model_size: str = setting(TrainConfig.model_size, "network size of a new model", choices=ModelSize)
+    time_budget: float = setting(TrainConfig.time_budget, "training time per round", gt=0,
+                                 widget_range=field_info(TrainConfig, "time_budget").metadata["widget_range"])
+    seed: int = setting(TrainConfig.seed, "seed of the first round (round n uses seed + n)", ge=0, le=2**31 - 1)
+    stroke_regions_only: bool = setting(PredictConfig.stroke_regions_only, "keep only regions touching a stroke")
+    live: bool = setting(False, "retrain for a few seconds after every finished stroke")
+    live_seconds: float = setting(5.0, "training seconds of a Live round", gt=0)
+    max_steps: int | None = setting(None, "step bound of a round (None: the time budget alone)", ge=1)
+
+    def __post_init__(self):
+        _validate(self)
+
+    def train_config(self, round_index: int = 0, time_budget: float | None = None) -> TrainConfig:
+        """The :class:`TrainConfig` of round ``round_index`` (0-based).
+
+        Args:
+            round_index: rounds done so far; round n trains with ``seed + n``.
+            time_budget: this round's seconds instead of :attr:`time_budget` (a Live round
+                passes :attr:`live_seconds`).
+        """
+        return TrainConfig(max_steps=self.max_steps, time_budget=time_budget or self.time_budget,
+                           seed=self.seed + round_index, device=self.device, model_size=self.model_size)
+
+    def predict_config(self) -> PredictConfig:
+        """The :class:`PredictConfig` of a round: uncertainty on, for the viewer."""
+        return PredictConfig(device=self.device, uncertainty=True, stroke_regions_only=self.stroke_regions_only)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (stored in ``session.json``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None, lenient: bool = False) -> RoundSettings:
+        """From a stored dict; unknown keys (other versions) are ignored.
+
+        Args:
+            d: the stored settings.
+            lenient: use the default for a key whose stored value is invalid instead of raising.
+
+        Raises:
+            ConfigError: a known key holds an invalid value (unless ``lenient``).
+        """
+        return _from_dict(cls, d, lenient)
+
+
+@dataclass
+class DemoConfig:
+    """``sparseseg demo``: the whole loop on the bundled sample, headless."""
+
+    rounds: int = setting(2, "training rounds: 1 + correction rounds", ge=1, flag="--rounds", metavar="N")
+    time_budget: float = setting(TrainConfig.time_budget, "training seconds per round", gt=0, flag="--time-budget",
+                                 metavar="SECONDS")
+    device: str = setting(TrainConfig.device, "compute device", choices=Device, flag="--device")
+    seed: int = setting(TrainConfig.seed, "seed of the simulated annotator and the training", ge=0, flag="--seed",
+                        metavar="N")
+
+    def __post_init__(self):
+        _validate(self)
