@@ -4,32 +4,62 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_sparseseg._napari.orientation import (
+    AXIS_LABELS,
+    ORIENTATION_KEY,
+    DisplayOrientation,
+    orientation_from_metadata,
+    radiological_orientation,
+)
 from napari_sparseseg.io import Geometry
 
 GEOMETRY_KEY = "sparseseg_geometry"
 
 
-def layer_kwargs(geometry: Geometry, name: str, source_path: str | None = None) -> dict:
-    """Layer keyword arguments for a volume on ``geometry``.
+def layer_kwargs(geometry: Geometry, name: str, source_path: str | None = None,
+                 orientation: DisplayOrientation | None = None) -> dict:
+    """Layer keyword arguments for a volume on ``geometry``, shown in radiological order.
 
-    ``scale`` = voxel size, ``translate`` = origin along each array axis; the full geometry
-    (direction included) rides in ``metadata`` so writers can restore it exactly.
+    ``scale`` is the voxel size and ``translate`` the position along each display axis
+    (:mod:`.orientation`); the file's geometry and the display orientation ride in
+    ``metadata``, so :func:`grid_array` and :func:`geometry_from_layer` restore the file's own
+    grid exactly. Pass the data through :func:`display_array` with the same metadata.
+
+    Args:
+        geometry: the scan's geometry (its own grid).
+        name: the layer name.
+        source_path: the file the data came from, if any.
+        orientation: the display orientation (default: radiological for ``geometry``).
     """
-    direction = geometry.direction
-    origin = np.asarray(geometry.origin)
-    translate = tuple(float(direction[:, a] @ origin) for a in range(3))
-    meta = {GEOMETRY_KEY: geometry.to_dict()}
+    orientation = orientation or radiological_orientation(geometry)
+    scale, translate = orientation.layer_transform(geometry)
+    meta = {GEOMETRY_KEY: geometry.to_dict(), ORIENTATION_KEY: orientation.to_dict(),
+            "orientation": "radiological: " + ", ".join(AXIS_LABELS)}
     if source_path:
         meta["source_path"] = str(source_path)
-    return {"name": name, "scale": tuple(geometry.spacing), "translate": translate, "metadata": meta}
+    return {"name": name, "scale": scale, "translate": translate, "metadata": meta}
+
+
+def display_array(grid: np.ndarray, metadata: dict | None) -> np.ndarray:
+    """The view of an array on the file's grid that a layer with ``metadata`` shows."""
+    return orientation_from_metadata(metadata).to_display(grid)
+
+
+def grid_array(data: np.ndarray, metadata: dict | None) -> np.ndarray:
+    """The file-grid view of a layer's data (inverse of :func:`display_array`; no copy)."""
+    return orientation_from_metadata(metadata).to_grid(np.asarray(data))
 
 
 def geometry_from_layer(data_shape, metadata: dict | None, scale=None, translate=None) -> Geometry:
-    """The geometry stored by :func:`layer_kwargs`, else an axis-aligned one from scale/translate."""
+    """The file geometry of a layer whose (display) data has ``data_shape``.
+
+    The geometry stored by :func:`layer_kwargs` when it matches, else an axis-aligned one from
+    the layer's ``scale``/``translate`` (a plain array added in napari).
+    """
     meta = metadata or {}
     if GEOMETRY_KEY in meta:
         g = Geometry.from_dict(meta[GEOMETRY_KEY])
-        if tuple(g.shape) == tuple(data_shape):
+        if tuple(g.shape) == orientation_from_metadata(meta).grid_shape(data_shape):
             return g
     scale = (1.0, 1.0, 1.0) if scale is None else tuple(scale)[-3:]
     translate = (0.0, 0.0, 0.0) if translate is None else tuple(translate)[-3:]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sparseseg._napari.layers import layer_kwargs
+from napari_sparseseg._napari.layers import display_array, layer_kwargs
 from napari_sparseseg.core.labels import label_dtype
 from napari_sparseseg.io import is_supported_path, read_image
 
@@ -45,13 +45,17 @@ def get_reader(path):
 
 
 def read_layers(path):
-    """One layer per file: Labels for integer label maps (by name), Image otherwise."""
+    """One layer per file: Labels for integer label maps (by name), Image otherwise.
+
+    The data is shown in radiological order (:mod:`.orientation`) as a view of the file's grid.
+    """
     if isinstance(path, (list, tuple)):
         path = path[0]
     p = Path(path)
     data, geom = read_image(p)
     name = _name(p)
     kwargs = layer_kwargs(geom, name, str(p))
+    data = display_array(data, kwargs["metadata"])  # a view: the file's grid stays underneath
     is_labels = np.issubdtype(data.dtype, np.integer) and any(w in name.lower() for w in _LABEL_WORDS)
     if is_labels:
         names = _class_names_beside(p)

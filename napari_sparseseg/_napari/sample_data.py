@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from napari_sparseseg._napari.layers import layer_kwargs
+from napari_sparseseg._napari.layers import display_array, layer_kwargs
 
 
 def sample_ct():
+    """The sample CT (soft-tissue window) and its scribbles, in radiological order."""
     from napari_sparseseg.io.sample import load_sample
 
     s = load_sample()
@@ -14,4 +15,5 @@ def sample_ct():
     image_kw.update(colormap="gray", contrast_limits=(-160, 240))
     scrib_kw = layer_kwargs(geom, "scribbles", str(s["path"] / "scribbles.nii.gz"))
     scrib_kw["metadata"]["class_names"] = s["class_names"]
-    return [(s["image"], image_kw, "image"), (s["scribbles"], scrib_kw, "labels")]
+    return [(display_array(s["image"], image_kw["metadata"]), image_kw, "image"),
+            (display_array(s["scribbles"], scrib_kw["metadata"]), scrib_kw, "labels")]

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from napari_sparseseg._napari.layers import grid_array
 from napari_sparseseg._napari.reader import get_reader
 from napari_sparseseg._napari.writer import write_labels_layer
 from napari_sparseseg.io import read_image, read_labels
@@ -36,4 +37,5 @@ def test_reader_declines_unknown_and_reads_with_geometry(data_dir, tmp_path):
     out = write_labels_layer(str(tmp_path / "m.nii.gz"), lab, lkw)
     back, g = read_labels(out[0])
     _, g0 = read_image(data_dir / "mr_brain_image.nrrd")
-    assert np.array_equal(back, lab) and np.allclose(g.affine, g0.affine, atol=1e-5)
+    assert np.array_equal(back, grid_array(lab, lkw["metadata"])) and np.allclose(g.affine, g0.affine, atol=1e-5)
+    assert np.array_equal(back, read_labels(data_dir / "mr_brain_label.nrrd")[0])  # the file's own grid, exactly
