@@ -8,14 +8,14 @@ import numpy as np
 
 from napari_sparseseg._napari.layers import display_array, layer_kwargs
 from napari_sparseseg.core.labels import label_dtype
-from napari_sparseseg.io import is_supported_path, read_image
+from napari_sparseseg.io import SUPPORTED_SUFFIXES, is_supported_path, read_image
 
 _LABEL_WORDS = ("label", "mask", "seg", "scribble", "annot", "correction", "reference")
 
 
 def _name(path: Path) -> str:
     name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name

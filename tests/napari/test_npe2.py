@@ -22,6 +22,13 @@ def test_manifest_is_valid():
     for c in mf.contributions.commands:  # every python_name resolves
         mod, attr = c.python_name.split(":")
         assert callable(getattr(__import__(mod, fromlist=[attr]), attr))
+    # One list of supported suffixes: the manifest's reader patterns and writer extensions follow io's.
+    from napari_sparseseg.io import SUPPORTED_SUFFIXES
+
+    patterns = {p for r in mf.contributions.readers for p in r.filename_patterns}
+    assert patterns == {f"*{s}" for s in SUPPORTED_SUFFIXES}
+    for w in mf.contributions.writers:
+        assert set(w.filename_extensions) <= set(SUPPORTED_SUFFIXES)
 
 
 def test_reader_declines_unknown_and_reads_with_geometry(data_dir, tmp_path):
