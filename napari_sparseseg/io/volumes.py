@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 import os
 import tempfile
 import time
@@ -340,4 +341,10 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
             writer.SetFileName(str(tmp / f"slice_{z:04d}.dcm"))
             writer.Execute(sl)
 
-    return replace_folder(folder, build)
+    # GDCM's writer sets the process's C locale to "C" and leaves it so; Python then decodes
+    # subprocess output as ASCII. Put the locale back.
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return replace_folder(folder, build)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)

@@ -103,3 +103,21 @@ def test_failed_write_keeps_existing_file(tmp_path, data_dir):
     assert target.read_bytes() == b"precious"
     with pytest.raises(OutputError, match="does not exist"):
         write_labels(tmp_path / "no_such_dir" / "m.nii.gz", lab, g)
+
+
+def test_writing_dicom_leaves_the_process_locale_alone(tmp_path):
+    # GDCM's writer switched the C locale to "C" for good; Python then decoded every
+    # subprocess's output as ASCII (lint-imports' box-drawing output failed to decode).
+    import locale
+
+    before = locale.setlocale(locale.LC_ALL)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+    except locale.Error:
+        pytest.skip("no C.UTF-8 locale here")
+    try:
+        expected = locale.setlocale(locale.LC_ALL)
+        write_labels(tmp_path / "dicom", np.ones((3, 4, 5), np.uint8), Geometry.from_spacing((3, 4, 5)))
+        assert locale.setlocale(locale.LC_ALL) == expected
+    finally:
+        locale.setlocale(locale.LC_ALL, before)
