@@ -13,6 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from napari_sparseseg.cli import main
 from napari_sparseseg.core.checkpoint import SegModel
 from napari_sparseseg.core.config import PredictConfig, TrainConfig
 from napari_sparseseg.core.errors import CheckpointError, ConfigError, InputError, ScribbleError
@@ -162,6 +163,17 @@ def test_bad_affines(edit, message):
         validate_affine(affine)
 
 
+def test_geometry_refuses_unusable_affines():
+    from napari_sparseseg.io import Geometry
+
+    with pytest.raises(InputError, match="NaN"):
+        Geometry(np.full((4, 4), np.nan), SHAPE)
+    with pytest.raises(InputError, match="voxel size of 0"):
+        Geometry.from_spacing(SHAPE, (0, 1, 1))
+    with pytest.raises(InputError, match="three positive"):
+        Geometry(np.eye(4), (0, 4, 4))
+
+
 # ----------------------------------------------------------------------------- Trainer, predict
 BAD_SCRIBBLES = [
     ("fractional", lambda s: s.astype(np.float32) * 0.5, ScribbleError, "fractional values"),
@@ -172,12 +184,25 @@ BAD_SCRIBBLES = [
 
 
 @pytest.mark.parametrize("name, make, error, message", BAD_SCRIBBLES, ids=[b[0] for b in BAD_SCRIBBLES])
-def test_trainer_refuses_bad_scribbles(name, make, error, message):
-    """Refused before any network is built, with a message naming the values."""
+def test_trainer_refuses_like_the_cli(tmp_path, capsys, name, make, error, message):
+    """The API raises the error the CLI prints for the same scribbles, before any network is built."""
     bad = make(_scribbles())
     with pytest.raises(error) as info:
         Trainer(_image(), bad, TrainConfig(device="cpu"))
     assert message in info.value.message
+
+    import nibabel as nib
+
+    from napari_sparseseg.io import Geometry
+
+    g = Geometry.from_spacing(SHAPE)
+    nib.save(nib.Nifti1Image(_image().transpose(2, 1, 0), g.nifti_affine()), tmp_path / "image.nii.gz")
+    nib.save(nib.Nifti1Image(bad.transpose(2, 1, 0), g.nifti_affine()), tmp_path / "scribbles.nii.gz")
+    out = tmp_path / "mask.nii.gz"
+    code = main(["segment", str(tmp_path / "image.nii.gz"), str(tmp_path / "scribbles.nii.gz"), "-o", str(out), "--device", "cpu"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and not out.exists()
+    assert f"scribbles.nii.gz: {info.value.message}" in lines[0]
 
 
 def test_trainer_checks_every_argument():
