@@ -92,7 +92,9 @@ def read_image(path: str | os.PathLike, backend: str = "auto") -> tuple[np.ndarr
         backend = "nibabel" if suffix in NIFTI_SUFFIXES else "sitk"
     try:
         if p.is_dir():
-            return _read_dicom_series(p)
+            from napari_sparseseg.io.dicom import read_dicom_series
+
+            return read_dicom_series(p)
         return _read_nibabel(p) if backend == "nibabel" else _read_sitk_file(p)
     except InputError as exc:
         exc.path = exc.path or str(p)
@@ -406,27 +408,6 @@ def _sitk_to_numpy(img, p: Path) -> tuple[np.ndarray, Geometry]:
     spacing = validate_spacing(img.GetSpacing(), path=p)
     geom = _sitk_geometry(spacing, img.GetOrigin(), img.GetDirection(), img.GetSize(), p)
     return sitk.GetArrayFromImage(img), geom
-
-
-def _read_dicom_series(p: Path) -> tuple[np.ndarray, Geometry]:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageSeriesReader()
-    with quiet_native_output():
-        ids = reader.GetGDCMSeriesIDs(str(p))
-    if not ids:
-        raise InputError(f"no DICOM series found in this folder; give {_SUPPORTED_TEXT}.", path=p)
-    # Several series in one folder: take the one with the most slices, as viewers do.
-    files = max((reader.GetGDCMSeriesFileNames(str(p), sid) for sid in ids), key=len)
-    if len(files) < 2:
-        raise InputError("the DICOM series has a single slice; a 3-D volume needs several.", path=p)
-    reader.SetFileNames(files)
-    with quiet_native_output() as said:
-        try:
-            img = reader.Execute()
-        except RuntimeError as exc:
-            raise InputError(f"cannot read the DICOM series ({reason(exc, said)}).", path=p) from exc
-    return _sitk_to_numpy(img, p)
 
 
 # --------------------------------------------------------------------------------- write
