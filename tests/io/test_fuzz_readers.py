@@ -11,10 +11,12 @@ Deterministic (``derandomize=True``, no example database) so CI is stable.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gzip
 import io
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -29,9 +31,9 @@ from napari_sparseseg.core.errors import InputError
 from napari_sparseseg.io import Geometry, read_image, read_labels, write_labels
 
 SHAPE = (6, 7, 8)
-FUZZ = dict(deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = dict(deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 WORK = Path(tempfile.mkdtemp(prefix="sparseseg-fuzz-"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 
 
 def _labels() -> np.ndarray:
