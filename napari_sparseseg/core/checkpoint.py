@@ -155,40 +155,154 @@ def read_tagged_json(path: Path, folder: Path, kind: str, expected_format: int, 
     return meta
 
 
+def _corrupt(folder: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"corrupt model: {what}", path=folder)
+
+
+def _is_int(v, low: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _int_list(v, length: int | None = None, low: int = 1) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(_is_int(x, low) for x in v) and (length is None or len(v) == length)
+
+
+def _network_config(meta: dict, folder: Path) -> NetworkConfig:
+    """The ``network`` entry of ``model.json``, every field checked."""
+    from napari_sparseseg.core.labels import MAX_CLASSES
+    from napari_sparseseg.core.network import NORMS
+
+    net = meta.get("network")
+    if not isinstance(net, dict):
+        raise _corrupt(folder, f"{CONFIG_NAME} is incomplete (no 'network' entry); save the model again.")
+    missing = [k for k in ("in_channels", "out_channels", "channels", "strides") if k not in net]
+    if missing:
+        raise _corrupt(folder, f"{CONFIG_NAME} is incomplete (the network lacks {', '.join(missing)}); save the model again.")
+    arch = net.get("architecture", "monai.networks.nets.UNet")
+    if arch != "monai.networks.nets.UNet":
+        raise _corrupt(folder, f"{CONFIG_NAME} names the network {arch!r}; this version builds monai.networks.nets.UNet only.")
+    checks = [
+        ("in_channels", _is_int(net["in_channels"]), "a positive whole number"),
+        ("out_channels", _is_int(net["out_channels"], 2) and net["out_channels"] <= MAX_CLASSES, f"a whole number in 2..{MAX_CLASSES}"),
+        ("channels", _int_list(net["channels"]) and len(net["channels"]) >= 2, "a list of at least 2 positive whole numbers"),
+        ("strides", _int_list(net["strides"]), "a list of positive whole numbers"),
+        ("num_res_units", _is_int(net.get("num_res_units", 2), 0), "a whole number >= 0"),
+        ("norm", net.get("norm", "none") in NORMS, f"one of {', '.join(NORMS)}"),
+    ]
+    for key, ok, want in checks:
+        if not ok:
+            raise _corrupt(folder, f"{CONFIG_NAME} gives network {key} = {net.get(key)!r}; it must be {want}.")
+    if len(net["strides"]) != len(net["channels"]) - 1:
+        raise _corrupt(folder, f"{CONFIG_NAME} gives {len(net['channels'])} channel counts but {len(net['strides'])} strides; "
+                               "a U-Net needs one stride fewer than channel counts.")
+    try:
+        return NetworkConfig.from_dict(net)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _corrupt(folder, f"{CONFIG_NAME} is incomplete ({exc}).") from exc
+
+
+def _model_fields(meta: dict, folder: Path) -> tuple:
+    """``(config, normalization, class_names, patch_size, spacing, history)`` from ``model.json``, checked."""
+    from napari_sparseseg.core.errors import InputError
+    from napari_sparseseg.core.grid import validate_spacing
+
+    config = _network_config(meta, folder)
+    norm = meta.get("normalization")
+    if not isinstance(norm, dict):
+        raise _corrupt(folder, f"{CONFIG_NAME} is incomplete (no 'normalization' entry); save the model again.")
+    try:
+        normalization = Normalization.from_dict(norm)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _corrupt(folder, f"{CONFIG_NAME} has an unusable normalisation ({exc}).") from exc
+    if normalization.n_channels != config.in_channels:
+        raise _corrupt(folder, f"{CONFIG_NAME} contradicts itself: its {normalization.modality} normalisation makes "
+                               f"{normalization.n_channels} input channel(s) but the network takes {config.in_channels}.")
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _corrupt(folder, f"{CONFIG_NAME} gives class_names = {names!r}; it must be a list of names.")
+    if len(names) != config.out_channels:
+        raise _corrupt(folder, f"{CONFIG_NAME} contradicts itself: {len(names)} class names for {config.out_channels} "
+                               "network outputs.")
+    patch = meta.get("patch_size")
+    if not _int_list(patch, 3) or any(p % config.divisor for p in patch):
+        raise _corrupt(folder, f"{CONFIG_NAME} gives patch_size = {patch!r}; it must be 3 positive whole numbers, "
+                               f"multiples of {config.divisor} for this network.")
+    try:
+        spacing = validate_spacing(meta.get("spacing", (1.0, 1.0, 1.0)), what="training voxel spacing")
+    except InputError as exc:
+        raise _corrupt(folder, f"{CONFIG_NAME}: {exc.message}") from None
+    history = meta.get("history", [])
+    if not isinstance(history, list):
+        raise _corrupt(folder, f"{CONFIG_NAME} gives history = {history!r}; it must be a list.")
+    return config, normalization, list(names), tuple(patch), spacing, list(history)
+
+
+def _load_weights(network, path: Path, folder: Path, config: NetworkConfig) -> None:
+    """Load ``model.pt`` into ``network``, explaining a file that does not fit ``model.json``."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle error, not a torch file
+        text = " ".join(str(exc).split())[:200]
+        raise _corrupt(folder, f"the weights in {WEIGHTS_NAME} cannot be loaded ({type(exc).__name__}: {text}); "
+                               "the file is truncated or damaged: copy the model folder again or retrain.") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise _corrupt(folder, f"{WEIGHTS_NAME} does not hold a network's weights (got {type(state).__name__}).")
+    expected = network.state_dict()
+    described = f"{CONFIG_NAME} describes a network with {config.in_channels} input channel(s) and {config.out_channels} classes"
+    missing, extra = [k for k in expected if k not in state], [k for k in state if k not in expected]
+    if missing or extra:
+        example = (missing or extra)[0]
+        raise _corrupt(folder, f"{described}, but {WEIGHTS_NAME} holds the weights of another network ({len(missing)} "
+                               f"missing and {len(extra)} unexpected entries, e.g. {example!r}); the two files do not "
+                               "belong together: copy the whole model folder again or retrain.")
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise _corrupt(folder, f"{described}, but in {WEIGHTS_NAME} {key!r} has shape {tuple(state[key].shape)} where "
+                                   f"that network needs {tuple(tensor.shape)}; the two files do not belong together: "
+                                   "copy the whole model folder again or retrain.")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise _corrupt(folder, f"{WEIGHTS_NAME} holds NaN or infinite weights (e.g. {bad[0]!r}); the training that saved "
+                               "it diverged: retrain.")
+    try:
+        network.load_state_dict(state)
+    except Exception as exc:  # dtype or other mismatch the checks above did not see
+        raise _corrupt(folder, f"the weights in {WEIGHTS_NAME} cannot be loaded ({exc}).") from exc
+
+
 def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
-    """Load a model folder written by :func:`save_model`.
+    """Load a model folder written by :func:`save_model`, checking that its two files agree.
+
+    Args:
+        folder: the model folder (``model.json`` + ``model.pt``).
+        device: where to put the network (``cpu``, ``cuda``, ``auto``... or a ``torch.device``).
 
     Raises:
-        CheckpointError: missing folder/files, unreadable or corrupt content, or a format
-            version this package does not read (names both versions).
+        CheckpointError: missing folder/files; a format version this package does not read
+            (names both versions); ``model.json`` unparsable, incomplete or with a field of
+            the wrong type (network sizes, class names, patch size not 3 positive multiples of
+            the network's divisor, spacing, history); ``model.json`` contradicting itself
+            (normalisation channels vs network inputs, class names vs outputs) or ``model.pt``
+            (another architecture or shape); ``model.pt`` truncated, not weights, or NaN/inf.
+            Every message names the folder and the file.
+        DeviceError: ``device`` is unknown or not available.
     """
-    import torch
+    from napari_sparseseg.core.device import resolve_device
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError("model folder not found; give a folder written by --model-out.", path=folder)
+        raise CheckpointError("model folder not found; give a folder holding a saved model (model.json and model.pt).",
+                              path=folder)
     cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise CheckpointError(f"not a napari-sparseseg model: {p.name} is missing.", path=folder)
     meta = read_tagged_json(cfg_path, folder, "model", FORMAT_VERSION, "use a matching version or retrain")
-    try:
-        config = NetworkConfig.from_dict(meta["network"])
-        normalization = Normalization.from_dict(meta["normalization"])
-        class_names = list(meta["class_names"])
-        patch_size = tuple(int(p) for p in meta["patch_size"])
-        spacing = tuple(float(s) for s in meta.get("spacing", (1, 1, 1)))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"corrupt model: {CONFIG_NAME} is incomplete ({exc}).", path=folder) from exc
-    if len(class_names) != config.out_channels:
-        raise CheckpointError(
-            f"corrupt model: {len(class_names)} class names for {config.out_channels} outputs.", path=folder
-        )
+    config, normalization, class_names, patch_size, spacing, history = _model_fields(meta, folder)
+    target = resolve_device(str(device))
     network = build_network(config)
-    try:
-        state = torch.load(w_path, map_location="cpu", weights_only=True)
-        network.load_state_dict(state)
-    except Exception as exc:  # truncated zip, pickle error, missing/mismatched keys
-        raise CheckpointError(f"corrupt model: the weights in {WEIGHTS_NAME} cannot be loaded ({exc}).", path=folder) from exc
-    network.to(device).eval()
-    return SegModel(network, config, normalization, class_names, patch_size, spacing, list(meta.get("history", [])))
+    _load_weights(network, w_path, folder, config)
+    network.to(target).eval()
+    return SegModel(network, config, normalization, class_names, patch_size, spacing, history)

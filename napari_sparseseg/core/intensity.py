@@ -20,21 +20,40 @@ MODALITIES = option_values(Modality)
 DEFAULT_CT_WINDOWS = ((-160.0, 240.0), (-1000.0, 1000.0))
 
 
-def validate_image(image: np.ndarray, path=None) -> None:
-    """Raise :class:`InputError` if the image cannot be segmented (not 3-D, tiny, NaN/inf)."""
+def validate_image(image, path=None) -> np.ndarray:
+    """Check that an image can be segmented and return it as an array (no copy for an ndarray).
+
+    The one check of an image's content: the command line, :class:`~napari_sparseseg.core.train.Trainer`,
+    :func:`~napari_sparseseg.core.predict.predict` and :class:`~napari_sparseseg.core.session.Session`
+    call it.
+
+    Args:
+        image: the intensities (array-like).
+        path: the file it came from, for the message.
+
+    Raises:
+        InputError: not 3-D, thinner than 2 voxels along an axis, not real numbers (boolean,
+            complex, text), or NaN/inf voxels (counted).
+    """
+    if not isinstance(image, np.ndarray):
+        try:
+            image = np.asarray(image)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"expected the image as a 3-D array of intensities ({exc}).", path=path) from None
     if image.ndim != 3:
         raise InputError(f"expected a 3-D volume, got {image.ndim}-D with shape {image.shape}.", path=path)
     if min(image.shape) < 2:
         raise InputError(f"the volume is too thin to segment in 3-D (shape {image.shape}).", path=path)
-    if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
+    if image.dtype == bool or not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
         raise InputError(f"expected real-valued intensities, got dtype {image.dtype}.", path=path)
     if np.issubdtype(image.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(image)))
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
         if bad:
             raise InputError(
                 f"the image has {bad} NaN/inf voxels; replace them (e.g. with the background intensity) and try again.",
                 path=path,
             )
+    return image
 
 
 def _sample(image: np.ndarray, max_samples: int = 2_000_000) -> np.ndarray:

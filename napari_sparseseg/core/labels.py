@@ -6,6 +6,13 @@
   instead of ``w_scribble``; unlabelled voxels have weight 0.
 * Class-balancing factors multiply those weights so every class present contributes the
   same total weight, whatever the stroke lengths.
+
+Every label volume that enters the package (a file, the API, a session, the widget) is checked
+by :func:`validate_labels`: 3-D, the expected shape, whole non-negative numbers and, for
+scribbles and corrections, values within ``1..MAX_CLASSES``. Integer arrays are taken as they
+are (no copy: the widget's layer data stays the session's array); whole-valued float arrays
+(NIfTI often stores labels as float) are converted; NaN, fractional, negative or boolean
+values are refused with a message that says which values and how many voxels.
 """
 
 from __future__ import annotations
@@ -13,9 +20,17 @@ from __future__ import annotations
 import numpy as np
 
 from napari_sparseseg.core.config import WeightConfig
-from napari_sparseseg.core.errors import ScribbleError
+from napari_sparseseg.core.errors import ConfigError, InputError, ScribbleError
 
 UNLABELLED = 0
+# Classes a session, a model or a scribble volume may have, background included: scribble
+# values 1..MAX_CLASSES, mask values 0..MAX_CLASSES - 1. Far above what anyone scribbles
+# interactively, yet low enough that a stray value (255 from a 0/255 mask, an atlas label
+# id, 65535) is reported instead of building a network with that many outputs; masks and
+# probabilities (one byte per class and voxel) stay within memory.
+MAX_CLASSES = 64
+LABEL_MAX = 65535  # the largest value of a label volume of any kind (uint16)
+SCRIBBLE_KINDS = ("scribbles", "corrections")
 SOURCE_NONE, SOURCE_SCRIBBLE, SOURCE_CORRECTION = 0, 1, 2
 DEFAULT_WEIGHTS = WeightConfig()
 
@@ -32,6 +47,107 @@ def label_dtype(max_value) -> np.dtype:
     if top < 0 or top > 65535:
         raise ValueError(f"label values must lie in 0..65535, got {top}.")
     return np.dtype(np.uint8) if top <= 255 else np.dtype(np.uint16)
+
+
+def _value_summary(values: np.ndarray, counts: np.ndarray, limit: int = 3) -> str:
+    """``"60000 (12 voxels), 255 (3 voxels)"``: the most frequent offending values first."""
+    order = np.argsort(-counts, kind="stable")[:limit]
+    parts = [f"{_number(values[i])} ({int(counts[i])} voxel{'s' if counts[i] != 1 else ''})" for i in order]
+    more = len(values) - len(order)
+    return ", ".join(parts) + (f" and {more} other value{'s' if more != 1 else ''}" if more > 0 else "")
+
+
+def _number(v) -> str:
+    v = float(v) if np.issubdtype(np.asarray(v).dtype, np.floating) else int(v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def validate_labels(labels, what: str = "scribbles", *, shape=None, max_value: int | None = None, path=None) -> np.ndarray:
+    """Check a label volume and return it as integers; the one check every entry point calls.
+
+    Args:
+        labels: the volume (array-like). Scribbles and corrections use 0 = unlabelled and
+            c + 1 = class c; masks use the class index.
+        what: the word used in messages; ``"scribbles"`` and ``"corrections"`` raise
+            :class:`ScribbleError` and default ``max_value`` to :data:`MAX_CLASSES`, any other
+            kind (``"mask"``, ``"reference"``, ``"labels"``) raises :class:`InputError` and
+            defaults to :data:`LABEL_MAX`.
+        shape: the shape the volume must have (the image's), if known.
+        max_value: the largest value allowed.
+        path: the file the volume came from, for the message.
+
+    Returns:
+        An integer array: ``labels`` itself when it already is an integer ``ndarray`` (no copy),
+        else the whole-valued floats converted to the smallest unsigned label dtype.
+
+    Raises:
+        ScribbleError: (scribbles, corrections) not 3-D, another shape, boolean, not real
+            numbers, NaN/inf, fractional, negative, or above ``max_value`` (each message names
+            the values found and how many voxels hold them).
+        InputError: the same for other kinds of label volume.
+    """
+    error = ScribbleError if what in SCRIBBLE_KINDS else InputError
+    if max_value is None:
+        max_value = MAX_CLASSES if what in SCRIBBLE_KINDS else LABEL_MAX
+    convention = "0 = unlabelled, 1 = background, c + 1 = class c" if what in SCRIBBLE_KINDS else "0 = background, c = class c"
+    arr = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
+    if arr.ndim != 3:
+        raise error(f"{what} must be a 3-D volume, got {arr.ndim}-D with shape {tuple(arr.shape)}.", path=path)
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise error(f"{what} shape {tuple(arr.shape)} differs from the image shape {tuple(shape)}; "
+                    "draw them on the image's own grid.", path=path)
+    if arr.dtype == bool:
+        raise error(f"{what} are a boolean (true/false) mask, but they need class values ({convention}); "
+                    "convert them to integers, e.g. 1 for background and 2 for the structure.", path=path)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise error(f"{what} must hold whole numbers ({convention}), got values of type {arr.dtype}.", path=path)
+    if arr.size == 0:
+        raise error(f"{what} are empty (shape {tuple(arr.shape)}).", path=path)
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr)
+        if not finite.all():
+            bad = int(arr.size - np.count_nonzero(finite))
+            raise error(f"{what} hold NaN or infinite values in {bad} voxel{'s' if bad != 1 else ''}; "
+                        f"label values must be whole numbers ({convention}).", path=path)
+        fractional = arr != np.floor(arr)
+        if fractional.any():
+            vals, counts = np.unique(arr[fractional], return_counts=True)
+            raise error(f"{what} hold fractional values: {_value_summary(vals, counts)}; label values must be whole "
+                        f"numbers ({convention}). Was an image given instead of {what}?", path=path)
+    lo, hi = arr.min(), arr.max()
+    if lo < 0:
+        vals, counts = np.unique(arr[arr < 0], return_counts=True)
+        raise error(f"{what} hold negative values: {_value_summary(vals, counts)}; use {convention}.", path=path)
+    if hi > max_value:
+        vals, counts = np.unique(arr[arr > max_value], return_counts=True)
+        if what in SCRIBBLE_KINDS:
+            limit = (f"at most {MAX_CLASSES} classes are supported (values 1..{MAX_CLASSES}; {convention})"
+                     if max_value == MAX_CLASSES else f"values must lie in 0..{max_value}")
+            hint = " (a mask saved as 0/255?)" if 255 in vals else ""
+            raise error(f"{what} hold values above {max_value}: {_value_summary(vals, counts)}{hint}; {limit}. "
+                        "Erase those voxels or renumber the classes.", path=path)
+        raise error(f"{what} hold values above {max_value}: {_value_summary(vals, counts)}.", path=path)
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr
+    return arr.astype(label_dtype(hi))
+
+
+def validate_class_names(names, max_classes: int = MAX_CLASSES) -> list[str]:
+    """Check a class table (background first) and return it as a list of strings.
+
+    Raises:
+        ConfigError: not a list of non-empty strings, or fewer than 2 or more than
+            ``max_classes`` names.
+    """
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise ConfigError(f"class names must be a list of names (background first), got {names!r}.")
+    names = list(names)
+    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+    if bad:
+        raise ConfigError(f"class names must be non-empty text, got {bad[0]!r} in {names!r}.")
+    if not 2 <= len(names) <= max_classes:
+        raise ConfigError(f"a class table needs 2..{max_classes} classes (background first), got {len(names)}: {names!r}.")
+    return names
 
 
 def class_to_scribble(classes: np.ndarray) -> np.ndarray:
@@ -105,9 +221,13 @@ def voxel_weights(y: np.ndarray, source: np.ndarray, num_classes: int, cfg: Weig
 def validate_scribbles(y: np.ndarray, num_classes: int | None = None, path=None) -> int:
     """Check scribbles can train a model; return the number of classes K + 1 (background included).
 
+    ``y`` is first checked by :func:`validate_labels` (3-D, whole numbers in 0..MAX_CLASSES).
+
     Raises:
-        ScribbleError: no labelled voxel, fewer than two classes, or a value above ``num_classes``.
+        ScribbleError: bad values (see :func:`validate_labels`), no labelled voxel, fewer than
+            two classes, or a value above ``num_classes``.
     """
+    y = validate_labels(y, "scribbles", path=path)
     values = np.unique(y)
     values = values[values > 0]
     if values.size == 0:

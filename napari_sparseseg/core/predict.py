@@ -19,8 +19,9 @@ import numpy as np
 from napari_sparseseg.core.checkpoint import SegModel
 from napari_sparseseg.core.config import PredictConfig
 from napari_sparseseg.core.device import resolve_device
+from napari_sparseseg.core.errors import CheckpointError, ConfigError
 from napari_sparseseg.core.intensity import validate_image
-from napari_sparseseg.core.labels import label_dtype
+from napari_sparseseg.core.labels import label_dtype, validate_labels
 from napari_sparseseg.core.progress import Progress, run_to_end
 
 
@@ -48,6 +49,8 @@ def _slabs(depth: int, core: int, margin: int):
 def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None, annotations: np.ndarray | None = None) -> Generator[Progress, None, Prediction]:
     """Segment ``image`` with ``model``; yields progress per slab, returns a :class:`Prediction`.
 
+    The inputs are checked when this is called; the returned generator does the work.
+
     Args:
         model: a trained model.
         image: raw intensities, 3-D.
@@ -55,14 +58,30 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
         annotations: the strokes the model was trained on (scribble convention, corrections
             included), same shape as ``image``; with ``cfg.stroke_regions_only`` the mask keeps
             only regions connected to a stroke of their class.
+
+    Raises:
+        InputError: the image is not a 3-D real array, is too thin, or holds NaN/inf (the
+            checks of the command line, :func:`~napari_sparseseg.core.intensity.validate_image`).
+        ScribbleError: the annotations are not whole numbers in 0..MAX_CLASSES on the image's
+            shape (strokes of a class the model lacks are allowed: they anchor nothing).
+        ConfigError: ``cfg`` is not a :class:`PredictConfig`.
+        CheckpointError: ``model`` is not a model.
     """
+    if not isinstance(model, SegModel):
+        raise CheckpointError(f"expected a model (load_model or a training result), got {type(model).__name__}.")
+    if cfg is not None and not isinstance(cfg, PredictConfig):
+        raise ConfigError(f"cfg must be a PredictConfig, got {type(cfg).__name__}.")
+    cfg = cfg or PredictConfig()
+    image = validate_image(image)
+    if annotations is not None:
+        annotations = validate_labels(annotations, "scribbles", shape=image.shape)
+    return _predict(model, image, cfg, annotations)  # checked now, when called, not at the first step
+
+
+def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations) -> Generator[Progress, None, Prediction]:
     import torch
     from monai.inferers import sliding_window_inference
 
-    cfg = cfg or PredictConfig()
-    validate_image(image)
-    if annotations is not None and np.shape(annotations) != image.shape:
-        raise ValueError(f"annotations shape {np.shape(annotations)} differs from the image shape {image.shape}.")
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     net = model.network.to(device).eval()
@@ -108,5 +127,5 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
 
 
 def predict_volume(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None, annotations: np.ndarray | None = None) -> Prediction:
-    """Synchronous :func:`predict`."""
+    """Synchronous :func:`predict` (same checks, same errors)."""
     return run_to_end(predict(model, image, cfg, annotations))

@@ -37,8 +37,16 @@ from napari_sparseseg import __version__
 from napari_sparseseg.core.atomic import atomic_file
 from napari_sparseseg.core.checkpoint import SegModel, default_class_names, load_model, read_tagged_json, save_model
 from napari_sparseseg.core.config import PredictConfig, RoundSettings, TrainConfig
-from napari_sparseseg.core.errors import CheckpointError, OutputError, ScribbleError, SparseSegError
-from napari_sparseseg.core.labels import corrections_from_edit, label_dtype
+from napari_sparseseg.core.errors import CheckpointError, ConfigError, InputError, OutputError, ScribbleError, SparseSegError
+from napari_sparseseg.core.grid import validate_affine, validate_spacing
+from napari_sparseseg.core.intensity import validate_image
+from napari_sparseseg.core.labels import (
+    MAX_CLASSES,
+    corrections_from_edit,
+    label_dtype,
+    validate_class_names,
+    validate_labels,
+)
 from napari_sparseseg.core.predict import Prediction, predict
 from napari_sparseseg.core.progress import Progress, until_stopped
 from napari_sparseseg.core.train import Trainer, TrainResult
@@ -100,13 +108,38 @@ class Session:
     settings: RoundSettings = field(default_factory=RoundSettings)
 
     def __post_init__(self):
-        self.scribbles = np.asarray(self.scribbles)
+        # Every field is checked here, so a session built by the widget, the API or load()
+        # holds what the rest of the code expects (the checks the command line makes).
+        if self.image is not None:
+            self.image = validate_image(self.image)
+        self.scribbles = validate_labels(self.scribbles, "scribbles", shape=None if self.image is None else self.image.shape)
+        shape = self.scribbles.shape
+        self.class_names = validate_class_names(self.class_names)
+        self.spacing = validate_spacing(self.spacing)
+        if self.geometry is not None:
+            self.geometry = _checked_geometry(self.geometry, shape)
+        if self.image_path is not None:
+            if not isinstance(self.image_path, (str, os.PathLike)):
+                raise ConfigError(f"image_path must be a path, got {self.image_path!r}.")
+            self.image_path = str(self.image_path)
+        if self.colors is not None and (not isinstance(self.colors, (list, tuple))
+                                        or not all(c is None or isinstance(c, str) for c in self.colors)):
+            raise ConfigError(f"colors must be a list of colour names or hex strings, got {self.colors!r}.")
+        if not isinstance(self.history, list) or not all(isinstance(h, dict) for h in self.history):
+            raise ConfigError(f"history must be a list of dicts (one per round), got {type(self.history).__name__}.")
+        if self.model is not None and not isinstance(self.model, SegModel):
+            raise CheckpointError(f"model must be a model (load_model or a training result), got {type(self.model).__name__}.")
         if not isinstance(self.settings, RoundSettings):
             self.settings = RoundSettings.from_dict(self.settings)
-        if self.image is not None and self.scribbles.shape != self.image.shape:
-            raise ScribbleError(f"scribbles shape {self.scribbles.shape} differs from the image shape {self.image.shape}.")
         if self.corrected is None:
-            self.corrected = np.zeros(self.scribbles.shape, dtype=bool)
+            self.corrected = np.zeros(shape, dtype=bool)
+        else:
+            self.corrected = np.asarray(self.corrected)
+            if self.corrected.shape != shape or self.corrected.dtype != bool:
+                raise ScribbleError(f"the correction mask must be boolean with the scribbles' shape {shape}, got "
+                                    f"{self.corrected.dtype} {self.corrected.shape}.")
+        if self.prediction is not None:
+            self.prediction = validate_labels(self.prediction, "prediction", shape=shape, max_value=MAX_CLASSES - 1)
         # The scribbles as they were when the current prediction was shown: voxels painted
         # since then are corrections.
         self._snapshot = None if self.prediction is None else self.scribbles.copy()
@@ -310,44 +343,152 @@ class Session:
         it; otherwise :attr:`image` is ``None`` and the caller reads :attr:`image_path`.
 
         Raises:
-            CheckpointError: not a session folder, another format version, or corrupt files.
+            CheckpointError: not a session folder, another format version, or a damaged file,
+                named: ``session.json`` with a field of the wrong type (see
+                :func:`read_session_info`), ``annotations.npz`` truncated or not a zip, an
+                array missing or of the wrong shape/type/values, ``image.npy`` unreadable or
+                not a usable image, the saved model missing or damaged.
+            InputError: ``image`` is not a usable image (not 3-D, NaN/inf...).
             ScribbleError: ``image`` does not match the session's shape.
         """
         folder = Path(folder)
         meta = read_session_info(folder)
         shape = tuple(meta["shape"])
+        if image is not None:
+            image = validate_image(image)
+            if tuple(image.shape) != shape:
+                raise ScribbleError(f"the image has shape {tuple(image.shape)} but the session was drawn on {shape}; "
+                                    "open the session's own scan.", path=folder)
+        scribbles, corrected, prediction = _read_annotations(folder, shape)
+        if image is None and ((folder / IMAGE_NPY).is_file() or meta.get("image_stored")):
+            image = _read_stored_image(folder, shape)
+        model = None
+        if meta.get("has_model"):
+            if not (folder / MODEL_DIR).is_dir():
+                raise CheckpointError(f"corrupt session: {SESSION_JSON} says a model was saved but the {MODEL_DIR}/ folder "
+                                      "is missing; copy the whole session folder again.", path=folder)
+            model = load_model(folder / MODEL_DIR, device=device)
         try:
-            with np.load(folder / ANNOTATIONS) as z:
-                scribbles = z["scribbles"]
-                corrected = np.unpackbits(z["corrected"], count=int(np.prod(shape))).reshape(shape).astype(bool)
-                prediction = z["prediction"] if "prediction" in z.files else None
-        except (OSError, ValueError, KeyError, EOFError) as exc:
-            raise CheckpointError(f"corrupt session: {ANNOTATIONS} cannot be read ({exc}).", path=folder) from exc
-        if scribbles.shape != shape:
-            raise CheckpointError(f"corrupt session: scribbles shape {scribbles.shape}, expected {shape}.", path=folder)
-        if image is None and (folder / IMAGE_NPY).is_file():
-            image = np.load(folder / IMAGE_NPY)
-        if image is not None and tuple(image.shape) != shape:
-            raise ScribbleError(f"the image has shape {tuple(image.shape)} but the session was drawn on {shape}; open the session's own scan.", path=folder)
-        model = load_model(folder / MODEL_DIR, device=device) if meta.get("has_model") and (folder / MODEL_DIR).is_dir() else None
-        s = cls(image, scribbles, list(meta["class_names"]), tuple(meta.get("spacing", (1, 1, 1))), meta.get("geometry"),
-                meta.get("image_path"), meta.get("colors"), corrected, model, prediction, list(meta.get("history", [])),
-                RoundSettings.from_dict(meta.get("settings"), lenient=True))
+            s = cls(image, scribbles, list(meta["class_names"]), tuple(meta.get("spacing", (1, 1, 1))), meta.get("geometry"),
+                    meta.get("image_path"), meta.get("colors"), corrected, model, prediction, list(meta.get("history", [])),
+                    RoundSettings.from_dict(meta.get("settings"), lenient=True))
+        except (InputError, ConfigError) as exc:
+            raise CheckpointError(f"corrupt session: {exc.message}", path=folder) from exc
         s._saved_model[str(folder.resolve())] = s._model_rev
         return s
 
 
-def read_session_info(folder) -> dict:
-    """The ``session.json`` of a session folder (saved time, image path, shape, classes...).
+def _read_annotations(folder: Path, shape: tuple) -> tuple:
+    """``(scribbles, corrected, prediction)`` from ``annotations.npz``, every array checked."""
+    path = folder / ANNOTATIONS
+    if not path.is_file():
+        raise CheckpointError(f"corrupt session: {ANNOTATIONS} is missing; copy the whole session folder again.", path=folder)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("scribbles", "corrected") if k not in z.files]
+            if missing:
+                raise CheckpointError(f"corrupt session: {ANNOTATIONS} lacks the array(s) {', '.join(missing)}.", path=folder)
+            scribbles, packed = z["scribbles"], z["corrected"]
+            prediction = z["prediction"] if "prediction" in z.files else None
+    except CheckpointError:
+        raise
+    except Exception as exc:  # BadZipFile, EOFError, zlib.error, ValueError, OSError...: a damaged file
+        text = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"corrupt session: {ANNOTATIONS} cannot be read ({type(exc).__name__}: {text}); the file is "
+                              "truncated or damaged.", path=folder) from exc
+    n = int(np.prod(shape))
+    try:
+        scribbles = validate_labels(scribbles, "scribbles", shape=shape)
+        if prediction is not None:
+            prediction = validate_labels(prediction, "prediction", shape=shape, max_value=MAX_CLASSES - 1)
+    except InputError as exc:
+        raise CheckpointError(f"corrupt session: in {ANNOTATIONS}, {exc.message}", path=folder) from exc
+    if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != (n + 7) // 8:
+        raise CheckpointError(f"corrupt session: in {ANNOTATIONS}, the correction mask is {packed.dtype} {packed.shape}, "
+                              f"expected {(n + 7) // 8} packed bytes for shape {shape}.", path=folder)
+    corrected = np.unpackbits(packed, count=n).reshape(shape).astype(bool)
+    return scribbles, corrected, prediction
+
+
+def _read_stored_image(folder: Path, shape: tuple) -> np.ndarray:
+    """The image the session stored (``image.npy``), checked like any image."""
+    path = folder / IMAGE_NPY
+    if not path.is_file():
+        raise CheckpointError(f"corrupt session: {SESSION_JSON} says the image was stored but {IMAGE_NPY} is missing; open "
+                              "the scan and load the session again, or copy the whole session folder.", path=folder)
+    try:
+        image = np.load(path, allow_pickle=False)
+    except Exception as exc:  # truncated or damaged .npy
+        text = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"corrupt session: {IMAGE_NPY} cannot be read ({type(exc).__name__}: {text}); open the scan "
+                              "and load the session again.", path=folder) from exc
+    try:
+        image = validate_image(image)
+    except InputError as exc:
+        raise CheckpointError(f"corrupt session: {IMAGE_NPY}: {exc.message}", path=folder) from exc
+    if tuple(image.shape) != shape:
+        raise CheckpointError(f"corrupt session: {IMAGE_NPY} has shape {tuple(image.shape)}, the session {shape}.", path=folder)
+    return image
+
+
+def _checked_geometry(geometry, shape: tuple) -> dict:
+    """A geometry dict (``io.Geometry.to_dict``): a finite, invertible 4x4 affine and the session's shape.
 
     Raises:
-        CheckpointError: not a session folder, corrupt, or another format version.
+        InputError: another structure, an unusable affine, or another shape.
+    """
+    if not isinstance(geometry, dict) or "affine" not in geometry:
+        raise InputError(f"the geometry must be a dict with an 'affine' (4x4) and a 'shape', got {type(geometry).__name__}.")
+    affine = validate_affine(geometry["affine"])
+    gshape = geometry.get("shape", list(shape))
+    if not isinstance(gshape, (list, tuple)) or tuple(gshape) != tuple(shape):
+        raise InputError(f"the geometry is for shape {gshape}, the scribbles have {tuple(shape)}.")
+    return {**geometry, "affine": affine.tolist(), "shape": list(shape)}
+
+
+def read_session_info(folder) -> dict:
+    """The ``session.json`` of a session folder (saved time, image path, shape, classes...), checked.
+
+    Raises:
+        CheckpointError: not a session folder, unparsable, another format version, or a field
+            of the wrong type: ``shape`` not 3 positive ints, ``class_names`` not a list of
+            2..MAX_CLASSES names, ``spacing`` not 3 positive numbers, ``geometry`` not a finite
+            invertible 4x4 affine on ``shape``, ``history`` not a list of dicts, ``image_path``
+            not text, ``colors`` not a list of text, flags not true/false.
     """
     folder = Path(folder)
     meta_path = folder / SESSION_JSON
     if not meta_path.is_file():
         raise CheckpointError(f"not a napari-sparseseg session ({SESSION_JSON} is missing); choose a folder saved by the widget.", path=folder)
-    return read_tagged_json(meta_path, folder, "session", SESSION_FORMAT, "use a matching version")
+    meta = read_tagged_json(meta_path, folder, "session", SESSION_FORMAT, "use a matching version")
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"corrupt session: in {SESSION_JSON}, {what}", path=folder)
+
+    shape = meta.get("shape")
+    if not isinstance(shape, list) or len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        raise bad(f"shape is {shape!r}; it must be 3 positive whole numbers.")
+    try:
+        validate_class_names(meta.get("class_names"))
+        validate_spacing(meta.get("spacing", (1.0, 1.0, 1.0)))
+        if meta.get("geometry") is not None:
+            _checked_geometry(meta["geometry"], tuple(shape))
+    except (InputError, ConfigError) as exc:
+        raise bad(exc.message) from exc
+    history = meta.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise bad(f"history is {type(history).__name__}; it must be a list of rounds.")
+    if meta.get("image_path") is not None and not isinstance(meta["image_path"], str):
+        raise bad(f"image_path is {meta['image_path']!r}; it must be a path.")
+    colors = meta.get("colors")
+    if colors is not None and (not isinstance(colors, list) or not all(c is None or isinstance(c, str) for c in colors)):
+        raise bad(f"colors is {colors!r}; it must be a list of colours.")
+    for flag in ("has_model", "image_stored"):
+        if flag in meta and not isinstance(meta[flag], bool):
+            raise bad(f"{flag} is {meta[flag]!r}; it must be true or false.")
+    if meta.get("settings") is not None and not isinstance(meta["settings"], dict):
+        raise bad(f"settings is {type(meta['settings']).__name__}; it must be a mapping.")
+    return meta
 
 
 def _explain(exc: BaseException) -> BaseException:

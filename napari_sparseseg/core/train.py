@@ -21,12 +21,15 @@ import numpy as np
 from napari_sparseseg.core.checkpoint import SegModel, default_class_names
 from napari_sparseseg.core.config import TrainConfig
 from napari_sparseseg.core.device import resolve_device
-from napari_sparseseg.core.errors import ScribbleError, SparseSegError
+from napari_sparseseg.core.errors import CheckpointError, ConfigError, ScribbleError, SparseSegError
+from napari_sparseseg.core.grid import validate_spacing
 from napari_sparseseg.core.intensity import choose_normalization, validate_image
 from napari_sparseseg.core.labels import (
     balance_factors,
     class_counts,
     merge_annotations,
+    validate_class_names,
+    validate_labels,
     validate_scribbles,
     weight_lookup,
 )
@@ -124,23 +127,42 @@ class Trainer:
         init: warm start from this model (its classes, normalisation and patch size are kept).
         spacing: voxel size in mm, array order (drives the patch shape and augmentation).
         class_names: names with background first; defaults to "structure i".
+
+    Every input is checked here, with the command line's checks, before any work starts.
+
+    Raises:
+        InputError: the image is not a 3-D real array, is too thin, or holds NaN/inf; the
+            spacing is not three positive numbers.
+        ScribbleError: scribbles or corrections not on the image's shape, not whole numbers,
+            negative, boolean, above ``MAX_CLASSES`` (names the value and its voxel count), no
+            strokes, one class only, a class the warm-start model lacks, or fewer class names
+            than scribbled classes.
+        ConfigError: ``cfg`` is not a :class:`TrainConfig`, or the class names are not a list
+            of distinct names.
+        CheckpointError: ``init`` is not a model.
     """
 
     def __init__(self, image, scribbles, cfg: TrainConfig | None = None, *, corrections=None, init: SegModel | None = None, spacing=(1.0, 1.0, 1.0), class_names=None):
+        if cfg is not None and not isinstance(cfg, TrainConfig):
+            raise ConfigError(f"cfg must be a TrainConfig, got {type(cfg).__name__}.")
+        if init is not None and not isinstance(init, SegModel):
+            raise CheckpointError(f"init must be a model (load_model or a training result), got {type(init).__name__}.")
         self.cfg = cfg or TrainConfig()
-        validate_image(image)
-        scribbles = np.asarray(scribbles)
-        if scribbles.shape != image.shape:
-            raise ScribbleError(f"scribbles shape {scribbles.shape} differs from the image shape {image.shape}.")
-        if corrections is not None and np.asarray(corrections).shape != image.shape:
-            raise ScribbleError(f"corrections shape {np.asarray(corrections).shape} differs from the image shape {image.shape}.")
+        image = validate_image(image)
+        scribbles = validate_labels(scribbles, "scribbles", shape=image.shape)
+        if corrections is not None:
+            corrections = validate_labels(corrections, "corrections", shape=image.shape)
+        spacing = validate_spacing(spacing)
+        if class_names is not None:
+            class_names = validate_class_names(class_names)
         self.y, self.source = merge_annotations(scribbles, corrections)
         n_classes = validate_scribbles(self.y, init.num_classes if init else None)
         if init is None and class_names is not None:
             if len(class_names) < n_classes:
-                raise ScribbleError(f"{len(class_names)} class names given but the scribbles use {n_classes} classes.")
+                raise ScribbleError(f"{len(class_names)} class names given but the scribbles use {n_classes} classes "
+                                    f"(values up to {n_classes}); name every class, background first.")
             n_classes = len(class_names)
-        self.image, self.spacing, self.init = image, tuple(float(s) for s in spacing), init
+        self.image, self.spacing, self.init = image, spacing, init
         self.num_classes = init.num_classes if init else n_classes
         self.class_names = list(init.class_names) if init else list(class_names or default_class_names(n_classes))
         self.device = resolve_device(self.cfg.device)

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_sparseseg.core.grid import validate_affine, validate_shape
+
 # Reverses the first three homogeneous coordinates: (k, j, i) <-> (i, j, k).
 _REV4 = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -20,19 +22,18 @@ class Geometry:
         affine: 4x4 matrix mapping an array index ``(k, j, i)`` (the package's array order)
             to world RAS coordinates in millimetres.
         shape: the array shape ``(k, j, i)``.
+
+    Raises:
+        InputError: (also a ``ValueError``) the affine is not a finite, invertible 4x4 matrix
+            or the shape not three positive ints (:func:`~napari_sparseseg.core.grid.validate_affine`).
     """
 
     affine: np.ndarray = field(repr=False)
     shape: tuple[int, int, int]
 
     def __post_init__(self):
-        affine = np.asarray(self.affine, dtype=float)
-        if affine.shape != (4, 4):
-            raise ValueError(f"affine must be 4x4, got {affine.shape}.")
-        if len(self.shape) != 3:
-            raise ValueError(f"shape must have 3 entries, got {self.shape}.")
-        object.__setattr__(self, "affine", affine)
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "affine", validate_affine(self.affine))
+        object.__setattr__(self, "shape", validate_shape(self.shape))
 
     # --- constructors -------------------------------------------------------------
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 import os
 import tempfile
 import time
@@ -12,7 +13,9 @@ import numpy as np
 
 from napari_sparseseg.core.atomic import atomic_output, replace_folder
 from napari_sparseseg.core.errors import InputError, OutputError
-from napari_sparseseg.core.labels import label_dtype
+from napari_sparseseg.core.grid import validate_affine, validate_spacing
+from napari_sparseseg.core.labels import label_dtype, validate_labels
+from napari_sparseseg.io._native import quiet_native_output, reason
 from napari_sparseseg.io.geometry import Geometry
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -50,6 +53,14 @@ def is_supported_path(path: str | os.PathLike) -> bool:
 
 
 # ---------------------------------------------------------------------------------- read
+# The largest volume a header may claim (2**31 voxels: a 512 x 512 x 8192 scan). A damaged
+# header claiming more is refused before anything is allocated.
+MAX_VOXELS = 2**31
+# Deflate cannot compress better than about 1032:1, so a compressed file of n bytes holds at
+# most that many times n bytes: a header claiming more is damaged.
+_MAX_DEFLATE_RATIO = 1032
+
+
 def read_image(path: str | os.PathLike, backend: str = "auto") -> tuple[np.ndarray, Geometry]:
     """Read a 3-D scan in array order ``(k, j, i)`` with its geometry.
 
@@ -59,53 +70,66 @@ def read_image(path: str | os.PathLike, backend: str = "auto") -> tuple[np.ndarr
         backend: ``"auto"``, ``"nibabel"`` or ``"sitk"`` (tests read one file both ways).
 
     Returns:
-        ``(array, geometry)``; the array keeps the file's dtype (scaling applied).
+        ``(array, geometry)``; the array keeps the file's dtype (scaling applied); the geometry
+        is finite and invertible.
 
     Raises:
-        InputError: the path is missing, has an unsupported format, cannot be read, or is not 3-D.
+        InputError: the path is missing, has an unsupported format, cannot be read, is not 3-D,
+            its header's geometry is unusable (NaN/inf, zero or negative spacing, a singular
+            direction matrix), it claims more voxels than the file holds, or (DICOM) the folder
+            holds several series or the series has missing, duplicated, unevenly spaced,
+            inconsistent or damaged slices. Every message names the file.
     """
     p = Path(path)
     if not p.exists():
         raise InputError("file not found; check the path.", path=p)
-    if p.is_dir():
-        return _read_dicom_series(p)
+    if backend not in ("auto", "nibabel", "sitk"):
+        raise ValueError(f"backend must be 'auto', 'nibabel' or 'sitk', got {backend!r}.")
     suffix = _suffix(p)
-    if suffix not in SUPPORTED_SUFFIXES:
+    if not p.is_dir() and suffix not in SUPPORTED_SUFFIXES:
         raise InputError(f"unsupported format '{suffix or p.name}'; use {_SUPPORTED_TEXT}.", path=p)
     if backend == "auto":
         backend = "nibabel" if suffix in NIFTI_SUFFIXES else "sitk"
     try:
-        if backend == "nibabel":
-            return _read_nibabel(p)
-        if backend == "sitk":
-            return _read_sitk_file(p)
-    except InputError:
+        if p.is_dir():
+            from napari_sparseseg.io.dicom import read_dicom_series
+
+            return read_dicom_series(p)
+        return _read_nibabel(p) if backend == "nibabel" else _read_sitk_file(p)
+    except InputError as exc:
+        exc.path = exc.path or str(p)
         raise
+    except MemoryError as exc:
+        raise InputError("not enough memory to read the file; is its header damaged (a wrong size)?", path=p) from exc
     except Exception as exc:  # nibabel/SimpleITK raise many types for a damaged file
-        raise InputError(f"cannot read the file ({type(exc).__name__}: {exc}); is it damaged?", path=p) from exc
-    raise ValueError(f"backend must be 'auto', 'nibabel' or 'sitk', got {backend!r}.")
+        raise InputError(f"cannot read the file ({reason(exc, path=p)}); is it damaged?", path=p) from exc
 
 
-def read_labels(path: str | os.PathLike, like: Geometry | None = None, what: str = "labels") -> tuple[np.ndarray, Geometry]:
+def read_labels(path: str | os.PathLike, like: Geometry | None = None, what: str = "labels",
+                max_value: int | None = None) -> tuple[np.ndarray, Geometry]:
     """Read a label volume (scribbles, corrections, masks) as non-negative integers.
+
+    The values are checked by :func:`~napari_sparseseg.core.labels.validate_labels`, the
+    check the API and the widget use too.
 
     Args:
         path: a supported file or DICOM folder.
         like: if given, the labels must lie on this grid (same shape and world position).
-        what: the word used in error messages ("scribbles", "corrections", ...).
+        what: the word used in error messages; ``"scribbles"`` and ``"corrections"`` are held
+            to the scribble convention (values 0..MAX_CLASSES), other kinds to 0..65535.
+        max_value: the largest value allowed, if not the default of ``what``.
+
+    Returns:
+        ``(labels, geometry)``: labels as the smallest unsigned integer dtype that holds them.
 
     Raises:
-        InputError: unreadable, non-integer or negative values, or on another grid than ``like``.
+        InputError: unreadable (see :func:`read_image`), or on another grid than ``like``.
+        ScribbleError: (scribbles, corrections) fractional, NaN, negative or boolean values,
+            or a value above the class bound (the message names it and its voxel count).
     """
     arr, geom = read_image(path)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise InputError(f"{what} must hold whole numbers (0 = unlabelled); found fractional or NaN values.", path=path)
-    if arr.size and arr.min() < 0:
-        raise InputError(f"{what} must be >= 0 (0 = unlabelled, c+1 = class c); found {arr.min()}.", path=path)
-    if arr.size and arr.max() > 65535:
-        raise InputError(f"{what} values must be < 65536; found {arr.max()}.", path=path)
-    arr = arr.astype(label_dtype(arr.max(initial=0)))
+    arr = validate_labels(arr, what, max_value=max_value, path=path)
+    arr = arr.astype(label_dtype(arr.max(initial=0)), copy=False)
     if like is not None:
         if tuple(geom.shape) != tuple(like.shape):
             raise InputError(
@@ -123,7 +147,7 @@ def read_labels(path: str | os.PathLike, like: Geometry | None = None, what: str
 
 
 def _check_3d(arr: np.ndarray, path: Path) -> np.ndarray:
-    if arr.ndim == 4 and arr.shape[-1] == 1:
+    while arr.ndim > 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != 3:
         raise InputError(f"expected a 3-D volume, got {arr.ndim}-D with shape {arr.shape}.", path=path)
@@ -132,23 +156,247 @@ def _check_3d(arr: np.ndarray, path: Path) -> np.ndarray:
     return arr
 
 
+def _check_claimed_size(shape, itemsize: int, p: Path, data_bytes: int | None, compressed: bool) -> None:
+    """Refuse a header that claims more voxels than any scan, or than the file can hold."""
+    shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise InputError(f"the header gives a negative size {shape}; the file is damaged.", path=p)
+    voxels = int(np.prod(shape, dtype=object)) if shape else 0
+    if voxels > MAX_VOXELS:
+        raise InputError(f"the header claims {voxels} voxels (size {shape}), more than any scan this package reads "
+                         f"({MAX_VOXELS}); the header is damaged.", path=p)
+    if data_bytes is None:
+        return
+    needed = voxels * max(1, int(itemsize))
+    room = data_bytes * _MAX_DEFLATE_RATIO if compressed else data_bytes
+    if needed > room:
+        raise InputError(f"the header claims {voxels} voxels (size {shape}, {needed} bytes) but the file holds only "
+                         f"{data_bytes} bytes; the file is truncated or its header damaged.", path=p)
+
+
 def _read_nibabel(p: Path) -> tuple[np.ndarray, Geometry]:
     import nibabel as nib
 
-    img = nib.load(str(p))
-    hdr = img.header
-    slope, inter = hdr.get_slope_inter() if hasattr(hdr, "get_slope_inter") else (None, None)
-    raw_dtype = img.get_data_dtype()
-    if (slope in (None, 1.0)) and (inter in (None, 0.0)):
-        arr = np.asarray(img.dataobj, dtype=raw_dtype)
-    else:
-        arr = np.asarray(img.dataobj, dtype=np.float32)
+    with quiet_native_output() as said:
+        try:
+            img = nib.load(str(p))
+            hdr = img.header
+            shape = tuple(int(s) for s in img.shape)
+            raw_dtype = img.get_data_dtype()
+            offset = int(getattr(img.dataobj, "offset", 0) or 0)
+            size = p.stat().st_size
+            compressed = p.name.lower().endswith(".gz")
+            _check_claimed_size(shape, raw_dtype.itemsize, p, size if compressed else max(0, size - offset), compressed)
+            affine = img.affine
+            if affine is None:
+                raise InputError("the header has no position matrix (no qform, sform or voxel sizes).", path=p)
+            slope, inter = hdr.get_slope_inter() if hasattr(hdr, "get_slope_inter") else (None, None)
+            with np.errstate(all="ignore"):
+                if (slope in (None, 1.0)) and (inter in (None, 0.0)):
+                    arr = np.asarray(img.dataobj, dtype=raw_dtype)
+                else:
+                    arr = np.asarray(img.dataobj, dtype=np.float32)
+        except InputError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise InputError(f"cannot read the file ({reason(exc, said, p)}); is it damaged?", path=p) from exc
     arr = _check_3d(arr, p)
-    geom = Geometry.from_nifti_affine(img.affine, arr.shape)
+    geom = Geometry.from_nifti_affine(_nifti_affine(img, p), arr.shape)
     return np.ascontiguousarray(arr.transpose(2, 1, 0)), geom
 
 
+def _nifti_affine(img, p: Path) -> np.ndarray:
+    """The affine nibabel chose (sform, else qform, else voxel sizes), checked for the message."""
+    affine = np.asarray(img.affine, dtype=float)
+    hdr = img.header
+    which = "sform" if int(hdr.get("sform_code", 0)) > 0 else ("qform" if int(hdr.get("qform_code", 0)) > 0 else "pixdim")
+    try:
+        if which != "sform":
+            # nibabel quietly turns a zero voxel size into 1 mm and a negative one positive; a
+            # wrong grid is worse than an error, so look at the header as it is in the file.
+            from nibabel.openers import ImageOpener
+
+            with ImageOpener(str(p)) as f:
+                raw = type(hdr).from_fileobj(f, check=False)
+            validate_spacing(np.asarray(raw["pixdim"], float)[1:4], what="voxel size (pixdim)")
+        validate_affine(affine)
+    except InputError as exc:
+        raise InputError(f"unusable NIfTI {which}: {exc.message}", path=p) from None
+    return affine
+
+
+_SITK_BYTES = {"8-bit": 1, "16-bit": 2, "32-bit": 4, "64-bit": 8}
+
+
+def _sitk_header(reader, p: Path) -> tuple:
+    """Check what a SimpleITK reader found in the header; returns ``(size, spacing, origin, direction)``.
+
+    A 4-D header whose last size is 1 counts as 3-D.
+    """
+    import SimpleITK as sitk
+
+    dim = reader.GetDimension()
+    size = tuple(int(s) for s in reader.GetSize())
+    if dim == 4 and size[3] == 1:
+        keep = 3
+    elif dim != 3:
+        raise InputError(f"expected a 3-D volume, got {dim}-D with size {size}.", path=p)
+    else:
+        keep = 3
+    if reader.GetNumberOfComponents() != 1:
+        raise InputError(
+            f"expected one value per voxel, got {reader.GetNumberOfComponents()} (a vector/colour image).", path=p)
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    itemsize = next((b for k, b in _SITK_BYTES.items() if k in pixel), 8)
+    data_file = _detached_data_file(p)
+    compressed = _header_says_compressed(p)
+    data_bytes = data_file.stat().st_size if data_file is not None and data_file.is_file() else None
+    _check_claimed_size(size, itemsize, p, data_bytes, compressed)
+    spacing = validate_spacing(reader.GetSpacing()[:keep], path=p)
+    direction = np.asarray(reader.GetDirection(), float).reshape(dim, dim)[:keep, :keep]
+    origin = tuple(reader.GetOrigin()[:keep])
+    return size[:keep], spacing, origin, tuple(direction.ravel())
+
+
+def _detached_data_file(p: Path) -> Path | None:
+    """The file holding the voxels: ``p`` itself for .mha/.nrrd, the named data file for .mhd/.nhdr."""
+    suffix = _suffix(p)
+    if suffix in (".mha", ".nrrd"):
+        return p
+    try:
+        head = p.read_bytes()[:65536].decode("latin1")
+    except OSError:
+        return None
+    for line in head.splitlines():
+        key, sep, value = line.partition("=" if suffix == ".mhd" else ":")
+        if sep and key.strip().lower() in ("elementdatafile", "data file", "datafile"):
+            value = value.strip()
+            if value.upper() in ("LOCAL", "LIST") or " " in value or "%" in value:
+                return None
+            return p.parent / value
+    return None
+
+
+def _header_says_compressed(p: Path) -> bool:
+    try:
+        head = p.read_bytes()[:65536].decode("latin1").lower()
+    except OSError:
+        return True
+    return any(word in head for word in ("compresseddata = true", "encoding: gz", "encoding: gzip", "encoding: bz",
+                                         "encoding: bzip2"))
+
+
+_META_COUNTS = {  # MetaImage fields holding numbers, and how many (in NDims)
+    "dimsize": 1, "elementspacing": 1, "elementsize": 1, "offset": 1, "position": 1, "origin": 1,
+    "centerofrotation": 1, "transformmatrix": 2, "rotation": 2, "orientation": 2,
+}
+
+
+def _check_metaimage_header(p: Path) -> None:
+    """Refuse a MetaImage header (.mha/.mhd) that MetaIO cannot parse safely.
+
+    MetaIO trusts ``NDims`` and the lengths of the number lists: a negative ``NDims`` crashes
+    the process (found by tests/io/test_fuzz_readers.py). So the counts are checked here, in
+    Python, before ITK sees the file.
+    """
+    try:
+        head = p.read_bytes()[:65536].decode("latin1")
+    except OSError as exc:
+        raise InputError(f"cannot read the file ({exc.strerror or exc}).", path=p) from exc
+    fields, names = {}, {}
+    for line in head.split("\n"):
+        name, sep, value = line.partition("=")
+        key = name.strip().lower()
+        if not sep:
+            continue
+        fields[key], names[key] = value.strip(), name.strip()
+        if key == "elementdatafile":
+            break
+    data_file = fields.get("elementdatafile")
+    if data_file is None:
+        raise InputError("the MetaImage header has no ElementDataFile line; the file is truncated or damaged.", path=p)
+    if data_file.upper() not in ("LOCAL", "LIST") and "%" not in data_file and not (p.parent / data_file).is_file():
+        raise InputError(f"the data file '{data_file}' named in the header is not there; keep the .mhd and its data "
+                         "file together (or the header is damaged).", path=p)
+    try:
+        ndims = int(fields.get("ndims", ""))
+    except ValueError:
+        raise InputError(f"the MetaImage header's NDims is {fields.get('ndims')!r}, not a whole number; "
+                         "the header is damaged.", path=p) from None
+    if ndims not in (3, 4):
+        raise InputError(f"expected a 3-D volume, but the header says NDims = {ndims}.", path=p)
+    for key, power in _META_COUNTS.items():
+        if key not in fields:
+            continue
+        name = names[key]
+        try:
+            values = [float(v) for v in fields[key].split()]
+        except ValueError:
+            raise InputError(f"the MetaImage header's {name} is {fields[key]!r}, not a list of numbers; "
+                             "the header is damaged.", path=p) from None
+        if len(values) != ndims**power:
+            raise InputError(f"the MetaImage header's {name} holds {len(values)} numbers, NDims = {ndims} needs "
+                             f"{ndims**power}; the header is damaged.", path=p)
+        if not all(np.isfinite(values)):
+            raise InputError(f"the MetaImage header's {name} holds NaN or infinite values ({fields[key]!r}); "
+                             "fix the header.", path=p)
+        if key == "dimsize" and not all(v >= 1 and v == int(v) for v in values):
+            raise InputError(f"the MetaImage header's {name} {fields[key]!r} is not positive whole numbers.", path=p)
+    for key in ("elementnumberofchannels", "headersize", "compresseddatasize"):
+        if key in fields:
+            try:
+                value = int(fields[key])
+            except ValueError:
+                raise InputError(f"the MetaImage header's {names[key]} is {fields[key]!r}, not a whole number.",
+                                 path=p) from None
+            if value < (1 if key == "elementnumberofchannels" else -1):
+                raise InputError(f"the MetaImage header's {names[key]} is {value}; the header is damaged.", path=p)
+
+
+def _read_sitk_file(p: Path) -> tuple[np.ndarray, Geometry]:
+    import SimpleITK as sitk
+
+    if _suffix(p) in (".mha", ".mhd"):
+        _check_metaimage_header(p)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    with quiet_native_output() as said:
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise InputError(f"cannot read the header ({reason(exc, said, p)}); is the file damaged?", path=p) from exc
+    size, spacing, origin, direction = _sitk_header(reader, p)
+    geom = _sitk_geometry(spacing, origin, direction, size, p)
+    with quiet_native_output() as said:
+        try:
+            img = reader.Execute()
+        except RuntimeError as exc:
+            raise InputError(f"cannot read the voxels ({reason(exc, said, p)}); is the file damaged or truncated?",
+                             path=p) from exc
+    if img.GetDimension() == 4:
+        img = img[:, :, :, 0]
+    arr = _check_3d(sitk.GetArrayFromImage(img), p)
+    if tuple(arr.shape) != tuple(geom.shape):
+        raise InputError(f"the voxels read ({arr.shape}) do not match the header's size {geom.shape}.", path=p)
+    return arr, geom
+
+
+def _sitk_geometry(spacing, origin, direction, size_xyz, p: Path) -> Geometry:
+    """A :class:`Geometry` from SimpleITK's header values, refusing NaN/inf and singular matrices."""
+    origin = np.asarray(origin, float)
+    direction = np.asarray(direction, float)
+    if not np.all(np.isfinite(origin)):
+        raise InputError(f"the header's origin {tuple(origin.tolist())} holds NaN or infinite values; fix the header.",
+                         path=p)
+    if not np.all(np.isfinite(direction)):
+        raise InputError("the header's direction matrix holds NaN or infinite values; fix the header.", path=p)
+    return Geometry.from_sitk(spacing, origin, direction, size_xyz)
+
+
 def _sitk_to_numpy(img, p: Path) -> tuple[np.ndarray, Geometry]:
+    """Array and geometry of a SimpleITK image already in memory (a DICOM series)."""
     import SimpleITK as sitk
 
     if img.GetDimension() != 3:
@@ -157,37 +405,9 @@ def _sitk_to_numpy(img, p: Path) -> tuple[np.ndarray, Geometry]:
         raise InputError(
             f"expected one value per voxel, got {img.GetNumberOfComponentsPerPixel()} (a vector/colour image).", path=p
         )
-    arr = sitk.GetArrayFromImage(img)
-    geom = Geometry.from_sitk(img.GetSpacing(), img.GetOrigin(), img.GetDirection(), img.GetSize())
-    return arr, geom
-
-
-def _read_sitk_file(p: Path) -> tuple[np.ndarray, Geometry]:
-    import SimpleITK as sitk
-
-    img = sitk.ReadImage(str(p))
-    if img.GetDimension() == 4 and img.GetSize()[3] == 1:
-        img = img[:, :, :, 0]
-    return _sitk_to_numpy(img, p)
-
-
-def _read_dicom_series(p: Path) -> tuple[np.ndarray, Geometry]:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageSeriesReader()
-    ids = reader.GetGDCMSeriesIDs(str(p))
-    if not ids:
-        raise InputError(f"no DICOM series found in this folder; give {_SUPPORTED_TEXT}.", path=p)
-    # Several series in one folder: take the one with the most slices, as viewers do.
-    files = max((reader.GetGDCMSeriesFileNames(str(p), sid) for sid in ids), key=len)
-    if len(files) < 2:
-        raise InputError("the DICOM series has a single slice; a 3-D volume needs several.", path=p)
-    reader.SetFileNames(files)
-    try:
-        img = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"cannot read the DICOM series ({exc}).", path=p) from exc
-    return _sitk_to_numpy(img, p)
+    spacing = validate_spacing(img.GetSpacing(), path=p)
+    geom = _sitk_geometry(spacing, img.GetOrigin(), img.GetDirection(), img.GetSize(), p)
+    return sitk.GetArrayFromImage(img), geom
 
 
 # --------------------------------------------------------------------------------- write
@@ -340,4 +560,10 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
             writer.SetFileName(str(tmp / f"slice_{z:04d}.dcm"))
             writer.Execute(sl)
 
-    return replace_folder(folder, build)
+    # GDCM's writer sets the process's C locale to "C" and leaves it so; Python then decodes
+    # subprocess output as ASCII. Put the locale back.
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return replace_folder(folder, build)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)

@@ -140,5 +140,5 @@ def test_prediction_with_strokes_keeps_only_stroked_regions(learned):
     assert np.array_equal(off.labels, raw.labels)
     dice = dice_per_class(filtered.labels, ref, [1, 2])
     assert min(dice.values()) >= 0.9, dice  # the structures themselves are kept
-    with pytest.raises(ValueError, match="annotations shape"):
+    with pytest.raises(ScribbleError, match="scribbles shape"):
         predict_volume(result.model, image, PredictConfig(device="cpu"), scribbles[:-1])

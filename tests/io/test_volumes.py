@@ -103,3 +103,121 @@ def test_failed_write_keeps_existing_file(tmp_path, data_dir):
     assert target.read_bytes() == b"precious"
     with pytest.raises(OutputError, match="does not exist"):
         write_labels(tmp_path / "no_such_dir" / "m.nii.gz", lab, g)
+
+
+# ------------------------------------------------------------------------- unusable headers
+def _small(tmp_path, suffix):
+    k, j, i = np.indices((6, 7, 8))
+    lab = ((k + 2 * j + 3 * i) % 4).astype(np.uint8)
+    return write_labels(tmp_path / f"small{suffix}", lab, Geometry.from_spacing((6, 7, 8), (2.0, 1.0, 1.5), (5, 6, 7)))
+
+
+def _nifti_with(tmp_path, name, **fields):
+    import nibabel as nib
+
+    img = nib.load(str(_small(tmp_path, ".nii.gz")))
+    hdr = img.header.copy()
+    for key, value in fields.items():
+        hdr[key] = value
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), None, hdr), str(path))
+    return path
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(srow_x=[np.nan, 0, 0, 0]), "unusable NIfTI sform: the header's position/orientation matrix holds NaN"),
+    (dict(srow_y=[0, 0, 0, np.inf]), "NaN or infinite"),
+    (dict(srow_x=[0, 0, 0, 5], srow_y=[0, 0, 0, 6], srow_z=[0, 0, 0, 7]), "voxel size of 0"),
+    (dict(srow_x=[1.5, 1, 0, 5], srow_y=[0, 0, 0, 6], srow_z=[0, 0, 2, 7]), "singular"),
+    (dict(sform_code=0, qoffset_x=np.nan), "unusable NIfTI qform"),
+])
+def test_nifti_with_unusable_position_matrix_is_refused(tmp_path, fields, message):
+    path = _nifti_with(tmp_path, "bad.nii.gz", **fields)
+    with pytest.raises(InputError, match=message) as e:
+        read_image(path)
+    assert e.value.one_line().startswith(str(path))
+
+
+@pytest.mark.parametrize("value", [0.0, -1.5, np.nan])
+def test_nifti_qform_with_zero_or_negative_voxel_size_is_refused(tmp_path, value):
+    # nibabel itself would read a zero voxel size as 1 mm: a volume on a wrong grid.
+    import nibabel as nib
+
+    path = _small(tmp_path, ".nii")
+    raw = bytearray(path.read_bytes())
+    offset = nib.nifti1.header_dtype.fields["pixdim"][1]
+    raw[offset + 4 * 2 : offset + 4 * 3] = np.float32(value).tobytes()  # pixdim[2]
+    raw[nib.nifti1.header_dtype.fields["sform_code"][1] : nib.nifti1.header_dtype.fields["sform_code"][1] + 2] = b"\0\0"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="NIfTI qform") as e:
+        read_image(path)
+    assert e.value.one_line().startswith(str(path))
+
+
+def _text_header(tmp_path, suffix, old, new):
+    path = _small(tmp_path, suffix)
+    data = path.read_bytes()
+    assert old.encode() in data
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(data.replace(old.encode(), new.encode(), 1))
+    return bad
+
+
+@pytest.mark.parametrize("suffix, old, new, message", [
+    (".mha", "ElementSpacing = 1.5 1 2", "ElementSpacing = 1.5 0 2", "voxel spacing"),
+    (".mha", "ElementSpacing = 1.5 1 2", "ElementSpacing = 1.5 -1 2", "voxel spacing"),
+    (".mha", "ElementSpacing = 1.5 1 2", "ElementSpacing = 1.5 nan 2", "ElementSpacing holds NaN"),
+    (".mha", "Offset = -5 -6 7", "Offset = -5 inf 7", "Offset holds NaN or infinite"),
+    (".mha", "TransformMatrix = 0 0 1 0 -1 0 -1 0 0", "TransformMatrix = 0 0 1 0 0 1 -1 0 0", "singular"),
+    (".mha", "NDims = 3", "NDims = -237", "NDims = -237"),  # crashed the process (found by the fuzzer)
+    (".mha", "DimSize = 8 7 6", "DimSize = 100000 100000 100000", "claims 1000000000000000 voxels"),
+    (".mha", "DimSize = 8 7 6", "DimSize = 8 7", "DimSize holds 2 numbers"),
+    (".nrrd", "space directions: (0,0,1.5) (0,-1,0) (-2,0,0)", "space directions: (0,0,1.5) (0,-1,0) (nan,0,0)", ""),
+    (".nrrd", "space directions: (0,0,1.5) (0,-1,0) (-2,0,0)", "space directions: (0,0,1.5) (0,-1,0) (0,0,0)", ""),
+    (".nrrd", "space directions: (0,0,1.5) (0,-1,0) (-2,0,0)", "space directions: (0,0,1.5) (0,0,1.5) (-2,0,0)", ""),
+    (".nrrd", "sizes: 8 7 6", "sizes: 8 7 600000", ""),
+])
+def test_sitk_headers_with_unusable_geometry_are_refused(tmp_path, suffix, old, new, message):
+    bad = _text_header(tmp_path, suffix, old, new)
+    with pytest.raises(InputError, match=message) as e:
+        read_image(bad)
+    assert e.value.one_line().startswith(str(bad))
+
+
+def test_labels_hold_the_scribble_convention(tmp_path):
+    from napari_sparseseg.core.errors import ScribbleError
+
+    g = Geometry.from_spacing((6, 7, 8))
+    lab = np.zeros((6, 7, 8), np.uint16)
+    lab[0, 0, :5] = 60000
+    write_labels(tmp_path / "atlas.nrrd", lab, g)
+    with pytest.raises(ScribbleError, match=r"60000 \(5 voxels\)") as e:
+        read_labels(tmp_path / "atlas.nrrd", what="scribbles")
+    assert e.value.one_line().startswith(str(tmp_path / "atlas.nrrd"))
+    back, _ = read_labels(tmp_path / "atlas.nrrd", what="reference")  # a mask may hold atlas ids
+    assert back.dtype == np.uint16 and back.max() == 60000
+    import nibabel as nib
+
+    frac = np.zeros((8, 7, 6), np.float32)
+    frac[1, 1, 1] = 1.5
+    nib.save(nib.Nifti1Image(frac, np.eye(4)), tmp_path / "frac.nii.gz")
+    with pytest.raises(ScribbleError, match=r"fractional values: 1.5 \(1 voxel\)"):
+        read_labels(tmp_path / "frac.nii.gz", what="corrections")
+
+
+def test_writing_dicom_leaves_the_process_locale_alone(tmp_path):
+    # GDCM's writer switched the C locale to "C" for good; Python then decoded every
+    # subprocess's output as ASCII (lint-imports' box-drawing output failed to decode).
+    import locale
+
+    before = locale.setlocale(locale.LC_ALL)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+    except locale.Error:
+        pytest.skip("no C.UTF-8 locale here")
+    try:
+        expected = locale.setlocale(locale.LC_ALL)
+        write_labels(tmp_path / "dicom", np.ones((3, 4, 5), np.uint8), Geometry.from_spacing((3, 4, 5)))
+        assert locale.setlocale(locale.LC_ALL) == expected
+    finally:
+        locale.setlocale(locale.LC_ALL, before)

@@ -1,0 +1,80 @@
+"""Checks on a voxel grid that need no file reader: voxel spacing and the index-to-world affine.
+
+``io.Geometry`` (every reader), :class:`~napari_sparseseg.core.session.Session` (a saved
+geometry) and :class:`~napari_sparseseg.core.train.Trainer` (the spacing that shapes patches)
+call these, so a NaN, a zero or a singular matrix is refused the same way wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_sparseseg.core.errors import InputError
+
+__all__ = ["validate_affine", "validate_shape", "validate_spacing"]
+
+
+def validate_spacing(spacing, path=None, what: str = "voxel spacing") -> tuple[float, float, float]:
+    """Return ``spacing`` as three positive finite floats (mm, array order).
+
+    Raises:
+        InputError: not three numbers, or one is NaN/inf, zero or negative.
+    """
+    try:
+        values = np.asarray(spacing, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputError(f"the {what} must be three numbers in mm, got {spacing!r}.", path=path) from None
+    if values.size != 3:
+        raise InputError(f"the {what} must be three numbers in mm, got {spacing!r}.", path=path)
+    if not np.all(np.isfinite(values)) or not np.all(values > 0):
+        raise InputError(f"the {what} {tuple(values.tolist())} is not usable: every voxel size must be a positive, "
+                         "finite number of mm; fix the file's header.", path=path)
+    return tuple(float(v) for v in values)
+
+
+def validate_shape(shape, path=None, what: str = "shape") -> tuple[int, int, int]:
+    """Return ``shape`` as three positive ints.
+
+    Raises:
+        InputError: not three positive whole numbers.
+    """
+    try:
+        values = tuple(shape)
+    except TypeError:
+        raise InputError(f"the {what} must be three positive whole numbers, got {shape!r}.", path=path) from None
+    if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in values):
+        raise InputError(f"the {what} must be three positive whole numbers, got {shape!r}.", path=path)
+    return tuple(int(v) for v in values)
+
+
+def validate_affine(affine, path=None) -> np.ndarray:
+    """Return ``affine`` as a 4x4 float matrix mapping voxel indices to world millimetres.
+
+    The 3x3 part (voxel axes times spacing) must be finite and invertible, i.e. the voxels have
+    a size and directions that span space; the translation finite; the last row ``0 0 0 1``.
+
+    Raises:
+        InputError: another shape, NaN/inf entries, a singular (or nearly singular) 3x3 part,
+            or a last row other than ``0 0 0 1``; says what to fix.
+    """
+    try:
+        m = np.asarray(affine, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"the position matrix must be 4x4 numbers, got {affine!r}.", path=path) from None
+    if m.shape != (4, 4):
+        raise InputError(f"the position matrix must be 4x4, got shape {m.shape}.", path=path)
+    if not np.all(np.isfinite(m)):
+        raise InputError("the header's position/orientation matrix holds NaN or infinite values, so the voxels have no "
+                         "place in space; fix the header (e.g. re-export the scan).", path=path)
+    if not np.allclose(m[3], [0, 0, 0, 1]):
+        raise InputError(f"the position matrix's last row must be 0 0 0 1, got {m[3].tolist()}.", path=path)
+    axes = m[:3, :3]
+    sizes = np.linalg.norm(axes, axis=0)
+    if not np.all(sizes > 0):
+        raise InputError(f"the header gives a voxel size of 0 along array axis {int(np.argmin(sizes))}; "
+                         "fix the header's spacing.", path=path)
+    # Independent of scale: the determinant of the unit direction vectors (1 for orthogonal axes).
+    if abs(np.linalg.det(axes / sizes)) < 1e-6:
+        raise InputError("the header's direction matrix is singular (two voxel axes point the same way), so the voxels "
+                         "have no place in space; fix the header.", path=path)
+    return m
