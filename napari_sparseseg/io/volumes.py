@@ -300,8 +300,7 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
     import SimpleITK as sitk
 
     check_writable(folder, "DICOM output")
-    if folder.exists() and any(folder.iterdir()):
-        raise OutputError("the DICOM output folder is not empty; choose a new or empty folder.", path=folder)
+    _check_empty_folder(folder)
     arr = arr.astype(np.uint16)
     spacing, origin, direction = geometry.sitk_parameters()
     img = sitk.GetImageFromArray(arr)
@@ -340,4 +339,11 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
             writer.SetFileName(str(tmp / f"slice_{z:04d}.dcm"))
             writer.Execute(sl)
 
-    return replace_folder(folder, build)
+    return replace_folder(folder, build, check=_check_empty_folder)
+
+
+def _check_empty_folder(folder: Path) -> None:
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise OutputError("a file exists where the DICOM output folder should go; choose another path.", path=folder)
+    if folder.is_dir() and any(folder.iterdir()):
+        raise OutputError("the DICOM output folder is not empty; choose a new or empty folder.", path=folder)
