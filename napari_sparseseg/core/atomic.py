@@ -45,9 +45,9 @@ def _tmp_name(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}{TMP_MARK}-{uuid.uuid4().hex[:8]}{suffix}")
 
 
-def _cannot(exc: OSError, what: str = "write") -> str:
-    return (f"cannot {what} ({exc.strerror or exc}); nothing was replaced. Free some space or choose a writable "
-            "folder, then run again.")
+def _cannot(exc: OSError, what: str = "file") -> str:
+    return (f"cannot write the {what} ({exc.strerror or exc}); the previous {what}, if any, is unchanged. Free some space "
+            "or choose a writable folder.")
 
 
 def _fsync_file(path: Path) -> None:
@@ -337,7 +337,7 @@ def replace_folder(folder: str | os.PathLike, build: Callable[[Path], None],
     except OSError as exc:
         if isinstance(exc, OutputError):
             raise
-        raise OutputError(_cannot(exc, "write the folder"), path=folder) from exc
+        raise OutputError(_cannot(exc, "folder"), path=folder) from exc
     finally:
         if os.path.lexists(tmp) and TMP_MARK in tmp.name:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -182,18 +182,16 @@ def check_demo_folder(folder: str | os.PathLike) -> Path:
                           "folder, or an earlier demo output (nothing here is deleted).", path=folder)
     try:
         check_model_folder(folder / "model", "demo's model folder")
-    except OutputError as exc:
-        raise OutputError(f"the demo output folder holds a model folder that the demo did not write ({exc.message}); "
-                          "give a new or empty folder.", path=folder) from exc
-    if not (folder / "model" / "model.json").is_file():
-        raise OutputError("the demo output folder holds an empty model folder; give a new or empty folder, or an "
-                          "earlier demo output (nothing here is deleted).", path=folder)
+        ours = (folder / "model" / "model.json").is_file()
+    except OutputError:
+        ours = False
+    if not ours:
+        raise OutputError("the demo output folder holds a model folder that the demo did not write; give a new or "
+                          "empty folder, or an earlier demo output (nothing here is deleted).", path=folder)
     return folder
 
 
 def _check_name(name: str, path: Path) -> None:
-    if str(path) in ("", "."):
-        raise OutputError(f"no {name} path given; give a file or folder name.", path=path)
     if TMP_MARK in path.name:
         raise OutputError(f"names containing '{TMP_MARK}' are reserved for temporary files; choose another name.",
                           path=path)
@@ -260,10 +258,12 @@ def check_outputs(outputs: Mapping[str, str | os.PathLike | None],
     Raises:
         OutputError: one line naming the output and what to do.
     """
-    outs = {k: Path(v) for k, v in outputs.items() if v is not None}
-    for kind in outs:
+    for kind, value in outputs.items():
         if kind not in OUTPUT_KINDS:
             raise ValueError(f"unknown output kind {kind!r}; expected one of {sorted(OUTPUT_KINDS)}.")
+        if value is not None and not str(value).strip():
+            raise OutputError(f"no {kind} path given (an empty name); give a file or folder name.", path=repr(str(value)))
+    outs = {k: Path(v) for k, v in outputs.items() if v is not None}
     ins = {k: Path(v) for k, v in (inputs or {}).items() if v is not None}
     for kind, path in outs.items():
         _check_name(kind, path)
@@ -290,9 +290,10 @@ def check_outputs(outputs: Mapping[str, str | os.PathLike | None],
             hit = _collision(fa, _is_folder(a, outs[a]), fb, _is_folder(b, outs[b]))
             if hit is not None:
                 x, y, how = hit
-                where = {"overwrite": "the same file as", "replace": "a folder holding", "enter": "inside"}[how]
-                raise OutputError(f"{_describe(a, fa, x)} would be written to {where} {_describe(b, fb, y)} "
-                                  f"({outs[b]}); give them different paths.", path=outs[a])
+                where = {"overwrite": "would be written to the same place as", "replace": "folder would hold",
+                         "enter": "would be written inside"}[how]
+                raise OutputError(f"{_describe(a, fa, x)} {where} {_describe(b, fb, y)} ({outs[b]}); give them "
+                                  "different paths.", path=outs[a])
     for kind, path in outs.items():
         _check_one(kind, path)
     return outs

@@ -203,13 +203,14 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     if not parent.exists():
         raise OutputError(f"the {what} folder {parent} does not exist; create it first.", path=p)
     if not parent.is_dir():
-        raise OutputError(f"{parent} is not a folder.", path=p)
+        raise OutputError(f"{parent} is a file, not a folder; choose a path inside an existing folder.", path=p)
     try:
         fd, probe = tempfile.mkstemp(prefix=".sparseseg-probe-", dir=parent)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"the {what} folder {parent} is not writable ({exc.strerror}).", path=p) from exc
+        raise OutputError(f"the {what} folder {parent} is not writable ({exc.strerror or exc}); choose another folder.",
+                          path=p) from exc
     return p
 
 

@@ -95,7 +95,7 @@ def test_atomic_file_failed_rename_keeps_the_old_file(tmp_path, monkeypatch):
     p = tmp_path / "a.bin"
     p.write_bytes(b"old")
     fail_on_call(monkeypatch, atomic.os, "replace", 1, OSError(errno.ENOSPC, "No space left on device"))
-    with pytest.raises(OutputError, match="No space left on device.*nothing was replaced"):
+    with pytest.raises(OutputError, match="No space left on device.*previous file, if any, is unchanged"):
         atomic_file(p, lambda f: f.write(b"new"))
     assert p.read_bytes() == b"old" and no_temp(tmp_path)
 
