@@ -6,6 +6,7 @@ import os
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -236,7 +237,8 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry
             return _write_dicom_series(p, labels, geometry)
         raise OutputError(f"unsupported output format '{p.suffix}'; use {_SUPPORTED_TEXT}.", path=p)
     check_writable(p)
-    return atomic_output(p, lambda tmp: _write_array(tmp, suffix, labels, geometry))
+    with _sitk_errors(p):
+        return atomic_output(p, lambda tmp: _write_array(tmp, suffix, labels, geometry))
 
 
 def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geometry: Geometry) -> Path:
@@ -269,7 +271,20 @@ def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geomet
             _set_sitk_geometry(img, geometry)
             sitk.WriteImage(img, str(tmp), useCompression=True)
 
-    return atomic_output(p, write)
+    with _sitk_errors(p):
+        return atomic_output(p, write)
+
+
+@contextmanager
+def _sitk_errors(path: Path):
+    """SimpleITK reports every write failure (a full disk included) as a RuntimeError: name the file instead."""
+    try:
+        yield
+    except RuntimeError as exc:
+        text = " ".join(str(exc).split())
+        detail = text.rsplit("itk::ERROR:", 1)[-1].strip()[:200]
+        raise OutputError(f"cannot write the file ({detail}); the previous file, if any, is unchanged. Free some space or "
+                          "choose a writable folder.", path=path) from exc
 
 
 def _set_sitk_geometry(img, geometry: Geometry) -> None:
@@ -338,7 +353,8 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
             for k, v in tags.items():
                 sl.SetMetaData(k, v)
             writer.SetFileName(str(tmp / f"slice_{z:04d}.dcm"))
-            writer.Execute(sl)
+            with _sitk_errors(folder):
+                writer.Execute(sl)
 
     return replace_folder(folder, build, check=_check_empty_folder)
 
