@@ -69,7 +69,8 @@ def read_image(path: str | os.PathLike, backend: str = "auto") -> tuple[np.ndarr
     if not p.exists():
         raise InputError("file not found; check the path.", path=p)
     if p.is_dir():
-        return _read_dicom_series(p)
+        with _keep_locale():
+            return _read_dicom_series(p)
     suffix = _suffix(p)
     if suffix not in SUPPORTED_SUFFIXES:
         raise InputError(f"unsupported format '{suffix or p.name}'; use {_SUPPORTED_TEXT}.", path=p)
@@ -276,6 +277,22 @@ def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geomet
 
 
 @contextmanager
+def _keep_locale():
+    """GDCM (SimpleITK's DICOM layer) leaves the process locale at "C" after writing a series: put it back."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        if locale.setlocale(locale.LC_ALL) != saved:
+            try:
+                locale.setlocale(locale.LC_ALL, saved)
+            except locale.Error:
+                pass
+
+
+@contextmanager
 def _sitk_errors(path: Path):
     """SimpleITK reports every write failure (a full disk included) as a RuntimeError: name the file instead."""
     try:
@@ -356,7 +373,8 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
             with _sitk_errors(folder):
                 writer.Execute(sl)
 
-    return replace_folder(folder, build, check=_check_empty_folder)
+    with _keep_locale():
+        return replace_folder(folder, build, check=_check_empty_folder)
 
 
 def _check_empty_folder(folder: Path) -> None:

@@ -60,3 +60,16 @@ def test_output_log_summary(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         log.write("model", interrupted_after_the_rename)
     assert log.summary().endswith(f"and model {tmp_path / 'model'}; the probabilities were not written")
+
+
+def test_a_dicom_series_leaves_the_process_locale_alone(tmp_path):
+    import locale
+
+    import numpy as np
+
+    from napari_sparseseg.io import Geometry, read_image, write_labels
+
+    before = locale.setlocale(locale.LC_ALL)
+    write_labels(tmp_path / "dcm", np.arange(60, dtype=np.int16).reshape(3, 4, 5), Geometry(np.eye(4), (3, 4, 5)))
+    assert read_image(tmp_path / "dcm")[0].shape == (3, 4, 5)
+    assert locale.setlocale(locale.LC_ALL) == before  # GDCM had left it at "C" (ASCII subprocess output)
