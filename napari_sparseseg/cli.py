@@ -8,20 +8,26 @@ Contract (DESIGN.md)::
     sparseseg predict IMAGE --model DIR -o MASK [--probabilities PATH]
     sparseseg demo
 
-Bad input: one line on stderr naming the file and the problem, exit code 2, and nothing
-on disk is written (outputs are checked before any work and written atomically at the end).
+Exit codes: 0 done; 2 bad input, with one line ``sparseseg: error: <file>: <problem and what
+to do>``; 130 interrupted (Ctrl-C or SIGTERM), with one line saying what was and was not
+written. Every output is checked before any work (:func:`napari_sparseseg.io.check_outputs`)
+and written atomically at the end; a signal that arrives while an output is being written is
+held back until that output is complete, so no half file and no missing model folder is left.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from pathlib import Path
+import threading
+import warnings
 
 from napari_sparseseg import __version__
-from napari_sparseseg.core.errors import OutputError, SparseSegError
+from napari_sparseseg.core.errors import SparseSegError
 
-EXIT_BAD_INPUT = 2
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
 
 def _say(args, message: str) -> None:
@@ -34,6 +40,79 @@ def _progress(args):
     from napari_sparseseg.core.progress import ProgressPrinter
 
     return ProgressPrinter(quiet=getattr(args, "quiet", False))
+
+
+class _Signals:
+    """Ctrl-C (SIGINT) and SIGTERM raise ``KeyboardInterrupt``, except while an output is written.
+
+    Inside :meth:`held` a signal is remembered and raised once the write is complete, so the
+    command stops between outputs, never in the middle of one. A signal the caller ignores
+    (``SIG_IGN``, e.g. a background job) stays ignored.
+    """
+
+    def __init__(self):
+        self._hold, self._pending, self._saved, self._fired = 0, None, {}, False
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old = signal.getsignal(sig)
+            if old is signal.SIG_IGN or old is None:
+                continue
+            self._saved[sig] = old
+            signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, old in self._saved.items():
+            signal.signal(sig, old)
+        self._saved.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self._fired:  # already stopping: a second Ctrl-C must not cut the message short
+            return
+        if self._hold:
+            self._pending = signum
+            return
+        self._fired = True
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def held(self):
+        self._hold += 1
+        try:
+            yield
+        finally:
+            self._hold -= 1
+        if not self._hold and self._pending is not None:
+            self._pending, self._fired = None, True
+            raise KeyboardInterrupt
+
+
+def _inputs(args) -> dict:
+    """The inputs of a command, by the name its error messages use."""
+    return {
+        "image": getattr(args, "image", None),
+        "scribbles": getattr(args, "scribbles", None),
+        "corrections": getattr(args, "corrections", None),
+        "--init-model folder": getattr(args, "init_model", None),
+        "--model folder": getattr(args, "model", None),
+    }
+
+
+def _outputs(args) -> dict:
+    """The outputs of ``segment``/``predict``, by kind (:data:`napari_sparseseg.io.outputs.OUTPUT_KINDS`)."""
+    return {"mask": args.output, "probabilities": args.probabilities, "model": getattr(args, "model_out", None)}
+
+
+def _check_outputs(args) -> dict:
+    """Check every output against the inputs and each other, before any work; plan them in the log."""
+    from napari_sparseseg.io import check_outputs
+
+    outputs = _outputs(args)
+    check_outputs(outputs, _inputs(args))
+    args.log.plan(outputs)
+    return outputs
 
 
 def _read_inputs(args):
@@ -50,49 +129,41 @@ def _read_inputs(args):
     return image, geom, scribbles, corrections
 
 
-def _check_outputs(args) -> None:
-    from napari_sparseseg.io import check_writable
-
-    check_writable(args.output, "mask")
-    if args.probabilities:
-        check_writable(args.probabilities, "probabilities")
-    model_out = getattr(args, "model_out", None)
-    if model_out:
-        p = Path(model_out)
-        if p.exists() and not p.is_dir():
-            raise OutputError("a file exists where the model folder should go; choose another path.", path=p)
-        check_writable(p, "model")
-    if Path(args.output).resolve() == Path(args.image).resolve():
-        raise OutputError("the mask would overwrite the input image; choose another output path.", path=args.output)
-
-
-def _write_outputs(args, geom, prediction) -> None:
+def _write_outputs(args, geom, prediction, model=None) -> None:
+    """Write mask, probabilities, then model, each atomically and recorded in ``args.log``."""
+    from napari_sparseseg.core.checkpoint import save_model
     from napari_sparseseg.io import write_labels, write_probabilities
 
-    write_labels(args.output, prediction.labels, geom)
+    log = args.log
+    log.write("mask", lambda: write_labels(args.output, prediction.labels, geom))
     _say(args, f"wrote mask {args.output}")
     if args.probabilities:
-        write_probabilities(args.probabilities, prediction.probabilities, geom)
+        log.write("probabilities", lambda: write_probabilities(args.probabilities, prediction.probabilities, geom))
         _say(args, f"wrote probabilities {args.probabilities}")
+    if model is not None and getattr(args, "model_out", None):
+        log.write("model", lambda: save_model(model, args.model_out))
+        _say(args, f"saved model {args.model_out}")
 
 
 def cmd_segment(args) -> int:
     """``sparseseg segment``: train on the strokes (optionally warm-started), write the mask."""
-    from napari_sparseseg.core.checkpoint import load_model, save_model
+    from napari_sparseseg.core.checkpoint import load_model
     from napari_sparseseg.core.config import PredictConfig, TrainConfig
     from napari_sparseseg.core.device import resolve_device
     from napari_sparseseg.core.errors import ScribbleError
     from napari_sparseseg.core.predict import predict
     from napari_sparseseg.core.progress import run_to_end
     from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.io import check_format_limits
 
-    resolve_device(args.device)
+    device = resolve_device(args.device)
     cfg = TrainConfig(
         max_steps=args.max_steps, time_budget=args.time_budget, seed=args.seed, device=args.device,
         model_size=args.model_size, modality=args.modality,
     )
+    outputs = _check_outputs(args)
     image, geom, scribbles, corrections = _read_inputs(args)
-    _check_outputs(args)
+    check_format_limits(outputs, image.shape)
     init = load_model(args.init_model) if args.init_model else None
     names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
     try:
@@ -100,18 +171,19 @@ def cmd_segment(args) -> int:
     except ScribbleError as exc:  # name the file the user gave
         exc.path = exc.path or str(args.scribbles)
         raise
+    check_format_limits(outputs, image.shape, trainer.num_classes)
     pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False,
                          stroke_regions_only=not args.keep_all_regions)
+    bounds = " and ".join(b for b in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
+                                      f"{cfg.time_budget:g} s" if cfg.time_budget else "") if b)
+    _say(args, f"training on {device.type} for at most {bounds} (Ctrl-C aborts; nothing is written before the end)")
     with _progress(args) as show:
         result = run_to_end(trainer.run(), show)
         show.finish()
         _say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})")
         pred = run_to_end(predict(result.model, image, pcfg, trainer.y), show)
-    _write_outputs(args, geom, pred)
-    if args.model_out:
-        save_model(result.model, args.model_out)
-        _say(args, f"saved model {args.model_out}")
-    return 0
+    _write_outputs(args, geom, pred, model=result.model)
+    return EXIT_OK
 
 
 def cmd_predict(args) -> int:
@@ -121,16 +193,18 @@ def cmd_predict(args) -> int:
     from napari_sparseseg.core.device import resolve_device
     from napari_sparseseg.core.predict import predict
     from napari_sparseseg.core.progress import run_to_end
+    from napari_sparseseg.io import check_format_limits
 
     pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False)
     device = resolve_device(args.device)
+    outputs = _check_outputs(args)
     image, geom, _, _ = _read_inputs(args)
-    _check_outputs(args)
     model = load_model(args.model, device=device)
+    check_format_limits(outputs, image.shape, model.num_classes)
     with _progress(args) as show:
         pred = run_to_end(predict(model, image, pcfg), show)
     _write_outputs(args, geom, pred)
-    return 0
+    return EXIT_OK
 
 
 def cmd_demo(args) -> int:
@@ -139,8 +213,8 @@ def cmd_demo(args) -> int:
     from napari_sparseseg.demo import run_demo
 
     cfg = DemoConfig(rounds=args.rounds, time_budget=args.time_budget, device=args.device, seed=args.seed)
-    run_demo(data_dir=args.data, out_dir=args.output, cfg=cfg, quiet=args.quiet)
-    return 0
+    run_demo(data_dir=args.data, out_dir=args.output, cfg=cfg, quiet=args.quiet, log=args.log)
+    return EXIT_OK
 
 
 _TYPES = {"float": float, "int": int, "str": str}
@@ -208,19 +282,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command line; return the exit code (0 done, 2 bad input, 130 interrupted)."""
+    from napari_sparseseg.io import OutputLog
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    signals = _Signals()
+    args.log = log = OutputLog(guard=signals.held)
+    signals.install()
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if getattr(args, "quiet", False):
+                warnings.simplefilter("ignore")
+            return int(args.func(args) or EXIT_OK)
     except SparseSegError as exc:
-        print(f"sparseseg: error: {exc.one_line()}", file=sys.stderr)
+        text = exc.one_line()
+        if log.attempted:  # the error struck while writing: say what is on disk
+            text = f"{text.rstrip('.')}; {log.summary()}"
+        print(f"sparseseg: error: {text}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     except ValueError as exc:  # a config dataclass rejected an option value
-        print(f"sparseseg: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"sparseseg: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("sparseseg: interrupted; nothing was written.", file=sys.stderr)
-        return 130
+        print(f"sparseseg: interrupted; {log.summary()}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    finally:
+        signals.restore()
 
 
 if __name__ == "__main__":

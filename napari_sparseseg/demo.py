@@ -15,30 +15,30 @@ from pathlib import Path
 import numpy as np
 
 from napari_sparseseg.core.config import DemoConfig
+from napari_sparseseg.io.outputs import DEMO_FILES
 
 __all__ = ["run_demo"]
 
 
-def _check_outputs(out_dir: Path) -> None:
-    from napari_sparseseg.core.checkpoint import check_model_folder
-    from napari_sparseseg.io import check_writable
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    check_writable(out_dir / "mask.nii.gz", "demo output")
-    check_model_folder(out_dir / "model")
-
-
 def run_demo(data_dir=None, out_dir="sparseseg_demo_out", cfg: DemoConfig | None = None, quiet: bool = False,
-             out=sys.stdout) -> list[dict]:
+             out=None, log=None) -> list[dict]:
     """Run the loop; print a Dice table on ``out``; return one dict per round.
+
+    ``out_dir`` is checked before any work (new, empty, or an earlier demo output; not the
+    sample folder) and written at the end in one rename (mask, corrections and model together).
 
     Args:
         data_dir: the sample folder (default: the repository's ``sample_data/ct_abdomen_crop``).
         out_dir: where the mask, the corrections and the model are written.
         cfg: rounds, seconds per round, device and seed.
         quiet: no progress on stderr.
-        out: where the table goes.
+        out: where the table goes (default: ``sys.stdout`` at the time of the call).
+        log: an :class:`~napari_sparseseg.io.OutputLog` recording the write (the CLI's).
+
+    Raises:
+        OutputError: ``out_dir`` may not be written (says why); nothing is written then.
     """
+    from napari_sparseseg.core.atomic import replace_folder
     from napari_sparseseg.core.checkpoint import save_model
     from napari_sparseseg.core.config import PredictConfig, TrainConfig
     from napari_sparseseg.core.labels import merge_annotations
@@ -47,13 +47,16 @@ def run_demo(data_dir=None, out_dir="sparseseg_demo_out", cfg: DemoConfig | None
     from napari_sparseseg.core.progress import ProgressPrinter, run_to_end
     from napari_sparseseg.core.simulated_annotator import simulate_corrections
     from napari_sparseseg.core.train import Trainer
-    from napari_sparseseg.io import write_labels
-    from napari_sparseseg.io.sample import load_sample
+    from napari_sparseseg.io import OutputLog, check_demo_folder, check_outputs, write_labels
+    from napari_sparseseg.io.sample import find_sample_data, load_sample
 
     cfg = cfg or DemoConfig()
-    sample = load_sample(data_dir)
+    out = out if out is not None else sys.stdout
     out_dir = Path(out_dir)
-    _check_outputs(out_dir)
+    log = log if log is not None else OutputLog()
+    check_outputs({"demo output": out_dir}, {"sample data folder": find_sample_data(data_dir)})
+    log.plan({"demo output": out_dir})
+    sample = load_sample(data_dir)
     image, geom, ref, names = sample["image"], sample["geometry"], sample["reference"], sample["class_names"]
     classes = list(range(1, len(names)))
     print(f"napari-sparseseg demo: {sample['path']}  shape {image.shape}  spacing {tuple(round(s, 2) for s in geom.spacing)} mm", file=out)
@@ -81,9 +84,14 @@ def run_demo(data_dir=None, out_dir="sparseseg_demo_out", cfg: DemoConfig | None
         if r < cfg.rounds:
             new = simulate_corrections(pred.labels, ref, k=2, seed=cfg.seed + 100 * r)
             corrections = new if corrections is None else merge_annotations(corrections, new)[0]
-    write_labels(out_dir / "mask.nii.gz", pred.labels, geom)
-    if corrections is not None:
-        write_labels(out_dir / "corrections.nii.gz", corrections, geom)
-    save_model(model, out_dir / "model")
+    mask_name, corr_name, model_name = DEMO_FILES
+
+    def build(tmp: Path) -> None:
+        write_labels(tmp / mask_name, pred.labels, geom)
+        if corrections is not None:
+            write_labels(tmp / corr_name, corrections, geom)
+        save_model(model, tmp / model_name)
+
+    log.write("demo output", lambda: replace_folder(out_dir, build, check=check_demo_folder))
     print(f"total {time.perf_counter() - t_start:.1f} s; wrote {out_dir / 'mask.nii.gz'} and {out_dir / 'model'}", file=out)
     return rows

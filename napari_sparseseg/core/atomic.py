@@ -1,35 +1,40 @@
 """Atomic writes: a file, a multi-file format, or a whole folder appears complete or not at all.
 
 Everything is first written under a hidden temporary name in the target's own folder (same
-file system), then renamed into place:
+file system), flushed to disk, then renamed into place:
 
 * :func:`atomic_file` - one file, written through a file object.
 * :func:`atomic_output` - a writer that needs a path (nibabel, SimpleITK); multi-file formats
-  (``.mhd`` + ``.raw``/``.zraw``, ``.nhdr`` + data) move their data file first, then the
-  header that points at it, so a reader never finds a header without its data.
-* :func:`replace_folder` - a model or session folder built in a temporary folder and put in
-  place in one rename. On Linux the old and new folders are swapped atomically
-  (``renameat2(RENAME_EXCHANGE)``), so a crash at any moment leaves either the old or the new
-  folder under its own name; the old one is then removed. Elsewhere the old folder is first
-  moved aside under a hidden name, which :func:`recover_folder` puts back.
+  (``.mhd`` + ``.zraw``, ``.nhdr`` + ``.raw.gz``) move their data file first, then the header
+  that points at it. If anything fails or is interrupted before the header is in place, the
+  previous data file is put back, so the old header never points at new data.
+* :func:`replace_folder` - a model, session, DICOM or demo folder built in a temporary folder
+  and put in place in one rename. On Linux an existing folder is swapped atomically with the
+  new one (``renameat2(RENAME_EXCHANGE)``), so a crash at any moment leaves either the old or
+  the new folder under its own name; the old one is then removed. Elsewhere the old folder is
+  first moved aside under a hidden name and moved back if the second rename fails;
+  :func:`recover_folder` puts it back after a hard crash between the two renames.
 
-Temporary names start with ``.`` and contain ``.sparseseg-tmp``; nothing else is ever deleted.
+New files and folders get the usual permissions (``0o666``/``0o777`` minus the umask); a
+replaced file keeps the permissions of the one it replaces. Temporary names start with ``.``
+and contain :data:`TMP_MARK`; nothing else is ever deleted.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import shutil
+import stat
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from napari_sparseseg.core.errors import OutputError
 
-__all__ = ["TMP_MARK", "atomic_file", "atomic_output", "recover_folder", "replace_folder"]
+__all__ = ["TMP_MARK", "atomic_file", "atomic_output", "data_file_of", "recover_folder", "replace_folder"]
 
 TMP_MARK = ".sparseseg-tmp"
 _RENAME_EXCHANGE = 2
@@ -40,43 +45,117 @@ def _tmp_name(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}{TMP_MARK}-{uuid.uuid4().hex[:8]}{suffix}")
 
 
+def _cannot(exc: OSError, what: str = "file") -> str:
+    return (f"cannot write the {what} ({exc.strerror or exc}); the previous {what}, if any, is unchanged. Free some space "
+            "or choose a writable folder.")
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush a file written by a library to the disk (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort; not every platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _keep_mode(old: Path, new: Path) -> None:
+    """Give ``new`` the permissions of the file it is about to replace."""
+    try:
+        mode = stat.S_IMODE(os.stat(old).st_mode)
+    except OSError:
+        return
+    try:
+        os.chmod(new, mode)
+    except OSError:
+        pass
+
+
 def atomic_file(path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb") -> Path:
     """Write ``path`` through ``write(fileobj)`` into a temporary file, then rename it into place.
 
+    Args:
+        path: the file to write.
+        write: called with the open temporary file.
+        mode: ``"wb"`` or ``"w"``.
+
+    Returns:
+        ``path``.
+
     Raises:
-        OutputError: the folder is missing or not writable, or the disk is full.
+        OutputError: the folder is missing or not writable, or the disk is full (an existing
+            ``path`` is then unchanged).
     """
     path = Path(path)
+    tmp = _tmp_name(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}-", dir=path.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
-        raise OutputError(f"cannot write in {path.parent} ({exc.strerror or exc}).", path=path) from exc
+        raise OutputError(f"cannot write in {path.parent} ({exc.strerror or exc}); choose a writable folder.",
+                          path=path) from exc
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        _keep_mode(path, tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except OSError as exc:
-        raise OutputError(f"cannot write ({exc.strerror or exc}).", path=path) from exc
+        raise OutputError(_cannot(exc), path=path) from exc
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
     return path
 
 
-def _header_data_pair(header: Path) -> Path | None:
-    """The data file a ``.mhd``/``.nhdr`` header points at (``None`` when it is inline)."""
+def _header_sep(header: Path) -> str:
+    return "=" if header.name.lower().endswith(".mhd") else ":"
+
+
+def data_file_of(header: str | os.PathLike) -> Path | None:
+    """The data file a ``.mhd``/``.nhdr`` header points at (``None`` when inline or unreadable).
+
+    Args:
+        header: a MetaImage (``.mhd``) or detached NRRD (``.nhdr``) header.
+
+    Returns:
+        The data file's path (it may not exist), or ``None``.
+    """
+    header = Path(header)
     try:
-        lines = header.read_text(errors="replace").splitlines()
+        with open(header, "rb") as f:
+            text = f.read(65536).decode("latin-1")
     except OSError:
         return None
-    for ln in lines:
-        key, _, value = ln.partition("=") if header.suffix.lower() == ".mhd" else ln.partition(":")
+    sep = _header_sep(header)
+    for ln in text.splitlines():
+        key, found, value = ln.partition(sep)
+        if not found:
+            continue
         key = key.strip().lower()
         if key in ("elementdatafile", "data file", "datafile"):
             value = value.strip()
-            if value.upper() == "LOCAL" or not value:
+            if not value or value.upper() in ("LOCAL", "LIST") or value.upper().startswith("LIST "):
                 return None
             return header.parent / value
     return None
@@ -85,13 +164,20 @@ def _header_data_pair(header: Path) -> Path | None:
 def _point_header_at(header: Path, data_name: str) -> None:
     lines = header.read_text(errors="replace").splitlines()
     out = []
+    sep = _header_sep(header)
     for ln in lines:
-        sep = "=" if header.suffix.lower() == ".mhd" else ":"
         key = ln.partition(sep)[0].strip().lower()
         if key in ("elementdatafile", "data file", "datafile"):
-            ln = f"{ln.partition(sep)[0].rstrip()} {sep} {data_name}"
+            name = ln.partition(sep)[0].strip()
+            # MetaImage: "ElementDataFile = x"; NRRD needs "data file: x" (no space before the colon)
+            ln = f"{name} = {data_name}" if sep == "=" else f"{name}: {data_name}"
         out.append(ln)
     header.write_text("\n".join(out) + "\n")
+
+
+def _full_suffix(path: Path) -> str:
+    name = path.name
+    return "".join(path.suffixes[-2:]) if name.lower().endswith(".nii.gz") else path.suffix
 
 
 def atomic_output(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -99,31 +185,61 @@ def atomic_output(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
 
     The temporary name ends like ``path`` (``.nii.gz``, ``.mhd``...), so format-guessing
     writers write the right format. For a header + data pair (``.mhd``, ``.nhdr``) the data
-    file is moved to ``<stem><data suffix>`` first and the header rewritten to point at it.
+    file is moved to ``<stem><data suffix>`` (``out.zraw``, ``out.raw.gz``) first and the
+    header, rewritten to point at it, last. Should the header's rename fail or be
+    interrupted, the previous data file is restored, so the old pair stays readable.
+
+    Args:
+        path: the file to write.
+        write: writes the file at the path it is given.
+
+    Returns:
+        ``path``.
 
     Raises:
         OutputError: the write failed (nothing is left behind; an old file stays as it was).
     """
     path = Path(path)
-    name = path.name
-    suffix = "".join(path.suffixes[-2:]) if name.lower().endswith(".nii.gz") else path.suffix
+    suffix = _full_suffix(path)
     tmp = _tmp_name(path, suffix)
     created: list[Path] = [tmp]
+    data = final_data = backup = None
     try:
         write(tmp)
-        data = _header_data_pair(tmp) if suffix.lower() in (".mhd", ".nhdr") else None
+        data = data_file_of(tmp) if suffix.lower() in (".mhd", ".nhdr") else None
         if data is not None:
             created.append(data)
-            stem = name[: -len(suffix)] if suffix else name
-            final_data = path.with_name(stem + "".join(data.suffixes[-1:]))
+            tmp_stem = tmp.name[: -len(suffix)]
+            data_suffix = data.name[len(tmp_stem):] if data.name.startswith(tmp_stem) else "".join(data.suffixes[-1:])
+            final_data = path.with_name(path.name[: -len(suffix)] + data_suffix)
             _point_header_at(tmp, final_data.name)
+            _fsync_file(data)
+            if os.path.lexists(final_data):
+                backup = _tmp_name(final_data, ".old")
+                created.append(backup)
+                try:
+                    os.link(final_data, backup)
+                except OSError:
+                    shutil.copy2(final_data, backup)
+        _fsync_file(tmp)
+        _keep_mode(path, tmp)
+        if data is not None:
             os.replace(data, final_data)
         os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write ({exc.strerror or exc}).", path=path) from exc
+        _fsync_dir(path.parent)
+    except BaseException as exc:
+        # The data file was moved but the header was not: put the previous data back.
+        if data is not None and not os.path.lexists(data) and os.path.lexists(tmp):
+            if backup is not None and os.path.lexists(backup):
+                os.replace(backup, final_data)
+            elif os.path.lexists(final_data):
+                os.unlink(final_data)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise OutputError(_cannot(exc), path=path) from exc
+        raise
     finally:
         for f in created:
-            if f.exists() and TMP_MARK in f.name:
+            if os.path.lexists(f) and TMP_MARK in f.name:
                 f.unlink()
     return path
 
@@ -141,59 +257,110 @@ def _exchange(a: Path, b: Path) -> bool:
     if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()
-    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system cannot exchange
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # the file system cannot exchange
         return False
     raise OSError(err, os.strerror(err), str(b))
 
 
-def replace_folder(folder: str | os.PathLike, build: Callable[[Path], None]) -> Path:
+def _fsync_tree(folder: Path) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            _fsync_file(Path(root) / name)
+        _fsync_dir(Path(root))
+
+
+def _refuse_file(folder: Path) -> None:
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise OutputError("a file exists where the folder should go; choose another path (nothing was replaced).",
+                          path=folder)
+
+
+def replace_folder(folder: str | os.PathLike, build: Callable[[Path], None],
+                   check: Callable[[Path], object] | None = None) -> Path:
     """Build a folder with ``build(tmp_folder)``, then put it at ``folder`` in one rename.
 
     The caller has already checked that an existing ``folder`` may be replaced (it is empty or
-    holds only files this package writes): its contents are removed after the swap.
+    holds only files this package writes): its contents are removed after the swap. ``check``
+    (e.g. :func:`~napari_sparseseg.core.checkpoint.check_model_folder`) is called again right
+    before the swap, so a file put there meanwhile is never deleted. A symbolic link to a
+    folder is followed: the folder it points at is replaced.
+
+    Args:
+        folder: the folder to create or replace.
+        build: fills the (empty) temporary folder it is given.
+        check: raises if ``folder`` may no longer be replaced.
+
+    Returns:
+        ``folder`` (the link's target if ``folder`` was a link).
 
     Raises:
-        OutputError: the parent folder is missing or not writable, or the build failed
-            (``folder`` is then left exactly as it was).
+        OutputError: the parent folder is missing or not writable, a file is where the folder
+            should go, or the build failed (``folder`` is then left exactly as it was).
     """
     folder = Path(folder)
+    if folder.is_symlink() and folder.is_dir():
+        folder = Path(os.path.realpath(folder))
     parent = folder.parent
     if not parent.is_dir():
         raise OutputError(f"the folder {parent} does not exist; create it first.", path=folder)
+    _refuse_file(folder)
+    tmp = _tmp_name(folder)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}{TMP_MARK}-", dir=parent))
+        os.mkdir(tmp, 0o777)
     except OSError as exc:
-        raise OutputError(f"cannot write in {parent} ({exc.strerror or exc}).", path=folder) from exc
+        raise OutputError(f"cannot write in {parent} ({exc.strerror or exc}); choose a writable folder.",
+                          path=folder) from exc
     try:
         build(tmp)
-        if folder.exists() and _exchange(tmp, folder):
-            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
-            return folder
-        if folder.exists():
+        _fsync_tree(tmp)
+        _refuse_file(folder)
+        if check is not None:
+            check(folder)
+        if os.path.lexists(folder):
+            if _exchange(tmp, folder):
+                _fsync_dir(parent)
+                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+                return folder
             aside = _tmp_name(folder, ".old")
-            os.replace(folder, aside)
-            os.replace(tmp, folder)
+            try:
+                os.replace(folder, aside)
+                os.replace(tmp, folder)
+            except BaseException:  # failed or interrupted between the renames: put the old folder back
+                if not os.path.lexists(folder) and os.path.lexists(aside):
+                    os.replace(aside, folder)
+                raise
+            _fsync_dir(parent)
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(tmp, folder)
+            _fsync_dir(parent)
     except OSError as exc:
-        raise OutputError(f"cannot write the folder ({exc.strerror or exc}).", path=folder) from exc
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(_cannot(exc, "folder"), path=folder) from exc
     finally:
-        if tmp.exists() and TMP_MARK in tmp.name:
+        if os.path.lexists(tmp) and TMP_MARK in tmp.name:
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
 def recover_folder(folder: str | os.PathLike) -> bool:
-    """Put back a folder that a crash left moved aside (the non-Linux path of :func:`replace_folder`).
+    """Put back a folder that a hard crash left moved aside (the non-Linux path of :func:`replace_folder`).
+
+    Args:
+        folder: the folder that should exist.
 
     Returns:
         whether a folder was restored.
     """
     folder = Path(folder)
-    if folder.exists() or not folder.parent.is_dir():
+    if os.path.lexists(folder) or not folder.parent.is_dir():
         return False
-    aside = sorted(folder.parent.glob(f".{folder.name}{TMP_MARK}-*.old"), key=lambda p: p.stat().st_mtime)
+    try:
+        aside = sorted(folder.parent.glob(f".{folder.name}{TMP_MARK}-*.old"), key=lambda p: p.stat().st_mtime)
+    except OSError:
+        return False
+    aside = [p for p in aside if p.is_dir()]
     if not aside:
         return False
     os.replace(aside[-1], folder)

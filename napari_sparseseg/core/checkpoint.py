@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_sparseseg import __version__
-from napari_sparseseg.core.atomic import replace_folder
+from napari_sparseseg.core.atomic import recover_folder, replace_folder
 from napari_sparseseg.core.errors import CheckpointError, OutputError
 from napari_sparseseg.core.intensity import Normalization
 from napari_sparseseg.core.network import NetworkConfig, build_network
@@ -88,7 +88,8 @@ def check_model_folder(folder: str | os.PathLike, what: str = "model folder") ->
     folder = Path(folder)
     if not folder.parent.is_dir():
         raise OutputError(f"the folder {folder.parent} does not exist; create it first.", path=folder)
-    if not folder.exists():
+    recover_folder(folder)  # a save that crashed between its two renames (not on Linux)
+    if not os.path.lexists(folder):
         return folder
     if not folder.is_dir():
         raise OutputError(f"a file exists where the {what} should go; choose another path.", path=folder)
@@ -130,7 +131,7 @@ def save_model(model: SegModel, folder: str | os.PathLike) -> Path:
         torch.save(state, tmp / WEIGHTS_NAME)
         (tmp / CONFIG_NAME).write_text(meta)
 
-    return replace_folder(folder, build)
+    return replace_folder(folder, build, check=check_model_folder)
 
 
 def read_tagged_json(path: Path, folder: Path, kind: str, expected_format: int, remedy: str) -> dict:
@@ -292,6 +293,8 @@ def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
     from napari_sparseseg.core.device import resolve_device
 
     folder = Path(folder)
+    if not folder.exists():
+        recover_folder(folder)  # a save that crashed between its two renames (not on Linux)
     if not folder.is_dir():
         raise CheckpointError("model folder not found; give a folder holding a saved model (model.json and model.pt).",
                               path=folder)

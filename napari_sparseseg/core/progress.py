@@ -97,8 +97,9 @@ class ProgressPrinter:
 
     On a terminal each stage gets a tqdm bar (steps, loss, time against the budget). When the
     stream is not a terminal (a log file, CI) each stage prints one line when it ends, e.g.
-    ``[train] 312 steps, 60.1 s, loss 0.1234``. ``quiet`` prints nothing. Use it as a context
-    manager, so the last stage's bar or line is finished::
+    ``[train] 312 steps, 60.1 s, loss 0.1234`` (a stage cut short by an exception prints no
+    line). ``quiet`` prints nothing. Use it as a context manager, so the last stage's bar or
+    line is finished::
 
         with ProgressPrinter() as show:
             result = run_to_end(trainer.run(), show)
@@ -155,5 +156,7 @@ class ProgressPrinter:
     def __enter__(self) -> ProgressPrinter:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and self._bar is None:
+            self._last = None  # interrupted or failed: no "done" line for an unfinished stage
         self.finish()

@@ -15,8 +15,10 @@ in a worker thread while the user keeps painting; :meth:`Session.accept` applies
 A saved session is a folder: ``session.json`` (format version, image reference, geometry,
 class names/colours, settings, history), ``annotations.npz`` (scribbles, correction mask,
 last prediction), ``model/`` (:mod:`~napari_sparseseg.core.checkpoint`) and ``image.npy``
-only when the image has no file to refer to. Each file is replaced atomically and
-``session.json`` is written last, so an interrupted save leaves the previous one readable.
+only when the image has no file to refer to. :meth:`Session.save` builds the whole folder
+next to the target and swaps it in with one rename, so an interrupted save leaves the
+previous session readable; it writes only into a new or empty folder or a session of ours
+(:func:`check_session_folder`), so it never deletes a file of the user's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Generator
@@ -34,8 +37,17 @@ from pathlib import Path
 import numpy as np
 
 from napari_sparseseg import __version__
-from napari_sparseseg.core.atomic import atomic_file
-from napari_sparseseg.core.checkpoint import SegModel, default_class_names, load_model, read_tagged_json, save_model
+from napari_sparseseg.core.atomic import recover_folder, replace_folder
+from napari_sparseseg.core.checkpoint import (
+    MODEL_FILES,
+    WEIGHTS_NAME,
+    SegModel,
+    check_model_folder,
+    default_class_names,
+    load_model,
+    read_tagged_json,
+    save_model,
+)
 from napari_sparseseg.core.config import PredictConfig, RoundSettings, TrainConfig
 from napari_sparseseg.core.errors import CheckpointError, ConfigError, InputError, OutputError, ScribbleError, SparseSegError
 from napari_sparseseg.core.grid import validate_affine, validate_spacing
@@ -283,57 +295,103 @@ class Session:
 
     # ------------------------------------------------------------- save/load
     def save(self, folder, include_image: bool | None = None) -> Path:
-        """Write the session to ``folder`` (created if missing). Thread-safe.
+        """Write the session to ``folder`` in one rename (see :func:`~napari_sparseseg.core.atomic.replace_folder`).
 
-        The model is written only when it changed since the last save to this folder. The image
-        is written (``image.npy``) when it has no :attr:`image_path` or ``include_image`` is true.
+        ``folder`` must be new, empty, or a session of ours (:func:`check_session_folder`); its
+        parent folders are created. The whole folder is built next to it and swapped in, so an
+        interrupted save leaves the previous session as it was. The model and image files are
+        written only when they changed since the last save to this folder; otherwise they are
+        hard-linked (or copied) from it, so an autosave stays cheap. The image is stored
+        (``image.npy``) when it has no :attr:`image_path` or ``include_image`` is true.
+        Thread-safe.
+
+        Args:
+            folder: the session folder.
+            include_image: store the image even if it has a file (default: only if it has none).
+
+        Returns:
+            ``folder`` (a link's target if ``folder`` is a link to a folder).
 
         Raises:
-            OutputError: the folder cannot be created or written.
+            OutputError: the folder holds files that are not a session of ours, or it cannot
+                be written (the previous session is then unchanged).
         """
         folder = Path(folder)
         with self._lock:
             try:
-                folder.mkdir(parents=True, exist_ok=True)
-                arrays = {"scribbles": self.scribbles, "corrected": np.packbits(self.corrected)}
-                if self.prediction is not None:
-                    arrays["prediction"] = self.prediction
-                atomic_file(folder / ANNOTATIONS, lambda f: np.savez_compressed(f, **arrays))
-                store_image = include_image if include_image is not None else not self.image_path
-                if store_image and self.image is not None:
-                    target = folder / IMAGE_NPY
-                    if not (target.is_file() and self._same_image_on_disk(target)):
-                        atomic_file(target, lambda f: np.save(f, self.image))
-                if self.model is not None and self._saved_model.get(str(folder.resolve())) != self._model_rev:
-                    save_model(self.model, folder / MODEL_DIR)
-                    self._saved_model[str(folder.resolve())] = self._model_rev
-                meta = {
-                    "format_version": SESSION_FORMAT,
-                    "package": "napari-sparseseg",
-                    "package_version": __version__,
-                    "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "image_path": self.image_path,
-                    "image_stored": bool(store_image and self.image is not None),
-                    "shape": list(self.scribbles.shape),
-                    "spacing": list(self.spacing),
-                    "geometry": self.geometry,
-                    "class_names": list(self.class_names),
-                    "colors": self.colors,
-                    "has_model": self.model is not None,
-                    "history": self.history,
-                    "settings": self.settings.to_dict(),
-                }
-                atomic_file(folder / SESSION_JSON, lambda f: f.write(json.dumps(meta, indent=1)), mode="w")
+                folder.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise OutputError(f"cannot save the session ({exc.strerror or exc}); choose a writable folder.", path=folder) from exc
-        return folder
+                raise OutputError(f"cannot create the folder {folder.parent} ({exc.strerror or exc}); choose a writable "
+                                  "folder.", path=folder) from exc
+            check_session_folder(folder)
+            key = str(folder.resolve())
+            done = vars(self).setdefault("_saved_files", {}).get(key, {})
+            arrays = {"scribbles": self.scribbles, "corrected": np.packbits(self.corrected)}
+            if self.prediction is not None:
+                arrays["prediction"] = self.prediction
+            store_image = bool((include_image if include_image is not None else not self.image_path)
+                               and self.image is not None)
+            old_image, old_model = folder / IMAGE_NPY, folder / MODEL_DIR
+            reuse_image = store_image and old_image.is_file() and (
+                done.get("image") == _identity(old_image) or self._same_image_on_disk(old_image))
+            reuse_model = (self.model is not None and self._saved_model.get(key) == self._model_rev
+                           and all((old_model / n).is_file() for n in MODEL_FILES)
+                           and done.get("model", _identity(old_model / WEIGHTS_NAME)) == _identity(old_model / WEIGHTS_NAME))
+            meta = {
+                "format_version": SESSION_FORMAT,
+                "package": "napari-sparseseg",
+                "package_version": __version__,
+                "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "image_path": self.image_path,
+                "image_stored": store_image,
+                "shape": list(self.scribbles.shape),
+                "spacing": list(self.spacing),
+                "geometry": self.geometry,
+                "class_names": list(self.class_names),
+                "colors": self.colors,
+                "has_model": self.model is not None,
+                "history": self.history,
+                "settings": self.settings.to_dict(),
+            }
+
+            def build(tmp: Path) -> None:
+                with open(tmp / ANNOTATIONS, "wb") as f:
+                    np.savez_compressed(f, **arrays)
+                if store_image:
+                    if reuse_image:
+                        _link_or_copy(old_image, tmp / IMAGE_NPY)
+                    else:
+                        with open(tmp / IMAGE_NPY, "wb") as f:
+                            np.save(f, self.image)
+                if self.model is not None:
+                    if reuse_model:
+                        (tmp / MODEL_DIR).mkdir()
+                        for name in MODEL_FILES:
+                            _link_or_copy(old_model / name, tmp / MODEL_DIR / name)
+                    else:
+                        save_model(self.model, tmp / MODEL_DIR)
+                (tmp / SESSION_JSON).write_text(json.dumps(meta, indent=1))  # last: a complete folder is a session
+
+            try:
+                out = replace_folder(folder, build, check=check_session_folder)
+            except OutputError:
+                raise
+            except OSError as exc:
+                raise OutputError(f"cannot save the session ({exc.strerror or exc}); choose a writable folder.",
+                                  path=folder) from exc
+            if self.model is not None:
+                self._saved_model[key] = self._model_rev
+            vars(self)["_saved_files"][key] = {"image": _identity(out / IMAGE_NPY),
+                                               "model": _identity(out / MODEL_DIR / WEIGHTS_NAME)}
+        return out
 
     def _same_image_on_disk(self, path: Path) -> bool:
+        """Whether ``path`` (an ``image.npy``) holds exactly :attr:`image`."""
         try:
             arr = np.load(path, mmap_mode="r")
+            return arr.shape == self.image.shape and arr.dtype == self.image.dtype and bool(np.array_equal(arr, self.image))
         except (OSError, ValueError):
             return False
-        return arr.shape == self.image.shape and arr.dtype == self.image.dtype
 
     @classmethod
     def load(cls, folder, image: np.ndarray | None = None, device: str = "cpu") -> Session:
@@ -489,6 +547,67 @@ def read_session_info(folder) -> dict:
     if meta.get("settings") is not None and not isinstance(meta["settings"], dict):
         raise bad(f"settings is {type(meta['settings']).__name__}; it must be a mapping.")
     return meta
+
+
+SESSION_FILES = frozenset({SESSION_JSON, ANNOTATIONS, IMAGE_NPY, MODEL_DIR})
+
+
+def check_session_folder(folder) -> Path:
+    """Check that a session may be saved at ``folder`` (before any work, and again before the swap).
+
+    Allowed: a path that does not exist yet, an empty folder, or a session folder of ours
+    (``session.json`` written by napari-sparseseg, plus only the files a session holds). Anything
+    else is refused, so saving a session never deletes a file of the user's.
+
+    Args:
+        folder: the session folder.
+
+    Returns:
+        ``folder``.
+
+    Raises:
+        OutputError: a file is there, or the folder holds other files (names a few of them).
+    """
+    folder = Path(folder)
+    recover_folder(folder)  # a save that crashed between its two renames (not on Linux)
+    if not os.path.lexists(folder):
+        return folder
+    if not folder.is_dir():
+        raise OutputError("a file exists where the session folder should go; choose another path.", path=folder)
+    names = {p.name for p in folder.iterdir()}
+    if not names:
+        return folder
+    others = sorted(names - SESSION_FILES)
+    if others or SESSION_JSON not in names:
+        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+        raise OutputError(f"the folder holds other files ({shown or f'no {SESSION_JSON}'}); save the session into a new "
+                          "or empty folder, or one saved by napari-sparseseg (nothing here is deleted).", path=folder)
+    try:
+        meta = json.loads((folder / SESSION_JSON).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
+        raise OutputError(f"the folder holds a {SESSION_JSON} that napari-sparseseg did not write; save the session into "
+                          "a new or empty folder (nothing here is deleted).", path=folder)
+    if MODEL_DIR in names:
+        check_model_folder(folder / MODEL_DIR, "session's model folder")
+    return folder
+
+
+def _identity(path: Path):
+    """What changes when a file is replaced (``None`` if it is missing)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _explain(exc: BaseException) -> BaseException:

@@ -6,6 +6,7 @@ SimpleITK's ``GetArrayFromImage`` order and napari's natural display order. The
 """
 
 from napari_sparseseg.io.geometry import Geometry
+from napari_sparseseg.io.outputs import OutputLog, check_demo_folder, check_format_limits, check_outputs
 from napari_sparseseg.io.volumes import (
     SUPPORTED_SUFFIXES,
     check_writable,
@@ -18,7 +19,11 @@ from napari_sparseseg.io.volumes import (
 
 __all__ = [
     "Geometry",
+    "OutputLog",
     "SUPPORTED_SUFFIXES",
+    "check_demo_folder",
+    "check_format_limits",
+    "check_outputs",
     "check_writable",
     "is_supported_path",
     "read_image",

@@ -7,6 +7,7 @@ import os
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,8 @@ def read_image(path: str | os.PathLike, backend: str = "auto") -> tuple[np.ndarr
         if p.is_dir():
             from napari_sparseseg.io.dicom import read_dicom_series
 
-            return read_dicom_series(p)
+            with _keep_locale():
+                return read_dicom_series(p)
         return _read_nibabel(p) if backend == "nibabel" else _read_sitk_file(p)
     except InputError as exc:
         exc.path = exc.path or str(p)
@@ -423,13 +425,14 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     if not parent.exists():
         raise OutputError(f"the {what} folder {parent} does not exist; create it first.", path=p)
     if not parent.is_dir():
-        raise OutputError(f"{parent} is not a folder.", path=p)
+        raise OutputError(f"{parent} is a file, not a folder; choose a path inside an existing folder.", path=p)
     try:
         fd, probe = tempfile.mkstemp(prefix=".sparseseg-probe-", dir=parent)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"the {what} folder {parent} is not writable ({exc.strerror}).", path=p) from exc
+        raise OutputError(f"the {what} folder {parent} is not writable ({exc.strerror or exc}); choose another folder.",
+                          path=p) from exc
     return p
 
 
@@ -455,7 +458,8 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry
             return _write_dicom_series(p, labels, geometry)
         raise OutputError(f"unsupported output format '{p.suffix}'; use {_SUPPORTED_TEXT}.", path=p)
     check_writable(p)
-    return atomic_output(p, lambda tmp: _write_array(tmp, suffix, labels, geometry))
+    with _sitk_errors(p):
+        return atomic_output(p, lambda tmp: _write_array(tmp, suffix, labels, geometry))
 
 
 def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geometry: Geometry) -> Path:
@@ -488,7 +492,34 @@ def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geomet
             _set_sitk_geometry(img, geometry)
             sitk.WriteImage(img, str(tmp), useCompression=True)
 
-    return atomic_output(p, write)
+    with _sitk_errors(p):
+        return atomic_output(p, write)
+
+
+@contextmanager
+def _keep_locale():
+    """GDCM (SimpleITK's DICOM layer) leaves the process locale at "C" after writing a series: put it back."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        if locale.setlocale(locale.LC_ALL) != saved:
+            try:
+                locale.setlocale(locale.LC_ALL, saved)
+            except locale.Error:
+                pass
+
+
+@contextmanager
+def _sitk_errors(path: Path):
+    """SimpleITK reports every write failure (a full disk included) as a RuntimeError: name the file instead."""
+    try:
+        yield
+    except RuntimeError as exc:
+        text = " ".join(str(exc).split())
+        detail = text.rsplit("itk::ERROR:", 1)[-1].strip()[:200]
+        raise OutputError(f"cannot write the file ({detail}); the previous file, if any, is unchanged. Free some space or "
+                          "choose a writable folder.", path=path) from exc
 
 
 def _set_sitk_geometry(img, geometry: Geometry) -> None:
@@ -520,8 +551,7 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
     import SimpleITK as sitk
 
     check_writable(folder, "DICOM output")
-    if folder.exists() and any(folder.iterdir()):
-        raise OutputError("the DICOM output folder is not empty; choose a new or empty folder.", path=folder)
+    _check_empty_folder(folder)
     arr = arr.astype(np.uint16)
     spacing, origin, direction = geometry.sitk_parameters()
     img = sitk.GetImageFromArray(arr)
@@ -558,12 +588,17 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
             for k, v in tags.items():
                 sl.SetMetaData(k, v)
             writer.SetFileName(str(tmp / f"slice_{z:04d}.dcm"))
-            writer.Execute(sl)
+            with _sitk_errors(folder):
+                writer.Execute(sl)
 
     # GDCM's writer sets the process's C locale to "C" and leaves it so; Python then decodes
     # subprocess output as ASCII. Put the locale back.
-    saved = locale.setlocale(locale.LC_ALL)
-    try:
-        return replace_folder(folder, build)
-    finally:
-        locale.setlocale(locale.LC_ALL, saved)
+    with _keep_locale():
+        return replace_folder(folder, build, check=_check_empty_folder)
+
+
+def _check_empty_folder(folder: Path) -> None:
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise OutputError("a file exists where the DICOM output folder should go; choose another path.", path=folder)
+    if folder.is_dir() and any(folder.iterdir()):
+        raise OutputError("the DICOM output folder is not empty; choose a new or empty folder.", path=folder)

@@ -78,43 +78,25 @@ def test_segment_then_predict_then_refine(case, tmp_path, capsys):
     assert code == 0, err
 
 
-BAD = [
-    ("missing image", ["segment", "{d}/nope.nii.gz", "{d}/scribbles.nii.gz"], "nope.nii.gz: file not found"),
-    ("unreadable", ["segment", "{d}/garbage.nii.gz", "{d}/scribbles.nii.gz"], "garbage.nii.gz: cannot read"),
-    ("not 3-D", ["segment", "{d}/flat.nii.gz", "{d}/scribbles.nii.gz"], "flat.nii.gz: expected a 3-D volume"),
-    ("other grid", ["segment", "{d}/image.nii.gz", "{d}/othergrid.nii.gz"], "othergrid.nii.gz: scribbles grid"),
-    ("no scribbles", ["segment", "{d}/image.nii.gz", "{d}/empty.nii.gz"], "empty.nii.gz: no scribbles"),
-    ("one class", ["segment", "{d}/image.nii.gz", "{d}/oneclass.nii.gz"], "oneclass.nii.gz: only one class"),
-    ("nan", ["segment", "{d}/nan.nii.gz", "{d}/scribbles.nii.gz"], "nan.nii.gz: the image has 1 NaN/inf"),
-    ("device", ["segment", "{d}/image.nii.gz", "{d}/scribbles.nii.gz", "--device", "gpu"], "unknown device 'gpu'"),
-    ("no cuda", ["segment", "{d}/image.nii.gz", "{d}/scribbles.nii.gz", "--device", "cuda"], "CUDA is not available"),
-    ("bad model", ["segment", "{d}/image.nii.gz", "{d}/scribbles.nii.gz", "--init-model", "{d}"], "not a napari-sparseseg model"),
-    ("predict no model", ["predict", "{d}/image.nii.gz", "--model", "{d}/nomodel"], "nomodel: model folder not found"),
-]
+# Bad input and faults (exit 2 / 130, one line, nothing lost): tests/cli/test_bad_input.py.
 
 
-@pytest.mark.parametrize("name, argv, message", BAD, ids=[b[0] for b in BAD])
-def test_bad_input_one_line_exit_2_nothing_overwritten(case, tmp_path, capsys, name, argv, message):
-    import torch
-
-    if name == "no cuda" and torch.cuda.is_available():
-        pytest.skip("CUDA is available here")
-    out = tmp_path / "mask.nii.gz"
-    out.write_bytes(b"previous result")
-    code, err = _run(capsys, *[a.format(d=case) for a in argv], "-o", out)
-    assert code == 2
+def test_quiet_prints_nothing_and_stderr_gets_one_line_per_stage(case, tmp_path, capsys):
+    argv = ["segment", case / "image.nii.gz", case / "scribbles.nii.gz", "--max-steps", 2, "--device", "cpu",
+            "-o", tmp_path / "m.nii.gz", "--model-out", tmp_path / "model", "--probabilities", tmp_path / "p.nii.gz"]
+    code = main([str(a) for a in [*argv, "-q"]])
+    cap = capsys.readouterr()
+    assert code == 0 and cap.out == "" and cap.err == ""
+    first = (tmp_path / "model" / "model.pt").stat().st_ino
+    code, err = _run(capsys, *argv)  # stderr is not a terminal here: one line per stage, no bar
+    assert code == 0, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sparseseg: error: "), err
-    assert message in lines[0]
-    assert out.read_bytes() == b"previous result"
-
-
-@pytest.mark.parametrize("where", ["missing_dir/mask.nii.gz", "afile/mask.nii.gz"])
-def test_output_folder_not_writable(case, tmp_path, capsys, where):
-    (tmp_path / "afile").write_text("x")
-    code, err = _run(capsys, "segment", case / "image.nii.gz", case / "scribbles.nii.gz", "-o", tmp_path / where, "--max-steps", 1)
-    assert code == 2 and "sparseseg: error:" in err and "mask.nii.gz" in err
-    assert len(err.strip().splitlines()) == 1
+    assert [ln.split()[0] for ln in lines if ln.startswith("[")] == ["[train]", "[predict]"]
+    assert "\r" not in err and "%|" not in err
+    assert lines[-3:] == [f"wrote mask {tmp_path / 'm.nii.gz'}", f"wrote probabilities {tmp_path / 'p.nii.gz'}",
+                          f"saved model {tmp_path / 'model'}"]
+    assert (tmp_path / "model" / "model.pt").stat().st_ino != first  # our own model folder is replaced as a whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nii.gz", "model", "p.nii.gz"]  # no temporary left
 
 
 def test_console_script_and_module_entry(tmp_path):
@@ -124,6 +106,35 @@ def test_console_script_and_module_entry(tmp_path):
     assert exe, "console script `sparseseg` not installed next to the interpreter"
     r = subprocess.run([exe, "segment", "x.nii.gz"], capture_output=True, text=True)
     assert r.returncode == 2  # argparse: -o missing
+
+
+def test_demo_quiet_keeps_its_table_and_replaces_its_own_output(tmp_path, capsys, sample_dir):
+    from napari_sparseseg.io.sample import load_sample
+
+    s = load_sample(sample_dir)
+    data = tmp_path / "sample"
+    data.mkdir()
+    crop = (slice(0, 24), slice(0, 32), slice(0, 32))
+    from napari_sparseseg.io import Geometry
+
+    g = Geometry(s["geometry"].affine, (24, 32, 32))
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(s["image"][crop].transpose(2, 1, 0)), g.nifti_affine()),
+             str(data / "image.nii.gz"))
+    scr = np.zeros((24, 32, 32), np.uint8)
+    scr[12, 2:5, 2:5], scr[12, 20:24, 20:24] = 1, 2
+    write_labels(data / "scribbles.nii.gz", scr, g)
+    write_labels(data / "reference.nii.gz", (s["reference"][crop] > 0).astype(np.uint8), g)
+    (data / "classes.json").write_text('["background", "organ"]')
+    out = tmp_path / "demo"
+    argv = ["demo", "--data", str(data), "-o", str(out), "--rounds", "2", "--time-budget", "0.5", "--device", "cpu", "-q"]
+    for _ in range(2):  # the second run replaces the first one's output
+        assert main(argv) == 0
+        cap = capsys.readouterr()
+        assert cap.err == "" and "mean" in cap.out and "organ" in cap.out
+        assert sorted(p.name for p in out.iterdir()) == ["corrections.nii.gz", "mask.nii.gz", "model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "sample"]
 
 
 @pytest.mark.slow
