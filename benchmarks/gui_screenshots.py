@@ -29,6 +29,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "screenshots"))
     ap.add_argument("--budget", type=float, default=30.0, help="training seconds per round")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="also bound each round by steps (with a large --budget: the same pictures on a busy machine)")
     args = ap.parse_args(argv)
     os.environ.setdefault("SPARSESEG_AUTOSAVE_DIR", tempfile.mkdtemp(prefix="sparseseg-autosave-"))
 
@@ -53,7 +55,10 @@ def main(argv=None):
     img.contrast_limits = (-160, 240)
     widget = SparseSegWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Sparse segmentation", area="right")
-    widget.settings.set_settings(dataclasses.replace(widget.settings.settings(), device="cpu", time_budget=args.budget))
+    QCoreApplication.processEvents()
+    viewer.reset_view()  # fit the slice to the canvas left beside the dock widget
+    widget.settings.set_settings(dataclasses.replace(widget.settings.settings(), device="cpu", time_budget=args.budget,
+                                                     max_steps=args.max_steps))
     from napari_sparseseg.io import read_labels
 
     ref, _ = read_labels(sample / "reference.nii.gz")  # on the file's grid, as the session
