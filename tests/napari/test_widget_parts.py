@@ -183,3 +183,43 @@ def test_new_scribbles_are_a_view_of_the_session_grid(make_napari_viewer, sample
     assert widget.classes.remove_class(2)
     assert (s.scribbles == 4).sum() == 0 and (s.scribbles == 3).sum() == n4 > 0
     assert widget.classes.names == ["background", "structure 1", "extra"]
+
+
+def test_permuted_scan_sessions_autosave_and_export_stay_on_the_file_grid(make_napari_viewer, sample_dir, tmp_path, monkeypatch, qtbot):
+    """A scan stored with permuted axes: display shape != grid shape; nothing written uses the display order."""
+    from napari_sparseseg._napari.layers import display_array, grid_array
+    from napari_sparseseg._qt.widget import SparseSegWidget
+    from napari_sparseseg.io import read_image, read_labels
+    from tests.napari.test_orientation import _reoriented, _write_image
+
+    monkeypatch.setenv("SPARSESEG_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+    arr, geom = read_image(sample_dir / "image.nii.gz")
+    path = _write_image(tmp_path / "permuted.nii.gz", *_reoriented(arr, geom, (1, 2, 0), (True, False, True)))
+    grid, grid_geom = read_image(path)
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="napari-sparseseg")
+    img = viewer.layers["permuted"]
+    assert img.data.shape != grid.shape  # the display really permutes the axes
+    widget = SparseSegWidget(viewer)
+    lay = widget.new_scribbles_layer()
+    with qtbot.waitSignal(widget.autosaver.saved, timeout=30_000) as saved:
+        lay.paint((20, 40, 50), 2)
+    s = widget.session
+    assert s.scribbles.shape == s.image.shape == grid.shape and np.array_equal(s.image, grid)
+    assert np.shares_memory(s.scribbles, lay.data) and (s.scribbles == 2).sum() == (np.asarray(lay.data) == 2).sum() > 0
+
+    # A prediction (here: the strokes themselves) is shown through the view and exported on the grid.
+    labels = (s.scribbles == 2).astype(np.uint8)
+    widget.binding.show_prediction(labels)
+    assert np.array_equal(viewer.layers["prediction"].data, display_array(labels, img.metadata))
+    back, g = read_labels(widget.export_mask(str(tmp_path / "mask.nii.gz")))
+    assert np.array_equal(back, labels) and np.allclose(g.affine, grid_geom.affine, atol=1e-4)
+
+    # The autosave is found again for the same scan (keyed by its grid shape), and resumes through the view.
+    viewer2 = make_napari_viewer()
+    viewer2.open(str(path), plugin="napari-sparseseg")
+    w2 = SparseSegWidget(viewer2)
+    assert w2.resume_box.isVisibleTo(w2) and w2.resume_box.folder == saved.args[0]
+    assert w2.resume()
+    assert np.array_equal(w2.scribbles_layer.data, lay.data)
+    assert np.array_equal(grid_array(w2.scribbles_layer.data, viewer2.layers["permuted"].metadata), s.scribbles)
