@@ -11,6 +11,7 @@ headless core Trainer on the same data, measured in the same run (ratio, not abs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -49,8 +50,7 @@ def main(argv=None):
     viewer.open(str(s["path"] / "scribbles.nii.gz"), plugin="napari-sparseseg")
     widget = SparseSegWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.device_combo.setCurrentText("cpu")
-    widget.budget_spin.setValue(args.seconds)
+    widget.settings.set_settings(dataclasses.replace(widget.settings.settings(), device="cpu", time_budget=args.seconds))
 
     clock = QElapsedTimer()
     clock.start()
@@ -82,12 +82,12 @@ def main(argv=None):
     t0 = time.time()
     run_loop(lambda: time.time() - t0 > 3)  # idle reference: same viewer, nothing running
     phase[0] = "train"
-    widget.train()
-    # Phases as the worker reports them: training steps, prediction, then showing the result
+    # Phases as the runner reports them: training steps, prediction, then showing the result
     # (adding the prediction/uncertainty layers on the GUI thread).
-    widget._worker.yielded.connect(lambda p: phase.__setitem__(0, "predict") if p.stage == "predict" else None)
-    widget._worker.returned.connect(lambda r: phase.__setitem__(0, "show"))
-    run_loop(lambda: widget._worker is None)
+    widget.runner.progress.connect(lambda p: phase.__setitem__(0, "predict") if p.stage == "predict" else None)
+    widget.runner.round_finished.connect(lambda r: phase.__setitem__(0, "show"))
+    widget.train()
+    run_loop(lambda: not widget.runner.busy)
     timer.stop()
     h = widget.session.history[-1]
     gui_rate = h["steps"] / h["seconds"]

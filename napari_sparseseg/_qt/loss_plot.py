@@ -30,6 +30,13 @@ class LossPlot(QWidget):
             if repaint:
                 self.update()
 
+    def set_current(self, losses: list[float]) -> None:
+        """Show ``losses`` as the current round's curve so far (replacing what it had) and repaint."""
+        if not self.rounds:
+            self.rounds.append(0)
+        self.losses[self.rounds[-1]:] = [float(v) for v in losses if v is not None and math.isfinite(v) and v > 0]
+        self.update()
+
     def set_history(self, rounds_losses: list[list[float]]) -> None:
         self.losses, self.rounds = [], []
         for losses in rounds_losses:

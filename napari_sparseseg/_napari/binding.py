@@ -1,0 +1,350 @@
+"""Layers <-> :class:`~napari_sparseseg.core.session.Session`, without Qt.
+
+The reader shows a scan as a permuted/flipped *view* of the file's own grid
+(:mod:`.orientation`). A session, and everything written from it, stays on that grid: every
+array crossing the boundary goes through :func:`.layers.grid_array` (layer -> session) or
+:func:`.layers.display_array` (session -> layer) with the image layer's metadata. Both return
+views, so a stroke painted on the display lands in the session's scribbles without a copy.
+
+One :class:`SessionBinding` per dock widget: it creates the session from the picked image and
+scribbles layers, folds strokes and prediction edits into it before a round or a save, shows a
+round's result as the ``prediction`` and ``uncertainty`` layers, installs a loaded session's
+layers and styles them. It runs on the GUI thread only (napari layers are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from napari_sparseseg._napari.layers import (
+    GEOMETRY_KEY,
+    default_colors,
+    display_array,
+    geometry_from_layer,
+    grid_array,
+    layer_kwargs,
+    prediction_colormap,
+    scribble_colormap,
+)
+from napari_sparseseg._napari.orientation import AXIS_LABELS, ORIENTATION_KEY, orientation_from_metadata
+from napari_sparseseg._napari.session import open_session, session_geometry
+from napari_sparseseg.core.config import RoundSettings
+from napari_sparseseg.core.errors import InputError, SparseSegError
+from napari_sparseseg.core.labels import label_dtype
+from napari_sparseseg.core.session import RoundResult, Session, autosave_folder, find_autosave, read_session_info
+from napari_sparseseg.io import Geometry
+
+__all__ = ["PREDICTION", "SCRIBBLES", "UNCERTAINTY", "SessionBinding", "grid_shape", "image_path", "layer_geometry"]
+
+SCRIBBLES, PREDICTION, UNCERTAINTY = "scribbles", "prediction", "uncertainty"
+BRUSH_SIZE = 3  # thin strokes: a few voxels wide, as scribbles should be
+_SHARED_META = (GEOMETRY_KEY, ORIENTATION_KEY, "orientation")
+
+
+def image_path(layer) -> str | None:
+    """The file (or DICOM folder) a layer was read from, if any."""
+    path = (layer.metadata or {}).get("source_path")
+    return str(path) if path else (str(layer.source.path) if layer.source.path else None)
+
+
+def layer_geometry(layer) -> Geometry:
+    """The geometry of the file's own grid under a layer's (display) data."""
+    return geometry_from_layer(np.shape(layer.data), layer.metadata, layer.scale, layer.translate)
+
+
+def grid_shape(layer) -> tuple[int, int, int]:
+    """Shape of a 3-D layer's data on the file's own grid."""
+    return orientation_from_metadata(layer.metadata).grid_shape(np.shape(layer.data))
+
+
+def kwargs_like(image, name: str) -> dict:
+    """Layer keyword arguments of a volume shown exactly over ``image`` (transform, geometry, orientation)."""
+    meta = {k: copy.deepcopy(v) for k, v in (image.metadata or {}).items() if k in _SHARED_META}
+    return {"name": name, "scale": tuple(image.scale), "translate": tuple(image.translate), "metadata": meta}
+
+
+class SessionBinding:
+    """The session of one image + scribbles pair in a viewer, and the layers that show it.
+
+    Args:
+        viewer: the napari viewer.
+        on_stroke: called after every finished stroke in the scribbles or prediction layer.
+
+    Attributes:
+        session: the current session (``None`` until :meth:`bind` or :meth:`install`).
+        image_layer: the image layer of :attr:`session`.
+        scribbles_layer: the scribbles layer of :attr:`session`.
+    """
+
+    def __init__(self, viewer, on_stroke: Callable[[], None] | None = None):
+        self.viewer = viewer
+        self.on_stroke = on_stroke
+        self.session: Session | None = None
+        self.image_layer = None
+        self.scribbles_layer = None
+        self._watched: weakref.WeakSet = weakref.WeakSet()
+
+    # ------------------------------------------------------------------ layers
+    def layer(self, name: str):
+        """The viewer's layer called ``name``, or ``None``."""
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    @property
+    def prediction_layer(self):
+        """The ``prediction`` Labels layer, or ``None``."""
+        return self.layer(PREDICTION)
+
+    def is_bound(self, image, scribbles=None) -> bool:
+        """Whether the session belongs to ``image`` (and ``scribbles`` when given)."""
+        return self.session is not None and self.image_layer is image and (scribbles is None or self.scribbles_layer is scribbles)
+
+    def to_grid(self, data) -> np.ndarray:
+        """The file-grid view of display data over the session's image."""
+        return grid_array(data, self.image_layer.metadata)
+
+    def to_display(self, grid) -> np.ndarray:
+        """The display view, over the session's image, of an array on the file's grid."""
+        return display_array(grid, self.image_layer.metadata)
+
+    @staticmethod
+    def check_image(image) -> None:
+        """Raise :class:`InputError` unless ``image`` is a single-channel 3-D image layer."""
+        if image is None:
+            raise InputError("No image: open a CT/MRI volume (File > Open or File > Open Sample) and select it in 'Image'.")
+        if image.ndim != 3 or image.multiscale or image.rgb:
+            raise InputError(f"'{image.name}' is not a single-channel 3-D volume; pick a 3-D CT/MRI image layer.")
+
+    def new_scribbles_layer(self, image, colors: list[str]):
+        """Add an empty uint8 scribbles layer over ``image`` (same shape, transform and metadata)."""
+        self.check_image(image)
+        name = SCRIBBLES if SCRIBBLES not in self.viewer.layers else f"{SCRIBBLES} ({image.name})"
+        layer = self.viewer.add_labels(np.zeros(np.shape(image.data), np.uint8), **kwargs_like(image, name))
+        self.style_scribbles(layer, colors)
+        layer.mode = "paint"
+        return layer
+
+    def style_scribbles(self, layer, colors: list[str]) -> None:
+        """Class colours, painting on the slice shown (any orientation), autosave after strokes."""
+        layer.colormap = scribble_colormap(colors)
+        layer.n_edit_dimensions = 2
+        if layer.selected_label < 1 or layer.selected_label > len(colors):
+            layer.selected_label = 1
+        self._watch(layer)
+
+    def set_classes(self, scribbles, names: list[str], colors: list[str]) -> None:
+        """Show new class names/colours in the scribbles and prediction layers and the session."""
+        if scribbles is not None:
+            scribbles.colormap = scribble_colormap(colors)
+            scribbles.metadata["class_names"] = list(names)
+        if self.prediction_layer is not None:
+            self.prediction_layer.colormap = prediction_colormap(colors)
+        if self.session is not None:
+            self.session.class_names, self.session.colors = list(names), list(colors)
+
+    @staticmethod
+    def stroke_count(scribbles, value: int) -> int:
+        """Voxels of ``scribbles`` painted with ``value``."""
+        return 0 if scribbles is None else int(np.count_nonzero(np.asarray(scribbles.data) == value))
+
+    @staticmethod
+    def shift_down(scribbles, value: int) -> None:
+        """After class ``value`` was removed: values above it move down by one (in place)."""
+        if scribbles is None:
+            return
+        data = np.asarray(scribbles.data)
+        data[data > value] -= 1
+        scribbles.refresh()
+
+    def show_orientation(self, image) -> str | None:
+        """Label the viewer's axes with the anatomical directions of a reoriented scan; returns the note."""
+        note = (image.metadata or {}).get("orientation")
+        if ORIENTATION_KEY in (image.metadata or {}) and self.viewer.dims.ndim >= 3:
+            labels = tuple(self.viewer.dims.axis_labels)
+            self.viewer.dims.axis_labels = labels[: len(labels) - 3] + AXIS_LABELS
+        return note
+
+    # ------------------------------------------------------------------ session
+    def bind(self, image, scribbles, class_names: list[str], colors: list[str]) -> Session:
+        """The session of ``image`` + ``scribbles``, created on first use.
+
+        A new pair keeps the model and history when the image is the same (new scribbles on
+        the same scan). The session's image and scribbles are file-grid views of the layers.
+
+        Raises:
+            InputError: no image or scribbles layer, not a 3-D volume, or shapes that differ.
+        """
+        self.check_image(image)
+        if scribbles is None:
+            raise InputError("No scribbles layer: press 'New' next to Scribbles, then paint background and at least one structure.")
+        if tuple(scribbles.data.shape) != tuple(np.shape(image.data)):
+            raise InputError(f"The scribbles layer '{scribbles.name}' has shape {tuple(scribbles.data.shape)} but the image "
+                             f"'{image.name}' has {tuple(np.shape(image.data))}; press 'New' to create scribbles on the image's grid.")
+        meta = image.metadata
+        if self.is_bound(image, scribbles) and np.shares_memory(grid_array(scribbles.data, meta), self.session.scribbles):
+            return self.session
+        if not isinstance(scribbles.data, np.ndarray) or not np.issubdtype(scribbles.data.dtype, np.integer):
+            data = np.asarray(scribbles.data)
+            scribbles.data = data.astype(label_dtype(data.max(initial=0)))
+        geom = layer_geometry(image)
+        model = self.session.model if self.is_bound(image) else None
+        history = self.session.history if model is not None else []
+        self.session = Session(grid_array(image.data, meta), grid_array(scribbles.data, meta), list(class_names),
+                               tuple(geom.spacing), geom.to_dict(), image_path(image), list(colors), model=model, history=history)
+        self.image_layer, self.scribbles_layer = image, scribbles
+        pred = self.prediction_layer
+        if model is not None and pred is not None and pred.data.shape == scribbles.data.shape:
+            self.session.set_prediction(self.to_grid(pred.data))
+        return self.session
+
+    def sync(self, class_names: list[str], colors: list[str], settings: RoundSettings) -> Session:
+        """Before a round or a save: fold strokes in either layer into the session's corrections.
+
+        Also copies the class table and settings into the session.
+        """
+        s = self.session
+        pred = self.prediction_layer
+        edited = None
+        if pred is not None and s.prediction is not None and pred.data.shape == self.scribbles_layer.data.shape:
+            edited = self.to_grid(pred.data)
+        s.absorb_edits(edited)
+        scr = self.scribbles_layer
+        if not np.shares_memory(self.to_grid(scr.data), s.scribbles):  # widened for a new class value
+            scr.data = self.to_display(s.scribbles)
+        scr.refresh()
+        s.class_names, s.colors, s.settings = list(class_names), list(colors), settings
+        return s
+
+    def accept(self, result: RoundResult, class_names: list[str], colors: list[str], settings: RoundSettings) -> None:
+        """Apply a finished round: strokes painted meanwhile are kept, the prediction is shown."""
+        self.sync(class_names, colors, settings)
+        self.session.accept(result)
+        if result.prediction is not None:
+            self.show_prediction(result.prediction.labels, result.prediction.uncertainty)
+
+    def show_prediction(self, labels: np.ndarray, uncertainty: np.ndarray | None = None) -> None:
+        """Show file-grid ``labels`` (class colours, background transparent) and ``uncertainty`` (hidden)."""
+        shown = self.to_display(labels)
+        pred = self.prediction_layer
+        if pred is not None and pred.data.shape == shown.shape:
+            pred.data = shown
+        else:
+            if pred is not None:
+                self.viewer.layers.remove(pred)
+            pred = self.viewer.add_labels(shown, opacity=0.45, **kwargs_like(self.image_layer, PREDICTION))
+            pred.n_edit_dimensions = 2
+            self._watch(pred)
+        pred.colormap = prediction_colormap(self.session.colors or default_colors(len(self.session.class_names)))
+        if uncertainty is not None:
+            data = self.to_display(uncertainty.astype(np.float32))
+            unc = self.layer(UNCERTAINTY)
+            if unc is not None and unc.data.shape == data.shape:
+                unc.data = data
+            else:
+                if unc is not None:
+                    self.viewer.layers.remove(unc)
+                self.viewer.add_image(data, colormap="magma", contrast_limits=(0, 1), visible=False, blending="additive",
+                                      **kwargs_like(self.image_layer, UNCERTAINTY))
+        # Keep the scribbles on top so strokes stay visible over the prediction.
+        scr = self.scribbles_layer
+        self.viewer.layers.move(self.viewer.layers.index(scr), len(self.viewer.layers))
+        self.viewer.layers.selection.active = scr
+
+    def reset_model(self) -> None:
+        """Forget the model; the next round trains a fresh network (annotations kept)."""
+        if self.session is not None:
+            self.session.model = None
+
+    def export_mask(self, path) -> Path:
+        """Write the (possibly edited) prediction on the scan's own grid and geometry.
+
+        Raises:
+            SparseSegError: no prediction yet, or the file cannot be written.
+        """
+        from napari_sparseseg.io import check_writable, write_labels
+
+        pred = self.prediction_layer
+        if pred is None or self.session is None:
+            raise SparseSegError("there is no prediction to export yet; train a model first.")
+        check_writable(path, "mask")
+        return Path(write_labels(path, self.to_grid(pred.data), session_geometry(self.session)))
+
+    # ------------------------------------------------------------------ files
+    def autosave_target(self) -> tuple[Session, Path]:
+        """The session (synced by the caller) and its autosave folder."""
+        s = self.session
+        return s, autosave_folder(self.image_layer.name, s.scribbles.shape, s.image_path)
+
+    def autosave_offer(self, image) -> tuple[Path, str] | None:
+        """``(folder, saved time)`` of an autosaved session of ``image`` not open now, else ``None``."""
+        if image is None or image.ndim != 3 or self.is_bound(image):
+            return None
+        folder = find_autosave(image.name, grid_shape(image), image_path(image))
+        if folder is None:
+            return None
+        try:
+            return folder, str(read_session_info(folder).get("saved", "?"))
+        except SparseSegError:
+            return None  # unreadable or from another version: nothing to offer
+
+    def find_image_for(self, folder):
+        """The open image layer of a saved session's scan (same file, same grid), or ``None``."""
+        try:
+            meta = read_session_info(folder)
+        except SparseSegError:
+            return None  # open_session reports what is wrong
+        from napari.layers import Image
+
+        for lay in self.viewer.layers:
+            p = image_path(lay) if isinstance(lay, Image) and lay.ndim == 3 else None
+            if p and meta.get("image_path") and Path(p).resolve() == Path(meta["image_path"]).resolve() \
+                    and list(grid_shape(lay)) == list(meta.get("shape", [])):
+                return lay
+        return None
+
+    def load(self, folder) -> tuple[Session, object]:
+        """Read a saved session, reusing its scan's image layer when open; ``(session, layer or None)``.
+
+        Raises:
+            SparseSegError: not a session, corrupt, or its scan is gone.
+        """
+        image = self.find_image_for(folder)
+        s = open_session(folder, image=None if image is None else grid_array(image.data, image.metadata))
+        return s, image
+
+    def install(self, session: Session, image=None) -> tuple:
+        """Show a loaded session: its image (added when ``None``), scribbles and prediction.
+
+        Strokes already in a layer are never overwritten: the session's scribbles get their own
+        layer unless the ``scribbles`` layer is empty. Returns ``(image layer, scribbles layer)``.
+        """
+        if image is None:
+            name = Path(session.image_path).name if session.image_path else "scan"
+            kw = layer_kwargs(session_geometry(session), name, session.image_path)
+            image = self.viewer.add_image(display_array(session.image, kw["metadata"]), colormap="gray", **kw)
+        shown = display_array(session.scribbles, image.metadata)
+        scr = self.layer(SCRIBBLES)
+        if scr is not None and scr.data.shape == shown.shape and not np.asarray(scr.data).any():
+            scr.data = shown
+        else:
+            scr = self.viewer.add_labels(shown, **kwargs_like(image, SCRIBBLES if scr is None else f"{SCRIBBLES} (session)"))
+        self.session, self.image_layer, self.scribbles_layer = session, image, scr
+        if session.prediction is not None:
+            self.show_prediction(np.array(session.prediction, copy=True))
+        return image, scr
+
+    # ------------------------------------------------------------------ strokes
+    def _watch(self, layer) -> None:
+        if layer in self._watched:
+            return
+        self._watched.add(layer)
+        layer.brush_size = BRUSH_SIZE
+        layer.events.paint.connect(self._stroke)
+
+    def _stroke(self, event=None) -> None:
+        if self.on_stroke is not None:
+            self.on_stroke()

@@ -1,0 +1,128 @@
+"""The training settings panel, built from :class:`~napari_sparseseg.core.config.RoundSettings`.
+
+Every control takes its choices (the option enums), range (``widget_range`` or the bounds) and
+tooltip (``help``) from the field's metadata, and its value from a ``RoundSettings``: no default
+is written here (cellfinder's containers, with the dataclass as the single source).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QSpinBox, QWidget
+
+from napari_sparseseg.core.config import RoundSettings, field_info, option_values
+
+__all__ = ["SettingsPanel"]
+
+# Row labels (layout only); checkboxes carry their label as text.
+_LABELS = {"device": "Device", "model_size": "Model size", "time_budget": "Time per round", "seed": "Seed"}
+# GUI-only advice appended to a field's help.
+_NOTES = {"model_size": "A trained model keeps its size; 'New model' starts over.",
+          "stroke_regions_only": "A region you want kept needs one stroke of its class."}
+_LARGEST_INT = 2**31 - 1  # QSpinBox holds a C int
+
+
+def _tooltip(name: str) -> str:
+    """The field's ``help``; for an option, its enum's docstring (what ``auto`` means)."""
+    meta = field_info(RoundSettings, name).metadata
+    text = meta.get("help", "")
+    parts = [text[:1].upper() + text[1:] + "."]
+    if "choices" in meta and meta["choices"].__doc__:
+        parts = [meta["choices"].__doc__.replace("``", "").strip()]
+    return " ".join(parts + ([_NOTES[name]] if name in _NOTES else []))
+
+
+def _range(name: str) -> tuple[float, float]:
+    """The range a spin box offers: ``widget_range`` if given, else the field's bounds."""
+    meta = field_info(RoundSettings, name).metadata
+    if "widget_range" in meta:
+        return tuple(meta["widget_range"])
+    low = meta.get("ge", meta.get("gt", 0))
+    high = meta.get("le", meta.get("lt", _LARGEST_INT))
+    if "gt" in meta and "ge" not in meta:
+        low = low + (1 if field_info(RoundSettings, name).type == "int" else 0.01)
+    return low, min(high, _LARGEST_INT)
+
+
+class SettingsPanel(QGroupBox):
+    """Device, model size, time per round, seed, Live and "Only regions touching a stroke".
+
+    Fields without a control (``max_steps``, ``live_seconds``) keep the values of the last
+    :meth:`set_settings`, so scripts and tests can bound a round by steps.
+
+    Args:
+        settings: the initial settings (default: ``RoundSettings()``).
+        parent: the parent widget.
+
+    Signals:
+        settings_changed(RoundSettings): any control changed (also after :meth:`set_settings`).
+    """
+
+    settings_changed = Signal(object)
+
+    def __init__(self, settings: RoundSettings | None = None, parent: QWidget | None = None):
+        super().__init__("Training", parent)
+        self._base = RoundSettings()
+        self.device = self._combo("device")
+        self.model_size = self._combo("model_size")
+        self.time_budget = QDoubleSpinBox()
+        self.time_budget.setRange(*_range("time_budget"))
+        self.time_budget.setSuffix(" s")
+        self.seed = QSpinBox()
+        self.seed.setRange(*(int(v) for v in _range("seed")))
+        self.live = QCheckBox()
+        self.stroke_regions_only = QCheckBox("Only regions touching a stroke")
+        form = QFormLayout(self)
+        for name in ("device", "model_size", "time_budget", "seed", "live", "stroke_regions_only"):
+            control = getattr(self, name)
+            control.setToolTip(_tooltip(name))
+            if name in _LABELS:
+                form.addRow(_LABELS[name], control)
+            else:
+                form.addRow(control)
+        self.set_settings(settings or self._base)
+        for signal in (self.device.currentTextChanged, self.model_size.currentTextChanged, self.time_budget.valueChanged,
+                       self.seed.valueChanged, self.live.toggled, self.stroke_regions_only.toggled):
+            signal.connect(self._emit)
+
+    @staticmethod
+    def _combo(name: str) -> QComboBox:
+        combo = QComboBox()
+        combo.addItems(list(option_values(field_info(RoundSettings, name).metadata["choices"])))
+        return combo
+
+    def settings(self) -> RoundSettings:
+        """The settings shown (validated; raises ``ConfigError`` for an impossible value)."""
+        return dataclasses.replace(
+            self._base, device=self.device.currentText(), model_size=self.model_size.currentText(),
+            time_budget=self.time_budget.value(), seed=self.seed.value(), live=self.live.isChecked(),
+            stroke_regions_only=self.stroke_regions_only.isChecked())
+
+    def set_settings(self, settings: RoundSettings) -> None:
+        """Show ``settings`` (a device not in the list, e.g. ``cuda:1``, is added to it)."""
+        self._base = settings
+        controls = (self.device, self.model_size, self.time_budget, self.seed, self.live, self.stroke_regions_only)
+        for control in controls:
+            control.blockSignals(True)
+        for combo, value in ((self.device, settings.device), (self.model_size, settings.model_size)):
+            if combo.findText(value) < 0:
+                combo.addItem(value)
+            combo.setCurrentText(value)
+        self.time_budget.setValue(float(settings.time_budget))
+        self.seed.setValue(int(settings.seed))
+        self.live.setText(f"Live: retrain {settings.live_seconds:g} s after each stroke")
+        self.live.setChecked(bool(settings.live))
+        self.stroke_regions_only.setChecked(bool(settings.stroke_regions_only))
+        for control in controls:
+            control.blockSignals(False)
+        self._emit()
+
+    def set_running(self, running: bool) -> None:
+        """While a round runs the device and model size are fixed; the rest applies to the next round."""
+        self.device.setEnabled(not running)
+        self.model_size.setEnabled(not running)
+
+    def _emit(self, *_) -> None:
+        self.settings_changed.emit(self.settings())
