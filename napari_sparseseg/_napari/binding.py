@@ -265,12 +265,15 @@ class SessionBinding:
         Raises:
             SparseSegError: no prediction yet, or the file cannot be written.
         """
-        from napari_sparseseg.io import check_writable, write_labels
+        from napari_sparseseg.io import check_format_limits, check_outputs, write_labels
 
         pred = self.prediction_layer
         if pred is None or self.session is None:
             raise SparseSegError("there is no prediction to export yet; train a model first.")
-        check_writable(path, "mask")
+        # The safety contract: never onto the scan or its scribbles' files (any path or link to them).
+        inputs = {"scan": self.session.image_path, "scribbles": image_path(self.scribbles_layer) if self.scribbles_layer is not None else None}
+        check_outputs({"mask": path}, inputs)
+        check_format_limits({"mask": path}, self.session.scribbles.shape, len(self.session.class_names))
         return Path(write_labels(path, self.to_grid(pred.data), session_geometry(self.session)))
 
     # ------------------------------------------------------------------ files

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_sparseseg._napari.layers import default_colors
+from napari_sparseseg.core.labels import MAX_CLASSES
 
 __all__ = ["ClassTable"]
 
@@ -106,8 +107,11 @@ class ClassTable(QGroupBox):
         self._changed()
 
     def add_class(self, name: str | None = None, color: str | None = None) -> int:
-        """Append a class and select it; returns its scribble value."""
+        """Append a class and select it; returns its scribble value (0 when the table is full)."""
         n = self.table.rowCount()
+        if n >= MAX_CLASSES:
+            show_warning(f"At most {MAX_CLASSES} classes (background included) can be segmented together.")
+            return 0
         self.table.blockSignals(True)
         self._append_row(name or f"structure {n}", color or default_colors(n + 1)[n])
         self.table.blockSignals(False)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_sparseseg._napari.binding import PREDICTION, SessionBinding
@@ -24,6 +24,7 @@ from napari_sparseseg._qt.round_panel import RoundPanel, round_summary
 from napari_sparseseg._qt.round_runner import RoundRunner, error_message
 from napari_sparseseg._qt.settings_panel import SettingsPanel
 from napari_sparseseg.core.errors import SparseSegError
+from napari_sparseseg.core.labels import MAX_CLASSES
 from napari_sparseseg.core.session import Session
 
 __all__ = ["SparseSegWidget"]
@@ -124,7 +125,12 @@ class SparseSegWidget(QWidget):
         names = (lay.metadata or {}).get("class_names")
         if names and not (self.session is not None and self.binding.scribbles_layer is lay):
             self.classes.set_classes(list(names))
-        while len(self.classes.names) < int(np.asarray(lay.data).max(initial=0)):  # every painted value gets a row
+        top = int(np.asarray(lay.data).max(initial=0))
+        if top > MAX_CLASSES:  # a mask or an atlas picked as scribbles: say so rather than add rows
+            show_warning(f"'{lay.name}' holds the value {top}, but scribbles use 1..{MAX_CLASSES} (1 = background, "
+                         "c + 1 = class c); pick a scribbles layer, or press New.")
+            top = MAX_CLASSES
+        while len(self.classes.names) < top:  # every painted value gets a row
             self.classes.add_class()
         self.binding.style_scribbles(lay, self.classes.colors)
 

@@ -27,7 +27,7 @@ def resolve_device(name: str = "auto"):
             return torch.device("cuda")
         return torch.device("mps") if mps_ok else torch.device("cpu")
     if base == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("device 'cuda' requested but CUDA is not available here; use --device auto or cpu.")
+        raise DeviceError("device 'cuda' requested but CUDA is not available here; choose the device auto or cpu.")
     if base == "mps" and not mps_ok:
-        raise DeviceError("device 'mps' requested but Apple MPS is not available here; use --device auto or cpu.")
+        raise DeviceError("device 'mps' requested but Apple MPS is not available here; choose the device auto or cpu.")
     return torch.device(name)

@@ -249,7 +249,7 @@ class Session:
             stop.clear()
         else:
             if self.model is None:
-                raise SparseSegError("there is no model yet; press Train first (or load a model).")
+                raise SparseSegError("there is no model yet; train one first (or load a model).")
             model = self.model
         try:
             prediction, halted = yield from until_stopped(predict(model, self.image, predict_cfg, scribbles), stop)

@@ -255,3 +255,32 @@ def test_plugin_widget_from_manifest_and_live_mode(make_napari_viewer, sample_di
     assert "prediction" in viewer.layers and len(widget.session.history) == 1
     assert 1 <= widget.session.history[-1]["steps"] <= 2
     _finish(widget, qtbot)
+
+
+def test_export_never_overwrites_the_scan_or_its_scribbles(make_napari_viewer, sample_dir, qtbot, tmp_path, notifications):
+    """The safety contract in the widget: Export mask refuses the scan's and the scribbles' own files."""
+    import hashlib
+    import shutil
+
+    from napari_sparseseg._qt.widget import SparseSegWidget
+    from napari_sparseseg.io import read_labels
+
+    for name in ("image.nii.gz", "scribbles.nii.gz", "classes.json"):
+        shutil.copy(sample_dir / name, tmp_path / name)
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "image.nii.gz"), plugin="napari-sparseseg")
+    viewer.open(str(tmp_path / "scribbles.nii.gz"), plugin="napari-sparseseg")
+    widget = SparseSegWidget(viewer)
+    _settings(widget, device="cpu", max_steps=2)
+    try:
+        _run(widget, qtbot)
+        digest = {n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in ("image.nii.gz", "scribbles.nii.gz")}
+        (tmp_path / "link.nii.gz").symlink_to(tmp_path / "image.nii.gz")
+        for target in ("image.nii.gz", "scribbles.nii.gz", "link.nii.gz"):
+            assert widget.export_mask(str(tmp_path / target)) is None
+            assert "would overwrite" in notifications[-1]
+        assert digest == {n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in digest}
+        out = widget.export_mask(str(tmp_path / "mask.nii.gz"))
+        assert out is not None and read_labels(out)[0].shape == widget.session.scribbles.shape
+    finally:
+        _finish(widget, qtbot)

@@ -73,6 +73,11 @@ def test_class_table_add_rename_colour_remove_and_refuse(qtbot, monkeypatch, not
     assert table.table.verticalHeaderItem(2).text() == "3"
     strokes.clear()
     assert table.remove_class(2) and not table.remove_class(1) and "besides background" in notifications[-1]
+    # The table stops at the class bound the core enforces.
+    from napari_sparseseg.core.labels import MAX_CLASSES
+
+    table.set_classes([f"c{i}" for i in range(MAX_CLASSES)])
+    assert table.add_class() == 0 and len(table.names) == MAX_CLASSES and f"At most {MAX_CLASSES}" in notifications[-1]
 
 
 # ------------------------------------------------------------------ settings panel
