@@ -26,23 +26,14 @@ sys.path.insert(0, str(REPO))
 
 def _write_lps_copy(src: Path, out: Path) -> Path:
     """The same voxels stored in LPS order (i and j reversed) as .mha, with SimpleITK."""
-    import SimpleITK as sitk
-
-    from napari_sparseseg.io import Geometry, read_image
+    from napari_sparseseg.io import Geometry, read_image, write_image
 
     arr, g = read_image(src)
     new = np.ascontiguousarray(arr[:, ::-1, ::-1])
     aff = g.affine.copy()
     aff[:3, 1], aff[:3, 2] = -g.affine[:3, 1], -g.affine[:3, 2]
     aff[:3, 3] = g.index_to_world(np.array([0, arr.shape[1] - 1, arr.shape[2] - 1], float))
-    geom = Geometry(aff, new.shape)
-    img = sitk.GetImageFromArray(new)
-    spacing, origin, direction = geom.sitk_parameters()
-    img.SetSpacing(spacing)
-    img.SetOrigin(origin)
-    img.SetDirection(direction)
-    sitk.WriteImage(img, str(out))
-    return out
+    return write_image(out, new, Geometry(aff, new.shape))
 
 
 def _direction_letters(layer, axes: tuple[int, int]) -> list[tuple[tuple, str]]:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from napari_sparseseg.core.errors import OutputError
 
-__all__ = ["TMP_MARK", "atomic_file", "atomic_output", "data_file_of", "recover_folder", "replace_folder"]
+__all__ = ["TMP_MARK", "atomic_file", "atomic_output", "check_ours", "data_file_of", "file_identity", "recover_folder", "replace_folder"]
 
 TMP_MARK = ".sparseseg-tmp"
 _RENAME_EXCHANGE = 2
@@ -50,24 +50,13 @@ def _cannot(exc: OSError, what: str = "file") -> str:
             "or choose a writable folder.")
 
 
-def _fsync_file(path: Path) -> None:
-    """Flush a file written by a library to the disk (best effort)."""
+def _fsync(path: Path) -> None:
+    """Flush a file written by a library, or a rename in a folder, to the disk.
+
+    Best effort: not every platform can open a folder.
+    """
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (best effort; not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -119,7 +108,7 @@ def atomic_file(path: str | os.PathLike, write: Callable[[object], None], mode: 
             os.fsync(f.fileno())
         _keep_mode(path, tmp)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        _fsync(path.parent)
     except OSError as exc:
         raise OutputError(_cannot(exc), path=path) from exc
     finally:
@@ -213,7 +202,7 @@ def atomic_output(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
             data_suffix = data.name[len(tmp_stem):] if data.name.startswith(tmp_stem) else "".join(data.suffixes[-1:])
             final_data = path.with_name(path.name[: -len(suffix)] + data_suffix)
             _point_header_at(tmp, final_data.name)
-            _fsync_file(data)
+            _fsync(data)
             if os.path.lexists(final_data):
                 backup = _tmp_name(final_data, ".old")
                 created.append(backup)
@@ -221,12 +210,12 @@ def atomic_output(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
                     os.link(final_data, backup)
                 except OSError:
                     shutil.copy2(final_data, backup)
-        _fsync_file(tmp)
+        _fsync(tmp)
         _keep_mode(path, tmp)
         if data is not None:
             os.replace(data, final_data)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        _fsync(path.parent)
     except BaseException as exc:
         # The data file was moved but the header was not: put the previous data back.
         if data is not None and not os.path.lexists(data) and os.path.lexists(tmp):
@@ -265,8 +254,8 @@ def _exchange(a: Path, b: Path) -> bool:
 def _fsync_tree(folder: Path) -> None:
     for root, _, files in os.walk(folder):
         for name in files:
-            _fsync_file(Path(root) / name)
-        _fsync_dir(Path(root))
+            _fsync(Path(root) / name)
+        _fsync(Path(root))
 
 
 def _refuse_file(folder: Path) -> None:
@@ -318,7 +307,7 @@ def replace_folder(folder: str | os.PathLike, build: Callable[[Path], None],
             check(folder)
         if os.path.lexists(folder):
             if _exchange(tmp, folder):
-                _fsync_dir(parent)
+                _fsync(parent)
                 shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
                 return folder
             aside = _tmp_name(folder, ".old")
@@ -329,11 +318,11 @@ def replace_folder(folder: str | os.PathLike, build: Callable[[Path], None],
                 if not os.path.lexists(folder) and os.path.lexists(aside):
                     os.replace(aside, folder)
                 raise
-            _fsync_dir(parent)
+            _fsync(parent)
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(tmp, folder)
-            _fsync_dir(parent)
+            _fsync(parent)
     except OSError as exc:
         if isinstance(exc, OutputError):
             raise
@@ -365,3 +354,66 @@ def recover_folder(folder: str | os.PathLike) -> bool:
         return False
     os.replace(aside[-1], folder)
     return True
+
+
+def check_ours(folder: str | os.PathLike, allowed: frozenset[str] | set[str], marker: str, what: str,
+               remedy: str) -> set[str]:
+    """Check that ``folder`` may be replaced as a whole: new, empty, or one of ours.
+
+    One of ours holds only ``allowed`` names, among them ``marker``, a JSON file written by
+    napari-sparseseg (its ``package`` tag), or a folder when ``marker`` names one. Used for
+    model, session and demo folders, so replacing one never deletes a file of the user's.
+
+    Args:
+        folder: the folder to be written.
+        allowed: the names such a folder may hold.
+        marker: the name that must be there (a tagged JSON file or a sub-folder).
+        what: the folder's name in messages ("model folder", "session folder"...).
+        remedy: what the user should give instead, ending the message.
+
+    Returns:
+        The names the folder holds (empty when it is new or empty).
+
+    Raises:
+        OutputError: a file is there, the folder holds other files (a few are named), or its
+            marker was not written by napari-sparseseg.
+    """
+    import json
+
+    folder = Path(folder)
+    if not os.path.lexists(folder):
+        return set()
+    if not folder.is_dir():
+        raise OutputError(f"a file exists where the {what} should go; choose another path.", path=folder)
+    names = {p.name for p in folder.iterdir()}
+    if not names:
+        return names
+    others = sorted(names - set(allowed))
+    if others or marker not in names:
+        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+        raise OutputError(f"the {what} already holds other files ({shown or f'no {marker}'}); {remedy} "
+                          "(nothing here is deleted).", path=folder)
+    if (folder / marker).is_dir():
+        return names
+    try:
+        meta = json.loads((folder / marker).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
+        raise OutputError(f"the {what} holds a {marker} that napari-sparseseg did not write; {remedy} "
+                          "(nothing here is deleted).", path=folder)
+    return names
+
+
+def file_identity(path: str | os.PathLike, follow_links: bool = True):
+    """What changes when a file is replaced or rewritten: device, inode, mtime, size (``None`` if missing).
+
+    Args:
+        path: the file.
+        follow_links: describe the file a symbolic link points at (else the link itself).
+    """
+    try:
+        st = os.stat(path) if follow_links else os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_sparseseg import __version__
-from napari_sparseseg.core.atomic import recover_folder, replace_folder
+from napari_sparseseg.core.atomic import check_ours, recover_folder, replace_folder
 from napari_sparseseg.core.errors import CheckpointError, OutputError
 from napari_sparseseg.core.intensity import Normalization
 from napari_sparseseg.core.network import NetworkConfig, build_network
@@ -89,26 +89,7 @@ def check_model_folder(folder: str | os.PathLike, what: str = "model folder") ->
     if not folder.parent.is_dir():
         raise OutputError(f"the folder {folder.parent} does not exist; create it first.", path=folder)
     recover_folder(folder)  # a save that crashed between its two renames (not on Linux)
-    if not os.path.lexists(folder):
-        return folder
-    if not folder.is_dir():
-        raise OutputError(f"a file exists where the {what} should go; choose another path.", path=folder)
-    names = {p.name for p in folder.iterdir()}
-    if not names:
-        return folder
-    others = sorted(names - MODEL_FILES)
-    if others or CONFIG_NAME not in names:
-        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
-        raise OutputError(
-            f"the {what} already holds other files ({shown or 'no model.json'}); give a new or empty folder, "
-            "or one written by --model-out (nothing here is deleted).", path=folder)
-    try:
-        meta = json.loads((folder / CONFIG_NAME).read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        meta = None
-    if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
-        raise OutputError(f"the {what} holds a {CONFIG_NAME} that napari-sparseseg did not write; give a new or "
-                          "empty folder (nothing here is deleted).", path=folder)
+    check_ours(folder, MODEL_FILES, CONFIG_NAME, what, "give a new or empty folder, or one written by --model-out")
     return folder
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_sparseseg import __version__
-from napari_sparseseg.core.atomic import recover_folder, replace_folder
+from napari_sparseseg.core.atomic import check_ours, file_identity, recover_folder, replace_folder
 from napari_sparseseg.core.checkpoint import (
     MODEL_FILES,
     WEIGHTS_NAME,
@@ -333,10 +333,10 @@ class Session:
                                and self.image is not None)
             old_image, old_model = folder / IMAGE_NPY, folder / MODEL_DIR
             reuse_image = store_image and old_image.is_file() and (
-                done.get("image") == _identity(old_image) or self._same_image_on_disk(old_image))
+                done.get("image") == file_identity(old_image) or self._same_image_on_disk(old_image))
             reuse_model = (self.model is not None and self._saved_model.get(key) == self._model_rev
                            and all((old_model / n).is_file() for n in MODEL_FILES)
-                           and done.get("model", _identity(old_model / WEIGHTS_NAME)) == _identity(old_model / WEIGHTS_NAME))
+                           and done.get("model", file_identity(old_model / WEIGHTS_NAME)) == file_identity(old_model / WEIGHTS_NAME))
             meta = {
                 "format_version": SESSION_FORMAT,
                 "package": "napari-sparseseg",
@@ -381,8 +381,8 @@ class Session:
                                   path=folder) from exc
             if self.model is not None:
                 self._saved_model[key] = self._model_rev
-            vars(self)["_saved_files"][key] = {"image": _identity(out / IMAGE_NPY),
-                                               "model": _identity(out / MODEL_DIR / WEIGHTS_NAME)}
+            vars(self)["_saved_files"][key] = {"image": file_identity(out / IMAGE_NPY),
+                                               "model": file_identity(out / MODEL_DIR / WEIGHTS_NAME)}
         return out
 
     def _same_image_on_disk(self, path: Path) -> bool:
@@ -570,37 +570,11 @@ def check_session_folder(folder) -> Path:
     """
     folder = Path(folder)
     recover_folder(folder)  # a save that crashed between its two renames (not on Linux)
-    if not os.path.lexists(folder):
-        return folder
-    if not folder.is_dir():
-        raise OutputError("a file exists where the session folder should go; choose another path.", path=folder)
-    names = {p.name for p in folder.iterdir()}
-    if not names:
-        return folder
-    others = sorted(names - SESSION_FILES)
-    if others or SESSION_JSON not in names:
-        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
-        raise OutputError(f"the folder holds other files ({shown or f'no {SESSION_JSON}'}); save the session into a new "
-                          "or empty folder, or one saved by napari-sparseseg (nothing here is deleted).", path=folder)
-    try:
-        meta = json.loads((folder / SESSION_JSON).read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        meta = None
-    if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
-        raise OutputError(f"the folder holds a {SESSION_JSON} that napari-sparseseg did not write; save the session into "
-                          "a new or empty folder (nothing here is deleted).", path=folder)
+    names = check_ours(folder, SESSION_FILES, SESSION_JSON, "session folder",
+                       "save the session into a new or empty folder, or one saved by napari-sparseseg")
     if MODEL_DIR in names:
         check_model_folder(folder / MODEL_DIR, "session's model folder")
     return folder
-
-
-def _identity(path: Path):
-    """What changes when a file is replaced (``None`` if it is missing)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -13,6 +13,7 @@ from napari_sparseseg.io.volumes import (
     is_supported_path,
     read_image,
     read_labels,
+    write_image,
     write_labels,
     write_probabilities,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "is_supported_path",
     "read_image",
     "read_labels",
+    "write_image",
     "write_labels",
     "write_probabilities",
 ]

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
-from napari_sparseseg.core.atomic import TMP_MARK, data_file_of
+from napari_sparseseg.core.atomic import TMP_MARK, check_ours, data_file_of, file_identity
 from napari_sparseseg.core.errors import OutputError
 from napari_sparseseg.io.volumes import NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, _suffix, check_writable
 
@@ -168,18 +168,10 @@ def check_demo_folder(folder: str | os.PathLike) -> Path:
     from napari_sparseseg.core.checkpoint import check_model_folder
 
     folder = Path(folder)
-    if not os.path.lexists(folder):
-        return folder
-    if not folder.is_dir():
-        raise OutputError("a file exists where the demo output folder should go; choose another path.", path=folder)
-    names = {p.name for p in folder.iterdir()}
+    names = check_ours(folder, DEMO_FILES, "model", "demo output folder",
+                       "give a new or empty folder, or an earlier demo output")
     if not names:
         return folder
-    others = sorted(names - set(DEMO_FILES))
-    if others or "model" not in names:
-        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
-        raise OutputError(f"the demo output folder holds other files ({shown or 'no model'}); give a new or empty "
-                          "folder, or an earlier demo output (nothing here is deleted).", path=folder)
     try:
         check_model_folder(folder / "model", "demo's model folder")
         ours = (folder / "model" / "model.json").is_file()
@@ -328,14 +320,6 @@ def check_format_limits(outputs: Mapping[str, str | os.PathLike | None], shape, 
                               f"{shape[1]}x{shape[2]}; write .nrrd or .mha instead.", path=path)
 
 
-def _identity(path: Path):
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
-
-
 class OutputLog:
     """Which of a command's outputs are on disk, for an exact message when it stops early.
 
@@ -362,12 +346,12 @@ class OutputLog:
         """Run ``fn`` (which writes the output ``kind``) and record it; returns what ``fn`` returns."""
         path = self.planned[kind]
         self.attempted.append(kind)
-        before = _identity(path)
+        before = file_identity(path, follow_links=False)
         with self.guard():
             try:
                 result = fn()
             except BaseException:
-                if _identity(path) != before and os.path.lexists(path):
+                if file_identity(path, follow_links=False) != before and os.path.lexists(path):
                     self.written.append(kind)
                 raise
             self.written.append(kind)

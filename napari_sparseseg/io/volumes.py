@@ -457,9 +457,35 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry
         if p.suffix == "" or p.is_dir():
             return _write_dicom_series(p, labels, geometry)
         raise OutputError(f"unsupported output format '{p.suffix}'; use {_SUPPORTED_TEXT}.", path=p)
+    return _write_volume(p, labels, geometry)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, geometry: Geometry) -> Path:
+    """Write intensities (array order ``(k, j, i)``, dtype kept) on ``geometry``'s grid, atomically.
+
+    For derived scans (a crop, a resampled or synthetic volume) and tests; NIfTI with nibabel,
+    NRRD/MHA/MHD with SimpleITK.
+
+    Raises:
+        InputError: the array does not match the geometry or is not real-valued.
+        OutputError: unsupported format, or the file cannot be written.
+    """
+    image = np.asarray(image)
+    if tuple(image.shape) != tuple(geometry.shape):
+        raise InputError(f"image shape {image.shape} does not match the geometry {geometry.shape}.", path=path)
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise InputError(f"expected real-valued intensities, got dtype {image.dtype}.", path=path)
+    p = Path(path)
+    if _suffix(p) not in SUPPORTED_SUFFIXES:
+        raise OutputError(f"unsupported output format '{p.suffix}'; use .nii, .nii.gz, .nrrd, .mha or .mhd.", path=p)
+    return _write_volume(p, image, geometry)
+
+
+def _write_volume(p: Path, arr: np.ndarray, geometry: Geometry) -> Path:
+    suffix = _suffix(p)
     check_writable(p)
     with _sitk_errors(p):
-        return atomic_output(p, lambda tmp: _write_array(tmp, suffix, labels, geometry))
+        return atomic_output(p, lambda tmp: _write_array(tmp, suffix, arr, geometry))
 
 
 def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geometry: Geometry) -> Path:

@@ -284,7 +284,7 @@ BAD = [
      "theirs: the model folder holds a model.json that napari-sparseseg did not write"),
     ("model parent missing", None, [*SEG, "-o", "out.nii.gz", "--model-out", "no/model"], "no/model: the model folder no does not exist"),
     # -- demo
-    ("demo onto a user folder", None, [*DEMO, "-o", "keep"], "keep: the demo output folder holds other files"),
+    ("demo onto a user folder", None, [*DEMO, "-o", "keep"], "keep: the demo output folder already holds other files"),
     ("demo onto a file", None, [*DEMO, "-o", "afile"], "afile: a file exists where the demo output folder"),
     ("demo onto its data", None, [*DEMO, "-o", "sample"],
      "sample: the demo output would overwrite the sample data folder"),

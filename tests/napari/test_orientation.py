@@ -20,7 +20,7 @@ from napari_sparseseg._napari.orientation import (
 )
 from napari_sparseseg._napari.reader import read_layers
 from napari_sparseseg._napari.writer import write_labels_layer
-from napari_sparseseg.io import Geometry, read_image, read_labels, write_labels
+from napari_sparseseg.io import Geometry, read_image, read_labels, write_image, write_labels
 
 
 def _reoriented(arr, geom, perm, flip):
@@ -39,24 +39,6 @@ def _reoriented(arr, geom, perm, flip):
     return np.ascontiguousarray(new), Geometry(aff, new.shape)
 
 
-def _write_image(path, arr, geom):
-    """Write intensities with the package's geometry conventions (nibabel for NIfTI, SimpleITK otherwise)."""
-    if str(path).endswith(".nii.gz"):
-        import nibabel as nib
-
-        nib.save(nib.Nifti1Image(np.ascontiguousarray(arr.transpose(2, 1, 0)), geom.nifti_affine()), str(path))
-    else:
-        import SimpleITK as sitk
-
-        img = sitk.GetImageFromArray(arr)
-        spacing, origin, direction = geom.sitk_parameters()
-        img.SetSpacing(spacing)
-        img.SetOrigin(origin)
-        img.SetDirection(direction)
-        sitk.WriteImage(img, str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def stored_copies(tmp_path_factory, sample_dir):
     """The sample CT (RAS storage) as an LPS .mha, an LPS .nrrd and two permuted/flipped NIfTIs."""
@@ -67,7 +49,7 @@ def stored_copies(tmp_path_factory, sample_dir):
     copies["lps.nrrd"] = copies["lps.mha"]
     copies["permuted.nii.gz"] = _reoriented(arr, geom, (2, 0, 1), (False, False, False))
     copies["permuted_flipped.nii.gz"] = _reoriented(arr, geom, (1, 2, 0), (True, False, True))
-    return {name: _write_image(d / name, a, g) for name, (a, g) in copies.items()}
+    return {name: write_image(d / name, a, g) for name, (a, g) in copies.items()}
 
 
 def test_every_storage_order_shows_the_same_picture(stored_copies):

@@ -21,20 +21,6 @@ def _autosave_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSESEG_AUTOSAVE_DIR", str(tmp_path / "autosave"))
 
 
-@pytest.fixture
-def notifications():
-    from napari.utils.notifications import notification_manager
-
-    seen = []
-
-    def record(n):
-        seen.append(str(n.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
-
-
 def _settings(widget, **changes):
     widget.settings.set_settings(dataclasses.replace(widget.settings.settings(), **changes))
 

@@ -9,20 +9,6 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture
-def notifications():
-    from napari.utils.notifications import notification_manager
-
-    seen = []
-
-    def record(n):
-        seen.append(str(n.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
-
-
 # ------------------------------------------------------------------ class table
 def test_class_table_add_rename_colour_remove_and_refuse(qtbot, monkeypatch, notifications):
     from qtpy.QtGui import QColor
@@ -194,12 +180,12 @@ def test_permuted_scan_sessions_autosave_and_export_stay_on_the_file_grid(make_n
     """A scan stored with permuted axes: display shape != grid shape; nothing written uses the display order."""
     from napari_sparseseg._napari.layers import display_array, grid_array
     from napari_sparseseg._qt.widget import SparseSegWidget
-    from napari_sparseseg.io import read_image, read_labels
-    from tests.napari.test_orientation import _reoriented, _write_image
+    from napari_sparseseg.io import read_image, read_labels, write_image
+    from tests.napari.test_orientation import _reoriented
 
     monkeypatch.setenv("SPARSESEG_AUTOSAVE_DIR", str(tmp_path / "autosave"))
     arr, geom = read_image(sample_dir / "image.nii.gz")
-    path = _write_image(tmp_path / "permuted.nii.gz", *_reoriented(arr, geom, (1, 2, 0), (True, False, True)))
+    path = write_image(tmp_path / "permuted.nii.gz", *_reoriented(arr, geom, (1, 2, 0), (True, False, True)))
     grid, grid_geom = read_image(path)
     viewer = make_napari_viewer()
     viewer.open(str(path), plugin="napari-sparseseg")
