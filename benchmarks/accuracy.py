@@ -15,6 +15,7 @@ Prints Dice per class per round for both methods and writes benchmarks/results/a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -39,7 +40,7 @@ from napari_sparseseg.core.simulated_annotator import simulate_corrections, simu
 from napari_sparseseg.core.train import Trainer  # noqa: E402
 
 
-def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True):
+def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, refine=True):
     """All rounds for each seed and k on one case; the image and the forest's features are computed once."""
     image, geom, ref, names = load_case(name)
     classes = list(range(1, len(names)))
@@ -62,9 +63,14 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True):
                 res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr["unet"], init=model, spacing=geom.spacing, class_names=names).run())
                 model = res.model
                 t0 = time.perf_counter()
-                pred = predict_volume(model, image, PredictConfig(device=device, uncertainty=False, stroke_regions_only=regions_only), y).labels
+                pcfg = PredictConfig(device=device, uncertainty=False, stroke_regions_only=regions_only, refine=refine)
+                pred = predict_volume(model, image, pcfg, y, geom.spacing).labels
                 row["unet"] = {"dice": dice_per_class(pred, ref, classes), "steps": res.steps, "train_s": res.elapsed, "predict_s": time.perf_counter() - t0,
                                "labelled_voxels": int((y > 0).sum())}
+                # The same network without boundary refinement (ablation in the same run; the
+                # corrections follow the default path above).
+                plain = predict_volume(model, image, dataclasses.replace(pcfg, refine=not refine), y, geom.spacing).labels
+                row["unet_other_refine"] = {"dice": dice_per_class(plain, ref, classes), "refine": not refine}
                 # Random forest on the same kind of strokes (its own corrections)
                 y_rf, _ = merge_annotations(scribbles, corr["rf"])
                 t0 = time.perf_counter()
@@ -75,9 +81,10 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True):
                 pred_rf_cc = pred_rf.copy()
                 keep_stroke_regions(pred_rf_cc, y_rf)
                 row["rf_regions"] = {"dice": dice_per_class(pred_rf_cc, ref, classes)}
-                for m in ("unet", "rf", "rf_regions"):
+                for m in ("unet", "unet_other_refine", "rf", "rf_regions"):
                     row[m]["mean_dice"] = float(np.mean(list(row[m]["dice"].values())))
-                log(f"  k={k} round {r}: U-Net {row['unet']['mean_dice']:.3f} ({res.steps} steps)  RF {row['rf']['mean_dice']:.3f}"
+                log(f"  k={k} round {r}: U-Net {row['unet']['mean_dice']:.3f} ({res.steps} steps; "
+                    f"{'without' if refine else 'with'} refinement {row['unet_other_refine']['mean_dice']:.3f})  RF {row['rf']['mean_dice']:.3f}"
                     f" (RF + region filter {row['rf_regions']['mean_dice']:.3f})  "
                     + "  ".join(f"{names[c]} {row['unet']['dice'][c]:.2f}/{row['rf']['dice'][c]:.2f}" for c in classes))
                 results.append(row)
@@ -99,6 +106,8 @@ def main(argv=None):
                     help="annotator/training seeds; with several, the summary also gives the mean over seeds (default 0)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--keep-all-regions", action="store_true", help="U-Net without the stroke-region filter (ablation)")
+    ap.add_argument("--no-refine", action="store_true",
+                    help="U-Net masks without boundary refinement (the refined mask of the same net is then the ablation)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "accuracy.json"))
     args = ap.parse_args(argv)
 
@@ -110,10 +119,13 @@ def main(argv=None):
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, budget {args.budget:g}s/round")
     all_rows = {}
     for name in args.cases:
-        rows, names = run_case(name, args.k, args.rounds, args.budget, args.seeds, args.device, log, not args.keep_all_regions)
+        rows, names = run_case(name, args.k, args.rounds, args.budget, args.seeds, args.device, log, not args.keep_all_regions,
+                               not args.no_refine)
         all_rows[name] = {"class_names": names, "rows": rows}
-    log("\nsummary: mean Dice, U-Net vs RF baseline (difference) [RF + the same region filter]")
-    log(f"{'case':<18}{'k':>3}{'seed':>6}" + "".join(f"{'round ' + str(r):>32}" for r in range(args.rounds + 1)))
+    other = "without" if not args.no_refine else "with"
+    log(f"\nsummary: mean Dice (± sd over seeds), U-Net {{same net {other} refinement}} vs RF baseline (difference) "
+        "[RF + the same region filter]")
+    log(f"{'case':<18}{'k':>3}{'seed':>6}" + "".join(f"{'round ' + str(r):>44}" for r in range(args.rounds + 1)))
     for name, block in all_rows.items():
         for k in args.k:
             for seed in args.seeds + (["mean"] if len(args.seeds) > 1 else []):
@@ -122,8 +134,10 @@ def main(argv=None):
                 cells = ""
                 for r in range(args.rounds + 1):
                     rows = [x for x in of_seed if x["round"] == r]
-                    u, f, fr = (float(np.mean([x[m]["mean_dice"] for x in rows])) for m in ("unet", "rf", "rf_regions"))
-                    cells += f"{u:>8.3f} {f:>6.3f} ({u - f:+.2f}) [{fr:.3f}]"
+                    u, uo, f, fr = (float(np.mean([x[m]["mean_dice"] for x in rows]))
+                                    for m in ("unet", "unet_other_refine", "rf", "rf_regions"))
+                    sd = f"±{np.std([x['unet']['mean_dice'] for x in rows]):.3f}" if len(rows) > 1 else " " * 6
+                    cells += f"{u:>8.3f}{sd} {{{uo:.3f}}} {f:>6.3f} ({u - f:+.2f}) [{fr:.3f}]"
                 log(f"{name:<18}{k:>3}{seed:>6}{cells}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -173,7 +173,7 @@ def cmd_segment(args) -> int:
         raise
     check_format_limits(outputs, image.shape, trainer.num_classes)
     pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False,
-                         stroke_regions_only=not args.keep_all_regions)
+                         stroke_regions_only=not args.keep_all_regions, refine=args.refine)
     bounds = " and ".join(b for b in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
                                       f"{cfg.time_budget:g} s" if cfg.time_budget else "") if b)
     _say(args, f"training on {device.type} for at most {bounds} (Ctrl-C aborts; nothing is written before the end)")
@@ -181,7 +181,7 @@ def cmd_segment(args) -> int:
         result = run_to_end(trainer.run(), show)
         show.finish()
         _say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})")
-        pred = run_to_end(predict(result.model, image, pcfg, trainer.y), show)
+        pred = run_to_end(predict(result.model, image, pcfg, trainer.y, geom.spacing), show)
     _write_outputs(args, geom, pred, model=result.model)
     return EXIT_OK
 
@@ -195,14 +195,14 @@ def cmd_predict(args) -> int:
     from napari_sparseseg.core.progress import run_to_end
     from napari_sparseseg.io import check_format_limits
 
-    pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False)
+    pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False, refine=args.refine)
     device = resolve_device(args.device)
     outputs = _check_outputs(args)
     image, geom, _, _ = _read_inputs(args)
     model = load_model(args.model, device=device)
     check_format_limits(outputs, image.shape, model.num_classes)
     with _progress(args) as show:
-        pred = run_to_end(predict(model, image, pcfg), show)
+        pred = run_to_end(predict(model, image, pcfg, spacing=geom.spacing), show)
     _write_outputs(args, geom, pred)
     return EXIT_OK
 
@@ -226,6 +226,11 @@ def _add_setting(parser: argparse.ArgumentParser, cls, name: str, **override) ->
 
     f = field_info(cls, name)
     meta = f.metadata
+    if str(f.type) == "bool":  # --flag / --no-flag
+        on = "on" if f.default else "off"
+        parser.add_argument(meta["flag"], action=argparse.BooleanOptionalAction, default=f.default,
+                            help=f"{meta.get('help', '')} (default {on})", **override)
+        return
     kind = _TYPES[str(f.type).split(" |")[0].strip()]
     choices = meta.get("choices")
     metavar = "|".join(option_values(choices)) if choices else meta.get("metavar")
@@ -258,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--class-names", metavar="A,B,...", help="names of the classes, background first")
     seg.add_argument("--keep-all-regions", action="store_true",
                      help="keep predicted regions that touch no stroke of their class (default: drop them)")
+    _add_setting(seg, PredictConfig, "refine")
     common(seg)
     seg.set_defaults(func=cmd_segment)
 
@@ -266,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--model", required=True, metavar="DIR")
     pre.add_argument("-o", "--output", required=True, metavar="MASK")
     _add_setting(pre, PredictConfig, "device")
+    _add_setting(pre, PredictConfig, "refine")
     common(pre)
     pre.set_defaults(func=cmd_predict)
 

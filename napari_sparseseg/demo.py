@@ -74,7 +74,8 @@ def run_demo(data_dir=None, out_dir="sparseseg_demo_out", cfg: DemoConfig | None
             result = run_to_end(trainer.run(), show)
             model = result.model
             t0 = time.perf_counter()
-            pred = run_to_end(predict(model, image, PredictConfig(device=cfg.device, uncertainty=False), trainer.y), show)
+            pred = run_to_end(predict(model, image, PredictConfig(device=cfg.device, uncertainty=False), trainer.y,
+                                      geom.spacing), show)
         t_pred = time.perf_counter() - t0
         dice = dice_per_class(pred.labels, ref, classes)
         mean = float(np.mean(list(dice.values())))

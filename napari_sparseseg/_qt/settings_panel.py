@@ -47,7 +47,7 @@ def _range(name: str) -> tuple[float, float]:
 
 
 class SettingsPanel(QGroupBox):
-    """Device, model size, time per round, seed, Live and "Only regions touching a stroke".
+    """Device, model size, time per round, seed, Live, "Only regions touching a stroke" and "Refine outlines".
 
     Fields without a control (``max_steps``, ``live_seconds``) keep the values of the last
     :meth:`set_settings`, so scripts and tests can bound a round by steps.
@@ -74,8 +74,9 @@ class SettingsPanel(QGroupBox):
         self.seed.setRange(*(int(v) for v in _range("seed")))
         self.live = QCheckBox()
         self.stroke_regions_only = QCheckBox("Only regions touching a stroke")
+        self.refine = QCheckBox("Refine outlines along the image's edges")
         form = QFormLayout(self)
-        for name in ("device", "model_size", "time_budget", "seed", "live", "stroke_regions_only"):
+        for name in ("device", "model_size", "time_budget", "seed", "live", "stroke_regions_only", "refine"):
             control = getattr(self, name)
             control.setToolTip(_tooltip(name))
             if name in _LABELS:
@@ -84,7 +85,7 @@ class SettingsPanel(QGroupBox):
                 form.addRow(control)
         self.set_settings(settings or self._base)
         for signal in (self.device.currentTextChanged, self.model_size.currentTextChanged, self.time_budget.valueChanged,
-                       self.seed.valueChanged, self.live.toggled, self.stroke_regions_only.toggled):
+                       self.seed.valueChanged, self.live.toggled, self.stroke_regions_only.toggled, self.refine.toggled):
             signal.connect(self._emit)
 
     @staticmethod
@@ -98,12 +99,13 @@ class SettingsPanel(QGroupBox):
         return dataclasses.replace(
             self._base, device=self.device.currentText(), model_size=self.model_size.currentText(),
             time_budget=self.time_budget.value(), seed=self.seed.value(), live=self.live.isChecked(),
-            stroke_regions_only=self.stroke_regions_only.isChecked())
+            stroke_regions_only=self.stroke_regions_only.isChecked(), refine=self.refine.isChecked())
 
     def set_settings(self, settings: RoundSettings) -> None:
         """Show ``settings`` (a device not in the list, e.g. ``cuda:1``, is added to it)."""
         self._base = settings
-        controls = (self.device, self.model_size, self.time_budget, self.seed, self.live, self.stroke_regions_only)
+        controls = (self.device, self.model_size, self.time_budget, self.seed, self.live, self.stroke_regions_only,
+                    self.refine)
         for control in controls:
             control.blockSignals(True)
         for combo, value in ((self.device, settings.device), (self.model_size, settings.model_size)):
@@ -115,6 +117,7 @@ class SettingsPanel(QGroupBox):
         self.live.setText(f"Live: retrain {settings.live_seconds:g} s after each stroke")
         self.live.setChecked(bool(settings.live))
         self.stroke_regions_only.setChecked(bool(settings.stroke_regions_only))
+        self.refine.setChecked(bool(settings.refine))
         for control in controls:
             control.blockSignals(False)
         self._emit()

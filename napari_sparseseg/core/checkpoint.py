@@ -9,6 +9,7 @@ Layout of a model folder::
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ class SegModel:
         patch_size: training/inference window in voxels, array order.
         spacing: voxel size (mm) of the training image, array order.
         history: one dict per training round (steps, seconds, loss).
+        intensity_scale: typical intensity difference between neighbouring voxels of one class
+            on the strokes it was trained on (normalised units), for boundary refinement
+            (:mod:`~napari_sparseseg.core.refine`); ``None`` if unknown.
     """
 
     network: object
@@ -45,6 +49,7 @@ class SegModel:
     patch_size: tuple
     spacing: tuple = (1.0, 1.0, 1.0)
     history: list = field(default_factory=list)
+    intensity_scale: float | None = None
 
     @property
     def num_classes(self) -> int:
@@ -64,6 +69,7 @@ class SegModel:
             "patch_size": list(self.patch_size),
             "spacing": list(self.spacing),
             "history": list(self.history),
+            "intensity_scale": self.intensity_scale,
         }
 
 
@@ -184,7 +190,7 @@ def _network_config(meta: dict, folder: Path) -> NetworkConfig:
 
 
 def _model_fields(meta: dict, folder: Path) -> tuple:
-    """``(config, normalization, class_names, patch_size, spacing, history)`` from ``model.json``, checked."""
+    """``(config, normalization, class_names, patch_size, spacing, history, intensity_scale)`` from ``model.json``, checked."""
     from napari_sparseseg.core.errors import InputError
     from napari_sparseseg.core.grid import validate_spacing
 
@@ -216,7 +222,11 @@ def _model_fields(meta: dict, folder: Path) -> tuple:
     history = meta.get("history", [])
     if not isinstance(history, list):
         raise _corrupt(folder, f"{CONFIG_NAME} gives history = {history!r}; it must be a list.")
-    return config, normalization, list(names), tuple(patch), spacing, list(history)
+    scale = meta.get("intensity_scale")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale)
+                              or scale <= 0):
+        raise _corrupt(folder, f"{CONFIG_NAME} gives intensity_scale = {scale!r}; it must be a positive number.")
+    return config, normalization, list(names), tuple(patch), spacing, list(history), scale
 
 
 def _load_weights(network, path: Path, folder: Path, config: NetworkConfig) -> None:
@@ -284,9 +294,10 @@ def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
         if not p.is_file():
             raise CheckpointError(f"not a napari-sparseseg model: {p.name} is missing.", path=folder)
     meta = read_tagged_json(cfg_path, folder, "model", FORMAT_VERSION, "use a matching version or retrain")
-    config, normalization, class_names, patch_size, spacing, history = _model_fields(meta, folder)
+    config, normalization, class_names, patch_size, spacing, history, scale = _model_fields(meta, folder)
     target = resolve_device(str(device))
     network = build_network(config)
     _load_weights(network, w_path, folder, config)
     network.to(target).eval()
-    return SegModel(network, config, normalization, class_names, patch_size, spacing, history)
+    return SegModel(network, config, normalization, class_names, patch_size, spacing, history,
+                    None if scale is None else float(scale))

@@ -281,6 +281,12 @@ class PredictConfig:
     uncertainty: bool = setting(True, "also return the normalised entropy (float16, 0 certain .. 1 uniform)")
     slab_voxels: int = setting(24_000_000, "voxels per slab before margins; bounds memory", ge=1)
     stroke_regions_only: bool = setting(True, "keep only predicted regions that touch a stroke of their class")
+    refine: bool = setting(True, "refine the outlines with a dense CRF on the image's edges (core/refine.py)",
+                           flag="--refine")
+    refine_weight: float = setting(15.0, "strength of the CRF's pairwise term against the network's log-probabilities",
+                                   ge=0)
+    refine_iterations: int = setting(10, "mean-field iterations of the CRF", ge=1, le=100)
+    refine_radius_mm: float = setting(3.5, "reach of the CRF's neighbourhood in mm (at most 4 voxels a direction)", gt=0)
 
     def __post_init__(self):
         _validate(self)
@@ -300,6 +306,7 @@ class RoundSettings:
                                  widget_range=field_info(TrainConfig, "time_budget").metadata["widget_range"])
     seed: int = setting(TrainConfig.seed, "seed of the first round (round n uses seed + n)", ge=0, le=2**31 - 1)
     stroke_regions_only: bool = setting(PredictConfig.stroke_regions_only, "keep only regions touching a stroke")
+    refine: bool = setting(PredictConfig.refine, "refine the outlines along the image's edges (dense CRF)")
     live: bool = setting(False, "retrain for a few seconds after every finished stroke")
     live_seconds: float = setting(5.0, "training seconds of a Live round", gt=0)
     max_steps: int | None = setting(None, "step bound of a round (None: the time budget alone)", ge=1)
@@ -320,7 +327,8 @@ class RoundSettings:
 
     def predict_config(self) -> PredictConfig:
         """The :class:`PredictConfig` of a round: uncertainty on, for the viewer."""
-        return PredictConfig(device=self.device, uncertainty=True, stroke_regions_only=self.stroke_regions_only)
+        return PredictConfig(device=self.device, uncertainty=True, stroke_regions_only=self.stroke_regions_only,
+                             refine=self.refine)
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (stored in ``session.json``)."""

@@ -20,6 +20,7 @@ from napari_sparseseg.core.checkpoint import SegModel
 from napari_sparseseg.core.config import PredictConfig
 from napari_sparseseg.core.device import resolve_device
 from napari_sparseseg.core.errors import CheckpointError, ConfigError
+from napari_sparseseg.core.grid import validate_spacing
 from napari_sparseseg.core.intensity import validate_image
 from napari_sparseseg.core.labels import label_dtype, validate_labels
 from napari_sparseseg.core.progress import Progress, run_to_end
@@ -46,7 +47,8 @@ def _slabs(depth: int, core: int, margin: int):
         yield start, stop, max(0, start - margin), min(depth, stop + margin)
 
 
-def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None, annotations: np.ndarray | None = None) -> Generator[Progress, None, Prediction]:
+def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None, annotations: np.ndarray | None = None,
+            spacing=None) -> Generator[Progress, None, Prediction]:
     """Segment ``image`` with ``model``; yields progress per slab, returns a :class:`Prediction`.
 
     The inputs are checked when this is called; the returned generator does the work.
@@ -57,7 +59,10 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
         cfg: inference settings.
         annotations: the strokes the model was trained on (scribble convention, corrections
             included), same shape as ``image``; with ``cfg.stroke_regions_only`` the mask keeps
-            only regions connected to a stroke of their class.
+            only regions connected to a stroke of their class; with ``cfg.refine`` they are
+            also the CRF's hard constraints.
+        spacing: the image's voxel size in mm (array order), for the refinement's neighbourhood;
+            default: the spacing the model was trained on.
 
     Raises:
         InputError: the image is not a 3-D real array, is too thin, or holds NaN/inf (the
@@ -75,10 +80,11 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
     image = validate_image(image)
     if annotations is not None:
         annotations = validate_labels(annotations, "scribbles", shape=image.shape)
-    return _predict(model, image, cfg, annotations)  # checked now, when called, not at the first step
+    spacing = validate_spacing(model.spacing if spacing is None else spacing)
+    return _predict(model, image, cfg, annotations, spacing)  # checked now, when called, not at the first step
 
 
-def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations) -> Generator[Progress, None, Prediction]:
+def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations, spacing) -> Generator[Progress, None, Prediction]:
     import torch
     from monai.inferers import sliding_window_inference
 
@@ -91,6 +97,11 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
     depth, plane = image.shape[0], int(np.prod(image.shape[1:]))
     core = max(patch[0], int(cfg.slab_voxels // max(plane, 1)))
     margin = patch[0] // 2
+    if cfg.refine:  # the CRF reaches iterations x its axis-0 step beyond a voxel: keep slabs exact
+        from napari_sparseseg.core.refine import stencil
+
+        reach = max(abs(o[0]) for o in stencil(spacing, cfg.refine_radius_mm))
+        margin = max(margin, reach * cfg.refine_iterations)
     slabs = list(_slabs(depth, core, margin))
 
     labels = np.zeros(image.shape, dtype=label_dtype(k - 1))
@@ -110,6 +121,8 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
                 x, patch, cfg.sw_batch_size, predictor, overlap=cfg.overlap, mode="gaussian",
                 padding_mode="replicate", sw_device=device, device="cpu",
             )[0]
+        if cfg.refine:
+            p = _refined(p, x[0], spacing, model, cfg, None if annotations is None else annotations[lo:hi])
         p = p[:, start - lo : stop - lo]
         labels[start:stop] = p.argmax(0).numpy().astype(labels.dtype)
         if probs is not None:
@@ -126,6 +139,24 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
     return Prediction(labels, probs, unc)
 
 
-def predict_volume(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None, annotations: np.ndarray | None = None) -> Prediction:
+def _refined(p, channels, spacing, model: SegModel, cfg: PredictConfig, strokes):
+    """The slab's probabilities after the dense CRF (:mod:`~napari_sparseseg.core.refine`)."""
+    import torch
+
+    from napari_sparseseg.core.refine import intensity_scale, mean_field
+
+    scale = model.intensity_scale
+    if scale is None and strokes is not None:  # a model saved before the scale was stored
+        scale = intensity_scale(channels.numpy(), strokes)
+    if scale is None:
+        return p  # nothing tells the intensity variation within a structure: leave the outline
+    hard = None if strokes is None else torch.from_numpy(np.ascontiguousarray(strokes).astype(np.int64))
+    with torch.inference_mode():
+        return mean_field(p, channels, spacing, scale, hard, weight=cfg.refine_weight,
+                          iterations=cfg.refine_iterations, radius_mm=cfg.refine_radius_mm)
+
+
+def predict_volume(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None, annotations: np.ndarray | None = None,
+                   spacing=None) -> Prediction:
     """Synchronous :func:`predict` (same checks, same errors)."""
-    return run_to_end(predict(model, image, cfg, annotations))
+    return run_to_end(predict(model, image, cfg, annotations, spacing))

@@ -252,7 +252,7 @@ class Session:
                 raise SparseSegError("there is no model yet; train one first (or load a model).")
             model = self.model
         try:
-            prediction, halted = yield from until_stopped(predict(model, self.image, predict_cfg, scribbles), stop)
+            prediction, halted = yield from until_stopped(predict(model, self.image, predict_cfg, scribbles, self.spacing), stop)
         except Exception as exc:
             raise _explain(exc) from exc
         stopped = "prediction" if halted else stopped

@@ -35,6 +35,7 @@ from napari_sparseseg.core.labels import (
 )
 from napari_sparseseg.core.network import PATCH_VOXELS, NetworkConfig, build_network, size_for_device
 from napari_sparseseg.core.progress import Progress
+from napari_sparseseg.core.refine import intensity_scale
 
 
 @dataclass
@@ -228,6 +229,8 @@ class Trainer:
         model = self._build_model()
         self.model = model
         x, y, src, table, indices, ratios = self._prepare_arrays(model)
+        # The appearance scale of boundary refinement, from this round's strokes (stored with the model).
+        model.intensity_scale = intensity_scale(x, y) or model.intensity_scale
         patch = model.patch_size
         augment = _augmentation(self.spacing, cfg.seed) if cfg.augment else None
         table_t = torch.from_numpy(table)

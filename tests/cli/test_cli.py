@@ -55,16 +55,21 @@ def test_segment_then_predict_then_refine(case, tmp_path, capsys):
     assert "[train]" in err  # progress on stderr
 
     # `predict` has no strokes, so it gives the network's mask; `segment` then keeps only the
-    # regions touching a stroke of their class (unless --keep-all-regions).
-    mask2 = tmp_path / "mask2.mha"
-    code, err = _run(capsys, "predict", case / "image.nii.gz", "--model", model, "-o", mask2, "--device", "cpu")
+    # regions touching a stroke of their class (unless --keep-all-regions). Without the CRF
+    # (whose hard constraints are the strokes) the two differ by exactly that filter.
+    mask2, unrefined = tmp_path / "mask2.mha", tmp_path / "unrefined.nii.gz"
+    code, err = _run(capsys, "predict", case / "image.nii.gz", "--model", model, "-o", mask2, "--device", "cpu", "--no-refine")
     assert code == 0, err
     raw = read_labels(mask2)[0]
+    code, err = _run(capsys, "segment", case / "image.nii.gz", case / "scribbles.nii.gz", "-o", unrefined,
+                     "--max-steps", 3, "--device", "cpu", "--no-refine")
+    assert code == 0, err
     filtered = raw.copy()
     keep_stroke_regions(filtered, read_labels(case / "scribbles.nii.gz")[0])
-    assert np.array_equal(filtered, out)
+    assert np.array_equal(filtered, read_labels(unrefined)[0])
+    assert not np.array_equal(read_labels(unrefined)[0], out)  # the CRF (on by default) moved outlines
     code, err = _run(capsys, "segment", case / "image.nii.gz", case / "scribbles.nii.gz", "-o", tmp_path / "all.nii.gz",
-                     "--max-steps", 3, "--device", "cpu", "--keep-all-regions")
+                     "--max-steps", 3, "--device", "cpu", "--keep-all-regions", "--no-refine")
     assert code == 0, err
     assert np.array_equal(read_labels(tmp_path / "all.nii.gz")[0], raw)  # seeded: the same network
 

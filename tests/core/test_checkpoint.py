@@ -29,6 +29,8 @@ def test_round_trip_predicts_identically(saved):
     loaded = load_model(folder)
     assert loaded.class_names == ["bg", "ball", "box"]
     assert loaded.normalization == model.normalization and loaded.patch_size == model.patch_size
+    # The refinement's intensity scale, measured on the training strokes, travels with the model.
+    assert model.intensity_scale is not None and loaded.intensity_scale == pytest.approx(model.intensity_scale)
     meta = json.loads((folder / "model.json").read_text())
     assert meta["package_version"] and meta["format_version"] == FORMAT_VERSION
     a = predict_volume(model, image, PredictConfig(device="cpu", probabilities=True))
@@ -130,6 +132,7 @@ CONTRADICTIONS = [
     ("patch odd", _edit("patch_size", [16, 16, 15]), "multiples of 8"),
     ("patch text", _edit("patch_size", "16,16,16"), "patch_size = '16,16,16'"),
     ("patch zero", _edit("patch_size", [0, 16, 16]), "3 positive whole numbers"),
+    ("intensity scale", _edit("intensity_scale", -1.0), "intensity_scale = -1.0; it must be a positive number"),
     ("spacing", _edit("spacing", [1, 0, 1]), "training voxel spacing"),
     ("history", _edit("history", "round 1"), "history = 'round 1'"),
     # model.pt
