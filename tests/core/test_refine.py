@@ -73,11 +73,30 @@ def test_strokes_are_hard_constraints_and_weight_zero_is_the_network():
     assert torch.allclose(same, probs.clamp_min(1e-6) / probs.clamp_min(1e-6).sum(0), atol=1e-5)
 
 
-def test_kernels_kept_or_recomputed_give_the_same_answer(monkeypatch):
+def test_kernels_kept_or_recomputed_and_chunking_give_the_same_answer(monkeypatch):
     from napari_sparseseg.core import refine
 
     _, _, probs, channels = _edge_case(seed=1)
     kept = mean_field(probs, channels, (2.0, 1.0, 1.0), 0.1, iterations=4)
     monkeypatch.setattr(refine, "KERNEL_BYTES", 0)
+    monkeypatch.setattr(refine, "CHUNK_VOXELS", 997)
     recomputed = mean_field(probs, channels, (2.0, 1.0, 1.0), 0.1, iterations=4)
     assert torch.allclose(kept, recomputed, atol=1e-6)
+
+
+def test_only_the_band_near_outlines_or_unsure_voxels_changes():
+    """Confident voxels whose whole neighbourhood agrees keep the network's probabilities."""
+    from napari_sparseseg.core.refine import band
+
+    shape = (10, 30, 30)
+    probs = torch.full((2,) + shape, 0.002)
+    probs[0] = 0.998
+    probs[1, :, 10:20, 10:20] = 0.998
+    probs[0, :, 10:20, 10:20] = 0.002
+    probs[:, 5, 2, 2] = torch.tensor([0.6, 0.4])  # one unsure voxel far from the square
+    offsets = stencil((1.0, 1.0, 1.0), 3.5)
+    b = band(probs, offsets)
+    assert b[5, 2, 2] and b[5, 10, 15] and b[5, 7, 15] and not b[5, 15, 15] and not b[5, 28, 28]
+    channels = torch.zeros((1,) + shape)
+    q = mean_field(probs, channels, (1.0, 1.0, 1.0), 0.1)
+    assert torch.equal(q[:, ~torch.from_numpy(b)], probs[:, ~torch.from_numpy(b)])
