@@ -8,6 +8,12 @@ trains for --budget seconds per round on the CPU; the forest is retrained on all
     python benchmarks/accuracy.py                      # all cases, k = 1 2 3, 2 correction rounds, 60 s
     python benchmarks/accuracy.py --cases ct_abdomen --k 3 --budget 30
     python benchmarks/accuracy.py --cases mr_abdomen --k 3 --seeds 0 1 2   # spread over annotators
+    python benchmarks/accuracy.py --k 1 3 --seeds 0 1 2 --pretrain 120      # first rounds start from pretraining
+
+With ``--pretrain SECONDS`` each seed's network is first pretrained on the scan itself (the
+self-supervised task of ``core/pretrain.py``; in the widget this runs while the user paints),
+and round 0 fine-tunes from it: the rounds still get ``--budget`` seconds each, so the
+comparison with a run without it is at equal time after pressing Train.
 
 Prints Dice per class per round for both methods and writes benchmarks/results/accuracy.json.
 """
@@ -29,18 +35,20 @@ from benchmarks.baseline_rf import ilastik_features, rf_segment  # noqa: E402
 from benchmarks.cases import CASES, load_case  # noqa: E402
 from napari_sparseseg.core.config import (
     PredictConfig,  # noqa: E402
+    PretrainConfig,  # noqa: E402
     TrainConfig,  # noqa: E402
 )
 from napari_sparseseg.core.labels import merge_annotations  # noqa: E402
 from napari_sparseseg.core.metrics import dice_per_class  # noqa: E402
 from napari_sparseseg.core.postprocess import keep_stroke_regions  # noqa: E402
 from napari_sparseseg.core.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.pretrain import Pretrainer  # noqa: E402
 from napari_sparseseg.core.progress import run_to_end  # noqa: E402
 from napari_sparseseg.core.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
 from napari_sparseseg.core.train import Trainer  # noqa: E402
 
 
-def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, refine=True):
+def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, refine=True, pretrain=None):
     """All rounds for each seed and k on one case; the image and the forest's features are computed once."""
     image, geom, ref, names = load_case(name)
     classes = list(range(1, len(names)))
@@ -51,6 +59,11 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, re
     for seed in seeds:
         if len(seeds) > 1:
             log(f"{name}: seed {seed}")
+        pre = None
+        if pretrain:
+            pcfg = PretrainConfig(seconds=pretrain, seed=seed, device=device)
+            pre = run_to_end(Pretrainer(image, pcfg, spacing=geom.spacing).run())
+            log(f"{name}: pretrained {pre.steps} steps in {pre.seconds:.0f}s ({pre.task})")
         for k in ks:
             scribbles = simulate_scribbles(ref, k, seed=seed)
             corr = {"unet": None, "rf": None}
@@ -60,7 +73,8 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, re
                 # U-Net
                 y, _ = merge_annotations(scribbles, corr["unet"])
                 cfg = TrainConfig(time_budget=budget, max_steps=None, seed=seed + r, device=device)
-                res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr["unet"], init=model, spacing=geom.spacing, class_names=names).run())
+                res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr["unet"], init=model, spacing=geom.spacing,
+                                         class_names=names, pretrained=pre).run())
                 model = res.model
                 t0 = time.perf_counter()
                 pcfg = PredictConfig(device=device, uncertainty=False, stroke_regions_only=regions_only, refine=refine)
@@ -108,6 +122,8 @@ def main(argv=None):
     ap.add_argument("--keep-all-regions", action="store_true", help="U-Net without the stroke-region filter (ablation)")
     ap.add_argument("--no-refine", action="store_true",
                     help="U-Net masks without boundary refinement (the refined mask of the same net is then the ablation)")
+    ap.add_argument("--pretrain", type=float, default=None, metavar="SECONDS",
+                    help="pretrain each seed's network on the scan for this long before round 0 (default off)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "accuracy.json"))
     args = ap.parse_args(argv)
 
@@ -116,11 +132,12 @@ def main(argv=None):
 
     import torch
 
-    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, budget {args.budget:g}s/round")
+    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, budget {args.budget:g}s/round"
+        + (f", pretraining {args.pretrain:g}s before round 0" if args.pretrain else ""))
     all_rows = {}
     for name in args.cases:
         rows, names = run_case(name, args.k, args.rounds, args.budget, args.seeds, args.device, log, not args.keep_all_regions,
-                               not args.no_refine)
+                               not args.no_refine, args.pretrain)
         all_rows[name] = {"class_names": names, "rows": rows}
     other = "without" if not args.no_refine else "with"
     log(f"\nsummary: mean Dice (± sd over seeds), U-Net {{same net {other} refinement}} vs RF baseline (difference) "

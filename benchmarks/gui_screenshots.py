@@ -31,6 +31,8 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=30.0, help="training seconds per round")
     ap.add_argument("--max-steps", type=int, default=None,
                     help="also bound each round by steps (with a large --budget: the same pictures on a busy machine)")
+    ap.add_argument("--pretrain", action="store_true",
+                    help="switch on 'Learn the scan while I paint' and add 0_pretraining.png (the first round starts from it)")
     args = ap.parse_args(argv)
     os.environ.setdefault("SPARSESEG_AUTOSAVE_DIR", tempfile.mkdtemp(prefix="sparseseg-autosave-"))
 
@@ -81,6 +83,12 @@ def main(argv=None):
     z = int(np.argmax((scr.data > 0).sum(axis=(1, 2))))
     viewer.dims.set_point(0, z * img.scale[0] + img.translate[0])
     widget.classes.select(2)
+    if args.pretrain:
+        widget.settings.pretrain.setChecked(True)
+        t = time.time()
+        while widget.pretrainer.busy and time.time() - t < 20:
+            pump(0.5)
+        shot("0_pretraining")
     shot("1_scribbles")
 
     runner = widget.runner

@@ -148,10 +148,11 @@ def _write_outputs(args, geom, prediction, model=None) -> None:
 def cmd_segment(args) -> int:
     """``sparseseg segment``: train on the strokes (optionally warm-started), write the mask."""
     from napari_sparseseg.core.checkpoint import load_model
-    from napari_sparseseg.core.config import PredictConfig, TrainConfig
+    from napari_sparseseg.core.config import PredictConfig, PretrainConfig, TrainConfig
     from napari_sparseseg.core.device import resolve_device
-    from napari_sparseseg.core.errors import ScribbleError
+    from napari_sparseseg.core.errors import ConfigError, ScribbleError
     from napari_sparseseg.core.predict import predict
+    from napari_sparseseg.core.pretrain import default_cache_dir, pretrain
     from napari_sparseseg.core.progress import run_to_end
     from napari_sparseseg.core.train import Trainer
     from napari_sparseseg.io import check_format_limits
@@ -161,12 +162,20 @@ def cmd_segment(args) -> int:
         max_steps=args.max_steps, time_budget=args.time_budget, seed=args.seed, device=args.device,
         model_size=args.model_size, modality=args.modality,
     )
+    pre_cfg = None
+    if args.pretrain is not None:
+        if args.init_model:
+            raise ConfigError("--pretrain starts a new model; a warm start (--init-model) already has its features. "
+                              "Use one of them.")
+        pre_cfg = PretrainConfig(seconds=args.pretrain, task=args.pretrain_task, seed=args.seed, device=args.device,
+                                 model_size=args.model_size, modality=args.modality)
     outputs = _check_outputs(args)
     image, geom, scribbles, corrections = _read_inputs(args)
     check_format_limits(outputs, image.shape)
     init = load_model(args.init_model) if args.init_model else None
     names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
     try:
+        # Checks the strokes before any pretraining is paid for.
         trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=init, spacing=geom.spacing, class_names=names)
     except ScribbleError as exc:  # name the file the user gave
         exc.path = exc.path or str(args.scribbles)
@@ -176,8 +185,16 @@ def cmd_segment(args) -> int:
                          stroke_regions_only=not args.keep_all_regions, refine=args.refine)
     bounds = " and ".join(b for b in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
                                       f"{cfg.time_budget:g} s" if cfg.time_budget else "") if b)
-    _say(args, f"training on {device.type} for at most {bounds} (Ctrl-C aborts; nothing is written before the end)")
     with _progress(args) as show:
+        if pre_cfg is not None:
+            _say(args, f"pretraining on the scan itself ({pre_cfg.task}) up to {pre_cfg.seconds:g} s in all, "
+                       f"cached in {default_cache_dir()}")
+            pre = run_to_end(pretrain(image, pre_cfg, spacing=geom.spacing), show)
+            show.finish()
+            _say(args, f"pretrained {pre.steps} steps, {pre.seconds:.1f} s in all")
+            trainer = Trainer(image, scribbles, cfg, corrections=corrections, spacing=geom.spacing, class_names=names,
+                              pretrained=pre)
+        _say(args, f"training on {device.type} for at most {bounds} (Ctrl-C aborts; nothing is written before the end)")
         result = run_to_end(trainer.run(), show)
         show.finish()
         _say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})")
@@ -241,7 +258,7 @@ def _add_setting(parser: argparse.ArgumentParser, cls, name: str, **override) ->
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sparseseg`` argument parser; defaults and option lists come from the config dataclasses."""
-    from napari_sparseseg.core.config import DemoConfig, PredictConfig, TrainConfig
+    from napari_sparseseg.core.config import DemoConfig, PredictConfig, PretrainConfig, TrainConfig
 
     parser = argparse.ArgumentParser(prog="sparseseg", description="3-D segmentation of CT/MRI from sparse scribbles.")
     parser.add_argument("--version", action="version", version=f"napari-sparseseg {__version__}")
@@ -264,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--keep-all-regions", action="store_true",
                      help="keep predicted regions that touch no stroke of their class (default: drop them)")
     _add_setting(seg, PredictConfig, "refine")
+    _add_setting(seg, PretrainConfig, "seconds", default=None,
+                 help="first pretrain a new model on the scan itself for this many seconds (self-supervised; cached "
+                      "per scan in $SPARSESEG_CACHE or ~/.cache/napari-sparseseg, so a second run pays nothing; "
+                      f"default off, {PretrainConfig.seconds:g} s in the widget)")
+    _add_setting(seg, PretrainConfig, "task")
     common(seg)
     seg.set_defaults(func=cmd_segment)
 

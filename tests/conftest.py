@@ -49,3 +49,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gui" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _pretraining_cache(tmp_path_factory, monkeypatch):
+    """Keep every test's pretraining cache out of the user's ~/.cache (subprocesses inherit it)."""
+    monkeypatch.setenv("SPARSESEG_CACHE", str(tmp_path_factory.mktemp("pretrain-cache")))

@@ -160,6 +160,11 @@ class SessionBinding:
         data[data > value] -= 1
         scribbles.refresh()
 
+    @staticmethod
+    def scan(image) -> tuple[np.ndarray, tuple]:
+        """The image layer's voxels on the file's grid (a view) and its spacing, array order."""
+        return grid_array(image.data, image.metadata), tuple(layer_geometry(image).spacing)
+
     def show_orientation(self, image) -> str | None:
         """Label the viewer's axes with the anatomical directions of a reoriented scan; returns the note."""
         note = (image.metadata or {}).get("orientation")

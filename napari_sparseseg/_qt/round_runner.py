@@ -80,8 +80,8 @@ class RoundRunner(QObject):
         return self._latest.stage if self.busy and self._latest is not None else None
 
     def start(self, session: Session, train_config: TrainConfig | None, predict_config: PredictConfig,
-              train: bool = True) -> bool:
-        """Start ``session.run_round(train_config, predict_config, stop, train)`` in a worker.
+              train: bool = True, pretrained=None) -> bool:
+        """Start ``session.run_round(train_config, predict_config, stop, train, pretrained)`` in a worker.
 
         The session is not changed by the round; apply the result on ``round_finished``
         with :meth:`Session.accept`. Returns ``False`` (and does nothing) while a round runs.
@@ -92,7 +92,7 @@ class RoundRunner(QObject):
         self._latest, self._stage, self.losses = None, None, []
         # Created before the worker starts: napari's progress may process events.
         self._bar = napari_progress(total=1000, desc=_DESCRIPTION["train" if train else "predict"])
-        self._worker = create_worker(session.run_round, train_config, predict_config, self._stop, train,
+        self._worker = create_worker(session.run_round, train_config, predict_config, self._stop, train, pretrained,
                                      _start_thread=False, _ignore_errors=True)
         self._worker.yielded.connect(self._on_yielded)
         self._worker.returned.connect(self.round_finished.emit)

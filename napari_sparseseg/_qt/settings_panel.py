@@ -20,7 +20,8 @@ __all__ = ["SettingsPanel"]
 _LABELS = {"device": "Device", "model_size": "Model size", "time_budget": "Time per round", "seed": "Seed"}
 # GUI-only advice appended to a field's help.
 _NOTES = {"model_size": "A trained model keeps its size; 'New model' starts over.",
-          "stroke_regions_only": "A region you want kept needs one stroke of its class."}
+          "stroke_regions_only": "A region you want kept needs one stroke of its class.",
+          "pretrain": "It runs in the background from the moment the scan is picked; Train ends it at once."}
 _LARGEST_INT = 2**31 - 1  # QSpinBox holds a C int
 
 
@@ -47,7 +48,7 @@ def _range(name: str) -> tuple[float, float]:
 
 
 class SettingsPanel(QGroupBox):
-    """Device, model size, time per round, seed, Live, "Only regions touching a stroke" and "Refine outlines".
+    """Device, model size, time per round, seed, Live, regions, "Refine outlines" and "Learn the scan" (pretraining).
 
     Fields without a control (``max_steps``, ``live_seconds``) keep the values of the last
     :meth:`set_settings`, so scripts and tests can bound a round by steps.
@@ -75,8 +76,9 @@ class SettingsPanel(QGroupBox):
         self.live = QCheckBox()
         self.stroke_regions_only = QCheckBox("Only regions touching a stroke")
         self.refine = QCheckBox("Refine outlines along the image's edges")
+        self.pretrain = QCheckBox("Learn the scan while I paint (pretraining)")
         form = QFormLayout(self)
-        for name in ("device", "model_size", "time_budget", "seed", "live", "stroke_regions_only", "refine"):
+        for name in ("device", "model_size", "time_budget", "seed", "live", "stroke_regions_only", "refine", "pretrain"):
             control = getattr(self, name)
             control.setToolTip(_tooltip(name))
             if name in _LABELS:
@@ -85,7 +87,8 @@ class SettingsPanel(QGroupBox):
                 form.addRow(control)
         self.set_settings(settings or self._base)
         for signal in (self.device.currentTextChanged, self.model_size.currentTextChanged, self.time_budget.valueChanged,
-                       self.seed.valueChanged, self.live.toggled, self.stroke_regions_only.toggled, self.refine.toggled):
+                       self.seed.valueChanged, self.live.toggled, self.stroke_regions_only.toggled, self.refine.toggled,
+                       self.pretrain.toggled):
             signal.connect(self._emit)
 
     @staticmethod
@@ -99,13 +102,14 @@ class SettingsPanel(QGroupBox):
         return dataclasses.replace(
             self._base, device=self.device.currentText(), model_size=self.model_size.currentText(),
             time_budget=self.time_budget.value(), seed=self.seed.value(), live=self.live.isChecked(),
-            stroke_regions_only=self.stroke_regions_only.isChecked(), refine=self.refine.isChecked())
+            stroke_regions_only=self.stroke_regions_only.isChecked(), refine=self.refine.isChecked(),
+            pretrain=self.pretrain.isChecked())
 
     def set_settings(self, settings: RoundSettings) -> None:
         """Show ``settings`` (a device not in the list, e.g. ``cuda:1``, is added to it)."""
         self._base = settings
         controls = (self.device, self.model_size, self.time_budget, self.seed, self.live, self.stroke_regions_only,
-                    self.refine)
+                    self.refine, self.pretrain)
         for control in controls:
             control.blockSignals(True)
         for combo, value in ((self.device, settings.device), (self.model_size, settings.model_size)):
@@ -118,6 +122,7 @@ class SettingsPanel(QGroupBox):
         self.live.setChecked(bool(settings.live))
         self.stroke_regions_only.setChecked(bool(settings.stroke_regions_only))
         self.refine.setChecked(bool(settings.refine))
+        self.pretrain.setChecked(bool(settings.pretrain))
         for control in controls:
             control.blockSignals(False)
         self._emit()

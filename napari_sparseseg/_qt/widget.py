@@ -19,6 +19,7 @@ from napari_sparseseg._napari.binding import PREDICTION, SessionBinding
 from napari_sparseseg._qt.autosave import Autosaver
 from napari_sparseseg._qt.class_table import ClassTable
 from napari_sparseseg._qt.layer_panel import LayerPanel
+from napari_sparseseg._qt.pretrain_runner import PretrainRunner
 from napari_sparseseg._qt.resume_box import ResumeBox
 from napari_sparseseg._qt.round_panel import RoundPanel, round_summary
 from napari_sparseseg._qt.round_runner import RoundRunner, error_message
@@ -36,8 +37,9 @@ class SparseSegWidget(QWidget):
     Its parts are public: ``layer_panel`` (:class:`LayerPanel`: the magicgui pickers), ``classes``
     (:class:`ClassTable`), ``settings`` (:class:`SettingsPanel`), ``rounds`` (:class:`RoundPanel`),
     ``runner`` (:class:`RoundRunner`: ``started``, ``progress``, ``round_finished``,
-    ``round_failed``, ``idle``), ``autosaver`` (:class:`Autosaver`: ``saved``, ``failed``),
-    ``resume_box`` and ``binding``.
+    ``round_failed``, ``idle``), ``pretrainer`` (:class:`PretrainRunner`: self-supervised
+    pretraining on the picked scan while the user paints; ``finished``), ``autosaver``
+    (:class:`Autosaver`: ``saved``, ``failed``), ``resume_box`` and ``binding``.
 
     Args:
         napari_viewer: the viewer it works in.
@@ -49,6 +51,8 @@ class SparseSegWidget(QWidget):
         self.viewer = napari_viewer
         self.binding = SessionBinding(napari_viewer, on_stroke=self._on_stroke)
         self.runner = RoundRunner(self)
+        self.pretrainer = PretrainRunner(self)
+        self._pending_round: tuple | None = None  # Train pressed while pretraining: starts when it has stopped
         self.autosaver = Autosaver(self._autosave_target, self)
         self._live_pending = False
         self.layer_panel = LayerPanel(napari_viewer, exclude=(PREDICTION,))
@@ -60,13 +64,16 @@ class SparseSegWidget(QWidget):
         self.rounds = RoundPanel()
         self.status = QLabel("Pick the image, then paint background (class 1) and structures in the scribbles layer.")
         self.status.setWordWrap(True)
+        self.pretrain_status = QLabel("")
+        self.pretrain_status.setWordWrap(True)
         self.export_button, self.save_button, self.load_button = (
             QPushButton(text) for text in ("Export mask…", "Save session…", "Load session…"))
         files = QHBoxLayout()
         for w in (self.export_button, self.save_button, self.load_button):
             files.addWidget(w)
         root = QVBoxLayout(self)
-        for w in (self.layer_panel, self.resume_box, self.classes, self.settings, self.rounds, self.status):
+        for w in (self.layer_panel, self.resume_box, self.classes, self.settings, self.pretrain_status, self.rounds,
+                  self.status):
             root.addWidget(w)
         root.addLayout(files)
         root.addStretch(1)
@@ -89,6 +96,12 @@ class SparseSegWidget(QWidget):
         self.runner.round_failed.connect(self._fail)
         self.runner.idle.connect(self._on_idle)
         self.autosaver.failed.connect(self._fail)
+        self.pretrainer.progress.connect(
+            lambda p: self.pretrain_status.setText(f"Learning the scan while you paint: {p.elapsed:.0f} s "
+                                                   "(self-supervised; Train starts from it)"))
+        self.pretrainer.finished.connect(self._on_pretrained)
+        self.pretrainer.failed.connect(lambda text: self.pretrain_status.setText(f"Pretraining stopped: {text}"))
+        self.settings.pretrain.toggled.connect(lambda on: self._pretrain(self.image_layer) if on else self.pretrainer.stop())
         self._on_image_changed()
         self._on_scribbles_changed()
 
@@ -117,7 +130,36 @@ class SparseSegWidget(QWidget):
         offer = self.binding.autosave_offer(img)
         if offer is not None:
             self.resume_box.offer(offer[0], f"Scribbles for '{img.name}' were autosaved on {offer[1]}. Resume them?")
+        self._pretrain(img)
 
+    # ------------------------------------------------------------------ pretraining
+    def _pretrain(self, img) -> None:
+        """Start background pretraining on ``img`` unless it is off, running, or a model of this scan exists."""
+        if self.pretrainer.busy:
+            if self.pretrainer.key is not img:
+                self.pretrainer.stop()  # another scan was picked: _on_pretrained starts this one
+            return
+        if (img is None or not self.settings.pretrain.isChecked() or self.runner.busy
+                or self.pretrainer.state_for(img) is not None
+                or (self.binding.is_bound(img) and self.session.model is not None)):
+            return
+        try:
+            self.binding.check_image(img)
+            scan, spacing = self.binding.scan(img)
+            cfg = self.settings.settings().pretrain_config()
+        except (ValueError, SparseSegError):
+            return  # Train reports what is wrong with the image
+        self.pretrainer.start(img, scan, spacing, cfg)
+
+    def _on_pretrained(self, state) -> None:
+        if state is not None:
+            self.pretrain_status.setText(f"Learned the scan for {state.seconds:.0f} s ({state.steps} steps, cached); "
+                                         "the first round starts from it.")
+        pending, self._pending_round = self._pending_round, None
+        if pending is not None:
+            self._start(*pending)
+        elif self.image_layer is not self.pretrainer.key:
+            self._pretrain(self.image_layer)
     def _on_scribbles_changed(self, *_):
         lay = self.scribbles_layer
         if lay is None or self.runner.busy:
@@ -176,7 +218,27 @@ class SparseSegWidget(QWidget):
             return self._fail(exc) or False
         if train and s.model is not None and s.model.num_classes != len(s.class_names):
             show_info(f"The class table now has {len(s.class_names)} classes, the model {s.model.num_classes}: training a new model.")
-        return self.runner.start(s, tcfg, pcfg, train)
+        pretrained = None
+        if train and (s.model is None or s.model.num_classes != len(s.class_names)):
+            if self.pretrainer.busy:  # ends within one step; the round starts from what it learned
+                self._pending_round = (train, time_budget)
+                self.pretrainer.stop()
+                self.status.setText("Starting from what was learned of the scan…")
+                return True
+            pretrained = self._usable_pretraining(s.settings)
+        elif self.pretrainer.busy:
+            self.pretrainer.stop()
+        return self.runner.start(s, tcfg, pcfg, train, pretrained)
+
+    def _usable_pretraining(self, settings):
+        """The pretrained state of the picked scan if it suits the round's settings (device type and size)."""
+        state = self.pretrainer.state_for(self.image_layer)
+        if state is None or not settings.pretrain:
+            return None
+        from napari_sparseseg.core.device import resolve_device
+        from napari_sparseseg.core.network import size_for_device
+
+        return state if size_for_device(settings.model_size, resolve_device(settings.device).type) == state.size else None
 
     def stop(self) -> None:
         """First press: end training within one step (model kept, prediction follows). Second: skip the prediction."""
@@ -286,6 +348,7 @@ class SparseSegWidget(QWidget):
         return self.resume_box.folder is not None and self.load_session(str(self.resume_box.folder))
 
     def closeEvent(self, event):  # noqa: N802 (Qt API)
-        """Stop a running round when the widget closes."""
+        """Stop a running round and pretraining when the widget closes."""
         self.runner.stop()
+        self.pretrainer.stop()
         super().closeEvent(event)

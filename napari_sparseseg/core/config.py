@@ -30,6 +30,8 @@ __all__ = [
     "Modality",
     "ModelSize",
     "PredictConfig",
+    "PretrainConfig",
+    "Pretext",
     "RoundSettings",
     "TrainConfig",
     "WeightConfig",
@@ -71,6 +73,17 @@ class Modality(_Options):
     AUTO = "auto"
     CT = "ct"
     MRI = "mri"
+
+
+class Pretext(_Options):
+    """Self-supervised task of pretraining: restore a corrupted patch of the scan.
+
+    ``inpaint`` blanks random boxes and shuffles voxels locally (Models Genesis' in-painting and
+    local shuffling); ``denoise`` adds strong Gaussian noise.
+    """
+
+    INPAINT = "inpaint"
+    DENOISE = "denoise"
 
 
 def option_values(options: type[enum.Enum]) -> tuple[str, ...]:
@@ -266,6 +279,33 @@ class TrainConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Self-supervised pretraining on the unlabelled scan (``--pretrain``, the widget, benchmarks).
+
+    The network learns to restore corrupted patches of the scan itself (no labels), so the first
+    round starts from features of this scan instead of random ones. ``seconds`` is the total
+    pretraining a scan gets: a cached state with fewer seconds is trained further, one with as
+    many is used as it is (:mod:`~napari_sparseseg.core.pretrain`).
+    """
+
+    seconds: float | None = setting(120.0, "pretraining wall time in seconds (total for the scan, cache included)",
+                                    gt=0, flag="--pretrain", metavar="SECONDS")
+    max_steps: int | None = setting(None, "pretraining step bound (None: the time alone)", ge=1)
+    task: str = setting("inpaint", "pretext task", choices=Pretext, flag="--pretrain-task")
+    batch_size: int = setting(2, "patches per step", ge=1)
+    learning_rate: float = setting(1e-3, "Adam learning rate", gt=0)
+    seed: int = setting(0, "seeds the patches and corruptions", ge=0, le=2**31 - 1)
+    device: str = setting("auto", "compute device", choices=Device)
+    model_size: str = setting("auto", "network size (auto: small on CPU, medium on GPU)", choices=ModelSize)
+    modality: str = setting("auto", "intensity normalisation (auto: detect CT by its HU range)", choices=Modality)
+
+    def __post_init__(self):
+        _validate(self)
+        if self.max_steps is None and self.seconds is None:
+            raise ConfigError("set seconds, max_steps or both; pretraining needs a bound.")
+
+
+@dataclass
 class PredictConfig:
     """Inference settings (``segment``, ``predict``, the widget, sessions, benchmarks).
 
@@ -307,6 +347,9 @@ class RoundSettings:
     seed: int = setting(TrainConfig.seed, "seed of the first round (round n uses seed + n)", ge=0, le=2**31 - 1)
     stroke_regions_only: bool = setting(PredictConfig.stroke_regions_only, "keep only regions touching a stroke")
     refine: bool = setting(PredictConfig.refine, "refine the outlines along the image's edges (dense CRF)")
+    pretrain: bool = setting(False, "pretrain on the scan itself while you paint (self-supervised, cached per scan); "
+                             "the first round starts from it (off: it did not pay on the benchmark cases)")
+    pretrain_seconds: float = setting(PretrainConfig.seconds, "pretraining time per scan, in all", gt=0)
     live: bool = setting(False, "retrain for a few seconds after every finished stroke")
     live_seconds: float = setting(5.0, "training seconds of a Live round", gt=0)
     max_steps: int | None = setting(None, "step bound of a round (None: the time budget alone)", ge=1)
@@ -324,6 +367,10 @@ class RoundSettings:
         """
         return TrainConfig(max_steps=self.max_steps, time_budget=time_budget or self.time_budget,
                            seed=self.seed + round_index, device=self.device, model_size=self.model_size)
+
+    def pretrain_config(self) -> PretrainConfig:
+        """The :class:`PretrainConfig` of background pretraining (the first round's device and size)."""
+        return PretrainConfig(seconds=self.pretrain_seconds, seed=self.seed, device=self.device, model_size=self.model_size)
 
     def predict_config(self) -> PredictConfig:
         """The :class:`PredictConfig` of a round: uncertainty on, for the viewer."""

@@ -23,7 +23,7 @@ class Progress:
     """One step of a long computation.
 
     Args:
-        stage: ``"train"`` or ``"predict"``.
+        stage: ``"pretrain"``, ``"train"`` or ``"predict"``.
         step: steps done so far (1-based after the first step).
         total: planned steps, 0 when only a time budget bounds the stage.
         elapsed: seconds since the computation started.
@@ -138,7 +138,7 @@ class ProgressPrinter:
         total = f"/{p.total}" if p.total else ""
         budget = f"/{p.budget:.0f}" if p.budget else ""
         loss = f", loss {p.loss:.4f}" if p.loss is not None else ""
-        self._bar.set_postfix_str(f"{p.step}{total} {'steps' if p.stage == 'train' else 'slabs'}{loss}, "
+        self._bar.set_postfix_str(f"{p.step}{total} {'slabs' if p.stage == 'predict' else 'steps'}{loss}, "
                                   f"{p.elapsed:.0f}{budget} s", refresh=False)
         self._bar.refresh()
 
@@ -149,7 +149,7 @@ class ProgressPrinter:
             self._bar.close()
             self._bar = None
         elif p is not None and not self.quiet:
-            unit = "steps" if p.stage == "train" else "slabs"
+            unit = "slabs" if p.stage == "predict" else "steps"
             loss = f", loss {p.loss:.4f}" if p.loss is not None else ""
             print(f"[{p.stage}] {p.step} {unit}, {p.elapsed:.1f} s{loss}", file=self.stream, flush=True)
 

@@ -211,8 +211,12 @@ class Session:
         return None
 
     def run_round(self, train_cfg: TrainConfig | None = None, predict_cfg: PredictConfig | None = None,
-                  stop: threading.Event | None = None, train: bool = True) -> Generator[Progress, None, RoundResult]:
+                  stop: threading.Event | None = None, train: bool = True,
+                  pretrained=None) -> Generator[Progress, None, RoundResult]:
         """Train from the current annotations (warm start), then predict the whole image.
+
+        A new model (no model yet, or the classes changed) starts from ``pretrained``, a
+        :class:`~napari_sparseseg.core.pretrain.Pretrained` state of this scan, when given.
 
         Safe to run in a worker thread: works on copies of the annotations and does not change
         the session. ``stop`` set during training ends training within one step (the averaged
@@ -235,7 +239,7 @@ class Session:
                 raise ScribbleError(f"the scribbles use value {top} (class {top - 1}) but the class table has only {len(names)} classes; add the class or erase those strokes.")
             corrections = self.corrections if self.corrected.any() else None
             trainer = Trainer(self.image, scribbles, train_cfg, corrections=corrections, init=self._init_model(),
-                              spacing=self.spacing, class_names=names)
+                              spacing=self.spacing, class_names=names, pretrained=pretrained)
             try:
                 result, halted = yield from until_stopped(trainer.run(), stop)  # Stop keeps the averaged weights
             except Exception as exc:

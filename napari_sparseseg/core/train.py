@@ -128,6 +128,9 @@ class Trainer:
         init: warm start from this model (its classes, normalisation and patch size are kept).
         spacing: voxel size in mm, array order (drives the patch shape and augmentation).
         class_names: names with background first; defaults to "structure i".
+        pretrained: a new model starts from this self-supervised state of the same scan
+            (:mod:`~napari_sparseseg.core.pretrain`): its architecture, normalisation and patch
+            are kept and its weights copied except the class head. Ignored with ``init``.
 
     Every input is checked here, with the command line's checks, before any work starts.
 
@@ -138,12 +141,13 @@ class Trainer:
             negative, boolean, above ``MAX_CLASSES`` (names the value and its voxel count), no
             strokes, one class only, a class the warm-start model lacks, or fewer class names
             than scribbled classes.
-        ConfigError: ``cfg`` is not a :class:`TrainConfig`, or the class names are not a list
-            of distinct names.
+        ConfigError: ``cfg`` is not a :class:`TrainConfig`, the class names are not a list
+            of distinct names, or ``pretrained`` was made on a scan of another shape or spacing.
         CheckpointError: ``init`` is not a model.
     """
 
-    def __init__(self, image, scribbles, cfg: TrainConfig | None = None, *, corrections=None, init: SegModel | None = None, spacing=(1.0, 1.0, 1.0), class_names=None):
+    def __init__(self, image, scribbles, cfg: TrainConfig | None = None, *, corrections=None, init: SegModel | None = None, spacing=(1.0, 1.0, 1.0), class_names=None,
+                 pretrained=None):
         if cfg is not None and not isinstance(cfg, TrainConfig):
             raise ConfigError(f"cfg must be a TrainConfig, got {type(cfg).__name__}.")
         if init is not None and not isinstance(init, SegModel):
@@ -168,6 +172,15 @@ class Trainer:
         self.class_names = list(init.class_names) if init else list(class_names or default_class_names(n_classes))
         self.device = resolve_device(self.cfg.device)
         self.model: SegModel | None = init
+        if pretrained is not None and init is None:
+            from napari_sparseseg.core.pretrain import Pretrained
+
+            if not isinstance(pretrained, Pretrained):
+                raise ConfigError(f"pretrained must be a pretraining result, got {type(pretrained).__name__}.")
+            if not np.allclose(pretrained.spacing, spacing, rtol=1e-4):
+                raise ConfigError(f"the pretrained state was made on a scan with spacing {tuple(pretrained.spacing)}, "
+                                  f"not {tuple(spacing)}; pretrain on this scan.")
+        self.pretrained = pretrained if init is None else None
 
     # ------------------------------------------------------------------ setup
     def _build_model(self) -> SegModel:
@@ -179,14 +192,26 @@ class Trainer:
             model.history = list(self.init.history)
             return model
         torch.manual_seed(self.cfg.seed)
-        norm = choose_normalization(self.image, self.cfg.modality)
-        size = size_for_device(self.cfg.model_size, self.device.type)
-        config = NetworkConfig.of_size(size, norm.n_channels, self.num_classes)
-        budget = self.cfg.patch_voxels or PATCH_VOXELS[size]
-        patch = self.cfg.patch_size or auto_patch_size(self.spacing, self.image.shape, config.divisor, budget)
-        patch = tuple(int(math.ceil(p / config.divisor) * config.divisor) for p in patch)
-        network = build_network(config, background_prior=self.cfg.background_prior).to(self.device)
-        return SegModel(network, config, norm, self.class_names, patch, self.spacing, [])
+        if self.pretrained is not None:
+            from napari_sparseseg.core.pretrain import transfer
+
+            pre = self.pretrained
+            norm, patch = pre.normalization, tuple(pre.patch_size)
+            config = NetworkConfig.from_dict({**pre.config.to_dict(), "out_channels": self.num_classes})
+        else:
+            norm = choose_normalization(self.image, self.cfg.modality)
+            size = size_for_device(self.cfg.model_size, self.device.type)
+            config = NetworkConfig.of_size(size, norm.n_channels, self.num_classes)
+            budget = self.cfg.patch_voxels or PATCH_VOXELS[size]
+            patch = self.cfg.patch_size or auto_patch_size(self.spacing, self.image.shape, config.divisor, budget)
+            patch = tuple(int(math.ceil(p / config.divisor) * config.divisor) for p in patch)
+        network = build_network(config, background_prior=self.cfg.background_prior)
+        history = []
+        if self.pretrained is not None:
+            transfer(self.pretrained, network, config)
+            history.append({"pretrained": self.pretrained.task, "steps": self.pretrained.steps,
+                            "seconds": round(self.pretrained.seconds, 2)})
+        return SegModel(network.to(self.device), config, norm, self.class_names, patch, self.spacing, history)
 
     def _prepare_arrays(self, model: SegModel):
         patch = model.patch_size
@@ -304,7 +329,7 @@ class Trainer:
                 net.load_state_dict(averaged.module.state_dict())
             net.eval()
             model.history.append(
-                {"round": len(model.history) + 1, "steps": step if losses else 0, "seconds": round(time.perf_counter() - t0, 2),
+                {"round": sum("round" in h for h in model.history) + 1, "steps": step if losses else 0, "seconds": round(time.perf_counter() - t0, 2),
                  "final_loss": losses[-1] if losses else None, "stopped_by": stopped_by}
             )
         return TrainResult(model, len(losses), time.perf_counter() - t0, stopped_by, losses)

@@ -153,3 +153,27 @@ def test_demo_runs_and_prints_dice(tmp_path, capsys):
     assert (tmp_path / "mask.nii.gz").is_file() and (tmp_path / "model" / "model.pt").is_file()
     assert (tmp_path / "corrections.nii.gz").is_file()
     assert all(0 <= d <= 1 for r in rows for d in r["dice"].values())
+
+
+def test_pretrain_runs_once_per_scan_and_is_cached(case, tmp_path, capsys, monkeypatch):
+    """--pretrain trains on the scan itself first; a second run on the same scan reuses the cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SPARSESEG_CACHE", str(cache))
+    argv = ["segment", case / "image.nii.gz", case / "scribbles.nii.gz", "--max-steps", 3, "--device", "cpu",
+            "--pretrain", 1]
+    code, err = _run(capsys, *argv, "-o", tmp_path / "m1.nii.gz", "--model-out", tmp_path / "model")
+    assert code == 0, err
+    first = next(line for line in err.splitlines() if line.startswith("pretrained "))
+    assert (tmp_path / "m1.nii.gz").exists()
+    [entry] = list(cache.iterdir())
+    assert sorted(p.name for p in entry.iterdir()) == ["pretrained.json", "pretrained.pt"]
+    import json
+
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["history"][0]["pretrained"] == "inpaint" and meta["history"][-1]["round"] == 1
+    code, err = _run(capsys, *argv, "-o", tmp_path / "m2.nii.gz")
+    assert code == 0, err
+    assert next(line for line in err.splitlines() if line.startswith("pretrained ")) == first  # nothing more paid
+    # A warm start and pretraining do not mix: refused before any work.
+    code, err = _run(capsys, *argv, "-o", tmp_path / "m3.nii.gz", "--init-model", tmp_path / "model")
+    assert code == 2 and "--init-model" in err and not (tmp_path / "m3.nii.gz").exists()

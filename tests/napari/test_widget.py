@@ -31,6 +31,9 @@ def _finish(widget, qtbot):
         with qtbot.waitSignal(widget.runner.idle, timeout=ROUND_MS):
             widget.stop()
             widget.stop()
+    if widget.pretrainer.busy:
+        with qtbot.waitSignal(widget.pretrainer.finished, timeout=60_000):
+            widget.pretrainer.stop()
     qtbot.waitUntil(lambda: not widget.autosaver.busy, timeout=60_000)
 
 
@@ -270,3 +273,56 @@ def test_export_never_overwrites_the_scan_or_its_scribbles(make_napari_viewer, s
         assert out is not None and read_labels(out)[0].shape == widget.session.scribbles.shape
     finally:
         _finish(widget, qtbot)
+
+
+def test_pretraining_runs_while_painting_and_train_starts_from_it(make_napari_viewer, sample_dir, qtbot, tmp_path,
+                                                                  monkeypatch):
+    """Picking the scan starts self-supervised pretraining; Train ends it and the first round starts from it."""
+    from napari_sparseseg._qt.widget import SparseSegWidget
+    from napari_sparseseg.core.pretrain import load_cached
+
+    monkeypatch.setenv("SPARSESEG_CACHE", str(tmp_path / "cache"))
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_dir / "image.nii.gz"), plugin="napari-sparseseg")
+    viewer.open(str(sample_dir / "scribbles.nii.gz"), plugin="napari-sparseseg")
+    widget = SparseSegWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    try:
+        assert not widget.pretrainer.busy  # off by default
+        widget.settings.pretrain.setChecked(True)  # on: starts at once on the picked scan
+        assert widget.pretrainer.busy and widget.pretrainer.key is widget.image_layer
+        with qtbot.waitSignal(widget.pretrainer.progress, timeout=60_000):
+            pass
+        _settings(widget, device="cpu", max_steps=4)
+        with qtbot.waitSignals([widget.pretrainer.finished, widget.runner.round_finished, widget.runner.idle],
+                               order="strict", timeout=ROUND_MS) as got:
+            assert widget.train()
+        state = got.all_signals_and_args[0].args[0]
+        result = got.all_signals_and_args[1].args[0]
+        assert state is not None and state.steps >= 1
+        first = result.model.history[0]
+        assert first["pretrained"] == "inpaint" and first["steps"] == state.steps
+        assert result.model.history[-1]["round"] == 1 and result.train.steps == 4
+        assert load_cached(state.fingerprint).steps == state.steps  # paid once: cached for this scan
+        assert "Learned the scan" in widget.pretrain_status.text()
+        # A model of this scan exists now: switching pretraining on again does not start it.
+        widget.settings.pretrain.setChecked(False)
+        widget.settings.pretrain.setChecked(True)
+        assert not widget.pretrainer.busy
+    finally:
+        _finish(widget, qtbot)
+
+
+def test_pretraining_starts_when_a_scan_is_picked_and_stops_when_switched_off(make_napari_viewer, sample_dir, qtbot):
+    from napari_sparseseg._qt.widget import SparseSegWidget
+
+    viewer = make_napari_viewer()
+    widget = SparseSegWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.settings.pretrain.setChecked(True)
+    assert not widget.pretrainer.busy  # no scan yet
+    viewer.open(str(sample_dir / "image.nii.gz"), plugin="napari-sparseseg")
+    assert widget.image_layer is not None and widget.pretrainer.busy  # the moment the scan is picked
+    with qtbot.waitSignal(widget.pretrainer.finished, timeout=60_000):
+        widget.settings.pretrain.setChecked(False)  # switched off: stops within a step
+    _finish(widget, qtbot)

@@ -1,0 +1,107 @@
+"""Background pretraining while the user paints (:func:`napari_sparseseg.core.pretrain.pretrain`).
+
+The widget starts it the moment a scan is picked; Train ends it within one step and the first
+round starts from the state reached (it is cached per scan, so picking the scan again later
+costs nothing). It never touches layers and never holds up the user: :meth:`PretrainRunner.stop`
+returns at once and ``finished`` follows a step later.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from napari_sparseseg._qt.round_runner import error_message
+from napari_sparseseg.core.config import PretrainConfig
+from napari_sparseseg.core.pretrain import Pretrained, pretrain
+
+__all__ = ["PretrainRunner"]
+
+REFRESH_MS = 1000  # a status line, not a progress bar: once a second is plenty
+
+
+class PretrainRunner(QObject):
+    """At most one pretraining, off the GUI thread.
+
+    Args:
+        parent: the owning QObject.
+
+    Signals:
+        started(): pretraining of a scan started.
+        progress(Progress): the latest step, about once a second.
+        finished(object): the :class:`~napari_sparseseg.core.pretrain.Pretrained` state reached
+            (the bound, or :meth:`stop`), ``None`` if it failed.
+        failed(str): a one-line message (the user's work is untouched; training starts fresh).
+    """
+
+    started = Signal()
+    progress = Signal(object)
+    finished = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.state: Pretrained | None = None
+        self.key: object = None
+        self._worker = None
+        self._stop = threading.Event()
+        self._latest = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(REFRESH_MS)
+        self._timer.timeout.connect(self._refresh)
+
+    @property
+    def busy(self) -> bool:
+        """True from :meth:`start` until ``finished``."""
+        return self._worker is not None
+
+    def start(self, key: object, image, spacing, cfg: PretrainConfig) -> bool:
+        """Pretrain on ``image`` (file-grid array) in a worker; ``key`` names the scan (e.g. its layer).
+
+        Returns ``False`` (and does nothing) while another pretraining runs.
+        """
+        if self.busy:
+            return False
+        self._stop.clear()
+        self.state, self.key, self._latest = None, key, None
+        self._worker = create_worker(pretrain, image, cfg, spacing=spacing, stop=self._stop,
+                                     _start_thread=False, _ignore_errors=True)
+        self._worker.yielded.connect(self._on_yielded)
+        self._worker.returned.connect(self._on_returned)
+        self._worker.errored.connect(lambda exc: self.failed.emit(error_message(exc)))
+        self._worker.finished.connect(self._on_finished)
+        self._timer.start()
+        self.started.emit()
+        self._worker.start()
+        return True
+
+    def stop(self) -> bool:
+        """End pretraining after the current step; ``finished`` follows. Returns whether it was running."""
+        if not self.busy:
+            return False
+        self._stop.set()
+        return True
+
+    def state_for(self, key: object) -> Pretrained | None:
+        """The finished state of the scan ``key``, if that is the scan last pretrained."""
+        return self.state if key is not None and key is self.key and not self.busy else None
+
+    def _on_yielded(self, p) -> None:
+        first = self._latest is None
+        self._latest = p
+        if first:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        if self._latest is not None and self.busy:
+            self.progress.emit(self._latest)
+
+    def _on_returned(self, state) -> None:
+        self.state = state
+
+    def _on_finished(self) -> None:
+        self._timer.stop()
+        self._worker = None
+        self.finished.emit(self.state)
