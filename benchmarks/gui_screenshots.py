@@ -93,6 +93,8 @@ def main(argv=None):
 
     runner = widget.runner
     widget.train()
+    while widget.pretrainer.busy:
+        pump(0.1)  # Train first ends the pretraining (within a step); the round starts as it finishes
     took = False
     while runner.busy and runner.stage != "predict":
         pump(0.2)
