@@ -8,12 +8,10 @@ returns at once and ``finished`` follows a step later.
 
 from __future__ import annotations
 
-import threading
-
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QObject, Signal
 
-from napari_sparseseg._qt.round_runner import error_message
+from napari_sparseseg._qt.round_runner import WorkerOwner, error_message
 from napari_sparseseg.core.config import PretrainConfig
 from napari_sparseseg.core.pretrain import Pretrained, pretrain
 
@@ -22,7 +20,7 @@ __all__ = ["PretrainRunner"]
 REFRESH_MS = 1000  # a status line, not a progress bar: once a second is plenty
 
 
-class PretrainRunner(QObject):
+class PretrainRunner(WorkerOwner):
     """At most one pretraining, off the GUI thread.
 
     Args:
@@ -42,20 +40,9 @@ class PretrainRunner(QObject):
     failed = Signal(str)
 
     def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
+        super().__init__(REFRESH_MS, parent)
         self.state: Pretrained | None = None
         self.key: object = None
-        self._worker = None
-        self._stop = threading.Event()
-        self._latest = None
-        self._timer = QTimer(self)
-        self._timer.setInterval(REFRESH_MS)
-        self._timer.timeout.connect(self._refresh)
-
-    @property
-    def busy(self) -> bool:
-        """True from :meth:`start` until ``finished``."""
-        return self._worker is not None
 
     def start(self, key: object, image, spacing, cfg: PretrainConfig) -> bool:
         """Pretrain on ``image`` (file-grid array) in a worker; ``key`` names the scan (e.g. its layer).

@@ -25,7 +25,7 @@ from napari_sparseseg.core.errors import SparseSegError
 from napari_sparseseg.core.progress import Progress
 from napari_sparseseg.core.session import Session
 
-__all__ = ["REFRESH_MS", "RoundRunner", "error_message"]
+__all__ = ["REFRESH_MS", "RoundRunner", "WorkerOwner", "error_message"]
 
 REFRESH_MS = 500  # progress re-emitted at 2 Hz while a round runs
 _DESCRIPTION = {"train": "sparseseg: training", "predict": "sparseseg: predicting"}
@@ -36,7 +36,33 @@ def error_message(exc: BaseException) -> str:
     return exc.one_line() if isinstance(exc, SparseSegError) else f"{type(exc).__name__}: {exc}"
 
 
-class RoundRunner(QObject):
+class WorkerOwner(QObject):
+    """Owns at most one napari worker, its Stop event and a timer that re-emits progress.
+
+    Args:
+        refresh_ms: the timer's interval; subclasses re-emit their latest progress in ``_refresh``.
+        parent: the owning QObject.
+    """
+
+    def __init__(self, refresh_ms: int, parent: QObject | None = None):
+        super().__init__(parent)
+        self._worker = None
+        self._stop = threading.Event()
+        self._latest: Progress | None = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(refresh_ms)
+        self._timer.timeout.connect(self._refresh)
+
+    @property
+    def busy(self) -> bool:
+        """True while the worker runs (from ``start`` until its last signal)."""
+        return self._worker is not None
+
+    def _refresh(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class RoundRunner(WorkerOwner):
     """One training (+ prediction) round at a time, off the GUI thread.
 
     Args:
@@ -58,21 +84,10 @@ class RoundRunner(QObject):
     idle = Signal()
 
     def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
+        super().__init__(REFRESH_MS, parent)
         self.losses: list[float] = []
-        self._worker = None
-        self._stop = threading.Event()
-        self._latest: Progress | None = None
         self._stage: str | None = None
         self._bar = None
-        self._timer = QTimer(self)
-        self._timer.setInterval(REFRESH_MS)
-        self._timer.timeout.connect(self._refresh)
-
-    @property
-    def busy(self) -> bool:
-        """True from :meth:`start` until ``idle``."""
-        return self._worker is not None
 
     @property
     def stage(self) -> str | None:
