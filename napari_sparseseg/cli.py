@@ -175,7 +175,7 @@ def cmd_segment(args) -> int:
     init = load_model(args.init_model) if args.init_model else None
     names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
     try:
-        # Checks the strokes before any pretraining is paid for.
+        # Checks the strokes before any pretraining is paid for; the pretrained state is given later.
         trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=init, spacing=geom.spacing, class_names=names)
     except ScribbleError as exc:  # name the file the user gave
         exc.path = exc.path or str(args.scribbles)
@@ -192,8 +192,7 @@ def cmd_segment(args) -> int:
             pre = run_to_end(pretrain(image, pre_cfg, spacing=geom.spacing), show)
             show.finish()
             _say(args, f"pretrained {pre.steps} steps, {pre.seconds:.1f} s in all")
-            trainer = Trainer(image, scribbles, cfg, corrections=corrections, spacing=geom.spacing, class_names=names,
-                              pretrained=pre)
+            trainer.use_pretrained(pre)
         _say(args, f"training on {device.type} for at most {bounds} (Ctrl-C aborts; nothing is written before the end)")
         result = run_to_end(trainer.run(), show)
         show.finish()

@@ -160,6 +160,7 @@ class SparseSegWidget(QWidget):
             self._start(*pending)
         elif self.image_layer is not self.pretrainer.key:
             self._pretrain(self.image_layer)
+
     def _on_scribbles_changed(self, *_):
         lay = self.scribbles_layer
         if lay is None or self.runner.busy:

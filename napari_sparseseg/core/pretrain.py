@@ -184,16 +184,16 @@ class Pretrainer:
 
         cfg = self.cfg
         t0 = time.perf_counter()
-        rng = np.random.RandomState(cfg.seed + (self.start.steps if self.start else 0))
+        done_steps = self.start.steps if self.start else 0
+        done_seconds = self.start.seconds if self.start else 0.0
+        rng = np.random.RandomState(cfg.seed + done_steps)  # a continued run draws new patches
         net, config, norm, patch = self._setup()
         x = norm.apply(self.image)
         pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, self.image.shape, strict=True)]
         if any(b for _, b in pad):
             x = np.pad(x, pad, mode="edge")
         centres = self._centres(x, rng)
-        corrupt = _corruption(cfg.task, patch, cfg.seed + (self.start.steps if self.start else 0))
-        done_steps = self.start.steps if self.start else 0
-        done_seconds = self.start.seconds if self.start else 0.0
+        corrupt = _corruption(cfg.task, patch, cfg.seed + done_steps)
         budget = None if cfg.seconds is None else cfg.seconds - done_seconds
         opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
         net.train()

@@ -172,15 +172,27 @@ class Trainer:
         self.class_names = list(init.class_names) if init else list(class_names or default_class_names(n_classes))
         self.device = resolve_device(self.cfg.device)
         self.model: SegModel | None = init
-        if pretrained is not None and init is None:
-            from napari_sparseseg.core.pretrain import Pretrained
+        self.pretrained = None
+        if pretrained is not None:
+            self.use_pretrained(pretrained)
 
-            if not isinstance(pretrained, Pretrained):
-                raise ConfigError(f"pretrained must be a pretraining result, got {type(pretrained).__name__}.")
-            if not np.allclose(pretrained.spacing, spacing, rtol=1e-4):
-                raise ConfigError(f"the pretrained state was made on a scan with spacing {tuple(pretrained.spacing)}, "
-                                  f"not {tuple(spacing)}; pretrain on this scan.")
-        self.pretrained = pretrained if init is None else None
+    def use_pretrained(self, pretrained) -> None:
+        """Start the new model from a self-supervised state of this scan (ignored with a warm start).
+
+        Raises:
+            ConfigError: ``pretrained`` is not a pretraining result, or was made on a scan with
+                another spacing.
+        """
+        if self.init is not None:
+            return
+        from napari_sparseseg.core.pretrain import Pretrained
+
+        if not isinstance(pretrained, Pretrained):
+            raise ConfigError(f"pretrained must be a pretraining result, got {type(pretrained).__name__}.")
+        if not np.allclose(pretrained.spacing, self.spacing, rtol=1e-4):
+            raise ConfigError(f"the pretrained state was made on a scan with spacing {tuple(pretrained.spacing)}, "
+                              f"not {tuple(self.spacing)}; pretrain on this scan.")
+        self.pretrained = pretrained
 
     # ------------------------------------------------------------------ setup
     def _build_model(self) -> SegModel:
