@@ -9,6 +9,7 @@ trains for --budget seconds per round on the CPU; the forest is retrained on all
     python benchmarks/accuracy.py --cases ct_abdomen --k 3 --budget 30
     python benchmarks/accuracy.py --cases mr_abdomen --k 3 --seeds 0 1 2   # spread over annotators
     python benchmarks/accuracy.py --k 1 3 --seeds 0 1 2 --pretrain 120      # first rounds start from pretraining
+    python benchmarks/accuracy.py --k 3 --seeds 0 1 2 --correction-budget 15  # short correction rounds
 
 With ``--pretrain SECONDS`` each seed's network is first pretrained on the scan itself (the
 self-supervised task of ``core/pretrain.py``; in the widget this runs while the user paints),
@@ -48,7 +49,8 @@ from napari_sparseseg.core.simulated_annotator import simulate_corrections, simu
 from napari_sparseseg.core.train import Trainer  # noqa: E402
 
 
-def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, refine=True, pretrain=None):
+def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, refine=True, pretrain=None, forest=True,
+             correction_budget=None):
     """All rounds for each seed and k on one case; the image and the forest's features are computed once."""
     image, geom, ref, names = load_case(name)
     classes = list(range(1, len(names)))
@@ -72,12 +74,14 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, re
                 row = {"case": name, "k": k, "round": r, "seed": seed}
                 # U-Net
                 y, _ = merge_annotations(scribbles, corr["unet"])
-                cfg = TrainConfig(time_budget=budget, max_steps=None, seed=seed + r, device=device)
+                seconds = budget if r == 0 or correction_budget is None else correction_budget
+                cfg = TrainConfig(time_budget=seconds, max_steps=None, seed=seed + r, device=device, forest=forest)
                 res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr["unet"], init=model, spacing=geom.spacing,
                                          class_names=names, pretrained=pre).run())
                 model = res.model
                 t0 = time.perf_counter()
-                pcfg = PredictConfig(device=device, uncertainty=False, stroke_regions_only=regions_only, refine=refine)
+                pcfg = PredictConfig(device=device, uncertainty=False, stroke_regions_only=regions_only, refine=refine,
+                                     forest=forest)
                 pred = predict_volume(model, image, pcfg, y, geom.spacing).labels
                 row["unet"] = {"dice": dice_per_class(pred, ref, classes), "steps": res.steps, "train_s": res.elapsed, "predict_s": time.perf_counter() - t0,
                                "labelled_voxels": int((y > 0).sum())}
@@ -85,6 +89,14 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, re
                 # corrections follow the default path above).
                 plain = predict_volume(model, image, dataclasses.replace(pcfg, refine=not refine), y, geom.spacing).labels
                 row["unet_other_refine"] = {"dice": dice_per_class(plain, ref, classes), "refine": not refine}
+                # The same network without its forest (when it has one): what the fusion adds.
+                if model.forest is not None:
+                    alone = predict_volume(model, image, dataclasses.replace(pcfg, forest=False), y, geom.spacing).labels
+                    row["unet_without_forest"] = {"dice": dice_per_class(alone, ref, classes),
+                                                  "forest_fit_s": model.forest.fit_seconds}
+                    bare = predict_volume(model, image, dataclasses.replace(pcfg, forest=False, refine=False), y,
+                                          geom.spacing).labels
+                    row["unet_without_either"] = {"dice": dice_per_class(bare, ref, classes)}
                 # Random forest on the same kind of strokes (its own corrections)
                 y_rf, _ = merge_annotations(scribbles, corr["rf"])
                 t0 = time.perf_counter()
@@ -95,10 +107,12 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, re
                 pred_rf_cc = pred_rf.copy()
                 keep_stroke_regions(pred_rf_cc, y_rf)
                 row["rf_regions"] = {"dice": dice_per_class(pred_rf_cc, ref, classes)}
-                for m in ("unet", "unet_other_refine", "rf", "rf_regions"):
-                    row[m]["mean_dice"] = float(np.mean(list(row[m]["dice"].values())))
+                for m in ("unet", "unet_other_refine", "unet_without_forest", "unet_without_either", "rf", "rf_regions"):
+                    if m in row:
+                        row[m]["mean_dice"] = float(np.mean(list(row[m]["dice"].values())))
+                alone = f"; without forest {row['unet_without_forest']['mean_dice']:.3f}" if "unet_without_forest" in row else ""
                 log(f"  k={k} round {r}: U-Net {row['unet']['mean_dice']:.3f} ({res.steps} steps; "
-                    f"{'without' if refine else 'with'} refinement {row['unet_other_refine']['mean_dice']:.3f})  RF {row['rf']['mean_dice']:.3f}"
+                    f"{'without' if refine else 'with'} refinement {row['unet_other_refine']['mean_dice']:.3f}{alone})  RF {row['rf']['mean_dice']:.3f}"
                     f" (RF + region filter {row['rf_regions']['mean_dice']:.3f})  "
                     + "  ".join(f"{names[c]} {row['unet']['dice'][c]:.2f}/{row['rf']['dice'][c]:.2f}" for c in classes))
                 results.append(row)
@@ -116,12 +130,17 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2, help="correction rounds after the first (default 2)")
     ap.add_argument("--budget", type=float, default=TrainConfig.time_budget,
                     help=f"U-Net training seconds per round (default {TrainConfig.time_budget:g}, TrainConfig's)")
+    ap.add_argument("--correction-budget", type=float, default=None, metavar="SECONDS",
+                    help="training seconds of the correction rounds (warm start; default: --budget)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0],
                     help="annotator/training seeds; with several, the summary also gives the mean over seeds (default 0)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--keep-all-regions", action="store_true", help="U-Net without the stroke-region filter (ablation)")
     ap.add_argument("--no-refine", action="store_true",
                     help="U-Net masks without boundary refinement (the refined mask of the same net is then the ablation)")
+    ap.add_argument("--no-forest", action="store_true",
+                    help="the U-Net without the random forest fused into its predictions (otherwise the same net without "
+                         "it is the ablation)")
     ap.add_argument("--pretrain", type=float, default=None, metavar="SECONDS",
                     help="pretrain each seed's network on the scan for this long before round 0 (default off)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "accuracy.json"))
@@ -133,16 +152,17 @@ def main(argv=None):
     import torch
 
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, budget {args.budget:g}s/round"
+        + (f" ({args.correction_budget:g}s for correction rounds)" if args.correction_budget else "")
         + (f", pretraining {args.pretrain:g}s before round 0" if args.pretrain else ""))
     all_rows = {}
     for name in args.cases:
         rows, names = run_case(name, args.k, args.rounds, args.budget, args.seeds, args.device, log, not args.keep_all_regions,
-                               not args.no_refine, args.pretrain)
+                               not args.no_refine, args.pretrain, not args.no_forest, args.correction_budget)
         all_rows[name] = {"class_names": names, "rows": rows}
     other = "without" if not args.no_refine else "with"
-    log(f"\nsummary: mean Dice (± sd over seeds), U-Net {{same net {other} refinement}} vs RF baseline (difference) "
-        "[RF + the same region filter]")
-    log(f"{'case':<18}{'k':>3}{'seed':>6}" + "".join(f"{'round ' + str(r):>44}" for r in range(args.rounds + 1)))
+    log(f"\nsummary: mean Dice (± sd over seeds), U-Net {{same net {other} refinement}} <same net without its forest> "
+        "vs RF baseline (difference) [RF + the same region filter]")
+    log(f"{'case':<18}{'k':>3}{'seed':>6}" + "".join(f"{'round ' + str(r):>52}" for r in range(args.rounds + 1)))
     for name, block in all_rows.items():
         for k in args.k:
             for seed in args.seeds + (["mean"] if len(args.seeds) > 1 else []):
@@ -154,7 +174,9 @@ def main(argv=None):
                     u, uo, f, fr = (float(np.mean([x[m]["mean_dice"] for x in rows]))
                                     for m in ("unet", "unet_other_refine", "rf", "rf_regions"))
                     sd = f"±{np.std([x['unet']['mean_dice'] for x in rows]):.3f}" if len(rows) > 1 else " " * 6
-                    cells += f"{u:>8.3f}{sd} {{{uo:.3f}}} {f:>6.3f} ({u - f:+.2f}) [{fr:.3f}]"
+                    alone = [x["unet_without_forest"]["mean_dice"] for x in rows if "unet_without_forest" in x]
+                    uf = f"<{np.mean(alone):.3f}>" if len(alone) == len(rows) else "<  -  >"
+                    cells += f"{u:>8.3f}{sd} {{{uo:.3f}}} {uf} {f:>6.3f} ({u - f:+.2f}) [{fr:.3f}]"
                 log(f"{name:<18}{k:>3}{seed:>6}{cells}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

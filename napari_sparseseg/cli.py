@@ -160,7 +160,7 @@ def cmd_segment(args) -> int:
     device = resolve_device(args.device)
     cfg = TrainConfig(
         max_steps=args.max_steps, time_budget=args.time_budget, seed=args.seed, device=args.device,
-        model_size=args.model_size, modality=args.modality,
+        model_size=args.model_size, modality=args.modality, forest=args.forest,
     )
     pre_cfg = None
     if args.pretrain is not None:
@@ -182,7 +182,7 @@ def cmd_segment(args) -> int:
         raise
     check_format_limits(outputs, image.shape, trainer.num_classes)
     pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False,
-                         stroke_regions_only=not args.keep_all_regions, refine=args.refine)
+                         stroke_regions_only=not args.keep_all_regions, refine=args.refine, forest=args.forest)
     bounds = " and ".join(b for b in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
                                       f"{cfg.time_budget:g} s" if cfg.time_budget else "") if b)
     with _progress(args) as show:
@@ -211,7 +211,8 @@ def cmd_predict(args) -> int:
     from napari_sparseseg.core.progress import run_to_end
     from napari_sparseseg.io import check_format_limits
 
-    pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False, refine=args.refine)
+    pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False, refine=args.refine,
+                         forest=args.forest)
     device = resolve_device(args.device)
     outputs = _check_outputs(args)
     image, geom, _, _ = _read_inputs(args)
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--keep-all-regions", action="store_true",
                      help="keep predicted regions that touch no stroke of their class (default: drop them)")
     _add_setting(seg, PredictConfig, "refine")
+    _add_setting(seg, TrainConfig, "forest")
     _add_setting(seg, PretrainConfig, "seconds", default=None,
                  help="first pretrain a new model on the scan itself for this many seconds (self-supervised; cached "
                       "per scan in $SPARSESEG_CACHE or ~/.cache/napari-sparseseg, so a second run pays nothing; "
@@ -294,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("-o", "--output", required=True, metavar="MASK")
     _add_setting(pre, PredictConfig, "device")
     _add_setting(pre, PredictConfig, "refine")
+    _add_setting(pre, PredictConfig, "forest")
     common(pre)
     pre.set_defaults(func=cmd_predict)
 

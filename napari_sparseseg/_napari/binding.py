@@ -41,7 +41,7 @@ from napari_sparseseg.io import Geometry
 
 __all__ = ["PREDICTION", "SCRIBBLES", "UNCERTAINTY", "SessionBinding", "grid_shape", "image_path", "layer_geometry"]
 
-SCRIBBLES, PREDICTION, UNCERTAINTY = "scribbles", "prediction", "uncertainty"
+SCRIBBLES, PREDICTION, UNCERTAINTY, PREVIEW = "scribbles", "prediction", "uncertainty", "preview (forest)"
 BRUSH_SIZE = 3  # thin strokes: a few voxels wide, as scribbles should be
 _SHARED_META = (GEOMETRY_KEY, ORIENTATION_KEY, "orientation")
 
@@ -229,6 +229,7 @@ class SessionBinding:
         self.sync(class_names, colors, settings)
         self.session.accept(result)
         if result.prediction is not None:
+            self.drop_preview()
             self.show_prediction(result.prediction.labels, result.prediction.uncertainty)
 
     def show_prediction(self, labels: np.ndarray, uncertainty: np.ndarray | None = None) -> None:
@@ -258,6 +259,31 @@ class SessionBinding:
         scr = self.scribbles_layer
         self.viewer.layers.move(self.viewer.layers.index(scr), len(self.viewer.layers))
         self.viewer.layers.selection.active = scr
+
+    def show_preview(self, labels: np.ndarray) -> None:
+        """Show the early mask of a round (file grid) as a read-only layer until the round ends."""
+        if self.image_layer is None:
+            return
+        shown = self.to_display(labels)
+        layer = self.layer(PREVIEW)
+        if layer is not None and layer.data.shape == shown.shape:
+            layer.data = shown
+        else:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            layer = self.viewer.add_labels(shown, opacity=0.45, **kwargs_like(self.image_layer, PREVIEW))
+        layer.editable = False  # the round's prediction replaces it; edits would be lost
+        layer.colormap = prediction_colormap(self.session.colors or default_colors(len(self.session.class_names)))
+        scr = self.scribbles_layer
+        if scr is not None:
+            self.viewer.layers.move(self.viewer.layers.index(scr), len(self.viewer.layers))
+            self.viewer.layers.selection.active = scr
+
+    def drop_preview(self) -> None:
+        """Remove the early mask (the round ended)."""
+        layer = self.layer(PREVIEW)
+        if layer is not None:
+            self.viewer.layers.remove(layer)
 
     def reset_model(self) -> None:
         """Forget the model; the next round trains a fresh network (annotations kept)."""

@@ -76,7 +76,9 @@ class RoundPanel(QWidget):
     def show_progress(self, p: Progress, losses: list[float]) -> None:
         """Show the latest step, and the round's ``losses`` so far."""
         self.progress_bar.setValue(int(1000 * p.fraction))
-        if p.stage == "train":
+        if p.stage == "train" and p.loss is None:  # before the first step: the forest was fitted
+            self.progress_bar.setFormat(f"training: forest fitted, network starting, {p.elapsed:.0f} s")
+        elif p.stage == "train":
             self.loss_plot.set_current(losses)
             self.progress_bar.setFormat(f"training: step {p.step}, loss {p.loss:.3f}, {p.elapsed:.0f} s")
         else:

@@ -72,6 +72,8 @@ class RoundRunner(WorkerOwner):
         started(bool): a round started; ``True`` when it trains, ``False`` for predict-only.
         progress(Progress): the latest step, at most about twice a second (and at each stage's
             first step). :attr:`losses` holds every training loss of the round so far.
+        preview(ndarray): an early mask (file grid) while training goes on (the forest's;
+            only when started with ``preview=True``).
         round_finished(RoundResult): the round's result, still to be accepted by the session.
         round_failed(str): a one-line message of what went wrong (the annotations are kept).
         idle(): the worker is gone; a new round may start.
@@ -79,6 +81,7 @@ class RoundRunner(WorkerOwner):
 
     started = Signal(bool)
     progress = Signal(object)
+    preview = Signal(object)
     round_finished = Signal(object)
     round_failed = Signal(str)
     idle = Signal()
@@ -95,8 +98,8 @@ class RoundRunner(WorkerOwner):
         return self._latest.stage if self.busy and self._latest is not None else None
 
     def start(self, session: Session, train_config: TrainConfig | None, predict_config: PredictConfig,
-              train: bool = True, pretrained=None) -> bool:
-        """Start ``session.run_round(train_config, predict_config, stop, train, pretrained)`` in a worker.
+              train: bool = True, pretrained=None, preview: bool = False) -> bool:
+        """Start ``session.run_round(train_config, predict_config, stop, train, pretrained, preview)`` in a worker.
 
         The session is not changed by the round; apply the result on ``round_finished``
         with :meth:`Session.accept`. Returns ``False`` (and does nothing) while a round runs.
@@ -108,7 +111,7 @@ class RoundRunner(WorkerOwner):
         # Created before the worker starts: napari's progress may process events.
         self._bar = napari_progress(total=1000, desc=_DESCRIPTION["train" if train else "predict"])
         self._worker = create_worker(session.run_round, train_config, predict_config, self._stop, train, pretrained,
-                                     _start_thread=False, _ignore_errors=True)
+                                     preview, _start_thread=False, _ignore_errors=True)
         self._worker.yielded.connect(self._on_yielded)
         self._worker.returned.connect(self.round_finished.emit)
         self._worker.errored.connect(lambda exc: self.round_failed.emit(error_message(exc)))
@@ -147,6 +150,8 @@ class RoundRunner(WorkerOwner):
             return
         if p.stage == "train" and p.loss is not None:
             self.losses.append(float(p.loss))
+        if p.preview is not None:
+            self.preview.emit(p.preview)
         first = self._latest is None or p.stage != self._latest.stage
         self._latest = p
         if first:

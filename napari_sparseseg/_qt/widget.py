@@ -92,6 +92,7 @@ class SparseSegWidget(QWidget):
             button.clicked.connect(lambda _=False, slot=slot: slot())
         self.runner.started.connect(self._on_started)
         self.runner.progress.connect(lambda p: self.rounds.show_progress(p, self.runner.losses))
+        self.runner.preview.connect(self.binding.show_preview)
         self.runner.round_finished.connect(self._on_round_finished)
         self.runner.round_failed.connect(self._fail)
         self.runner.idle.connect(self._on_idle)
@@ -229,7 +230,8 @@ class SparseSegWidget(QWidget):
             pretrained = self._usable_pretraining(s.settings)
         elif self.pretrainer.busy:
             self.pretrainer.stop()
-        return self.runner.start(s, tcfg, pcfg, train, pretrained)
+        # While no mask is shown, the forest's appears a few seconds after Train.
+        return self.runner.start(s, tcfg, pcfg, train, pretrained, preview=train and s.prediction is None)
 
     def _usable_pretraining(self, settings):
         """The pretrained state of the picked scan if it suits the round's settings (device type and size)."""
@@ -272,6 +274,7 @@ class SparseSegWidget(QWidget):
         self.autosaver.save_now()
 
     def _on_idle(self):
+        self.binding.drop_preview()
         self._set_running(False)
         if self._live_pending and self.settings.live.isChecked():
             self._live_pending = False

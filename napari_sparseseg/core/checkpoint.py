@@ -4,6 +4,8 @@ Layout of a model folder::
 
     model.json   format version, package version, network, normalisation, classes, patch size
     model.pt     the network's state_dict (loaded with ``weights_only=True``)
+    forest.npz   optional: the random forest fused with the network, as its training set
+                 (:mod:`~napari_sparseseg.core.forest`; loaded with ``allow_pickle=False``)
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from napari_sparseseg import __version__
 from napari_sparseseg.core.atomic import check_ours, recover_folder, replace_folder
 from napari_sparseseg.core.errors import CheckpointError, OutputError
@@ -22,7 +26,7 @@ from napari_sparseseg.core.intensity import Normalization
 from napari_sparseseg.core.network import NetworkConfig, build_network
 
 FORMAT_VERSION = 1
-CONFIG_NAME, WEIGHTS_NAME = "model.json", "model.pt"
+CONFIG_NAME, WEIGHTS_NAME, FOREST_NAME = "model.json", "model.pt", "forest.npz"
 
 
 @dataclass
@@ -40,6 +44,8 @@ class SegModel:
         intensity_scale: typical intensity difference between neighbouring voxels of one class
             on the strokes it was trained on (normalised units), for boundary refinement
             (:mod:`~napari_sparseseg.core.refine`); ``None`` if unknown.
+        forest: a :class:`~napari_sparseseg.core.forest.StrokeForest` fitted to the same strokes,
+            fused with the network at prediction; ``None`` if there is none.
     """
 
     network: object
@@ -50,6 +56,7 @@ class SegModel:
     spacing: tuple = (1.0, 1.0, 1.0)
     history: list = field(default_factory=list)
     intensity_scale: float | None = None
+    forest: object = None
 
     @property
     def num_classes(self) -> int:
@@ -70,6 +77,8 @@ class SegModel:
             "spacing": list(self.spacing),
             "history": list(self.history),
             "intensity_scale": self.intensity_scale,
+            "forest": None if self.forest is None else {"file": FOREST_NAME, "samples": int(len(self.forest.classes)),
+                                                        "trees": self.forest.n_estimators, "weight": self.forest.weight},
         }
 
 
@@ -78,7 +87,7 @@ def default_class_names(num_classes: int) -> list[str]:
     return ["background"] + [f"structure {i}" for i in range(1, num_classes)]
 
 
-MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME})
+MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, FOREST_NAME})
 
 
 def check_model_folder(folder: str | os.PathLike, what: str = "model folder") -> Path:
@@ -116,6 +125,9 @@ def save_model(model: SegModel, folder: str | os.PathLike) -> Path:
 
     def build(tmp: Path) -> None:
         torch.save(state, tmp / WEIGHTS_NAME)
+        if model.forest is not None:
+            with open(tmp / FOREST_NAME, "wb") as f:
+                np.savez_compressed(f, **model.forest.to_arrays())
         (tmp / CONFIG_NAME).write_text(meta)
 
     return replace_folder(folder, build, check=check_model_folder)
@@ -299,5 +311,29 @@ def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
     network = build_network(config)
     _load_weights(network, w_path, folder, config)
     network.to(target).eval()
+    forest = _load_forest(folder, meta, config) if meta.get("forest") else None
     return SegModel(network, config, normalization, class_names, patch_size, spacing, history,
-                    None if scale is None else float(scale))
+                    None if scale is None else float(scale), forest)
+
+
+def _load_forest(folder: Path, meta: dict, config: NetworkConfig):
+    """The model's :class:`~napari_sparseseg.core.forest.StrokeForest` from ``forest.npz`` (refit on first use)."""
+    from napari_sparseseg.core.forest import N_FEATURES, StrokeForest
+
+    path = folder / FOREST_NAME
+    if not path.is_file():
+        raise _corrupt(folder, f"{CONFIG_NAME} names a forest but {FOREST_NAME} is missing; retrain, or remove "
+                               f"\"forest\" from {CONFIG_NAME} to predict with the network alone.")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            forest = StrokeForest.from_arrays({k: z[k] for k in ("samples", "classes", "settings", "weight")})
+    except Exception as exc:  # truncated, not an npz, a key missing
+        raise _corrupt(folder, f"{FOREST_NAME} cannot be read ({exc}).") from exc
+    ok = (forest.samples.ndim == 2 and forest.samples.shape[1] == N_FEATURES and len(forest.classes) == len(forest.samples)
+          and forest.num_classes == config.out_channels and len(forest.classes) > 0
+          and int(forest.classes.max()) < config.out_channels and 0 <= forest.weight <= 1
+          and bool(np.isfinite(forest.samples).all()))
+    if not ok:
+        raise _corrupt(folder, f"{FOREST_NAME} does not fit the network ({forest.samples.shape} samples, "
+                               f"{forest.num_classes} classes, weight {forest.weight}); retrain.")
+    return forest

@@ -264,6 +264,12 @@ class TrainConfig:
                                     factory=WeightConfig)
     dice_weight: float = setting(0.0, "add this times a soft Dice on labelled voxels to the loss", ge=0)
     augment: bool = setting(True, "random affine + intensity augmentation (MONAI)")
+    forest: bool = setting(True, "also fit a random forest on image filters to the same strokes; prediction fuses it "
+                           "with the network (core/forest.py)", flag="--forest")
+    forest_weight: float = setting(0.5, "the forest's share of the fused (log-linear) probabilities", ge=0, le=1)
+    forest_max_samples: int = setting(60_000, "stroke voxels the forest is fitted on at most (even over classes)", ge=100)
+    forest_max_feature_bytes: int = setting(3 * 2**30, "no forest for a scan whose filter features would need more memory",
+                                            ge=0)
 
     def __post_init__(self):
         _validate(self)
@@ -327,6 +333,10 @@ class PredictConfig:
                                    ge=0)
     refine_iterations: int = setting(10, "mean-field iterations of the CRF", ge=1, le=100)
     refine_radius_mm: float = setting(3.5, "reach of the CRF's neighbourhood in mm (at most 4 voxels a direction)", gt=0)
+    forest: bool = setting(TrainConfig.forest, "fuse the model's random forest (if it has one) with the network "
+                           "(core/forest.py)", flag="--forest")
+    forest_max_feature_bytes: int = setting(TrainConfig.forest_max_feature_bytes, "keep a scan's filter features up to "
+                                            "this size (else they are computed per slab)", ge=0)
 
     def __post_init__(self):
         _validate(self)
@@ -347,6 +357,8 @@ class RoundSettings:
     seed: int = setting(TrainConfig.seed, "seed of the first round (round n uses seed + n)", ge=0, le=2**31 - 1)
     stroke_regions_only: bool = setting(PredictConfig.stroke_regions_only, "keep only regions touching a stroke")
     refine: bool = setting(PredictConfig.refine, "refine the outlines along the image's edges (dense CRF)")
+    forest: bool = setting(TrainConfig.forest, "fuse a random forest on image filters, fitted to the same strokes, "
+                           "with the network")
     pretrain: bool = setting(False, "pretrain on the scan itself while you paint (self-supervised, cached per scan); "
                              "the first round starts from it (off: it did not pay on the benchmark cases)")
     pretrain_seconds: float = setting(PretrainConfig.seconds, "pretraining time per scan, in all", gt=0)
@@ -366,7 +378,8 @@ class RoundSettings:
                 passes :attr:`live_seconds`).
         """
         return TrainConfig(max_steps=self.max_steps, time_budget=time_budget or self.time_budget,
-                           seed=self.seed + round_index, device=self.device, model_size=self.model_size)
+                           seed=self.seed + round_index, device=self.device, model_size=self.model_size,
+                           forest=self.forest)
 
     def pretrain_config(self) -> PretrainConfig:
         """The :class:`PretrainConfig` of background pretraining (the first round's device and size)."""
@@ -375,7 +388,7 @@ class RoundSettings:
     def predict_config(self) -> PredictConfig:
         """The :class:`PredictConfig` of a round: uncertainty on, for the viewer."""
         return PredictConfig(device=self.device, uncertainty=True, stroke_regions_only=self.stroke_regions_only,
-                             refine=self.refine)
+                             refine=self.refine, forest=self.forest)
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (stored in ``session.json``)."""

@@ -3,7 +3,9 @@
 The volume is processed in slabs along axis 0 (each with a margin of half a patch, so
 windows near a slab edge see the same context as in one pass). Within a slab,
 ``monai.inferers.sliding_window_inference`` blends softmax probabilities with a Gaussian
-window. Only the slab is ever held in float32; the outputs are an argmax mask (uint8),
+window. A model with a random forest (:mod:`~napari_sparseseg.core.forest`) fuses its
+probabilities with the network's before the optional CRF refinement. Only the slab is ever
+held in float32; the outputs are an argmax mask (uint8),
 probabilities as uint8 (p * 255, optional) and normalised entropy as float16.
 """
 
@@ -108,6 +110,11 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
     probs = np.zeros((k,) + image.shape, dtype=np.uint8) if cfg.probabilities else None
     unc = np.zeros(image.shape, dtype=np.float16) if cfg.uncertainty else None
     amp = device.type == "cuda"
+    forest = model.forest if cfg.forest else None
+    if forest is not None:
+        from napari_sparseseg.core.forest import FeatureSource, fuse
+
+        features = FeatureSource(image, ranges, spacing, cfg.forest_max_feature_bytes)
 
     def predictor(x):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -121,6 +128,8 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
                 x, patch, cfg.sw_batch_size, predictor, overlap=cfg.overlap, mode="gaussian",
                 padding_mode="replicate", sw_device=device, device="cpu",
             )[0]
+        if forest is not None:
+            p = fuse(p, torch.from_numpy(forest.probabilities(features.block(lo, hi))), forest.weight)
         if cfg.refine:
             p = _refined(p, x[0], spacing, model, cfg, None if annotations is None else annotations[lo:hi])
         p = p[:, start - lo : stop - lo]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 __all__ = ["Progress", "ProgressPrinter", "run_to_end", "until_stopped"]
@@ -29,6 +29,9 @@ class Progress:
         elapsed: seconds since the computation started.
         loss: training loss of this step (``None`` while predicting).
         budget: the time budget in seconds, if any.
+        preview: an early dense mask (class indices, the image's shape) while training goes on:
+            the forest's, a few seconds after Train (:class:`~napari_sparseseg.core.train.Trainer`
+            with ``preview=True``); ``None`` on every other step.
     """
 
     stage: str
@@ -37,6 +40,7 @@ class Progress:
     elapsed: float
     loss: float | None = None
     budget: float | None = None
+    preview: Any = field(default=None, repr=False, compare=False)
 
     @property
     def fraction(self) -> float:

@@ -39,6 +39,7 @@ import numpy as np
 from napari_sparseseg import __version__
 from napari_sparseseg.core.atomic import check_ours, file_identity, recover_folder, replace_folder
 from napari_sparseseg.core.checkpoint import (
+    CONFIG_NAME,
     MODEL_FILES,
     WEIGHTS_NAME,
     SegModel,
@@ -212,7 +213,7 @@ class Session:
 
     def run_round(self, train_cfg: TrainConfig | None = None, predict_cfg: PredictConfig | None = None,
                   stop: threading.Event | None = None, train: bool = True,
-                  pretrained=None) -> Generator[Progress, None, RoundResult]:
+                  pretrained=None, preview: bool = False) -> Generator[Progress, None, RoundResult]:
         """Train from the current annotations (warm start), then predict the whole image.
 
         A new model (no model yet, or the classes changed) starts from ``pretrained``, a
@@ -222,6 +223,9 @@ class Session:
         the session. ``stop`` set during training ends training within one step (the averaged
         weights so far are kept) and the prediction still runs; set again during prediction, it
         cancels the prediction. ``train=False`` only predicts with the current model.
+        ``preview``: a few seconds in, one progress carries the forest's mask
+        (:attr:`Progress.preview <napari_sparseseg.core.progress.Progress.preview>`) to show
+        while the network trains on.
 
         Raises:
             ScribbleError: no scribbles, one class only, or a class outside the class table.
@@ -239,7 +243,7 @@ class Session:
                 raise ScribbleError(f"the scribbles use value {top} (class {top - 1}) but the class table has only {len(names)} classes; add the class or erase those strokes.")
             corrections = self.corrections if self.corrected.any() else None
             trainer = Trainer(self.image, scribbles, train_cfg, corrections=corrections, init=self._init_model(),
-                              spacing=self.spacing, class_names=names, pretrained=pretrained)
+                              spacing=self.spacing, class_names=names, pretrained=pretrained, preview=preview)
             try:
                 result, halted = yield from until_stopped(trainer.run(), stop)  # Stop keeps the averaged weights
             except Exception as exc:
@@ -339,7 +343,7 @@ class Session:
             reuse_image = store_image and old_image.is_file() and (
                 done.get("image") == file_identity(old_image) or self._same_image_on_disk(old_image))
             reuse_model = (self.model is not None and self._saved_model.get(key) == self._model_rev
-                           and all((old_model / n).is_file() for n in MODEL_FILES)
+                           and all((old_model / n).is_file() for n in (CONFIG_NAME, WEIGHTS_NAME))
                            and done.get("model", file_identity(old_model / WEIGHTS_NAME)) == file_identity(old_model / WEIGHTS_NAME))
             meta = {
                 "format_version": SESSION_FORMAT,
@@ -370,8 +374,9 @@ class Session:
                 if self.model is not None:
                     if reuse_model:
                         (tmp / MODEL_DIR).mkdir()
-                        for name in MODEL_FILES:
-                            _link_or_copy(old_model / name, tmp / MODEL_DIR / name)
+                        for name in MODEL_FILES:  # the forest is optional
+                            if (old_model / name).is_file():
+                                _link_or_copy(old_model / name, tmp / MODEL_DIR / name)
                     else:
                         save_model(self.model, tmp / MODEL_DIR)
                 (tmp / SESSION_JSON).write_text(json.dumps(meta, indent=1))  # last: a complete folder is a session

@@ -27,6 +27,7 @@ from napari_sparseseg.core.intensity import choose_normalization, validate_image
 from napari_sparseseg.core.labels import (
     balance_factors,
     class_counts,
+    label_dtype,
     merge_annotations,
     validate_class_names,
     validate_labels,
@@ -131,6 +132,10 @@ class Trainer:
         pretrained: a new model starts from this self-supervised state of the same scan
             (:mod:`~napari_sparseseg.core.pretrain`): its architecture, normalisation and patch
             are kept and its weights copied except the class head. Ignored with ``init``.
+        preview: yield the forest's mask as an early prediction
+            (:attr:`Progress.preview <napari_sparseseg.core.progress.Progress.preview>`) as soon as
+            it is fitted, a few seconds after the start; it costs the network that much training
+            time, so the widget asks for it only while no prediction is shown.
 
     Every input is checked here, with the command line's checks, before any work starts.
 
@@ -147,7 +152,7 @@ class Trainer:
     """
 
     def __init__(self, image, scribbles, cfg: TrainConfig | None = None, *, corrections=None, init: SegModel | None = None, spacing=(1.0, 1.0, 1.0), class_names=None,
-                 pretrained=None):
+                 pretrained=None, preview: bool = False):
         if cfg is not None and not isinstance(cfg, TrainConfig):
             raise ConfigError(f"cfg must be a TrainConfig, got {type(cfg).__name__}.")
         if init is not None and not isinstance(init, SegModel):
@@ -172,7 +177,7 @@ class Trainer:
         self.class_names = list(init.class_names) if init else list(class_names or default_class_names(n_classes))
         self.device = resolve_device(self.cfg.device)
         self.model: SegModel | None = init
-        self.pretrained = None
+        self.pretrained, self.preview = None, bool(preview)
         if pretrained is not None:
             self.use_pretrained(pretrained)
 
@@ -244,6 +249,30 @@ class Trainer:
         ratios = [0.0] + [1.0 if c > 0 else 0.0 for c in counts]
         return x, y, src, table, indices, ratios
 
+    def _fit_forest(self, model: SegModel):
+        """A :class:`~napari_sparseseg.core.forest.StrokeForest` on this round's strokes.
+
+        ``None`` when the scan's features would exceed ``forest_max_feature_bytes``.
+        """
+        from napari_sparseseg.core.forest import StrokeForest, feature_bytes, scan_features
+
+        cfg = self.cfg
+        if feature_bytes(self.image.shape) > cfg.forest_max_feature_bytes:
+            return None
+        feats = scan_features(self.image, model.normalization.ranges(self.image), self.spacing)
+        return StrokeForest.fit(feats, self.y, self.num_classes, max_samples=cfg.forest_max_samples, seed=cfg.seed,
+                                weight=cfg.forest_weight)
+
+    def _forest_mask(self, model: SegModel) -> np.ndarray:
+        """The forest's own mask (stroke regions only), shown while the network trains."""
+        from napari_sparseseg.core.forest import scan_features
+        from napari_sparseseg.core.postprocess import keep_stroke_regions
+
+        feats = scan_features(self.image, model.normalization.ranges(self.image), self.spacing)
+        labels = model.forest.probabilities(feats).argmax(0).astype(label_dtype(self.num_classes - 1))
+        keep_stroke_regions(labels, self.y)
+        return labels
+
     # ------------------------------------------------------------------ loop
     def run(self) -> Generator[Progress, None, TrainResult]:
         """Train; yield :class:`Progress` after every step, return a :class:`TrainResult`.
@@ -268,6 +297,11 @@ class Trainer:
         x, y, src, table, indices, ratios = self._prepare_arrays(model)
         # The appearance scale of boundary refinement, from this round's strokes (stored with the model).
         model.intensity_scale = intensity_scale(x, y) or model.intensity_scale
+        if cfg.forest:  # inside the round's time: the network trains for what is left
+            model.forest = self._fit_forest(model)
+            if model.forest is not None:
+                early = self._forest_mask(model) if self.preview else None
+                yield Progress("train", 0, cfg.max_steps or 0, time.perf_counter() - t0, None, cfg.time_budget, early)
         patch = model.patch_size
         augment = _augmentation(self.spacing, cfg.seed) if cfg.augment else None
         table_t = torch.from_numpy(table)
@@ -285,15 +319,16 @@ class Trainer:
         averaged = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.weight_ema), use_buffers=True)
         losses: list[float] = []
         stopped_by, step = "max_steps", 0
+        t_loop = time.perf_counter()  # after the setup (and the forest): what a step costs is measured from here
         try:
             for step in itertools.count(1):
                 if cfg.max_steps is not None and step > cfg.max_steps:
                     step -= 1
                     break
-                elapsed = time.perf_counter() - t0
+                now = time.perf_counter()
                 if cfg.time_budget is not None and step > 1:
                     # Stop when half another step would overrun the budget.
-                    if elapsed + 0.5 * elapsed / (step - 1) > cfg.time_budget:
+                    if now - t0 + 0.5 * (now - t_loop) / (step - 1) > cfg.time_budget:
                         stopped_by, step = "time_budget", step - 1
                         break
                 centres = generate_label_classes_crop_centers(

@@ -1,5 +1,6 @@
 """`sparseseg` end to end: success paths and every bad-input case of the contract."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def test_segment_then_predict_then_refine(case, tmp_path, capsys):
     out, g = read_labels(mask)
     _, gi = read_image(case / "image.nii.gz")
     assert out.shape == gi.shape and np.allclose(g.affine, gi.affine)
-    assert out.max() <= 4 and (model / "model.json").is_file()
+    assert out.max() <= 4 and (model / "model.json").is_file() and (model / "forest.npz").is_file()
     import nibabel as nib
 
     p = np.asanyarray(nib.load(str(probs)).dataobj)
@@ -81,6 +82,25 @@ def test_segment_then_predict_then_refine(case, tmp_path, capsys):
     code, err = _run(capsys, "segment", case / "image.nii.gz", case / "scribbles.nii.gz", "-o", tmp_path / "mask3.nrrd",
                      "--corrections", tmp_path / "corr.nii.gz", "--init-model", model, "--max-steps", 2, "--device", "cpu")
     assert code == 0, err
+
+
+def test_no_forest_trains_and_predicts_with_the_network_alone(case, tmp_path, capsys):
+    model, mask = tmp_path / "model", tmp_path / "m.nii.gz"
+    code, err = _run(capsys, "segment", case / "image.nii.gz", case / "scribbles.nii.gz", "-o", mask, "--max-steps", 2,
+                     "--device", "cpu", "--model-out", model, "--no-forest", "--no-refine", "--keep-all-regions")
+    assert code == 0, err
+    assert not (model / "forest.npz").exists() and json.loads((model / "model.json").read_text())["forest"] is None
+    # The same network with a forest fused: `predict --no-forest` gives back the network's own mask.
+    with_forest = tmp_path / "with"
+    code, err = _run(capsys, "segment", case / "image.nii.gz", case / "scribbles.nii.gz", "-o", tmp_path / "f.nii.gz",
+                     "--max-steps", 2, "--device", "cpu", "--model-out", with_forest, "--no-refine", "--keep-all-regions")
+    assert code == 0, err
+    alone = tmp_path / "alone.nii.gz"
+    code, err = _run(capsys, "predict", case / "image.nii.gz", "--model", with_forest, "-o", alone, "--device", "cpu",
+                     "--no-refine", "--no-forest")
+    assert code == 0, err
+    assert np.array_equal(read_labels(alone)[0], read_labels(mask)[0])  # seeded: the same network, no forest
+    assert not np.array_equal(read_labels(tmp_path / "f.nii.gz")[0], read_labels(mask)[0])  # the forest counts
 
 
 # Bad input and faults (exit 2 / 130, one line, nothing lost): tests/cli/test_bad_input.py.

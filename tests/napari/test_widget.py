@@ -96,12 +96,20 @@ def test_train_predict_correct_export_and_session(loop, qtbot, tmp_path, sample_
     from napari_sparseseg.io import read_image, read_labels
 
     viewer, widget = loop
-    progress = []
+    progress, previews = [], []
     widget.runner.progress.connect(progress.append)
+    # The forest's mask is shown as soon as it is fitted, while the network trains on.
+    widget.runner.preview.connect(lambda labels: previews.append(("preview (forest)" in viewer.layers, labels)))
     result = _run(widget, qtbot)
     s = widget.session
     img = viewer.layers["image"]
     pred, unc = viewer.layers["prediction"], viewer.layers["uncertainty"]
+    assert len(previews) == 1 and previews[0][0] and previews[0][1].shape == s.image.shape
+    assert "preview (forest)" not in viewer.layers  # replaced by the round's prediction
+    s_ref = read_labels(sample_dir / "reference.nii.gz", like=read_image(sample_dir / "image.nii.gz")[1])[0]
+    from napari_sparseseg.core.metrics import dice_per_class
+
+    assert np.mean(list(dice_per_class(previews[0][1], s_ref, [1, 2, 3, 4]).values())) > 0.3  # a real mask
     assert result.train.steps == 4 and progress and progress[0].stage == "train"
     assert pred.data.shape == img.data.shape and np.allclose(pred.scale, img.scale) and np.allclose(unc.scale, img.scale)
     assert np.allclose(pred.translate, img.translate) and pred.metadata["sparseseg_display"] == img.metadata["sparseseg_display"]

@@ -83,6 +83,7 @@ def test_settings_panel_is_built_from_round_settings(qtbot):
     assert "seed + n" in panel.seed.toolTip() and "small on the CPU" in panel.model_size.toolTip()
     assert f"{RoundSettings().live_seconds:g} s" in panel.live.text()
     assert panel.refine.isChecked() == RoundSettings().refine and "CRF" in panel.refine.toolTip()
+    assert panel.forest.isChecked() == RoundSettings().forest and "forest" in panel.forest.toolTip()
 
 
 def test_settings_round_trip_through_a_session_file(qtbot, tmp_path):
@@ -101,10 +102,11 @@ def test_settings_round_trip_through_a_session_file(qtbot, tmp_path):
     panel.live.setChecked(True)
     panel.stroke_regions_only.setChecked(False)
     panel.refine.setChecked(False)
+    panel.forest.setChecked(False)
     panel.set_settings(dataclasses.replace(panel.settings(), max_steps=9))  # a field without a control is kept
     shown = panel.settings()
     assert shown == RoundSettings(device="cpu", model_size="medium", time_budget=42.5, seed=7, live=True,
-                                  stroke_regions_only=False, refine=False, max_steps=9)
+                                  stroke_regions_only=False, refine=False, forest=False, max_steps=9)
     s = Session(np.zeros((4, 5, 6), np.float32), np.zeros((4, 5, 6), np.uint8), settings=shown)
     back = Session.load(s.save(tmp_path / "session"))
     other = SettingsPanel()

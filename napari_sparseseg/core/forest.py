@@ -1,0 +1,256 @@
+"""A random forest on image filters, trained on the same strokes as the network, fused with it.
+
+Where intensity and local texture alone separate the classes, and on lesions of a few hundred
+voxels, ilastik's pixel classifier (a random forest on a bank of Gaussian filters) is hard to
+beat from a few strokes: it sees every labelled voxel at once and needs no optimisation. A
+network trained for a minute on the same strokes makes different mistakes (it learns shape and
+context, and lights up look-alike tissue it never saw labelled). Pooling the two models'
+probabilities (a two-member ensemble, log-linear: :func:`fuse`) cancels part of each one's
+independent error; the benchmark numbers are in ``models/README.md``. The forest is fitted at
+the start of each round, inside its time budget, and its own mask can be shown a few seconds
+after Train while the network trains on (``Trainer(preview=True)``).
+
+Features (ilastik's default 3-D set without the structure tensor), on the scan's intensities
+mapped linearly with the model's normalisation range (no clipping), at five scales: Gaussian
+smoothing, Laplacian of Gaussian, gradient magnitude, difference of Gaussians and the three
+Hessian eigenvalues, plus the intensity itself (36 features). The scales are in voxels of the
+finest axis and stretched per axis by the spacing, so a 6.5 mm slice gap is not smoothed as if
+it were 0.8 mm. They are computed once per scan in slabs along axis 0 (with a halo, so slab
+edges are exact) and kept as float16; a scan whose features would exceed
+``ForestConfig.max_feature_bytes`` gets no forest (the network alone predicts).
+
+The forest is stored in the model folder as its training set (``forest.npz``: the stroke
+voxels' features and classes, at most ``max_samples``) and its settings, and refit when the
+model is loaded: no pickles, and the refit is deterministic (scikit-learn, fixed seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["SIGMAS", "FeatureSource", "StrokeForest", "feature_halo", "filter_features", "forest_input", "fuse",
+           "scan_features"]
+
+SIGMAS = (0.7, 1.0, 1.6, 3.5, 5.0)  # ilastik's default scales, in voxels of the finest axis
+TRUNCATE = 3.0  # Gaussian kernels end at 3 sigma (ilastik's default)
+N_FEATURES = 1 + 7 * len(SIGMAS)
+
+
+def _axis_sigmas(s: float, spacing) -> tuple:
+    fine = float(min(spacing))
+    return tuple(s * fine / float(sp) for sp in spacing)
+
+
+def feature_halo(spacing) -> int:
+    """Voxels along axis 0 a slab needs on each side for its features to be exact."""
+    # Second-order derivatives of the widest Gaussian reach TRUNCATE sigma + 0.5 voxels.
+    return int(math.ceil(TRUNCATE * _axis_sigmas(max(SIGMAS), spacing)[0] + 0.5)) + 1
+
+
+def _eigvals_sym3(a00, a01, a02, a11, a12, a22) -> list:
+    """Eigenvalues (descending) of per-voxel symmetric 3x3 matrices (closed form, float32)."""
+    p1 = a01 * a01 + a02 * a02 + a12 * a12
+    q = (a00 + a11 + a22) / 3.0
+    b00, b11, b22 = a00 - q, a11 - q, a22 - q
+    p = np.sqrt((b00 * b00 + b11 * b11 + b22 * b22 + 2.0 * p1) / 6.0)
+    safe = np.where(p > 1e-12, p, 1.0)
+    det = (b00 * (b11 * b22 - a12 * a12) - a01 * (a01 * b22 - a12 * a02) + a02 * (a01 * a12 - b11 * a02))
+    r = np.clip(det / (2.0 * safe**3), -1.0, 1.0)
+    phi = np.arccos(r) / 3.0
+    e1 = q + 2.0 * p * np.cos(phi)
+    e3 = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
+    return [e1, 3.0 * q - e1 - e3, e3]
+
+
+def filter_features(x: np.ndarray, spacing) -> np.ndarray:
+    """``(N_FEATURES, *x.shape)`` float32 filter responses of one block of intensities."""
+    x = np.asarray(x, np.float32)
+    feats = [x]
+    for s in SIGMAS:
+        sig = _axis_sigmas(s, spacing)
+        g = ndi.gaussian_filter(x, sig, truncate=TRUNCATE)
+        feats.append(g)
+        feats.append(g - ndi.gaussian_filter(x, tuple(0.66 * v for v in sig), truncate=TRUNCATE))
+        grads = [ndi.gaussian_filter(x, sig, order=o, truncate=TRUNCATE) for o in ((1, 0, 0), (0, 1, 0), (0, 0, 1))]
+        feats.append(np.sqrt(sum(gr * gr for gr in grads)))
+        del grads
+        h = [ndi.gaussian_filter(x, sig, order=o, truncate=TRUNCATE)
+             for o in ((2, 0, 0), (1, 1, 0), (1, 0, 1), (0, 2, 0), (0, 1, 1), (0, 0, 2))]
+        feats.append(h[0] + h[3] + h[5])  # Laplacian of Gaussian
+        feats += _eigvals_sym3(*h)
+        del h
+    return np.stack(feats).astype(np.float32, copy=False)
+
+
+def forest_input(image: np.ndarray, ranges) -> np.ndarray:
+    """The forest's intensities: the first normalisation range mapped linearly to [-1, 1], unclipped."""
+    lo, hi = (float(v) for v in ranges[0])
+    return ((np.asarray(image, np.float32) - lo) * (2.0 / (hi - lo)) - 1.0).astype(np.float32, copy=False)
+
+
+def feature_bytes(shape) -> int:
+    """Bytes of a scan's stored features (float16)."""
+    return int(np.prod(shape)) * N_FEATURES * 2
+
+
+_cache_lock = threading.Lock()
+_cache: dict = {}
+
+
+def _key(image: np.ndarray, ranges, spacing) -> tuple:
+    digest = hashlib.blake2b(np.ascontiguousarray(image).view(np.uint8).reshape(-1), digest_size=16).hexdigest()
+    return digest, image.shape, str(image.dtype), tuple(tuple(r) for r in ranges), tuple(float(s) for s in spacing)
+
+
+def scan_features(image: np.ndarray, ranges, spacing, slab: int = 16) -> np.ndarray:
+    """``(N_FEATURES, *image.shape)`` float16 features of a whole scan, computed slab by slab.
+
+    The last scan's features are kept in memory (keyed by a hash of the image, its
+    normalisation range and spacing), so every round and prediction on one scan pays once.
+    """
+    key = _key(image, ranges, spacing)
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+    x = forest_input(image, ranges)
+    halo = feature_halo(spacing)
+    out = np.empty((N_FEATURES,) + image.shape, np.float16)
+    depth = image.shape[0]
+    for start in range(0, depth, slab):
+        stop = min(depth, start + slab)
+        lo, hi = max(0, start - halo), min(depth, stop + halo)
+        out[:, start:stop] = filter_features(x[lo:hi], spacing)[:, start - lo : stop - lo]
+    with _cache_lock:
+        _cache.clear()  # one scan at a time: the memory is bounded by one scan's features
+        _cache[key] = out
+    return out
+
+
+class FeatureSource:
+    """Features of axis-0 ranges of a scan.
+
+    From the whole-scan cache when it fits in ``max_bytes``, else computed per range with its
+    halo (memory bounded by the range).
+    """
+
+    def __init__(self, image: np.ndarray, ranges, spacing, max_bytes: int):
+        self.image, self.ranges, self.spacing = image, ranges, spacing
+        self.cached = scan_features(image, ranges, spacing) if feature_bytes(image.shape) <= max_bytes else None
+
+    def block(self, lo: int, hi: int) -> np.ndarray:
+        """``(N_FEATURES, hi - lo, ...)`` features of ``image[lo:hi]``."""
+        if self.cached is not None:
+            return self.cached[:, lo:hi]
+        halo = feature_halo(self.spacing)
+        a, b = max(0, lo - halo), min(self.image.shape[0], hi + halo)
+        return filter_features(forest_input(self.image[a:b], self.ranges), self.spacing)[:, lo - a : hi - a]
+
+
+def fuse(p_net, p_forest, weight: float, eps: float = 1e-6):
+    """Log-linear pooling of two ``(C, ...)`` torch probability maps: ``p ∝ p_net^(1-w) p_forest^w``.
+
+    A product of experts keeps a class only where neither model rules it out, which on the
+    multi-class benchmark cases beat the plain average; for two classes the two agree.
+    """
+    log = (1.0 - weight) * p_net.clamp_min(eps).log() + weight * p_forest.clamp_min(eps).log()
+    return log.softmax(0)
+
+
+@dataclass
+class StrokeForest:
+    """A random forest fitted on the feature vectors of the stroke voxels.
+
+    Args:
+        samples: ``(n, N_FEATURES)`` float16 features of the training voxels.
+        classes: ``(n,)`` class index (0 = background) of each.
+        num_classes: classes of the model it is fused with (background included).
+        n_estimators: trees.
+        seed: the forest's random state.
+        weight: its share of the fused probabilities (the network gets ``1 - weight``).
+    """
+
+    samples: np.ndarray
+    classes: np.ndarray
+    num_classes: int
+    n_estimators: int = 64
+    seed: int = 0
+    weight: float = 0.5
+    fit_seconds: float = 0.0
+    _model: object = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def fit(cls, features: np.ndarray, annotations: np.ndarray, num_classes: int, *, max_samples: int = 60_000,
+            n_estimators: int = 64, seed: int = 0, weight: float = 0.5) -> StrokeForest:
+        """Fit on the labelled voxels of ``annotations`` (scribble convention, corrections merged).
+
+        At most ``max_samples`` voxels are used, drawn evenly over classes (every voxel of a
+        class with fewer), so a large background stroke does not drown a small lesion's.
+        """
+        rng = np.random.RandomState(seed)
+        flat = annotations.reshape(-1)
+        picked = []
+        labelled = [np.flatnonzero(flat == c + 1) for c in range(num_classes)]
+        present = [idx for idx in labelled if idx.size]
+        share = max(1, max_samples // max(1, len(present)))
+        for idx in present:
+            picked.append(idx if idx.size <= share else rng.choice(idx, share, replace=False))
+        index = np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+        samples = features.reshape(features.shape[0], -1)[:, index].T.copy()
+        forest = cls(samples, (flat[index] - 1).astype(np.uint8), num_classes, n_estimators, seed, weight)
+        _ = forest.model  # fit now (inside the round's time)
+        return forest
+
+    @property
+    def model(self):
+        """The fitted scikit-learn forest (fitted on first use)."""
+        if self._model is None:
+            from sklearn.ensemble import RandomForestClassifier
+
+            t = time.perf_counter()
+            threads = max(1, min(os.cpu_count() or 1, _torch_threads()))
+            rf = RandomForestClassifier(n_estimators=self.n_estimators, n_jobs=threads, random_state=self.seed)
+            rf.fit(self.samples.astype(np.float32), self.classes)
+            self._model = rf
+            self.fit_seconds = time.perf_counter() - t
+        return self._model
+
+    def probabilities(self, features: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+        """``(num_classes, *shape)`` float32 class probabilities for ``(N_FEATURES, *shape)`` features."""
+        rf = self.model
+        shape = features.shape[1:]
+        flat = features.reshape(features.shape[0], -1)
+        out = np.zeros((self.num_classes, flat.shape[1]), np.float32)
+        for s in range(0, flat.shape[1], chunk):
+            p = rf.predict_proba(flat[:, s : s + chunk].T.astype(np.float32))
+            out[rf.classes_.astype(np.int64), s : s + chunk] = p.T
+        return out.reshape((self.num_classes,) + shape)
+
+    def to_arrays(self) -> dict:
+        """What ``forest.npz`` holds."""
+        return {"samples": self.samples, "classes": self.classes,
+                "settings": np.array([self.num_classes, self.n_estimators, self.seed], np.int64),
+                "weight": np.array([self.weight], np.float64)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> StrokeForest:
+        """Inverse of :meth:`to_arrays` (the forest is refit on first use)."""
+        num_classes, n_estimators, seed = (int(v) for v in arrays["settings"])
+        return cls(np.asarray(arrays["samples"], np.float16), np.asarray(arrays["classes"], np.uint8), num_classes,
+                   n_estimators, seed, float(arrays["weight"][0]))
+
+
+def _torch_threads() -> int:
+    try:
+        import torch
+
+        return int(torch.get_num_threads())
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return os.cpu_count() or 1

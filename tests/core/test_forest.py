@@ -1,0 +1,166 @@
+"""The random forest fused with the network (core/forest.py): features, fitting, fusion, storage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_sparseseg.core.checkpoint import FOREST_NAME, load_model, save_model
+from napari_sparseseg.core.config import PredictConfig, TrainConfig
+from napari_sparseseg.core.errors import CheckpointError
+from napari_sparseseg.core.forest import (
+    N_FEATURES,
+    FeatureSource,
+    StrokeForest,
+    _eigvals_sym3,
+    filter_features,
+    forest_input,
+    fuse,
+    scan_features,
+)
+from napari_sparseseg.core.metrics import dice_per_class
+from napari_sparseseg.core.predict import predict_volume
+from napari_sparseseg.core.progress import run_to_end
+from napari_sparseseg.core.train import Trainer
+
+
+def test_closed_form_eigenvalues_match_numpy():
+    rng = np.random.RandomState(0)
+    a = rng.randn(6, 500).astype(np.float32)
+    a[:, :50] = 0.0  # degenerate: all eigenvalues equal
+    m = np.zeros((500, 3, 3))
+    for k, (i, j) in enumerate(((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))):
+        m[:, i, j] = m[:, j, i] = a[k]
+    expected = np.linalg.eigvalsh(m)[:, ::-1].T
+    assert np.abs(np.stack(_eigvals_sym3(*a)) - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (6.5, 0.8, 0.8)])
+def test_slab_features_equal_whole_volume_features(spacing):
+    """Computing in axis-0 slabs with the halo gives the whole volume's features (anisotropic too)."""
+    rng = np.random.RandomState(1)
+    image = rng.normal(100, 30, (37, 24, 28)).astype(np.float32)
+    ranges = [(0.0, 200.0)]
+    whole = filter_features(forest_input(image, ranges), spacing)
+    assert whole.shape == (N_FEATURES,) + image.shape
+    per_slab = FeatureSource(image, ranges, spacing, max_bytes=0)  # too big to keep: per slab
+    assert per_slab.cached is None
+    for lo, hi in ((0, 9), (9, 30), (30, 37)):
+        np.testing.assert_allclose(per_slab.block(lo, hi), whole[:, lo:hi], atol=1e-4)
+    cached = scan_features(image, ranges, spacing)  # float16, computed in slabs of 16
+    np.testing.assert_allclose(cached.astype(np.float32), whole, rtol=2e-3, atol=2e-3)
+    assert scan_features(image, ranges, spacing) is cached  # paid once per scan
+
+
+def test_forest_separates_intensity_classes_from_one_slice_of_strokes():
+    """Two tissues told apart by intensity alone: strokes on one slice label the whole volume."""
+    rng = np.random.RandomState(2)
+    truth = np.zeros((24, 32, 32), np.uint8)
+    zz, yy, xx = np.mgrid[:24, :32, :32]
+    truth[(zz - 12) ** 2 + (yy - 20) ** 2 + (xx - 14) ** 2 < 7**2] = 1
+    truth[(zz - 10) ** 2 / 4 + (yy - 8) ** 2 + (xx - 22) ** 2 < 5**2] = 1  # a second blob, not stroked
+    image = np.where(truth == 1, 60.0, 20.0) + rng.normal(0, 6, truth.shape)
+    strokes = np.zeros_like(truth)
+    first = (zz[12] - 12) ** 2 + (yy[12] - 20) ** 2 + (xx[12] - 14) ** 2 < 7**2
+    strokes[12][first] = 2  # the first blob's cross-section on one slice
+    strokes[12][truth[12] == 0] = 1  # and the background around it
+    feats = scan_features(image.astype(np.float32), [(0.0, 80.0)], (1.0, 1.0, 1.0))
+    forest = StrokeForest.fit(feats, strokes, 2, seed=0)
+    p = forest.probabilities(feats)
+    assert p.shape == (2,) + truth.shape and np.allclose(p.sum(0), 1.0, atol=1e-5)
+    dice = dice_per_class(p.argmax(0).astype(np.uint8), truth, [1])[1]
+    assert dice > 0.9  # the unstroked blob too
+
+
+def test_fit_balances_classes_and_respects_the_sample_cap():
+    feats = np.random.RandomState(3).randn(N_FEATURES, 10, 20, 20).astype(np.float16)
+    strokes = np.zeros((10, 20, 20), np.uint8)
+    strokes[:, :, :15] = 1  # 3000 background voxels
+    strokes[5, 5, 16:18] = 2  # 2 voxels of the structure
+    forest = StrokeForest.fit(feats, strokes, 2, max_samples=200, seed=1)
+    assert (forest.classes == 1).sum() == 2 and (forest.classes == 0).sum() == 100
+
+
+def test_fusion_is_log_linear_pooling():
+    import torch
+
+    a = torch.tensor([[0.7, 0.2], [0.2, 0.5], [0.1, 0.3]])
+    b = torch.tensor([[0.1, 0.2], [0.6, 0.2], [0.3, 0.6]])
+    assert torch.allclose(fuse(a, b, 0.0), a, atol=1e-5) and torch.allclose(fuse(a, b, 1.0), b, atol=1e-5)
+    half = fuse(a, b, 0.5)
+    expected = (a * b).sqrt() / (a * b).sqrt().sum(0)
+    assert torch.allclose(half, expected, atol=1e-5)
+    # A class ruled out by one model stays out, though the plain average would pick it.
+    assert half[:, 0].argmax() == 1 and ((a + b) / 2)[:, 0].argmax() == 0
+
+
+def test_model_with_forest_saves_loads_and_predicts_the_same(phantom, tmp_path):
+    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+
+    image, ref = phantom
+    strokes = simulate_scribbles(ref, k=1, seed=0)
+    cfg = TrainConfig(max_steps=2, time_budget=None, device="cpu")
+    model = run_to_end(Trainer(image, strokes, cfg).run()).model
+    assert isinstance(model.forest, StrokeForest) and len(model.forest.classes) == int((strokes > 0).sum())
+    pcfg = PredictConfig(device="cpu", refine=False, stroke_regions_only=False)
+    fused = predict_volume(model, image, pcfg).labels
+    alone = predict_volume(model, image, PredictConfig(device="cpu", refine=False, stroke_regions_only=False,
+                                                       forest=False)).labels
+    # Two steps of the network know next to nothing; the forest carries the structures.
+    assert dice_per_class(fused, ref, [1, 2])[1] > dice_per_class(alone, ref, [1, 2])[1] + 0.3
+    folder = save_model(model, tmp_path / "model")
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["forest"]["file"] == FOREST_NAME and meta["forest"]["samples"] == len(model.forest.classes)
+    back = load_model(folder)
+    np.testing.assert_array_equal(predict_volume(back, image, pcfg).labels, fused)
+    # A model without a forest keeps predicting with the network alone.
+    plain = run_to_end(Trainer(image, strokes, TrainConfig(max_steps=2, time_budget=None, device="cpu",
+                                                           forest=False)).run()).model
+    assert plain.forest is None
+    assert not (save_model(plain, tmp_path / "plain") / FOREST_NAME).exists()
+
+
+def test_a_broken_forest_file_is_a_clear_error(phantom, tmp_path):
+    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+
+    image, ref = phantom
+    model = run_to_end(Trainer(image, simulate_scribbles(ref, k=1, seed=0),
+                               TrainConfig(max_steps=1, time_budget=None, device="cpu")).run()).model
+    folder = save_model(model, tmp_path / "model")
+    (folder / FOREST_NAME).write_bytes(b"not an npz")
+    with pytest.raises(CheckpointError, match="forest.npz cannot be read"):
+        load_model(folder)
+    (folder / FOREST_NAME).unlink()
+    with pytest.raises(CheckpointError, match="forest.npz is missing"):
+        load_model(folder)
+
+
+def test_no_forest_for_a_scan_whose_features_exceed_the_budget(phantom):
+    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+
+    image, ref = phantom
+    cfg = TrainConfig(max_steps=1, time_budget=None, device="cpu", forest_max_feature_bytes=1000)
+    assert run_to_end(Trainer(image, simulate_scribbles(ref, k=1, seed=0), cfg).run()).model.forest is None
+
+
+def test_preview_is_the_forests_mask_a_few_seconds_in(phantom):
+    """With ``preview=True`` one progress, before the first step, carries the forest's mask."""
+    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+
+    image, ref = phantom
+    strokes = simulate_scribbles(ref, k=1, seed=0)
+    seen = []
+    trainer = Trainer(image, strokes, TrainConfig(max_steps=3, time_budget=None, device="cpu"), preview=True)
+    result = run_to_end(trainer.run(), seen.append)
+    early = [p for p in seen if p.preview is not None]
+    assert len(early) == 1 and early[0] is seen[0] and early[0].step == 0
+    mask = early[0].preview
+    assert mask.shape == image.shape and dice_per_class(mask, ref, [1, 2])[1] > 0.5
+    assert (mask[strokes > 0] == strokes[strokes > 0] - 1).mean() > 0.95  # it agrees with the strokes
+    assert result.steps == 3
+    # Without it (the default, and every round once a mask is shown) no mask travels.
+    seen.clear()
+    run_to_end(Trainer(image, strokes, TrainConfig(max_steps=1, time_budget=None, device="cpu")).run(), seen.append)
+    assert all(p.preview is None for p in seen)
