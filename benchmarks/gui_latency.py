@@ -91,8 +91,8 @@ def main(argv=None):
     pretrained_steps = None
     if args.pretrain:
         phase[0] = "pretrain"
-        widget.settings.set_settings(dataclasses.replace(widget.settings.settings(), pretrain=True,
-                                                         pretrain_seconds=args.pretrain + 60))
+        widget.settings.set_settings(dataclasses.replace(widget.settings.settings(), pretrain_seconds=args.pretrain + 60))
+        widget.settings.pretrain.setChecked(True)  # as the user ticks the box
         if not widget.pretrainer.busy:
             raise SystemExit("pretraining did not start when its box was ticked")
         steps = []
@@ -109,8 +109,8 @@ def main(argv=None):
     # (adding the prediction/uncertainty layers on the GUI thread).
     widget.runner.progress.connect(lambda p: phase.__setitem__(0, "predict") if p.stage == "predict" else None)
     widget.runner.round_finished.connect(lambda r: phase.__setitem__(0, "show"))
-    widget.train()
-    run_loop(lambda: not widget.runner.busy)
+    widget.train()  # with pretraining running, the round starts once it has stopped (within a step)
+    run_loop(lambda: "prediction_s" in shown and not widget.runner.busy)
     timer.stop()
     h = widget.session.history[-1]
     gui_rate = h["steps"] / h["seconds"]

@@ -39,7 +39,8 @@ class SparseSegWidget(QWidget):
     ``runner`` (:class:`RoundRunner`: ``started``, ``progress``, ``round_finished``,
     ``round_failed``, ``idle``), ``pretrainer`` (:class:`PretrainRunner`: self-supervised
     pretraining on the picked scan while the user paints; ``finished``), ``autosaver``
-    (:class:`Autosaver`: ``saved``, ``failed``), ``resume_box`` and ``binding``.
+    (:class:`Autosaver`: ``saved``, ``failed``), ``resume_box``, ``binding`` and ``feature_pass``
+    (the thread computing the picked scan's forest features while the user paints, or ``None``).
 
     Args:
         napari_viewer: the viewer it works in.
@@ -53,6 +54,7 @@ class SparseSegWidget(QWidget):
         self.runner = RoundRunner(self)
         self.pretrainer = PretrainRunner(self)
         self._pending_round: tuple | None = None  # Train pressed while pretraining: starts when it has stopped
+        self.feature_pass = None
         self.autosaver = Autosaver(self._autosave_target, self)
         self._live_pending = False
         self.layer_panel = LayerPanel(napari_viewer, exclude=(PREDICTION,))
@@ -103,6 +105,7 @@ class SparseSegWidget(QWidget):
         self.pretrainer.finished.connect(self._on_pretrained)
         self.pretrainer.failed.connect(lambda text: self.pretrain_status.setText(f"Pretraining stopped: {text}"))
         self.settings.pretrain.toggled.connect(lambda on: self._pretrain(self.image_layer) if on else self.pretrainer.stop())
+        self.settings.forest.toggled.connect(lambda on: self._prepare_features(self.image_layer) if on else None)
         self._on_image_changed()
         self._on_scribbles_changed()
 
@@ -132,6 +135,30 @@ class SparseSegWidget(QWidget):
         if offer is not None:
             self.resume_box.offer(offer[0], f"Scribbles for '{img.name}' were autosaved on {offer[1]}. Resume them?")
         self._pretrain(img)
+        self._prepare_features(img)
+
+    def _prepare_features(self, img) -> None:
+        """Compute the forest's filters of ``img`` in the background, so Train finds them ready."""
+        if img is None or not self.settings.forest.isChecked():
+            return
+        try:
+            self.binding.check_image(img)
+            scan, spacing = self.binding.scan(img)
+        except (ValueError, SparseSegError):
+            return  # Train reports what is wrong with the image
+        import threading
+
+        from napari_sparseseg.core.forest import prepare_features
+
+        def run():
+            try:
+                prepare_features(scan, spacing)
+            except Exception:  # noqa: BLE001 - only a head start: Train computes them and reports errors
+                pass
+
+        # A plain daemon thread: no signals to outlive the widget; it only fills the feature cache.
+        self.feature_pass = threading.Thread(target=run, name="sparseseg-features", daemon=True)
+        self.feature_pass.start()
 
     # ------------------------------------------------------------------ pretraining
     def _pretrain(self, img) -> None:

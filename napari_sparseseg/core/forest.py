@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["SIGMAS", "FeatureSource", "StrokeForest", "feature_halo", "filter_features", "forest_input", "fuse",
-           "scan_features"]
+__all__ = ["SIGMAS", "FeatureSource", "StrokeForest", "feature_halo", "features_cached", "filter_features",
+           "forest_input", "fuse", "prepare_features", "scan_features"]
 
 SIGMAS = (0.7, 1.0, 1.6, 3.5, 5.0)  # ilastik's default scales, in voxels of the finest axis
 TRUNCATE = 3.0  # Gaussian kernels end at 3 sigma (ilastik's default)
@@ -101,7 +101,8 @@ def feature_bytes(shape) -> int:
     return int(np.prod(shape)) * N_FEATURES * 2
 
 
-_cache_lock = threading.Lock()
+_cache_lock = threading.Lock()  # guards the dict
+_compute_lock = threading.Lock()  # one feature pass at a time: a second caller waits, then reads the cache
 _cache: dict = {}
 
 
@@ -114,24 +115,50 @@ def scan_features(image: np.ndarray, ranges, spacing, slab: int = 16) -> np.ndar
     """``(N_FEATURES, *image.shape)`` float16 features of a whole scan, computed slab by slab.
 
     The last scan's features are kept in memory (keyed by a hash of the image, its
-    normalisation range and spacing), so every round and prediction on one scan pays once.
+    normalisation range and spacing), so every round and prediction on one scan pays once,
+    and a pass started in the background (:func:`prepare_features`) is not repeated.
     """
     key = _key(image, ranges, spacing)
-    with _cache_lock:
-        if key in _cache:
-            return _cache[key]
-    x = forest_input(image, ranges)
-    halo = feature_halo(spacing)
-    out = np.empty((N_FEATURES,) + image.shape, np.float16)
-    depth = image.shape[0]
-    for start in range(0, depth, slab):
-        stop = min(depth, start + slab)
-        lo, hi = max(0, start - halo), min(depth, stop + halo)
-        out[:, start:stop] = filter_features(x[lo:hi], spacing)[:, start - lo : stop - lo]
-    with _cache_lock:
-        _cache.clear()  # one scan at a time: the memory is bounded by one scan's features
-        _cache[key] = out
+    with _compute_lock:
+        with _cache_lock:
+            if key in _cache:
+                return _cache[key]
+        x = forest_input(image, ranges)
+        halo = feature_halo(spacing)
+        out = np.empty((N_FEATURES,) + image.shape, np.float16)
+        depth = image.shape[0]
+        for start in range(0, depth, slab):
+            stop = min(depth, start + slab)
+            lo, hi = max(0, start - halo), min(depth, stop + halo)
+            out[:, start:stop] = filter_features(x[lo:hi], spacing)[:, start - lo : stop - lo]
+        with _cache_lock:
+            _cache.clear()  # one scan at a time: the memory is bounded by one scan's features
+            _cache[key] = out
     return out
+
+
+def prepare_features(image: np.ndarray, spacing, modality: str = "auto", max_bytes: int | None = None) -> bool:
+    """Compute a scan's features ahead of the first round (the widget does it while the user paints).
+
+    Uses the normalisation a new model of this scan gets, so the first round finds them cached.
+    Returns whether they were computed (``False`` when they would exceed ``max_bytes``,
+    default ``TrainConfig.forest_max_feature_bytes``).
+    """
+    from napari_sparseseg.core.config import TrainConfig
+    from napari_sparseseg.core.intensity import choose_normalization
+
+    limit = TrainConfig.forest_max_feature_bytes if max_bytes is None else max_bytes
+    if feature_bytes(image.shape) > limit:
+        return False
+    scan_features(image, choose_normalization(image, modality).ranges(image), spacing)
+    return True
+
+
+def features_cached(image: np.ndarray, ranges, spacing) -> bool:
+    """Whether :func:`scan_features` of this scan would be read from memory."""
+    key = _key(image, ranges, spacing)
+    with _cache_lock:
+        return key in _cache
 
 
 class FeatureSource:
@@ -152,6 +179,21 @@ class FeatureSource:
         halo = feature_halo(self.spacing)
         a, b = max(0, lo - halo), min(self.image.shape[0], hi + halo)
         return filter_features(forest_input(self.image[a:b], self.ranges), self.spacing)[:, lo - a : hi - a]
+
+    def probabilities(self, forest: StrokeForest, lo: int, hi: int, chunk_voxels: int = 1 << 22) -> np.ndarray:
+        """``(num_classes, hi - lo, ...)`` forest probabilities of ``image[lo:hi]``.
+
+        Without the cache the features are made a few planes at a time (at least the halo's
+        depth, about ``chunk_voxels`` voxels), so the float32 features of a large slab are
+        never held at once: memory stays bounded as the network's prediction is.
+        """
+        plane = int(np.prod(self.image.shape[1:]))
+        step = hi - lo if self.cached is not None else max(feature_halo(self.spacing), chunk_voxels // max(plane, 1), 1)
+        out = np.empty((forest.num_classes, hi - lo) + self.image.shape[1:], np.float32)
+        for a in range(lo, hi, step):
+            b = min(hi, a + step)
+            out[:, a - lo : b - lo] = forest.probabilities(self.block(a, b))
+        return out
 
 
 def fuse(p_net, p_forest, weight: float, eps: float = 1e-6):

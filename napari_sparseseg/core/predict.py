@@ -129,7 +129,7 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
                 padding_mode="replicate", sw_device=device, device="cpu",
             )[0]
         if forest is not None:
-            p = fuse(p, torch.from_numpy(forest.probabilities(features.block(lo, hi))), forest.weight)
+            p = fuse(p, torch.from_numpy(features.probabilities(forest, lo, hi)), forest.weight)
         if cfg.refine:
             p = _refined(p, x[0], spacing, model, cfg, None if annotations is None else annotations[lo:hi])
         p = p[:, start - lo : stop - lo]

@@ -115,6 +115,12 @@ def test_model_with_forest_saves_loads_and_predicts_the_same(phantom, tmp_path):
     assert meta["forest"]["file"] == FOREST_NAME and meta["forest"]["samples"] == len(model.forest.classes)
     back = load_model(folder)
     np.testing.assert_array_equal(predict_volume(back, image, pcfg).labels, fused)
+    # A scan whose features are not kept: computed a few planes at a time, the same mask (but
+    # for float16 rounding of the kept features).
+    import dataclasses
+
+    unkept = predict_volume(back, image, dataclasses.replace(pcfg, forest_max_feature_bytes=0, slab_voxels=1)).labels
+    assert (unkept == fused).mean() > 0.999
     # A model without a forest keeps predicting with the network alone.
     plain = run_to_end(Trainer(image, strokes, TrainConfig(max_steps=2, time_budget=None, device="cpu",
                                                            forest=False)).run()).model
@@ -164,3 +170,18 @@ def test_preview_is_the_forests_mask_a_few_seconds_in(phantom):
     seen.clear()
     run_to_end(Trainer(image, strokes, TrainConfig(max_steps=1, time_budget=None, device="cpu")).run(), seen.append)
     assert all(p.preview is None for p in seen)
+
+
+def test_features_prepared_ahead_are_what_the_first_round_uses(phantom):
+    from napari_sparseseg.core.forest import features_cached, prepare_features
+    from napari_sparseseg.core.intensity import choose_normalization
+
+    image, _ = phantom
+    image = image + 0.25  # not the array another test cached
+    ranges = choose_normalization(image).ranges(image)
+    assert not features_cached(image, ranges, (1.0, 1.0, 1.0))
+    assert not prepare_features(image, (1.0, 1.0, 1.0), max_bytes=1000)  # too large: nothing kept
+    assert not features_cached(image, ranges, (1.0, 1.0, 1.0))
+    assert prepare_features(image, (1.0, 1.0, 1.0))
+    assert features_cached(image, ranges, (1.0, 1.0, 1.0))
+    assert not features_cached(image, ranges, (2.0, 1.0, 1.0))  # another spacing, other features

@@ -35,6 +35,7 @@ def _finish(widget, qtbot):
         with qtbot.waitSignal(widget.pretrainer.finished, timeout=60_000):
             widget.pretrainer.stop()
     qtbot.waitUntil(lambda: not widget.autosaver.busy, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.feature_pass is None or not widget.feature_pass.is_alive(), timeout=60_000)
 
 
 @pytest.fixture
@@ -96,6 +97,14 @@ def test_train_predict_correct_export_and_session(loop, qtbot, tmp_path, sample_
     from napari_sparseseg.io import read_image, read_labels
 
     viewer, widget = loop
+    # Picking the scan started its forest features in the background: Train finds them ready.
+    from napari_sparseseg.core.forest import features_cached
+    from napari_sparseseg.core.intensity import choose_normalization
+
+    assert widget.feature_pass is not None
+    qtbot.waitUntil(lambda: not widget.feature_pass.is_alive(), timeout=60_000)
+    scan, spacing = widget.binding.scan(viewer.layers["image"])
+    assert features_cached(scan, choose_normalization(scan).ranges(scan), spacing)
     progress, previews = [], []
     widget.runner.progress.connect(progress.append)
     # The forest's mask is shown as soon as it is fitted, while the network trains on.

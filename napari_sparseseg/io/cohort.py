@@ -1,0 +1,231 @@
+"""A cohort's scans from what the user names: files, folders, globs or a CSV manifest.
+
+``sparseseg batch INPUT...`` (and the Cohort widget) accept, in any mix:
+
+* a scan file (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) or a DICOM
+  series folder;
+* a folder of scans: every scan file directly inside it and every DICOM series subfolder,
+  in name order;
+* a glob (``data/**/*.nii.gz``; ``**`` recurses), each match treated as above;
+* a CSV manifest (``.csv``) with a header row: an ``image`` column and optional ``scribbles``
+  and ``corrections`` columns (relative paths are relative to the CSV's folder), one scan per
+  row; the same for training on strokes from several scans.
+
+Each scan gets a unique output ``name`` (the file name without its suffix, or the folder's
+name; two scans with the same name are told apart by their parent folders). A scan named twice
+is kept once. Anything that names no scan is a clear error before any work starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from napari_sparseseg.core.errors import InputError
+from napari_sparseseg.io.volumes import SUPPORTED_SUFFIXES, _looks_like_dicom_folder, _suffix
+
+__all__ = ["ScanEntry", "expand_inputs", "match_scribbles", "scan_name"]
+
+_GLOB_CHARS = frozenset("*?[")
+_MANIFEST_COLUMNS = ("image", "scribbles", "corrections")
+_STROKE_WORDS = ("scribbles", "scribble", "strokes", "labels", "corrections")
+
+
+@dataclass(frozen=True)
+class ScanEntry:
+    """One scan of a cohort.
+
+    Args:
+        image: the scan file or DICOM series folder.
+        name: unique within the cohort; the stem of its outputs.
+        scribbles: its strokes (scribble convention, on the scan's grid), if any.
+        corrections: its correction strokes, if any.
+    """
+
+    image: Path
+    name: str = ""
+    scribbles: Path | None = None
+    corrections: Path | None = None
+
+
+def scan_name(path: str | os.PathLike) -> str:
+    """The file name without its scan suffix (``ct.nii.gz`` -> ``ct``), or a folder's name."""
+    p = Path(path)
+    if p.is_dir():
+        return p.name
+    suffix = _suffix(p)
+    return p.name[: -len(suffix)] if suffix and p.name.lower().endswith(suffix) else p.stem
+
+
+def _is_scan(path: Path) -> bool:
+    return _looks_like_dicom_folder(path) if path.is_dir() else (path.is_file() and _suffix(path) in SUPPORTED_SUFFIXES)
+
+
+def _scans_in_folder(folder: Path) -> list[Path]:
+    children = sorted(folder.iterdir(), key=lambda p: p.name)
+    return [c for c in children if not c.name.startswith(".") and _is_scan(c)]
+
+
+def _from_path(p: Path, given: str) -> list[ScanEntry]:
+    if p.is_file() and p.suffix.lower() == ".csv":
+        return _read_manifest(p)
+    if _is_scan(p):
+        return [ScanEntry(p)]
+    if p.is_dir():
+        found = _scans_in_folder(p)
+        if not found:
+            raise InputError(f"no scans in this folder (looked for {', '.join(SUPPORTED_SUFFIXES)} files and DICOM "
+                             "series folders directly inside it); name the scans or their folder.", path=given)
+        return [ScanEntry(f) for f in found]
+    if not p.exists():
+        raise InputError("not found; check the path (a file, a folder, a glob or a CSV manifest).", path=given)
+    raise InputError(f"not a scan ({', '.join(SUPPORTED_SUFFIXES)} or a DICOM series folder), a folder of scans or a "
+                     "CSV manifest.", path=given)
+
+
+def _read_manifest(path: Path) -> list[ScanEntry]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read the manifest ({exc}).", path=path) from exc
+    if "image" not in header:
+        raise InputError("a manifest needs a header row with an 'image' column (and optionally 'scribbles' and "
+                         "'corrections'), one scan per row.", path=path)
+    out = []
+    for i, row in enumerate(rows, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        unknown = sorted(k for k in row if k and k not in _MANIFEST_COLUMNS)
+        if unknown:
+            raise InputError(f"unknown column(s) {', '.join(unknown)}; use {', '.join(_MANIFEST_COLUMNS)}.", path=path)
+        if not row.get("image"):
+            raise InputError(f"row {i} has no image.", path=path)
+        files = {}
+        for column in _MANIFEST_COLUMNS:
+            value = row.get(column)
+            if value:
+                p = Path(value) if Path(value).is_absolute() else path.parent / value
+                if not p.exists():
+                    raise InputError(f"row {i}: the {column} '{value}' does not exist (relative paths are relative to "
+                                     "the manifest's folder).", path=path)
+                if not _is_scan(p):
+                    raise InputError(f"row {i}: the {column} '{value}' is not a scan file or DICOM series folder.", path=path)
+                files[column] = p
+        out.append(ScanEntry(files["image"], scribbles=files.get("scribbles"), corrections=files.get("corrections")))
+    if not out:
+        raise InputError("the manifest lists no scans.", path=path)
+    return out
+
+
+def _unique_names(entries: list[ScanEntry]) -> list[ScanEntry]:
+    """Name each scan; scans with the same name get their parent folders' names in front."""
+    parts = {i: list(e.image.resolve().parts) for i, e in enumerate(entries)}
+    names = {i: scan_name(e.image) for i, e in enumerate(entries)}
+    depth = 1
+    while True:
+        clash = {}
+        for i, n in names.items():
+            clash.setdefault(n, []).append(i)
+        dupes = [ids for ids in clash.values() if len(ids) > 1]
+        if not dupes or depth > 32:
+            break
+        for ids in dupes:
+            for i in ids:
+                parents = parts[i][-1 - depth : -1]
+                names[i] = "_".join([*parents, scan_name(entries[i].image)])
+        depth += 1
+    return [ScanEntry(e.image, names[i], e.scribbles, e.corrections) for i, e in enumerate(entries)]
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[ScanEntry]:
+    """The cohort's scans, in the order named, each once, with unique names.
+
+    Raises:
+        InputError: an input names no scan (missing file, empty folder or glob, a file of
+            another kind, a malformed manifest); the message names the input.
+    """
+    if not inputs:
+        raise InputError("no scans given; name scan files, folders, globs or a CSV manifest.")
+    entries: list[ScanEntry] = []
+    for given in inputs:
+        text = str(given)
+        if any(c in text for c in _GLOB_CHARS) and not Path(text).exists():
+            matches = sorted(glob.glob(text, recursive=True))
+            found = [e for m in matches if _is_scan(Path(m)) or m.lower().endswith(".csv") for e in _from_path(Path(m), m)]
+            if not found:
+                raise InputError("the pattern matches no scans; check it (quote it so the shell does not expand it).",
+                                 path=text)
+            entries += found
+        else:
+            entries += _from_path(Path(text), text)
+    seen, unique = set(), []
+    for e in entries:
+        key = os.path.realpath(e.image)
+        if key not in seen:
+            seen.add(key)
+            unique.append(e)
+    return _unique_names(unique)
+
+
+def _stroke_stem(path: Path) -> tuple[str, str]:
+    """``("ct", "scribbles")`` for ``ct_scribbles.nii.gz``; ``(stem, "")`` without a stroke word."""
+    stem = scan_name(path)
+    for word in _STROKE_WORDS:
+        for sep in ("_", "-", "."):
+            if stem.lower().endswith(sep + word):
+                return stem[: -len(word) - 1], word
+    return stem, ""
+
+
+def match_scribbles(entries: Iterable[ScanEntry], pattern: str) -> list[ScanEntry]:
+    """Attach strokes found by ``pattern`` (``--fine-tune-scribbles``) to their scans.
+
+    ``pattern`` is a glob. With ``{name}`` in it, each scan's pattern is that glob with the
+    scan's name filled in; it must match at most one file. Without it, a file belongs to the
+    scan whose name is the file's name without its suffix, optionally followed by
+    ``_scribbles`` (or ``-strokes``, ``.labels``...). Scans without strokes are kept as they are.
+
+    Raises:
+        InputError: a scan matches more than one stroke file, or the pattern matches nothing.
+    """
+    entries = list(entries)
+    out = []
+    if "{name}" in pattern:
+        for e in entries:
+            found = sorted(glob.glob(pattern.replace("{name}", glob.escape(e.name)), recursive=True))
+            if len(found) > 1:
+                raise InputError(f"{len(found)} stroke files match scan '{e.name}' ({', '.join(found[:3])}...); make the "
+                                 "pattern match one.", path=pattern)
+            out.append(ScanEntry(e.image, e.name, Path(found[0]) if found else e.scribbles, e.corrections))
+        if all(a.scribbles == b.scribbles for a, b in zip(entries, out, strict=True)):
+            raise InputError("the pattern matches no stroke file of any scan.", path=pattern)
+        return out
+    files = [Path(f) for f in sorted(glob.glob(pattern, recursive=True)) if _is_scan(Path(f))]
+    if not files:
+        raise InputError("the pattern matches no stroke files; check it (quote it so the shell does not expand it).",
+                         path=pattern)
+    images = {os.path.realpath(e.image) for e in entries}
+    by_name: dict[str, list[Path]] = {}
+    for f in files:
+        if os.path.realpath(f) in images:
+            continue  # the scan itself, when scans and strokes share a folder
+        stem, _ = _stroke_stem(f)
+        by_name.setdefault(stem, []).append(f)
+    matched = False
+    for e in entries:
+        found = by_name.get(e.name, [])
+        if len(found) > 1:
+            raise InputError(f"{len(found)} stroke files match scan '{e.name}' ({', '.join(map(str, found[:3]))}); "
+                             "keep one or use a pattern with {name}.", path=pattern)
+        matched |= bool(found)
+        out.append(ScanEntry(e.image, e.name, found[0] if found else e.scribbles, e.corrections))
+    if not matched:
+        raise InputError("no stroke file matches a scan's name (expected e.g. NAME_scribbles.nii.gz for scan NAME).",
+                         path=pattern)
+    return out
