@@ -3,7 +3,7 @@
     xvfb-run -a .venv/bin/python benchmarks/gui_screenshots.py [--out benchmarks/results/screenshots]
 
 Drives the real widget in a shown viewer (software OpenGL under Xvfb renders real pixels):
-1 the sample opened with the widget, 2 training (loss curve), 3 the first prediction,
+1 the sample opened with the widget, 2a the forest's early mask, 2 training (loss curve), 3 the first prediction,
 4 a correction painted in the prediction layer, 5 the prediction after "Continue",
 6 the same in a coronal view (painting works in any orientation), 7 the uncertainty.
 The scan is shown in radiological order: anterior up, the patient's right on the left.
@@ -95,9 +95,12 @@ def main(argv=None):
     widget.train()
     while widget.pretrainer.busy:
         pump(0.1)  # Train first ends the pretraining (within a step); the round starts as it finishes
-    took = False
+    took, previewed = False, False
     while runner.busy and runner.stage != "predict":
         pump(0.2)
+        if not previewed and "preview (forest)" in viewer.layers:  # the forest's mask while the network trains
+            previewed = True
+            shot("2a_preview_forest")
         if len(runner.losses) > 40 and runner.stage == "train" and not took:
             took = True
             shot("2_training")
