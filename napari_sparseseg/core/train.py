@@ -297,11 +297,12 @@ class Trainer:
         x, y, src, table, indices, ratios = self._prepare_arrays(model)
         # The appearance scale of boundary refinement, from this round's strokes (stored with the model).
         model.intensity_scale = intensity_scale(x, y) or model.intensity_scale
-        if cfg.forest:  # inside the round's time: the network trains for what is left
-            model.forest = self._fit_forest(model)
-            if model.forest is not None:
-                early = self._forest_mask(model) if self.preview else None
-                yield Progress("train", 0, cfg.max_steps or 0, time.perf_counter() - t0, None, cfg.time_budget, early)
+        # Inside the round's time: the network trains for what is left. Off (or a scan too large
+        # for its features), a warm start's forest of earlier strokes is dropped, not reused.
+        model.forest = self._fit_forest(model) if cfg.forest else None
+        if model.forest is not None:
+            early = self._forest_mask(model) if self.preview else None
+            yield Progress("train", 0, cfg.max_steps or 0, time.perf_counter() - t0, None, cfg.time_budget, early)
         patch = model.patch_size
         augment = _augmentation(self.spacing, cfg.seed) if cfg.augment else None
         table_t = torch.from_numpy(table)
@@ -377,7 +378,8 @@ class Trainer:
             net.eval()
             model.history.append(
                 {"round": sum("round" in h for h in model.history) + 1, "steps": step if losses else 0, "seconds": round(time.perf_counter() - t0, 2),
-                 "final_loss": losses[-1] if losses else None, "stopped_by": stopped_by}
+                 "final_loss": losses[-1] if losses else None, "stopped_by": stopped_by,
+                 "forest_samples": None if model.forest is None else int(len(model.forest.classes))}
             )
         return TrainResult(model, len(losses), time.perf_counter() - t0, stopped_by, losses)
 

@@ -124,7 +124,12 @@ def test_model_with_forest_saves_loads_and_predicts_the_same(phantom, tmp_path):
     # A model without a forest keeps predicting with the network alone.
     plain = run_to_end(Trainer(image, strokes, TrainConfig(max_steps=2, time_budget=None, device="cpu",
                                                            forest=False)).run()).model
-    assert plain.forest is None
+    assert plain.forest is None and plain.history[-1]["forest_samples"] is None
+    assert model.history[-1]["forest_samples"] == len(model.forest.classes)
+    # A warm start with the forest switched off drops the earlier round's forest.
+    warm = run_to_end(Trainer(image, strokes, TrainConfig(max_steps=1, time_budget=None, device="cpu", forest=False),
+                              init=model).run()).model
+    assert warm.forest is None and model.forest is not None
     assert not (save_model(plain, tmp_path / "plain") / FOREST_NAME).exists()
 
 
