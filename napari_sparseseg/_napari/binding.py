@@ -247,37 +247,37 @@ class SessionBinding:
         pred.colormap = prediction_colormap(self.session.colors or default_colors(len(self.session.class_names)))
         if uncertainty is not None:
             data = self.to_display(uncertainty.astype(np.float32))
-            unc = self.layer(UNCERTAINTY)
-            if unc is not None and unc.data.shape == data.shape:
-                unc.data = data
-            else:
-                if unc is not None:
-                    self.viewer.layers.remove(unc)
-                self.viewer.add_image(data, colormap="magma", contrast_limits=(0, 1), visible=False, blending="additive",
-                                      **kwargs_like(self.image_layer, UNCERTAINTY))
-        # Keep the scribbles on top so strokes stay visible over the prediction.
+            self._put_layer(UNCERTAINTY, data, lambda d: self.viewer.add_image(
+                d, colormap="magma", contrast_limits=(0, 1), visible=False, blending="additive",
+                **kwargs_like(self.image_layer, UNCERTAINTY)))
+        self._raise_scribbles()
+
+    def _put_layer(self, name: str, data: np.ndarray, add: Callable):
+        """The layer ``name`` showing ``data``: updated in place if its shape fits, else (re)added with ``add``."""
+        layer = self.layer(name)
+        if layer is not None and layer.data.shape == data.shape:
+            layer.data = data
+            return layer
+        if layer is not None:
+            self.viewer.layers.remove(layer)
+        return add(data)
+
+    def _raise_scribbles(self) -> None:
+        """Keep the scribbles on top (and active) so strokes stay visible over a mask."""
         scr = self.scribbles_layer
-        self.viewer.layers.move(self.viewer.layers.index(scr), len(self.viewer.layers))
-        self.viewer.layers.selection.active = scr
+        if scr is not None:
+            self.viewer.layers.move(self.viewer.layers.index(scr), len(self.viewer.layers))
+            self.viewer.layers.selection.active = scr
 
     def show_preview(self, labels: np.ndarray) -> None:
         """Show the early mask of a round (file grid) as a read-only layer until the round ends."""
         if self.image_layer is None:
             return
-        shown = self.to_display(labels)
-        layer = self.layer(PREVIEW)
-        if layer is not None and layer.data.shape == shown.shape:
-            layer.data = shown
-        else:
-            if layer is not None:
-                self.viewer.layers.remove(layer)
-            layer = self.viewer.add_labels(shown, opacity=0.45, **kwargs_like(self.image_layer, PREVIEW))
+        layer = self._put_layer(PREVIEW, self.to_display(labels), lambda d: self.viewer.add_labels(
+            d, opacity=0.45, **kwargs_like(self.image_layer, PREVIEW)))
         layer.editable = False  # the round's prediction replaces it; edits would be lost
         layer.colormap = prediction_colormap(self.session.colors or default_colors(len(self.session.class_names)))
-        scr = self.scribbles_layer
-        if scr is not None:
-            self.viewer.layers.move(self.viewer.layers.index(scr), len(self.viewer.layers))
-            self.viewer.layers.selection.active = scr
+        self._raise_scribbles()
 
     def drop_preview(self) -> None:
         """Remove the early mask (the round ended)."""
