@@ -236,17 +236,32 @@ class StrokeForest:
         At most ``max_samples`` voxels are used, drawn evenly over classes (every voxel of a
         class with fewer), so a large background stroke does not drown a small lesion's.
         """
+        return cls.fit_many([(features, annotations)], num_classes, 1, max_samples=max_samples,
+                            n_estimators=n_estimators, seed=seed, weight=weight)
+
+    @classmethod
+    def fit_many(cls, pairs, num_classes: int, n_scans: int, *, max_samples: int = 60_000, n_estimators: int = 64,
+                 seed: int = 0, weight: float = 0.5) -> StrokeForest:
+        """Fit on the labelled voxels of several scans: ``(features, annotations)`` pairs, read one at a time.
+
+        Each of the ``n_scans`` scans gets an even share of ``max_samples``, drawn evenly over
+        the classes it holds; only the samples are kept, not a scan's features.
+        """
         rng = np.random.RandomState(seed)
-        flat = annotations.reshape(-1)
-        picked = []
-        labelled = [np.flatnonzero(flat == c + 1) for c in range(num_classes)]
-        present = [idx for idx in labelled if idx.size]
-        share = max(1, max_samples // max(1, len(present)))
-        for idx in present:
-            picked.append(idx if idx.size <= share else rng.choice(idx, share, replace=False))
-        index = np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
-        samples = features.reshape(features.shape[0], -1)[:, index].T.copy()
-        forest = cls(samples, (flat[index] - 1).astype(np.uint8), num_classes, n_estimators, seed, weight)
+        budget = max(1, max_samples // max(1, n_scans))
+        samples, classes = [], []
+        for features, strokes in pairs:
+            flat = strokes.reshape(-1)
+            picked = []
+            labelled = [np.flatnonzero(flat == c + 1) for c in range(num_classes)]
+            present = [idx for idx in labelled if idx.size]
+            share = max(1, budget // max(1, len(present)))
+            for idx in present:
+                picked.append(idx if idx.size <= share else rng.choice(idx, share, replace=False))
+            index = np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+            samples.append(features.reshape(features.shape[0], -1)[:, index].T.copy())
+            classes.append((flat[index] - 1).astype(np.uint8))
+        forest = cls(np.concatenate(samples), np.concatenate(classes), num_classes, n_estimators, seed, weight)
         _ = forest.model  # fit now (inside the round's time)
         return forest
 

@@ -58,6 +58,25 @@ class TrainResult:
     losses: list
 
 
+@dataclass
+class TrainingScan:
+    """Another scan a :class:`Trainer` learns from (multi-scan training over a cohort).
+
+    Args:
+        image: raw intensities, 3-D, on its own grid.
+        scribbles: its strokes (scribble convention), same shape; may hold only some classes.
+        corrections: its correction strokes, if any.
+        spacing: its voxel size in mm, array order.
+        name: how messages name it (a file name).
+    """
+
+    image: np.ndarray
+    scribbles: np.ndarray
+    corrections: np.ndarray | None = None
+    spacing: tuple = (1.0, 1.0, 1.0)
+    name: str = ""
+
+
 def auto_patch_size(spacing, shape, divisor: int = 8, budget: int = 64**3, min_side: int = 16) -> tuple[int, int, int]:
     """Patch shape covering about the same physical extent along each axis.
 
@@ -116,7 +135,7 @@ def _augmentation(spacing, seed: int):
 
 
 class Trainer:
-    """One training round over one volume; :meth:`run` is the generator.
+    """One training round over one volume (or several, ``more_scans``); :meth:`run` is the generator.
 
     After the generator ends, is closed (Stop), or raises, :attr:`model` holds the averaged
     weights so far (or the initial model if no step finished), ready for prediction.
@@ -129,6 +148,10 @@ class Trainer:
         init: warm start from this model (its classes, normalisation and patch size are kept).
         spacing: voxel size in mm, array order (drives the patch shape and augmentation).
         class_names: names with background first; defaults to "structure i".
+        more_scans: further :class:`TrainingScan` items (their own grids and spacings): patches
+            are drawn across all scans, a class evenly and then a scan holding it; the classes
+            are those of all scans together, the normalisation policy and patch are the first
+            scan's (each scan of the model's modality), and the forest is fitted on all strokes.
         pretrained: a new model starts from this self-supervised state of the same scan
             (:mod:`~napari_sparseseg.core.pretrain`): its architecture, normalisation and patch
             are kept and its weights copied except the class head. Ignored with ``init``.
@@ -152,7 +175,7 @@ class Trainer:
     """
 
     def __init__(self, image, scribbles, cfg: TrainConfig | None = None, *, corrections=None, init: SegModel | None = None, spacing=(1.0, 1.0, 1.0), class_names=None,
-                 pretrained=None, preview: bool = False):
+                 pretrained=None, preview: bool = False, more_scans=()):
         if cfg is not None and not isinstance(cfg, TrainConfig):
             raise ConfigError(f"cfg must be a TrainConfig, got {type(cfg).__name__}.")
         if init is not None and not isinstance(init, SegModel):
@@ -166,7 +189,12 @@ class Trainer:
         if class_names is not None:
             class_names = validate_class_names(class_names)
         self.y, self.source = merge_annotations(scribbles, corrections)
-        n_classes = validate_scribbles(self.y, init.num_classes if init else None)
+        self.more = [self._check_scan(m) for m in more_scans]
+        if self.more:  # the classes are those of all scans together; each scan holds some of them
+            values = sorted(set(np.unique(self.y).tolist()).union(*(np.unique(m[1]).tolist() for m in self.more)))
+            n_classes = validate_scribbles(np.array(values, np.uint16).reshape(-1, 1, 1), init.num_classes if init else None)
+        else:
+            n_classes = validate_scribbles(self.y, init.num_classes if init else None)
         if init is None and class_names is not None:
             if len(class_names) < n_classes:
                 raise ScribbleError(f"{len(class_names)} class names given but the scribbles use {n_classes} classes "
@@ -176,10 +204,41 @@ class Trainer:
         self.num_classes = init.num_classes if init else n_classes
         self.class_names = list(init.class_names) if init else list(class_names or default_class_names(n_classes))
         self.device = resolve_device(self.cfg.device)
+        self._check_modalities()
         self.model: SegModel | None = init
         self.pretrained, self.preview = None, bool(preview)
         if pretrained is not None:
             self.use_pretrained(pretrained)
+
+    def _check_scan(self, scan: TrainingScan) -> tuple:
+        """``(image, y, source, spacing, name)`` of another scan, checked like the first."""
+        if not isinstance(scan, TrainingScan):
+            raise ConfigError(f"more_scans must hold TrainingScan items, got {type(scan).__name__}.")
+        name = scan.name or None
+        image = validate_image(scan.image, path=name)
+        scribbles = validate_labels(scan.scribbles, "scribbles", shape=image.shape, path=name)
+        corrections = None
+        if scan.corrections is not None:
+            corrections = validate_labels(scan.corrections, "corrections", shape=image.shape, path=name)
+        y, source = merge_annotations(scribbles, corrections)
+        if not y.any():
+            raise ScribbleError("this scan has no strokes; paint some or leave it out of the training.", path=name)
+        return image, y, source, validate_spacing(scan.spacing), name
+
+    def _check_modalities(self) -> None:
+        """One normalisation policy per model: every scan must be of the model's modality."""
+        if not self.more or (self.init is None and self.cfg.modality != "auto"):
+            return  # a modality the user set applies to every scan
+        from napari_sparseseg.core.errors import InputError
+        from napari_sparseseg.core.intensity import detect_modality
+
+        want = self.init.normalization.modality if self.init is not None else detect_modality(self.image)
+        names = {"ct": "CT (Hounsfield units)", "mri": "MRI"}
+        for image, _, _, _, name in self.more:
+            got = detect_modality(image)
+            if got != want:
+                raise InputError(f"this scan looks like {names[got]} but the model is for {names[want]} scans; train one "
+                                 "model per modality.", path=name)
 
     def use_pretrained(self, pretrained) -> None:
         """Start the new model from a self-supervised state of this scan (ignored with a warm start).
@@ -230,24 +289,49 @@ class Trainer:
                             "seconds": round(self.pretrained.seconds, 2)})
         return SegModel(network.to(self.device), config, norm, self.class_names, patch, self.spacing, history)
 
-    def _prepare_arrays(self, model: SegModel):
+    def _volume(self, model: SegModel, image, y, source) -> tuple:
+        """``(x, y, source, indices)`` of one scan: normalised channels, padded to the patch; voxels per value."""
         patch = model.patch_size
-        x = model.normalization.apply(self.image)
-        pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, self.image.shape, strict=True)]
+        x = model.normalization.apply(image)
+        pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, image.shape, strict=True)]
         if any(b for _, b in pad):
             x = np.pad(x, pad, mode="edge")
-            y = np.pad(self.y, pad[1:], constant_values=0)
-            src = np.pad(self.source, pad[1:], constant_values=0)
-        else:
-            y, src = self.y, self.source
-        counts = class_counts(self.y, self.num_classes)
-        table = weight_lookup(balance_factors(counts, self.cfg.weights), self.cfg.weights)
+            y = np.pad(y, pad[1:], constant_values=0)
+            source = np.pad(source, pad[1:], constant_values=0)
         flat = y.reshape(-1)
         order = np.argsort(flat, kind="stable")
         bounds = np.searchsorted(flat[order], np.arange(self.num_classes + 2))
         indices = [order[bounds[v] : bounds[v + 1]] if v > 0 else np.zeros(0, np.int64) for v in range(self.num_classes + 1)]
+        return x, y, source, indices
+
+    def _prepare_arrays(self, model: SegModel):
+        x, y, src, indices = self._volume(model, self.image, self.y, self.source)
+        counts = class_counts(self.y, self.num_classes)
+        for m in self.more:
+            counts = counts + class_counts(m[1], self.num_classes)
+        table = weight_lookup(balance_factors(counts, self.cfg.weights), self.cfg.weights)
         ratios = [0.0] + [1.0 if c > 0 else 0.0 for c in counts]
         return x, y, src, table, indices, ratios
+
+    @staticmethod
+    def _centres(volumes: list, patch, n: int, ratios, rng) -> list:
+        """``n`` patch centres, each ``(volume, centre)``: a class drawn evenly, then a scan holding it, then a voxel."""
+        from monai.transforms.utils import generate_label_classes_crop_centers
+
+        if len(volumes) == 1:
+            v = volumes[0]
+            centres = generate_label_classes_crop_centers(patch, n, v[1].shape, v[3], ratios, rand_state=rng, warn=False)
+            return [(v, c) for c in centres]
+        present = [value for value, r in enumerate(ratios) if r > 0]
+        out = []
+        for _ in range(n):
+            value = present[rng.randint(len(present))]
+            holders = [v for v in volumes if len(v[3][value])]
+            v = holders[rng.randint(len(holders))]
+            only = [1.0 if i == value else 0.0 for i in range(len(ratios))]
+            out.append((v, generate_label_classes_crop_centers(patch, 1, v[1].shape, v[3], only, rand_state=rng,
+                                                               warn=False)[0]))
+        return out
 
     def _fit_forest(self, model: SegModel):
         """A :class:`~napari_sparseseg.core.forest.StrokeForest` on this round's strokes.
@@ -257,11 +341,17 @@ class Trainer:
         from napari_sparseseg.core.forest import StrokeForest, feature_bytes, scan_features
 
         cfg = self.cfg
-        if feature_bytes(self.image.shape) > cfg.forest_max_feature_bytes:
+        scans = [(self.image, self.y, self.spacing)] + [(m[0], m[1], m[3]) for m in self.more]
+        if any(feature_bytes(image.shape) > cfg.forest_max_feature_bytes for image, _, _ in scans):
             return None
-        feats = scan_features(self.image, model.normalization.ranges(self.image), self.spacing)
-        return StrokeForest.fit(feats, self.y, self.num_classes, max_samples=cfg.forest_max_samples, seed=cfg.seed,
-                                weight=cfg.forest_weight)
+        norm = model.normalization
+
+        def pairs():  # one scan's features at a time (the cache keeps one scan)
+            for image, y, spacing in scans:
+                yield scan_features(image, norm.ranges(image), spacing), y
+
+        return StrokeForest.fit_many(pairs(), self.num_classes, len(scans), max_samples=cfg.forest_max_samples,
+                                     seed=cfg.seed, weight=cfg.forest_weight)
 
     def _forest_mask(self, model: SegModel) -> np.ndarray:
         """The forest's own mask (stroke regions only), shown while the network trains."""
@@ -284,7 +374,6 @@ class Trainer:
             SparseSegError: the loss diverged (says what to do).
         """
         import torch
-        from monai.transforms.utils import generate_label_classes_crop_centers
 
         from napari_sparseseg.core.losses import sparse_loss
 
@@ -295,6 +384,7 @@ class Trainer:
         model = self._build_model()
         self.model = model
         x, y, src, table, indices, ratios = self._prepare_arrays(model)
+        volumes = [(x, y, src, indices)] + [self._volume(model, m[0], m[1], m[2]) for m in self.more]
         # The appearance scale of boundary refinement, from this round's strokes (stored with the model).
         model.intensity_scale = intensity_scale(x, y) or model.intensity_scale
         # Inside the round's time: the network trains for what is left. Off (or a scan too large
@@ -332,16 +422,14 @@ class Trainer:
                     if now - t0 + 0.5 * (now - t_loop) / (step - 1) > cfg.time_budget:
                         stopped_by, step = "time_budget", step - 1
                         break
-                centres = generate_label_classes_crop_centers(
-                    patch, cfg.batch_size, y.shape, indices, ratios, rand_state=rng, warn=False
-                )
                 xs, ys, ws = [], [], []
-                for c in centres:
+                for (vx, vy, vsrc, _), c in self._centres(volumes, patch, cfg.batch_size, ratios, rng):
                     # Jitter the centre so the labelled voxel is not always mid-patch (no position shortcut).
                     start = [int(ci) - p // 2 + int(rng.randint(-(p // 3), p // 3 + 1)) for ci, p in zip(c, patch, strict=True)]
-                    start = [min(max(0, st), n - p) for st, n, p in zip(start, y.shape, patch, strict=True)]
+                    start = [min(max(0, st), n - p) for st, n, p in zip(start, vy.shape, patch, strict=True)]
                     sl = tuple(slice(st, st + p) for st, p in zip(start, patch, strict=True))
-                    sample = {"image": x[(slice(None),) + sl], "label": y[sl][None].astype(np.int64), "source": src[sl][None].astype(np.int64)}
+                    sample = {"image": vx[(slice(None),) + sl], "label": vy[sl][None].astype(np.int64),
+                              "source": vsrc[sl][None].astype(np.int64)}
                     if augment is not None:
                         sample = augment(sample)
                     lab = torch.as_tensor(np.asarray(sample["label"])).long()[0]
