@@ -6,9 +6,12 @@ Contract (DESIGN.md)::
                       [--model-out DIR] [--time-budget SECONDS] [--max-steps N]
                       [--device auto|cpu|cuda|mps] [--seed N] [--probabilities PATH]
     sparseseg predict IMAGE --model DIR -o MASK [--probabilities PATH]
+    sparseseg batch --model DIR --out-dir DIR INPUT... [--fine-tune-scribbles GLOB] [--scheduler ADDRESS]
+                    [--workers N] [--overwrite] [--probabilities]
+    sparseseg train INPUT... --model-out DIR [--scribbles GLOB] [--init-model DIR] [--time-budget SECONDS] ...
     sparseseg demo
 
-Exit codes: 0 done; 2 bad input, with one line ``sparseseg: error: <file>: <problem and what
+Exit codes: 0 done; 3 a batch finished but some scans failed (listed in its summary); 2 bad input, with one line ``sparseseg: error: <file>: <problem and what
 to do>``; 130 interrupted (Ctrl-C or SIGTERM), with one line saying what was and was not
 written. Every output is checked before any work (:func:`napari_sparseseg.io.check_outputs`)
 and written atomically at the end; a signal that arrives while an output is being written is
@@ -27,7 +30,7 @@ import warnings
 from napari_sparseseg import __version__
 from napari_sparseseg.core.errors import SparseSegError
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_BAD_INPUT, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 def _say(args, message: str) -> None:
@@ -224,6 +227,101 @@ def cmd_predict(args) -> int:
     return EXIT_OK
 
 
+def cmd_train(args) -> int:
+    """``sparseseg train``: one model from the strokes of several scans (a manifest, or scans + --scribbles)."""
+    from napari_sparseseg.core.checkpoint import load_model
+    from napari_sparseseg.core.config import TrainConfig
+    from napari_sparseseg.core.device import resolve_device
+    from napari_sparseseg.core.errors import InputError, ScribbleError
+    from napari_sparseseg.core.intensity import validate_image
+    from napari_sparseseg.core.progress import run_to_end
+    from napari_sparseseg.core.train import Trainer, TrainingScan
+    from napari_sparseseg.io import check_outputs, read_image, read_labels
+    from napari_sparseseg.io.cohort import expand_inputs, match_scribbles
+
+    entries = expand_inputs(args.inputs)
+    if args.scribbles:
+        entries = match_scribbles(entries, args.scribbles)
+    used = [e for e in entries if e.scribbles is not None]
+    if not used:
+        raise InputError("none of the scans has strokes; give a CSV manifest with a scribbles column, or --scribbles "
+                         "GLOB matching NAME_scribbles files.", path=args.inputs[0])
+    inputs = {"--init-model folder": args.init_model}
+    for e in used:
+        inputs.update({f"image {e.name}": e.image, f"scribbles {e.name}": e.scribbles, f"corrections {e.name}": e.corrections})
+    check_outputs({"model": args.model_out}, inputs)
+    args.log.plan({"model": args.model_out})
+    left = len(entries) - len(used)
+    _say(args, f"training on the strokes of {len(used)} scans" + (f" ({left} without strokes left out)" if left else ""))
+    scans = []
+    for e in used:
+        image, geom = read_image(e.image)
+        validate_image(image, path=e.image)
+        scribbles, _ = read_labels(e.scribbles, like=geom, what="scribbles")
+        corrections = read_labels(e.corrections, like=geom, what="corrections")[0] if e.corrections else None
+        scans.append(TrainingScan(image, scribbles, corrections, geom.spacing, str(e.image)))
+    cfg = TrainConfig(max_steps=args.max_steps, time_budget=args.time_budget, seed=args.seed, device=args.device,
+                      model_size=args.model_size, modality=args.modality, forest=args.forest)
+    init = load_model(args.init_model) if args.init_model else None
+    names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    first = scans[0]
+    try:
+        trainer = Trainer(first.image, first.scribbles, cfg, corrections=first.corrections, init=init,
+                          spacing=first.spacing, class_names=names, more_scans=scans[1:])
+    except ScribbleError as exc:
+        exc.path = exc.path or str(used[0].scribbles)
+        raise
+    _say(args, f"training on {resolve_device(args.device).type}; Ctrl-C aborts, nothing is written before the end")
+    with _progress(args) as show:
+        result = run_to_end(trainer.run(), show)
+        show.finish()
+    _say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})")
+    from napari_sparseseg.core.checkpoint import save_model
+
+    args.log.write("model", lambda: save_model(result.model, args.model_out))
+    _say(args, f"saved model {args.model_out}")
+    return EXIT_OK
+
+
+def cmd_batch(args) -> int:
+    """``sparseseg batch``: one model over many scans on Dask; a summary CSV/JSON; resumes."""
+    from tqdm import tqdm
+
+    from napari_sparseseg.cohort.batch import SUMMARY_CSV, SUMMARY_JSON, plan_batch, run_batch
+    from napari_sparseseg.cohort.cluster import local_workers
+    from napari_sparseseg.core.config import BatchConfig
+    from napari_sparseseg.io.cohort import expand_inputs, match_scribbles
+
+    cfg = BatchConfig(workers=args.workers, threads=args.threads, device=args.device, probabilities=args.probabilities,
+                      overwrite=args.overwrite, fine_tune_seconds=args.fine_tune_seconds, seed=args.seed,
+                      refine=args.refine, forest=args.forest, connect_timeout=args.connect_timeout)
+    entries = expand_inputs(args.inputs)
+    if args.fine_tune_scribbles:
+        entries = match_scribbles(entries, args.fine_tune_scribbles)
+    plan = plan_batch(entries, args.model, args.out_dir, cfg)
+    where = f"the Dask scheduler {args.scheduler}" if args.scheduler else f"a local Dask cluster of {local_workers(cfg)} workers"
+    tuned = sum(j.entry.scribbles is not None for j in plan.to_run)
+    _say(args, f"{len(plan.jobs)} scans: {len(plan.to_run)} to segment ({tuned} fine-tuned on their strokes first), "
+               f"{len(plan.skipped)} already done; on {where}")
+    counts = {"done": 0, "skipped": 0, "failed": 0, "queued": 0}
+    bar = tqdm(total=len(plan.jobs), unit="scan", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+    try:
+        with bar:
+            for r in run_batch(plan, scheduler=args.scheduler):
+                counts[r.status] = counts.get(r.status, 0) + 1
+                if r.status == "failed":
+                    bar.write(f"sparseseg: scan '{r.name}' failed: {r.reason}", file=sys.stderr)
+                bar.set_postfix(done=counts["done"], skipped=counts["skipped"], failed=counts["failed"], refresh=False)
+                bar.update(1)
+    except KeyboardInterrupt:
+        print(f"sparseseg: interrupted; {counts['done']} scans finished and recorded in "
+              f"{plan.out_dir / SUMMARY_JSON}; run the same command again to resume.", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    _say(args, f"{counts['done']} done, {counts['skipped']} skipped (already done), {counts['failed']} failed; summary "
+               f"in {plan.out_dir / SUMMARY_CSV} and {SUMMARY_JSON}")
+    return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
+
+
 def cmd_demo(args) -> int:
     """``sparseseg demo``: the whole loop on the bundled sample."""
     from napari_sparseseg.core.config import DemoConfig
@@ -251,14 +349,15 @@ def _add_setting(parser: argparse.ArgumentParser, cls, name: str, **override) ->
     kind = _TYPES[str(f.type).split(" |")[0].strip()]
     choices = meta.get("choices")
     metavar = "|".join(option_values(choices)) if choices else meta.get("metavar")
-    kw = {"default": f.default, "type": kind, "metavar": metavar, "help": f"{meta.get('help', '')} (default {f.default})"}
+    shown = "" if f.default is None else f" (default {f.default})"
+    kw = {"default": f.default, "type": kind, "metavar": metavar, "help": f"{meta.get('help', '')}{shown}"}
     kw.update(override)
     parser.add_argument(meta["flag"], **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sparseseg`` argument parser; defaults and option lists come from the config dataclasses."""
-    from napari_sparseseg.core.config import DemoConfig, PredictConfig, PretrainConfig, TrainConfig
+    from napari_sparseseg.core.config import BatchConfig, DemoConfig, PredictConfig, PretrainConfig, TrainConfig
 
     parser = argparse.ArgumentParser(prog="sparseseg", description="3-D segmentation of CT/MRI from sparse scribbles.")
     parser.add_argument("--version", action="version", version=f"napari-sparseseg {__version__}")
@@ -300,6 +399,43 @@ def build_parser() -> argparse.ArgumentParser:
     common(pre)
     pre.set_defaults(func=cmd_predict)
 
+    trn = sub.add_parser("train", help="train one model on the strokes of several scans and save it",
+                         description="Train one model on strokes from several scans (their own grids and spacings); "
+                         "patches are drawn across the scans, balanced over classes. Scans without strokes are left out.")
+    trn.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="a CSV manifest (image,scribbles[,corrections]) or scans, folders or globs with --scribbles")
+    trn.add_argument("--scribbles", metavar="GLOB",
+                     help="stroke files matched to scans by name (NAME_scribbles.nii.gz, or a glob with {name})")
+    trn.add_argument("--model-out", required=True, metavar="DIR", help="save the model here (new, empty, or a model)")
+    trn.add_argument("--init-model", metavar="DIR", help="warm start from a saved model (e.g. one scan's)")
+    for name in ("time_budget", "max_steps", "device", "seed", "model_size", "modality", "forest"):
+        _add_setting(trn, TrainConfig, name)
+    trn.add_argument("--class-names", metavar="A,B,...", help="names of the classes, background first")
+    trn.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    trn.set_defaults(func=cmd_train)
+
+    bat = sub.add_parser("batch", help="apply a model to many scans (optionally fine-tuned per scan) on Dask; resumes",
+                         description="Segment every scan with one model on a Dask cluster. Writes NAME_mask.nii.gz per "
+                         "scan and sparseseg_summary.csv/.json (volumes, uncertainty, components, review rank). "
+                         "Exit 0 when every scan is done or skipped as already done, 3 when some failed, 2 on bad "
+                         "arguments.")
+    bat.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="scan files, DICOM series folders, folders of scans, globs (quoted) or a CSV manifest "
+                          "(columns image[,scribbles,corrections])")
+    bat.add_argument("--model", required=True, metavar="DIR", help="the shared model (a folder from --model-out)")
+    bat.add_argument("--out-dir", required=True, metavar="DIR", help="where the masks and the summary go")
+    bat.add_argument("--fine-tune-scribbles", metavar="GLOB",
+                     help="stroke files; a scan with strokes (NAME_scribbles.nii.gz, or a glob with {name}) is first "
+                          "fine-tuned from the model on them")
+    bat.add_argument("--scheduler", metavar="ADDRESS",
+                     help="an existing Dask scheduler (tcp://HOST:PORT); default: a local cluster")
+    for name in ("workers", "threads", "overwrite", "fine_tune_seconds", "device", "seed", "refine", "forest",
+                 "connect_timeout"):
+        _add_setting(bat, BatchConfig, name)
+    bat.add_argument("--probabilities", action="store_true", help="also write NAME_probabilities.nii.gz (uint8, p*255)")
+    bat.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    bat.set_defaults(func=cmd_batch)
+
     demo = sub.add_parser("demo", help="the whole loop on the bundled sample data, headless")
     demo.add_argument("--data", metavar="DIR", help="sample data folder (default: the repository's sample_data/)")
     demo.add_argument("-o", "--output", default="sparseseg_demo_out", metavar="DIR", help="where to write mask and model")
@@ -312,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run the command line; return the exit code (0 done, 2 bad input, 130 interrupted)."""
+    """Run the command line; return the exit code (0 done, 2 bad input, 3 some batch scans failed, 130 interrupted)."""
     from napari_sparseseg.io import OutputLog
 
     parser = build_parser()

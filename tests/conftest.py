@@ -36,6 +36,43 @@ def make_phantom(shape=(40, 48, 48), seed=0):
     return image.astype(np.float32), ref
 
 
+def make_cohort_files(d: Path, sample_dir: Path, data_dir: Path, bad: bool = True) -> Path:
+    """A CT model trained a few steps on the sample (``d/model``) and a cohort of real scans (``d/scans``).
+
+    Scans: the sample, the abdominal CT, a cropped and brightened sample as NRRD (another grid,
+    origin and format) and, with ``bad``, a corrupt file and an MRI (another modality than
+    the model). ``d/strokes/sample_scribbles.nii.gz`` holds the sample's strokes.
+    """
+    import shutil
+
+    from napari_sparseseg.core.checkpoint import save_model
+    from napari_sparseseg.core.config import TrainConfig
+    from napari_sparseseg.core.progress import run_to_end
+    from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.io import Geometry, read_image, read_labels, write_image
+
+    image, g = read_image(sample_dir / "image.nii.gz")
+    scribbles, _ = read_labels(sample_dir / "scribbles.nii.gz", like=g)
+    trainer = Trainer(image, scribbles, TrainConfig(max_steps=4, time_budget=None, device="cpu", forest=False),
+                      spacing=g.spacing)
+    save_model(run_to_end(trainer.run()).model, d / "model")
+    scans = d / "scans"
+    scans.mkdir()
+    shutil.copy(sample_dir / "image.nii.gz", scans / "sample.nii.gz")
+    shutil.copy(data_dir / "ct_abdomen_image.nii.gz", scans / "abdomen.nii.gz")
+    crop = (image[4:, :, 6:] + 25).astype(np.int16)  # another grid, origin and format; brighter
+    affine = g.affine.copy()
+    affine[:3, 3] = g.index_to_world((4, 0, 6))
+    write_image(scans / "shifted.nrrd", crop, Geometry(affine, crop.shape))
+    if bad:
+        (scans / "broken.nii.gz").write_bytes(b"\x1f\x8b this is not a scan")
+        shutil.copy(data_dir / "mr_abdomen_image.nii.gz", scans / "mri.nii.gz")
+    strokes = d / "strokes"
+    strokes.mkdir()
+    shutil.copy(sample_dir / "scribbles.nii.gz", strokes / "sample_scribbles.nii.gz")
+    return d
+
+
 @pytest.fixture
 def phantom():
     return make_phantom()

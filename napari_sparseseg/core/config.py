@@ -24,9 +24,11 @@ from typing import Any
 from napari_sparseseg.core.errors import ConfigError
 
 __all__ = [
+    "BatchConfig",
     "ConfigError",
     "DemoConfig",
     "Device",
+    "Inferer",
     "Modality",
     "ModelSize",
     "PredictConfig",
@@ -65,6 +67,13 @@ class ModelSize(_Options):
     SMALL = "small"
     MEDIUM = "medium"
     LARGE = "large"
+
+
+class Inferer(_Options):
+    """How prediction covers a volume with the network."""
+
+    TILES = "tiles"
+    SLIDING_WINDOW = "sliding_window"
 
 
 class Modality(_Options):
@@ -321,8 +330,15 @@ class PredictConfig:
     """
 
     device: str = setting("auto", "compute device", choices=Device, flag="--device")
-    overlap: float = setting(0.25, "sliding-window overlap", ge=0, lt=1)
-    sw_batch_size: int = setting(2, "windows per forward pass (2 is 3x faster than 1 on 2 CPU cores)", ge=1)
+    inferer: str = setting("tiles", "how the network covers the volume: 'tiles' (large tiles with a halo of context, "
+                           "no overlap: the network is fully convolutional) or 'sliding_window' (MONAI's, Gaussian-"
+                           "blended patch-sized windows)", choices=Inferer)
+    tile_voxels: int = setting(2_400_000, "voxels of an inference tile's core (its shape follows the voxel spacing)",
+                               ge=8**3)
+    halo: int = setting(8, "voxels of context around each tile (cropped away after the network)", ge=0)
+    overlap: float = setting(0.25, "overlap of the sliding windows (inferer 'sliding_window')", ge=0, lt=1)
+    sw_batch_size: int = setting(2, "windows per forward pass (sliding_window; 2 is 3x faster than 1 on 2 CPU cores)",
+                                 ge=1)
     probabilities: bool = setting(False, "also return per-class probabilities (uint8, p x 255)")
     uncertainty: bool = setting(True, "also return the normalised entropy (float16, 0 certain .. 1 uniform)")
     slab_voxels: int = setting(24_000_000, "voxels per slab before margins; bounds memory", ge=1)
@@ -418,6 +434,40 @@ class DemoConfig:
     device: str = setting(TrainConfig.device, "compute device", choices=Device, flag="--device")
     seed: int = setting(TrainConfig.seed, "seed of the simulated annotator and the training", ge=0, flag="--seed",
                         metavar="N")
+
+    def __post_init__(self):
+        _validate(self)
+
+
+@dataclass
+class BatchConfig:
+    """``sparseseg batch`` and the Cohort widget: one model over many scans, on Dask.
+
+    ``workers`` ``None`` sizes a local cluster to the machine (:func:`local_workers`);
+    ``threads`` ``None`` gives each worker its host's cores divided by the workers there, so
+    workers never oversubscribe the cores. A scan with strokes is first fine-tuned from the
+    shared model for ``fine_tune_seconds`` (warm start), then predicted.
+    """
+
+    workers: int | None = setting(None, "Dask workers of the local cluster (default: sized to the machine)", ge=1,
+                                  flag="--workers", metavar="N")
+    threads: int | None = setting(None, "torch threads per worker (default: the host's cores / its workers)", ge=1,
+                                  flag="--threads", metavar="N")
+    device: str = setting(PredictConfig.device, "compute device of each worker", choices=Device, flag="--device")
+    probabilities: bool = setting(False, "also write each scan's class probabilities (uint8, p x 255)")
+    overwrite: bool = setting(False, "re-run scans whose outputs exist and replace them (default: keep done scans, "
+                              "refuse to replace anything else)", flag="--overwrite")
+    fine_tune_seconds: float = setting(30.0, "training seconds of a per-scan fine-tune from that scan's strokes", gt=0,
+                                       flag="--fine-tune-seconds", metavar="SECONDS")
+    seed: int = setting(TrainConfig.seed, "seed of the per-scan fine-tunes", ge=0, le=2**31 - 1, flag="--seed",
+                        metavar="N")
+    refine: bool = setting(PredictConfig.refine, "refine the outlines with the dense CRF", flag="--refine")
+    forest: bool = setting(PredictConfig.forest, "fuse the model's forest (if it has one)", flag="--forest")
+    retries: int = setting(1, "times a scan is retried after an unexpected error or a lost worker", ge=0, le=10)
+    connect_timeout: float = setting(10.0, "seconds to wait for a --scheduler to answer and have a worker", gt=0,
+                                     flag="--connect-timeout", metavar="SECONDS")
+    worker_memory_gib: float = setting(6.0, "memory a local worker is given (bounds the workers sized to the machine)",
+                                       gt=0)
 
     def __post_init__(self):
         _validate(self)

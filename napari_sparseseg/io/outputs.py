@@ -20,6 +20,7 @@ Output kinds (the keys of ``outputs``):
 ``"model"``               a folder: new, empty, or a model of ours (replaced as a whole)
 ``"session"``             a folder: new, empty, or a session of ours (replaced as a whole)
 ``"demo output"``         a folder: new, empty, or an earlier ``sparseseg demo`` output
+``"summary"``             a text file of any suffix (a batch's CSV/JSON summary)
 ========================  =======================================================================
 """
 
@@ -45,9 +46,9 @@ __all__ = [
     "files_of_output",
 ]
 
-_FILE, _LABELS, _MODEL, _SESSION, _DEMO = "file", "labels", "model", "session", "demo"
+_FILE, _LABELS, _MODEL, _SESSION, _DEMO, _TEXT = "file", "labels", "model", "session", "demo", "text"
 OUTPUT_KINDS = {"mask": _LABELS, "corrections": _LABELS, "probabilities": _FILE, "model": _MODEL,
-                "session": _SESSION, "demo output": _DEMO}
+                "session": _SESSION, "demo output": _DEMO, "summary": _TEXT}
 _FOLDER_KINDS = (_MODEL, _SESSION, _DEMO)
 #: What ``sparseseg demo`` writes into its folder.
 DEMO_FILES = ("mask.nii.gz", "corrections.nii.gz", "model")
@@ -202,6 +203,10 @@ def _check_one(kind: str, path: Path) -> None:
         check_session_folder(path)
     elif k == _DEMO:
         check_demo_folder(path)
+    elif k == _TEXT:
+        if path.is_dir():
+            raise OutputError(f"a folder exists where the {kind} file should go; move it or choose another path.",
+                              path=path)
     elif k == _LABELS and _is_dicom_mask(path):
         _check_dicom_folder(kind, path)
     else:

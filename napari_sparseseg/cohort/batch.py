@@ -1,0 +1,373 @@
+"""One model over a cohort: plan the outputs, skip what is done, run on Dask, write the summary.
+
+:func:`plan_batch` does every check before any work: the model folder loads, the out-dir is
+writable, no output is an input, and no existing file is replaced unless ``overwrite`` is
+set. A scan whose mask exists from an earlier run with the same model, settings and
+unchanged inputs (sizes and modification times of its files) is skipped. :func:`run_batch`
+is a generator over the scans as they finish (:class:`ScanResult`); it writes the summary
+(``sparseseg_summary.json`` and ``.csv`` in the out-dir) atomically after every scan, so an
+interrupted run resumes where it stopped.
+
+Dask does the scheduling (:mod:`.cluster`): at most one scan per worker is in flight, so
+Stop (``stop`` event) lets the running scans finish and leaves the rest queued.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from napari_sparseseg.cohort.work import ModelPayload, ScanTask, process_scan
+from napari_sparseseg.core.atomic import atomic_file
+from napari_sparseseg.core.config import BatchConfig
+from napari_sparseseg.core.errors import CheckpointError, InputError, OutputError
+from napari_sparseseg.core.summary import review_ranks
+from napari_sparseseg.io.cohort import ScanEntry
+from napari_sparseseg.io.outputs import check_outputs, files_of_input
+
+__all__ = ["SUMMARY_CSV", "SUMMARY_JSON", "BatchPlan", "ScanJob", "ScanResult", "plan_batch", "run_batch",
+           "read_summary"]
+
+SUMMARY_JSON, SUMMARY_CSV = "sparseseg_summary.json", "sparseseg_summary.csv"
+_FORMAT, _FORMAT_VERSION = "napari-sparseseg batch summary", 1
+_CSV_COLUMNS = ("scan", "status", "review_rank", "class", "volume_ml", "voxels", "components", "mean_uncertainty",
+                "p95_uncertainty", "fine_tuned", "seconds", "mask", "image", "reason")
+
+
+@dataclass
+class ScanJob:
+    """A scan of the plan: its entry, its outputs, and whether an earlier run already did it."""
+
+    entry: ScanEntry
+    mask: Path
+    probabilities: Path | None
+    inputs_id: str
+    done_before: dict | None = None  # the earlier run's record when the scan is skipped
+
+    def task(self) -> ScanTask:
+        """What travels to the worker: absolute paths only."""
+        e = self.entry
+        return ScanTask(e.name, str(Path(e.image).resolve()), str(self.mask.resolve()),
+                        None if self.probabilities is None else str(self.probabilities.resolve()),
+                        None if e.scribbles is None else str(Path(e.scribbles).resolve()),
+                        None if e.corrections is None else str(Path(e.corrections).resolve()))
+
+
+@dataclass
+class ScanResult:
+    """A scan's outcome: ``"done"``, ``"skipped"`` (done by an earlier run), ``"failed"`` or ``"queued"``."""
+
+    name: str
+    status: str
+    reason: str | None = None
+    seconds: float | None = None
+    worker: str | None = None
+    classes: dict | None = None
+    fine_tuned: bool = False
+    steps: int = 0
+    image: str = ""
+    mask: str | None = None
+    probabilities: str | None = None
+    inputs_id: str = ""
+    model_id: str = ""
+    settings_id: str = ""
+    review_rank: int | None = None
+    finished: str | None = None
+
+
+@dataclass
+class BatchPlan:
+    """Everything checked before a batch starts."""
+
+    out_dir: Path
+    model_dir: Path
+    cfg: BatchConfig
+    payload: ModelPayload
+    class_names: list
+    modality: str
+    jobs: list[ScanJob] = field(default_factory=list)
+    others: list[dict] = field(default_factory=list)  # earlier records of scans not in this batch, kept in the summary
+
+    @property
+    def to_run(self) -> list[ScanJob]:
+        """The scans this run segments."""
+        return [j for j in self.jobs if j.done_before is None]
+
+    @property
+    def skipped(self) -> list[ScanJob]:
+        """The scans an earlier run already did (same model, settings and inputs)."""
+        return [j for j in self.jobs if j.done_before is not None]
+
+
+def _model_payload(folder: Path) -> ModelPayload:
+    files, h = {}, hashlib.sha256()
+    for p in sorted(folder.iterdir(), key=lambda p: p.name):
+        if p.is_file() and not p.name.startswith("."):
+            data = p.read_bytes()
+            files[p.name] = data
+            h.update(p.name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return ModelPayload(h.hexdigest(), files)
+
+
+def _inputs_id(entry: ScanEntry) -> str:
+    """Changes when any file of the scan or its strokes is replaced, resized or rewritten."""
+    h = hashlib.sha256()
+    for role, path in (("image", entry.image), ("scribbles", entry.scribbles), ("corrections", entry.corrections)):
+        if path is None:
+            continue
+        h.update(role.encode())
+        for p in files_of_input(path):
+            members = sorted(p.iterdir()) if p.is_dir() else [p]
+            for m in members:
+                st = m.stat()
+                h.update(f"{m.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()
+
+
+def _settings_id(cfg: BatchConfig, entry: ScanEntry) -> str:
+    """The settings that change a scan's mask (not workers, threads or retries)."""
+    keys = {"refine": cfg.refine, "forest": cfg.forest, "probabilities": cfg.probabilities}
+    if entry.scribbles is not None:
+        keys.update(fine_tune_seconds=cfg.fine_tune_seconds, seed=cfg.seed)
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_summary(out_dir: str | os.PathLike) -> dict | None:
+    """The summary an earlier batch wrote in ``out_dir`` (``None`` if there is none).
+
+    Raises:
+        OutputError: ``sparseseg_summary.json`` exists but is not ours or is damaged.
+    """
+    path = Path(out_dir) / SUMMARY_JSON
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"cannot read the earlier batch summary ({exc}); move it away or pass --overwrite.",
+                          path=path) from exc
+    if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("scans"), list):
+        raise OutputError("this file is not a napari-sparseseg batch summary; choose another --out-dir.", path=path)
+    return data
+
+
+def _load_model_info(model_dir: Path) -> tuple[ModelPayload, list, str]:
+    from napari_sparseseg.core.checkpoint import load_model
+
+    if not model_dir.is_dir():
+        raise CheckpointError("not a model folder (missing or a file); give a folder written by --model-out or the "
+                              "widget's Save model.", path=model_dir)
+    payload = _model_payload(model_dir)
+    model = load_model(model_dir)  # raises CheckpointError naming the folder
+    return payload, list(model.class_names), model.normalization.modality
+
+
+def plan_batch(entries: Sequence[ScanEntry], model_dir: str | os.PathLike, out_dir: str | os.PathLike,
+               cfg: BatchConfig | None = None) -> BatchPlan:
+    """Check everything and decide, per scan, whether it runs or was done by an earlier run.
+
+    The out-dir is created if missing (its parent must exist). Outputs per scan:
+    ``NAME_mask.nii.gz`` and, with ``cfg.probabilities``, ``NAME_probabilities.nii.gz``.
+
+    Raises:
+        CheckpointError: the model folder does not load.
+        OutputError: the out-dir cannot be written, an output would overwrite an input, or
+            outputs exist that this run would replace without ``cfg.overwrite`` (names them).
+        InputError: no scans.
+    """
+    cfg = cfg or BatchConfig()
+    if not entries:
+        raise InputError("no scans given; name scan files, folders, globs or a CSV manifest.")
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    payload, class_names, modality = _load_model_info(model_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError("--out-dir is a file; give a folder (new or one of an earlier batch).", path=out_dir)
+    if not out_dir.parent.exists():
+        raise OutputError(f"the folder {out_dir.parent} does not exist; create it first.", path=out_dir)
+    inputs = {"--model folder": model_dir}
+    for e in entries:
+        for role in ("image", "scribbles", "corrections"):
+            if getattr(e, role) is not None:
+                inputs[f"{role} of scan '{e.name}'"] = getattr(e, role)
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create --out-dir ({exc.strerror or exc}); choose a writable place.",
+                          path=out_dir) from exc
+    try:
+        jobs = _plan_jobs(entries, out_dir, cfg, payload, inputs)
+        previous = _previous(out_dir, cfg)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # the folder this call made, still empty
+        raise
+    names = {e.name for e in entries}
+    others = [r for r in previous if r.get("name") not in names]
+    return BatchPlan(out_dir, model_dir, cfg, payload, class_names, modality, jobs, others)
+
+
+def _previous(out_dir: Path, cfg: BatchConfig) -> list[dict]:
+    """The earlier summary's scan records (with ``overwrite``, a damaged or foreign summary counts as none)."""
+    try:
+        return list((read_summary(out_dir) or {}).get("scans", []))
+    except OutputError:
+        if cfg.overwrite:
+            return []
+        raise
+
+
+def _plan_jobs(entries, out_dir: Path, cfg: BatchConfig, payload: ModelPayload, inputs: dict) -> list[ScanJob]:
+    try:
+        check_outputs({"summary": out_dir / SUMMARY_JSON}, inputs)
+        check_outputs({"summary": out_dir / SUMMARY_CSV}, inputs)
+    except OutputError as exc:
+        if "not writable" in exc.message:
+            raise OutputError("--out-dir is not writable; choose another folder.", path=out_dir) from exc
+        raise
+    earlier = {} if cfg.overwrite else {r.get("name"): r for r in _previous(out_dir, cfg)}
+    if not cfg.overwrite and (out_dir / SUMMARY_CSV).exists() and not (out_dir / SUMMARY_JSON).exists():
+        raise OutputError(f"{SUMMARY_CSV} exists without {SUMMARY_JSON}: not a batch of ours; choose another "
+                          "--out-dir or pass --overwrite.", path=out_dir / SUMMARY_CSV)
+    taken = _input_paths(inputs)
+    jobs, blocked = [], []
+    for e in entries:
+        mask = out_dir / f"{e.name}_mask.nii.gz"
+        probs = out_dir / f"{e.name}_probabilities.nii.gz" if cfg.probabilities else None
+        for kind, path in (("mask", mask), ("probabilities", probs)):
+            if path is not None:
+                _not_an_input(kind, path, taken)
+        own = {k: v for k, v in inputs.items() if k == "--model folder" or k.endswith(f"of scan '{e.name}'")}
+        check_outputs({"mask": mask, "probabilities": probs}, own)
+        job = ScanJob(e, mask, probs, _inputs_id(e))
+        before = earlier.get(e.name)
+        outputs = [p for p in (mask, probs) if p is not None]
+        if (before and before.get("status") in ("done", "skipped") and before.get("inputs_id") == job.inputs_id
+                and before.get("model_id") == payload.fingerprint and before.get("settings_id") == _settings_id(cfg, e)
+                and all(p.exists() for p in outputs)):
+            job.done_before = before
+        elif not cfg.overwrite and any(p.exists() for p in outputs):
+            blocked.append(next(p for p in outputs if p.exists()))
+        jobs.append(job)
+    if blocked:
+        more = f" and {len(blocked) - 1} more" if len(blocked) > 1 else ""
+        raise OutputError(f"{blocked[0].name}{more} already exist(s) and would be replaced (the model, the settings or "
+                          "the scan changed since, or no batch of ours wrote it); pass --overwrite to replace, or "
+                          "choose another --out-dir.", path=out_dir)
+    return jobs
+
+
+def _input_paths(inputs: dict) -> tuple[dict, list]:
+    """Every input's files by real path, and its folders: checked against each output in O(1)."""
+    files, folders = {}, []
+    for name, path in inputs.items():
+        for f in files_of_input(path):
+            real = os.path.realpath(f)
+            files[real] = (name, path)
+            if os.path.isdir(f):
+                folders.append((real.rstrip(os.sep) + os.sep, name, path))
+    return files, folders
+
+
+def _not_an_input(kind: str, path: Path, taken: tuple[dict, list]) -> None:
+    files, folders = taken
+    real = os.path.realpath(path)
+    if real in files:
+        name, inp = files[real]
+        raise OutputError(f"the {kind} would overwrite the {name} ({inp}); rename that scan or choose another "
+                          "--out-dir.", path=path)
+    for folder, name, inp in folders:
+        if real.startswith(folder):
+            raise OutputError(f"the {kind} would be written inside the {name} ({inp}); choose another --out-dir.",
+                              path=path)
+
+
+def _result_of(job: ScanJob, plan: BatchPlan, record: dict | None = None, status: str | None = None) -> ScanResult:
+    e = job.entry
+    r = ScanResult(e.name, status or "queued", image=str(e.image), inputs_id=job.inputs_id,
+                   model_id=plan.payload.fingerprint, settings_id=_settings_id(plan.cfg, e))
+    if record:
+        for key in ("status", "reason", "seconds", "worker", "classes", "fine_tuned", "steps"):
+            if key in record:
+                setattr(r, key, record[key])
+    if status:
+        r.status = status
+    if r.status in ("done", "skipped"):
+        r.mask = str(job.mask)
+        r.probabilities = None if job.probabilities is None else str(job.probabilities)
+    r.finished = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return r
+
+
+def _write_summary(plan: BatchPlan, results: dict[str, ScanResult]) -> None:
+    results = dict(results)
+    for record in plan.others:  # scans of earlier runs that this one does not touch
+        known = {k: record.get(k) for k in ScanResult.__dataclass_fields__ if k in record}
+        results.setdefault(record["name"], ScanResult(**{**known, "name": record["name"], "status": record.get("status", "done")}))
+    ranks = review_ranks({n: (r.classes if r.status in ("done", "skipped") else None) for n, r in results.items()})
+    for n, r in results.items():
+        r.review_rank = ranks.get(n)
+    data = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "model": str(plan.model_dir),
+            "model_id": plan.payload.fingerprint, "class_names": plan.class_names, "modality": plan.modality,
+            "settings": {k: v for k, v in asdict(plan.cfg).items()},
+            "counts": {s: sum(r.status == s for r in results.values()) for s in ("done", "skipped", "failed", "queued")},
+            "scans": [asdict(r) for r in results.values()]}
+    atomic_file(plan.out_dir / SUMMARY_JSON, lambda f: f.write(json.dumps(data, indent=1)), mode="w")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(_CSV_COLUMNS)
+    for r in results.values():
+        base = {"scan": r.name, "status": r.status, "review_rank": r.review_rank, "fine_tuned": r.fine_tuned,
+                "seconds": r.seconds, "mask": r.mask, "image": r.image, "reason": r.reason}
+        rows = [{"class": c, **v} for c, v in (r.classes or {}).items()] or [{}]
+        for row in rows:
+            full = {**base, **row}
+            w.writerow(["" if full.get(k) is None else full.get(k) for k in _CSV_COLUMNS])
+    atomic_file(plan.out_dir / SUMMARY_CSV, lambda f: f.write(buf.getvalue()), mode="w")
+
+
+def run_batch(plan: BatchPlan, scheduler: str | None = None, stop: Callable[[], bool] | None = None,
+              client=None) -> Generator[ScanResult, None, dict[str, ScanResult]]:
+    """Run the plan on Dask; yield each scan's :class:`ScanResult` as it ends; return them all by name.
+
+    Skipped scans are yielded first. The summary is rewritten after every scan.
+
+    Args:
+        plan: from :func:`plan_batch`.
+        scheduler: a Dask scheduler address (``tcp://host:port``); ``None`` starts a local
+            cluster of ``plan.cfg.workers`` workers (sized to the machine by default).
+        stop: polled between scans; when it returns true no further scan starts, the running
+            ones finish, and the rest are reported ``"queued"``.
+        client: an existing ``distributed.Client`` to use instead (its cluster is left running).
+
+    Raises:
+        InputError: the scheduler cannot be reached (names the address).
+    """
+    from napari_sparseseg.cohort.cluster import DaskRunner
+
+    results: dict[str, ScanResult] = {j.entry.name: _result_of(j, plan) for j in plan.jobs}
+    for job in plan.skipped:
+        r = _result_of(job, plan, job.done_before, status="skipped")
+        r.reason = "already done with this model (inputs unchanged)"
+        results[job.entry.name] = r
+        yield r
+    todo = plan.to_run
+    if not todo:
+        _write_summary(plan, results)
+        return results
+    by_name = {j.entry.name: j for j in todo}
+    with DaskRunner(plan.cfg, scheduler=scheduler, client=client) as runner:
+        for name, record in runner.map(process_scan, [j.task() for j in todo], plan.payload, plan.cfg, stop=stop):
+            r = _result_of(by_name[name], plan, record)
+            results[name] = r
+            _write_summary(plan, results)
+            yield r
+    _write_summary(plan, results)
+    return results

@@ -1,0 +1,169 @@
+"""What a Dask worker does for one scan: read it, optionally fine-tune, predict, write, summarise.
+
+Only paths and small settings travel to the worker; it reads its own scan, so its memory is
+bounded by one scan (the prediction itself is bounded by the slab, :mod:`..core.predict`).
+The shared model travels once per worker as the bytes of its folder
+(:class:`ModelPayload`, scattered with ``broadcast=True``) and is loaded once per worker
+process, then kept.
+
+A problem with the scan itself (unreadable, another modality than the model, strokes on the
+wrong grid...) is an expected outcome: the task returns a ``"failed"`` record with the
+one-line reason and is not retried. Anything else raises, so Dask retries the scan (on another
+worker if this one died).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ModelPayload", "ScanTask", "process_scan"]
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """A model folder as bytes: sent to every worker once.
+
+    Args:
+        fingerprint: sha256 over the folder's file names and contents.
+        files: file name -> content.
+    """
+
+    fingerprint: str
+    files: dict = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    """One scan's job: where to read and where to write (absolute paths)."""
+
+    name: str
+    image: str
+    mask: str
+    probabilities: str | None = None
+    scribbles: str | None = None
+    corrections: str | None = None
+
+
+_MODELS: dict[str, object] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _model(payload: ModelPayload):
+    """The payload's model, loaded once per worker process (on the CPU; prediction moves it)."""
+    from napari_sparseseg.core.checkpoint import load_model
+
+    with _MODELS_LOCK:
+        model = _MODELS.get(payload.fingerprint)
+        if model is None:
+            with tempfile.TemporaryDirectory(prefix="sparseseg-model-") as tmp:
+                for name, data in payload.files.items():
+                    (Path(tmp) / name).write_bytes(data)
+                model = load_model(tmp)
+            _MODELS.clear()  # one shared model at a time
+            _MODELS[payload.fingerprint] = model
+        return model
+
+
+def _where() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _set_threads(threads: int | dict | None) -> None:
+    """Torch threads of this worker: a number, or ``{host: workers on it}`` to split the host's cores."""
+    import torch
+
+    if isinstance(threads, dict):
+        host = _where().rsplit(":", 1)[0].split("//")[-1]
+        threads = max(1, (os.cpu_count() or 1) // max(1, threads.get(host, 1)))
+    if threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(int(threads))
+
+
+def process_scan(task: ScanTask, payload: ModelPayload, settings, threads: int | dict | None = None) -> dict:
+    """Segment one scan with the shared model and write its outputs; return its record.
+
+    Args:
+        task: the scan and its output paths.
+        payload: the shared model.
+        settings: a :class:`~napari_sparseseg.core.config.BatchConfig`.
+        threads: torch threads, or ``{host: workers}`` to split each host's cores.
+
+    Returns:
+        ``{"name", "status": "done" | "failed", "reason", "seconds", "worker", "classes",
+        "fine_tuned", "steps"}``.
+    """
+    from napari_sparseseg.core.errors import SparseSegError
+
+    t0 = time.perf_counter()
+    record = {"name": task.name, "status": "failed", "reason": None, "seconds": None, "worker": _where(),
+              "classes": None, "fine_tuned": False, "steps": 0}
+    _set_threads(threads)
+    try:
+        record.update(_segment(task, _model(payload), settings))
+        record["status"] = "done"
+    except SparseSegError as exc:
+        record["reason"] = exc.one_line()
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    return record
+
+
+def _check_modality(model, image, path: str) -> None:
+    from napari_sparseseg.core.errors import InputError
+    from napari_sparseseg.core.intensity import detect_modality
+
+    want = model.normalization.modality
+    got = detect_modality(image)
+    if got != want:
+        names = {"ct": "CT (Hounsfield units)", "mri": "MRI"}
+        raise InputError(f"this scan looks like {names[got]} but the model was trained on {names[want]} scans; "
+                         f"segment it with a model of its modality.", path=path)
+
+
+def _segment(task: ScanTask, model, settings) -> dict:
+    from napari_sparseseg.core.config import PredictConfig, TrainConfig
+    from napari_sparseseg.core.intensity import validate_image
+    from napari_sparseseg.core.predict import predict
+    from napari_sparseseg.core.progress import run_to_end
+    from napari_sparseseg.core.summary import class_summary
+    from napari_sparseseg.io import read_image, read_labels, write_labels, write_probabilities
+
+    image, geom = read_image(task.image)
+    validate_image(image, path=task.image)
+    _check_modality(model, image, task.image)
+    out = {"fine_tuned": False, "steps": 0}
+    annotations = None
+    if task.scribbles:
+        from napari_sparseseg.core.errors import ScribbleError
+        from napari_sparseseg.core.train import Trainer
+
+        scribbles, _ = read_labels(task.scribbles, like=geom, what="scribbles")
+        corrections = read_labels(task.corrections, like=geom, what="corrections")[0] if task.corrections else None
+        cfg = TrainConfig(time_budget=settings.fine_tune_seconds, max_steps=None, seed=settings.seed,
+                          device=settings.device, forest=settings.forest)
+        try:
+            trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing)
+        except ScribbleError as exc:
+            exc.path = exc.path or task.scribbles
+            raise
+        result = run_to_end(trainer.run())
+        model, annotations = result.model, trainer.y
+        out.update(fine_tuned=True, steps=int(result.steps))
+    pcfg = PredictConfig(device=settings.device, probabilities=bool(task.probabilities), uncertainty=True,
+                         refine=settings.refine, forest=settings.forest)
+    pred = run_to_end(predict(model, image, pcfg, annotations, geom.spacing))
+    write_labels(task.mask, pred.labels, geom)
+    if task.probabilities:
+        write_probabilities(task.probabilities, pred.probabilities, geom)
+    out["classes"] = class_summary(pred.labels, geom.spacing, model.class_names, pred.uncertainty)
+    return out
