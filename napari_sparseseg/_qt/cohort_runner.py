@@ -1,0 +1,120 @@
+"""Runs a cohort's batch (and Refine: multi-scan training, then the re-run) in a napari worker.
+
+The batch itself runs on Dask (:func:`~napari_sparseseg.cohort.batch.run_batch`); this worker
+only drives its generator off the GUI thread and re-emits each finished scan. Stop lets the
+scans that are running finish and leaves the rest queued (a Refine's training stops within a
+step and its model so far is kept, without a re-run).
+"""
+
+from __future__ import annotations
+
+from napari.qt.threading import create_worker
+from napari.utils import progress as napari_progress
+from qtpy.QtCore import QObject, Signal
+
+from napari_sparseseg._qt.round_runner import REFRESH_MS, WorkerOwner, error_message
+from napari_sparseseg.cohort.batch import ScanResult, run_batch
+from napari_sparseseg.cohort.project import Cohort
+from napari_sparseseg.core.config import BatchConfig, TrainConfig
+from napari_sparseseg.core.progress import Progress
+
+__all__ = ["CohortRunner"]
+
+
+def _job(cohort: Cohort, batch: BatchConfig, train: TrainConfig | None, stop):
+    """Yields training :class:`Progress` (Refine), a ``("planned", n)`` tuple, then a :class:`ScanResult` per scan."""
+    if train is not None:
+        trainer = cohort.refine_trainer(train)
+        gen = trainer.run()
+        result = None
+        while result is None:
+            try:
+                p = next(gen)
+            except StopIteration as done:
+                result = done.value
+                break
+            yield p
+            if stop.is_set():
+                gen.close()  # the averaged weights so far stay in trainer.model
+                last = trainer.model.history[-1] if trainer.model.history else {}
+                cohort.save_refined(trainer.model, last.get("steps", 0), last.get("seconds", 0.0))
+                return
+        cohort.save_refined(result.model, result.steps, result.elapsed)
+    plan = cohort.plan(batch)
+    yield ("planned", len(plan.jobs))
+    yield from run_batch(plan, stop=stop.is_set)
+
+
+class CohortRunner(WorkerOwner):
+    """One batch (or Refine + re-run) at a time, off the GUI thread.
+
+    Signals:
+        started(str): ``"run"`` or ``"refine"``.
+        training(Progress): Refine's training progress, at most about twice a second.
+        planned(int): the number of scans the batch will go through.
+        scan_finished(ScanResult): a scan is done, skipped, failed or (after Stop) left queued.
+        failed(str): a one-line message (nothing the user made is lost).
+        idle(): the worker is gone.
+    """
+
+    started = Signal(str)
+    training = Signal(object)
+    planned = Signal(int)
+    scan_finished = Signal(object)
+    failed = Signal(str)
+    idle = Signal()
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(REFRESH_MS, parent)
+        self._bar = None
+
+    def start(self, cohort: Cohort, batch: BatchConfig, train: TrainConfig | None = None) -> bool:
+        """Run the batch over the cohort's unreviewed scans; with ``train``, Refine first. ``False`` while busy."""
+        if self.busy:
+            return False
+        self._stop.clear()
+        self._latest = None
+        self._bar = napari_progress(total=0, desc="sparseseg: refining" if train else "sparseseg: cohort")
+        self._worker = create_worker(_job, cohort, batch, train, self._stop, _start_thread=False, _ignore_errors=True)
+        self._worker.yielded.connect(self._on_yielded)
+        self._worker.errored.connect(lambda exc: self.failed.emit(error_message(exc)))
+        self._worker.finished.connect(self._on_finished)
+        self._timer.start()
+        self.started.emit("refine" if train else "run")
+        self._worker.start()
+        return True
+
+    def stop(self) -> bool:
+        """Let the running scans finish and start no more (Refine: end training now). ``False`` when idle."""
+        if not self.busy:
+            return False
+        self._stop.set()
+        return True
+
+    def _on_yielded(self, item) -> None:
+        if isinstance(item, Progress):
+            first = self._latest is None
+            self._latest = item
+            if first:
+                self._refresh()
+        elif isinstance(item, ScanResult):
+            self.scan_finished.emit(item)
+            if self._bar is not None:
+                self._bar.update(1)
+        elif isinstance(item, tuple) and item[0] == "planned":
+            if self._bar is not None:
+                self._bar.total = item[1]
+                self._bar.set_description("sparseseg: cohort")
+            self.planned.emit(item[1])
+
+    def _refresh(self) -> None:
+        if self._latest is not None and self.busy:
+            self.training.emit(self._latest)
+
+    def _on_finished(self) -> None:
+        self._timer.stop()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self._worker, self._latest = None, None
+        self.idle.emit()

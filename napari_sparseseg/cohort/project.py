@@ -1,0 +1,267 @@
+"""A cohort on disk: its scans, the shared model, each scan's correction strokes, the batch outputs.
+
+The Cohort widget is a view of this; everything is saved in one folder and resumes from it::
+
+    FOLDER/cohort.json            scan list, reviewed flags, format tag
+    FOLDER/model/                 the cohort's own copy of the shared model (Refine replaces it)
+    FOLDER/strokes/NAME_strokes.nii.gz   corrections painted on scan NAME (scribble convention,
+                                  on the scan's grid)
+    FOLDER/NAME_mask.nii.gz, sparseseg_summary.json/.csv   the batch outputs (:mod:`.batch`)
+
+The model the user picks is copied in, never modified. Corrections are the voxels where the
+user's edit of a predicted mask differs from the prediction: they become that scan's strokes
+with the edited class (scribble value ``class + 1``). Refine trains the shared model on the
+strokes of all scans (:class:`~napari_sparseseg.core.train.Trainer` with ``more_scans``),
+warm-started from the current one; the re-run then segments every scan not marked reviewed.
+A reviewed scan's mask is the one the user accepted and is not run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_sparseseg.cohort.batch import BatchPlan, plan_batch, read_summary
+from napari_sparseseg.core.atomic import atomic_file, replace_folder
+from napari_sparseseg.core.checkpoint import MODEL_FILES, check_model_folder
+from napari_sparseseg.core.config import BatchConfig, TrainConfig
+from napari_sparseseg.core.errors import InputError, OutputError, ScribbleError
+from napari_sparseseg.io.cohort import ScanEntry, expand_inputs
+
+__all__ = ["COHORT_FILE", "Cohort", "CohortScan", "corrections_from_edit"]
+
+COHORT_FILE = "cohort.json"
+_FORMAT, _VERSION = "napari-sparseseg cohort", 1
+
+
+def corrections_from_edit(predicted: np.ndarray, edited: np.ndarray) -> np.ndarray:
+    """Strokes (scribble convention) where ``edited`` differs from ``predicted``: the edited class + 1."""
+    if predicted.shape != edited.shape:
+        raise InputError(f"the edited mask {edited.shape} is not on the prediction's grid {predicted.shape}.")
+    changed = predicted != edited
+    out = np.zeros(edited.shape, np.uint16 if edited.max(initial=0) >= 255 else np.uint8)
+    out[changed] = edited[changed].astype(out.dtype) + 1
+    return out
+
+
+@dataclass
+class CohortScan:
+    """One scan of a cohort: where it is, its name, whether the user accepted its mask."""
+
+    image: str
+    name: str
+    reviewed: bool = False
+
+
+@dataclass
+class Cohort:
+    """A cohort folder (see the module docstring). Use :meth:`create` or :meth:`open`."""
+
+    folder: Path
+    scans: list[CohortScan] = field(default_factory=list)
+    history: list = field(default_factory=list)
+
+    # ------------------------------------------------------------------ files
+    @property
+    def model_dir(self) -> Path:
+        """The cohort's shared model."""
+        return self.folder / "model"
+
+    def strokes_path(self, name: str) -> Path:
+        """Where scan ``name``'s correction strokes are kept."""
+        return self.folder / "strokes" / f"{name}_strokes.nii.gz"
+
+    def mask_path(self, name: str) -> Path:
+        """Scan ``name``'s mask (written by the batch, or accepted by the user)."""
+        return self.folder / f"{name}_mask.nii.gz"
+
+    @classmethod
+    def create(cls, folder: str | os.PathLike, model_dir: str | os.PathLike) -> Cohort:
+        """A new cohort in ``folder`` (new or empty) with a copy of the model in ``model_dir``.
+
+        Raises:
+            OutputError: the folder is not new or empty (an existing cohort: use :meth:`open`).
+            CheckpointError: ``model_dir`` does not hold a model that loads.
+        """
+        from napari_sparseseg.core.checkpoint import load_model
+
+        folder = Path(folder)
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            what = "an existing cohort; open it instead" if (folder / COHORT_FILE).is_file() else "not empty"
+            raise OutputError(f"the cohort folder is {what} (a new cohort needs a new or empty folder).", path=folder)
+        load_model(model_dir)  # fails here, naming the folder, if it does not load
+        folder.mkdir(exist_ok=True)
+        cohort = cls(folder)
+        cohort.set_model(model_dir)
+        cohort.save()
+        return cohort
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> Cohort:
+        """The cohort saved in ``folder``.
+
+        Raises:
+            InputError: no cohort there, or its file is damaged (says what to do).
+        """
+        folder = Path(folder)
+        path = folder / COHORT_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise InputError("no cohort here (no cohort.json); create one in a new or empty folder.", path=folder) from exc
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read the cohort file ({exc}).", path=path) from exc
+        if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("scans"), list):
+            raise InputError("not a napari-sparseseg cohort file.", path=path)
+        try:
+            scans = [CohortScan(str(s["image"]), str(s["name"]), bool(s.get("reviewed", False))) for s in data["scans"]]
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"a scan entry of the cohort file is damaged ({exc}).", path=path) from exc
+        return cls(folder, scans, list(data.get("history", [])))
+
+    def save(self) -> Path:
+        """Write ``cohort.json`` atomically (the widget calls this after every change)."""
+        data = {"format": _FORMAT, "format_version": _VERSION, "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "scans": [vars(s) for s in self.scans], "history": self.history}
+        return atomic_file(self.folder / COHORT_FILE, lambda f: f.write(json.dumps(data, indent=1)), mode="w")
+
+    def set_model(self, model_dir: str | os.PathLike) -> None:
+        """Copy the model in ``model_dir`` into the cohort (replacing the cohort's own copy atomically)."""
+        src = Path(model_dir)
+        if src.resolve() == self.model_dir.resolve():
+            return
+        check_model_folder(self.model_dir, "cohort model folder")
+
+        def build(tmp: Path) -> None:
+            for name in MODEL_FILES:
+                if (src / name).is_file():
+                    shutil.copy2(src / name, tmp / name)
+
+        replace_folder(self.model_dir, build, check=lambda f: check_model_folder(f, "cohort model folder"))
+
+    # ------------------------------------------------------------------ scans
+    def add(self, inputs) -> list[CohortScan]:
+        """Add the scans ``inputs`` names (files, folders, globs, a manifest); return the new ones.
+
+        A scan already in the cohort is not added twice; a new scan whose name is taken gets
+        its parent folder's name in front.
+        """
+        have = {os.path.realpath(s.image) for s in self.scans}
+        entries = [e for e in expand_inputs(inputs) if os.path.realpath(e.image) not in have]
+        names = {s.name for s in self.scans}
+        new = []
+        for e in entries:
+            name, parents = e.name, Path(e.image).resolve().parent.parts[::-1]
+            for p in parents:
+                if name not in names:
+                    break
+                name = f"{p}_{name}"
+            names.add(name)
+            new.append(CohortScan(str(Path(e.image).resolve()), name))
+        self.scans += new
+        if new:
+            self.save()
+        return new
+
+    def scan(self, name: str) -> CohortScan:
+        """The scan called ``name``."""
+        for s in self.scans:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def entries(self, only_unreviewed: bool = False) -> list[ScanEntry]:
+        """The scans as batch entries (with their strokes, when they have some)."""
+        return [ScanEntry(Path(s.image), s.name, self.strokes_path(s.name) if self.strokes_path(s.name).is_file() else None)
+                for s in self.scans if not (only_unreviewed and s.reviewed)]
+
+    def plan(self, cfg: BatchConfig | None = None, names=None) -> BatchPlan:
+        """The batch over the scans not reviewed (or ``names``): the cohort's own masks are replaced.
+
+        The per-scan strokes are not used to fine-tune here (Refine puts them into the shared model).
+        """
+        cfg = cfg or BatchConfig()
+        entries = [ScanEntry(e.image, e.name) for e in self.entries(only_unreviewed=True)
+                   if names is None or e.name in names]
+        return plan_batch(entries, self.model_dir, self.folder, _with(cfg, overwrite=True))
+
+    def summary(self) -> dict:
+        """The batch summary by scan name (``{}`` before the first run)."""
+        data = read_summary(self.folder) or {}
+        return {s["name"]: s for s in data.get("scans", [])}
+
+    # ------------------------------------------------------------------ corrections and review
+    def add_corrections(self, name: str, predicted: np.ndarray, edited: np.ndarray, geometry) -> int:
+        """Record the voxels where ``edited`` differs from ``predicted`` as scan ``name``'s strokes.
+
+        They are merged into its earlier strokes (the newest edit wins) and saved atomically.
+
+        Returns:
+            The number of stroke voxels the scan now has.
+        """
+        from napari_sparseseg.io import read_labels, write_labels
+
+        new = corrections_from_edit(predicted, edited)
+        path = self.strokes_path(name)
+        if path.is_file():
+            old, _ = read_labels(path, like=geometry, what="strokes")
+            new = np.where(new > 0, new, old).astype(np.promote_types(new.dtype, old.dtype))
+        path.parent.mkdir(exist_ok=True)
+        write_labels(path, new, geometry)
+        return int((new > 0).sum())
+
+    def mark_reviewed(self, name: str, labels: np.ndarray | None = None, geometry=None) -> None:
+        """Accept scan ``name``'s mask (``labels``, if given, replaces it); later runs leave it alone."""
+        if labels is not None:
+            from napari_sparseseg.io import write_labels
+
+            write_labels(self.mask_path(name), labels, geometry)
+        self.scan(name).reviewed = True
+        self.save()
+
+    # ------------------------------------------------------------------ refine
+    def refine_trainer(self, cfg: TrainConfig | None = None):
+        """A :class:`~napari_sparseseg.core.train.Trainer` on the strokes of every scan, from the shared model.
+
+        Raises:
+            ScribbleError: no scan has strokes yet (paint corrections first).
+        """
+        from napari_sparseseg.core.checkpoint import load_model
+        from napari_sparseseg.core.train import Trainer, TrainingScan
+        from napari_sparseseg.io import read_image, read_labels
+
+        scans = []
+        for s in self.scans:
+            path = self.strokes_path(s.name)
+            if not path.is_file():
+                continue
+            image, geom = read_image(s.image)
+            strokes, _ = read_labels(path, like=geom, what="strokes")
+            scans.append(TrainingScan(image, strokes, None, geom.spacing, s.image))
+        if not scans:
+            raise ScribbleError("no scan has corrections yet; open a scan, correct its mask, then Refine.")
+        first = scans[0]
+        return Trainer(first.image, first.scribbles, cfg or TrainConfig(), init=load_model(self.model_dir),
+                       spacing=first.spacing, more_scans=scans[1:])
+
+    def save_refined(self, model, steps: int, seconds: float) -> None:
+        """Replace the cohort's model with the refined one and note it in the history."""
+        from napari_sparseseg.core.checkpoint import save_model
+
+        save_model(model, self.model_dir)
+        self.history.append({"refined": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": int(steps),
+                             "seconds": round(float(seconds), 1),
+                             "scans_with_strokes": [s.name for s in self.scans if self.strokes_path(s.name).is_file()]})
+        self.save()
+
+
+def _with(cfg: BatchConfig, **changes) -> BatchConfig:
+    from dataclasses import replace
+
+    return replace(cfg, **changes)
