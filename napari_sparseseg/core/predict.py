@@ -1,9 +1,13 @@
-"""Dense prediction with MONAI's sliding-window inference, memory bounded by the patch.
+"""Dense prediction, memory bounded by a slab of the volume.
 
-The volume is processed in slabs along axis 0 (each with a margin of half a patch, so
-windows near a slab edge see the same context as in one pass). Within a slab,
-``monai.inferers.sliding_window_inference`` blends softmax probabilities with a Gaussian
-window. A model with a random forest (:mod:`~napari_sparseseg.core.forest`) fuses its
+The volume is processed in slabs along axis 0. By default (``inferer="tiles"``) each slab is
+one layer of large tiles whose shape follows the voxel spacing; each tile is run with a halo
+of context and its core cropped from the output: the network is fully convolutional, so no
+voxel is computed twice but in the halos, and nothing is blended (measured against MONAI's
+sliding window over the whole volume in ``benchmarks/speed.py --large-only``). With
+``inferer="sliding_window"`` a slab (with a margin of half a patch) goes through
+``monai.inferers.sliding_window_inference``, which blends patch-sized windows with a
+Gaussian. A model with a random forest (:mod:`~napari_sparseseg.core.forest`) fuses its
 probabilities with the network's before the optional CRF refinement. Only the slab is ever
 held in float32; the outputs are an argmax mask (uint8),
 probabilities as uint8 (p * 255, optional) and normalised entropy as float16.
@@ -97,13 +101,20 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
     patch = tuple(int(p) for p in model.patch_size)
     ranges = model.normalization.ranges(image)
     depth, plane = image.shape[0], int(np.prod(image.shape[1:]))
-    core = max(patch[0], int(cfg.slab_voxels // max(plane, 1)))
-    margin = patch[0] // 2
+    reach = 0
     if cfg.refine:  # the CRF reaches iterations x its axis-0 step beyond a voxel: keep slabs exact
         from napari_sparseseg.core.refine import stencil
 
-        reach = max(abs(o[0]) for o in stencil(spacing, cfg.refine_radius_mm))
-        margin = max(margin, reach * cfg.refine_iterations)
+        reach = max(abs(o[0]) for o in stencil(spacing, cfg.refine_radius_mm)) * cfg.refine_iterations
+    tiles = cfg.inferer == "tiles"
+    if tiles:  # one layer of tiles per slab; the slab's margin is the CRF's reach, the tiles add their halo
+        from napari_sparseseg.core.train import auto_patch_size
+
+        tile = auto_patch_size(spacing, image.shape, model.config.divisor, cfg.tile_voxels)
+        core, margin, halo = tile[0], reach, cfg.halo
+    else:
+        core = max(patch[0], int(cfg.slab_voxels // max(plane, 1)))
+        margin, halo = max(patch[0] // 2, reach), 0
     slabs = list(_slabs(depth, core, margin))
 
     labels = np.zeros(image.shape, dtype=label_dtype(k - 1))
@@ -118,16 +129,21 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
 
     def predictor(x):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = net(x)
-        return out.float().softmax(1)
+            out = net(x.to(device))
+        return out.float().softmax(1).cpu()
 
     for i, (start, stop, lo, hi) in enumerate(slabs, 1):
-        x = torch.from_numpy(model.normalization.apply(image[lo:hi], ranges))[None]
+        ilo, ihi = max(0, lo - halo), min(depth, hi + halo)
+        x = torch.from_numpy(model.normalization.apply(image[ilo:ihi], ranges))[None]
         with torch.inference_mode():
-            p = sliding_window_inference(
-                x, patch, cfg.sw_batch_size, predictor, overlap=cfg.overlap, mode="gaussian",
-                padding_mode="replicate", sw_device=device, device="cpu",
-            )[0]
+            if tiles:
+                p = _tiled(predictor, x[0], (lo - ilo, hi - ilo), tile, halo, model.config.divisor, k)
+            else:
+                p = sliding_window_inference(
+                    x, patch, cfg.sw_batch_size, predictor, overlap=cfg.overlap, mode="gaussian",
+                    padding_mode="replicate", sw_device=device, device="cpu",
+                )[0]
+        x = x[:, :, lo - ilo : hi - ilo]
         if forest is not None:
             p = fuse(p, torch.from_numpy(features.probabilities(forest, lo, hi)), forest.weight)
         if cfg.refine:
@@ -146,6 +162,35 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
 
         keep_stroke_regions(labels, annotations)
     return Prediction(labels, probs, unc)
+
+
+def _tiled(predictor, x, rows: tuple, tile: tuple, halo: int, divisor: int, k: int):
+    """Probabilities ``(k, rows, H, W)`` of ``x`` ``(C, D, H, W)`` by in-plane tiles, each with ``halo`` voxels of context.
+
+    The network is fully convolutional: each tile's core is cropped from its output, so no
+    voxel is computed twice except in the halos (no overlap, no blending). A tile is padded
+    (replicate) to a multiple of ``divisor``, like MONAI pads a window.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    _, depth, height, width = x.shape
+    a, b = rows
+    z0, z1 = max(0, a - halo), min(depth, b + halo)
+    out = torch.empty((k, b - a, height, width), dtype=torch.float32)
+    for y0 in range(0, height, tile[1]):
+        y1 = min(height, y0 + tile[1])
+        ya, yb = max(0, y0 - halo), min(height, y1 + halo)
+        for x0 in range(0, width, tile[2]):
+            x1 = min(width, x0 + tile[2])
+            xa, xb = max(0, x0 - halo), min(width, x1 + halo)
+            block = x[:, z0:z1, ya:yb, xa:xb][None]
+            pad = [(-n) % divisor for n in block.shape[2:]]
+            if any(pad):
+                block = F.pad(block, (0, pad[2], 0, pad[1], 0, pad[0]), mode="replicate")
+            p = predictor(block)[0]
+            out[:, :, y0:y1, x0:x1] = p[:, a - z0 : b - z0, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+    return out
 
 
 def _refined(p, channels, spacing, model: SegModel, cfg: PredictConfig, strokes):

@@ -113,8 +113,9 @@ def test_time_budget_stops_training(phantom):
 def test_slabs_match_single_pass_and_outputs_are_compact(learned):
     image, ref, _, result = learned
     model = result.model
-    whole = predict_volume(model, image, PredictConfig(device="cpu", probabilities=True))
-    slabs = predict_volume(model, image, PredictConfig(device="cpu", probabilities=True, slab_voxels=8 * 48 * 48))
+    window = dict(device="cpu", probabilities=True, inferer="sliding_window")
+    whole = predict_volume(model, image, PredictConfig(**window))
+    slabs = predict_volume(model, image, PredictConfig(**window, slab_voxels=8 * 48 * 48))
     assert model.patch_size[0] > 8  # so several slabs really were used
     assert whole.labels.dtype == np.uint8 and whole.probabilities.dtype == np.uint8
     assert whole.uncertainty.dtype == np.float16
@@ -124,6 +125,25 @@ def test_slabs_match_single_pass_and_outputs_are_compact(learned):
     assert 0 <= float(whole.uncertainty.min()) and float(whole.uncertainty.max()) <= 1
     assert (whole.labels == slabs.labels).mean() > 0.99
     assert np.abs(whole.probabilities.astype(int) - slabs.probabilities).mean() < 3
+
+
+def test_tiles_with_a_halo_match_one_whole_volume_tile_and_the_sliding_window(learned):
+    image, ref, _, result = learned
+    model = result.model
+    base = dict(device="cpu", probabilities=True, refine=False, uncertainty=False)
+    one = predict_volume(model, image, PredictConfig(**base, tile_voxels=10**8))  # the whole volume in one tile
+    # 16^3 tiles: 3 x 3 x 3 of them (several slabs, tiles in-plane), each with 8 voxels of context.
+    tiled = predict_volume(model, image, PredictConfig(**base, tile_voxels=16**3, halo=8))
+    bare = predict_volume(model, image, PredictConfig(**base, tile_voxels=16**3, halo=0))
+    window = predict_volume(model, image, PredictConfig(**base, inferer="sliding_window"))
+    assert (tiled.labels == one.labels).mean() > 0.995
+    assert np.abs(tiled.probabilities.astype(int) - one.probabilities).mean() < 2
+    # Without context the tile borders show: the halo is what makes tiles exact enough.
+    assert np.abs(bare.probabilities.astype(int) - one.probabilities).mean() > \
+        np.abs(tiled.probabilities.astype(int) - one.probabilities).mean()
+    dice = dice_per_class(tiled.labels, window.labels, [1, 2])
+    assert min(dice.values()) > 0.97, dice
+    assert min(dice_per_class(tiled.labels, ref, [1, 2]).values()) >= 0.85
 
 
 @pytest.mark.slow
