@@ -7,7 +7,7 @@
    strokes (features + fit + predict).
 2. Inference on a 512 x 512 x 300 CT (the real abdominal CT resampled, a model trained on it):
    wall time, peak RSS and the Dice between masks of this package's slab-wise prediction
-   (the MONAI sliding window per slab, the default tiles, and the default with the CRF),
+   (the MONAI sliding window per slab, the default; large tiles with a halo; and with the CRF),
    each in a fresh process, against MONAI's sliding_window_inference over the whole volume
    at once (the naive way).
 
@@ -205,17 +205,21 @@ def _mask_dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(d)) if d else 1.0
 
 
-def large(device: str) -> dict:
-    """Each mode in a fresh process, one after the other, on the same volume and model; ratios against ``naive``."""
+def large(device: str, with_crf: bool = False) -> dict:
+    """Each mode in a fresh process, one after the other, on the same volume and model; ratios against ``naive``.
+
+    ``with_crf`` adds the default prediction with the CRF (many minutes at this size on 2 cores).
+    """
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="sparseseg-speed-") as tmp:
         tmp = Path(tmp)
         out = {"case": large_case(tmp, device)}
-        for mode in ("naive", "sliding_window", "tiles", "tiles_default"):
+        modes = ("sliding_window", "tiles", "tiles_default") if with_crf else ("sliding_window", "tiles")
+        for mode in ("naive", *modes):
             out[mode] = large_inference(device, mode, tmp)
         naive = np.load(tmp / "labels_naive.npy")
-        for mode in ("sliding_window", "tiles", "tiles_default"):
+        for mode in modes:
             if "error" in out[mode] or "error" in out["naive"]:
                 continue
             out[mode]["time_ratio"] = out[mode]["seconds"] / out["naive"]["seconds"]
@@ -230,6 +234,7 @@ def main(argv=None):
     ap.add_argument("--first-budget", type=float, default=20.0, help="training seconds before the first prediction")
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--large-only", action="store_true", help="only the 512x512x300 inference part")
+    ap.add_argument("--with-crf", action="store_true", help="also time the default prediction with the CRF at 512x512x300")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "speed.json"))
     args = ap.parse_args(argv)
     import torch
@@ -248,15 +253,17 @@ def main(argv=None):
           f"Dice {fp['dice_round1']:.3f}; correction round {fp['second_round_s']:.1f}s, Dice {fp['dice_round2']:.3f}; "
           f"RF baseline {fp['rf_baseline_s']:.1f}s, Dice {fp['rf_dice']:.3f}; ratio first prediction / RF = {fp['first_prediction_s'] / fp['rf_baseline_s']:.2f}", flush=True)
     if not args.skip_large:
-        info["large"] = lg = large(args.device)
+        info["large"] = lg = large(args.device, args.with_crf)
         naive = lg["naive"]
         print(f"512x512x300 CT ({lg['case']['train_steps']} training steps, patch {lg['case']['patch']}): MONAI sliding "
               f"window over the whole volume {naive.get('seconds', float('nan')):.1f}s, peak RSS "
               f"{naive.get('peak_rss_gib', float('nan')):.2f} GiB", flush=True)
         for mode, what in (("sliding_window", "slabs + MONAI sliding window (network only)"),
-                           ("tiles", "slabs of tiles with a halo (network only; the default inferer)"),
+                           ("tiles", "slabs of tiles with a halo (network only; inferer 'tiles')"),
                            ("tiles_default", "the default prediction (tiles + CRF + uncertainty)")):
-            m = lg[mode]
+            m = lg.get(mode)
+            if m is None:
+                continue
             if "error" in m:
                 print(f"  {what}: error {m['error']}", flush=True)
                 continue

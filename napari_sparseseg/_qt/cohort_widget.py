@@ -61,6 +61,9 @@ class CohortWidget(QWidget):
         self.folder_label = QLabel("No cohort: New… (a new or empty folder and a model) or Open…")
         self.folder_label.setWordWrap(True)
         self.new_button, self.open_button, self.model_button = (QPushButton(t) for t in ("New…", "Open…", "Model…"))
+        self.session_model_button = QPushButton("Session's model")
+        self.session_model_button.setToolTip("use the model trained in the Sparse segmentation widget (for a new "
+                                             "cohort, or instead of the cohort's)")
         self.add_files_button, self.add_folder_button = QPushButton("Add scans…"), QPushButton("Add folder…")
         self.run_button, self.stop_button, self.refine_button = (QPushButton(t) for t in ("Run", "Stop", "Refine model"))
         self.review_button = QPushButton("Mark reviewed")
@@ -86,7 +89,7 @@ class CohortWidget(QWidget):
         self._save_timer.timeout.connect(self.save_corrections)
 
         top = QHBoxLayout()
-        for w in (self.new_button, self.open_button, self.model_button):
+        for w in (self.new_button, self.open_button, self.model_button, self.session_model_button):
             top.addWidget(w)
         scans = QHBoxLayout()
         for w in (self.add_files_button, self.add_folder_button):
@@ -111,6 +114,7 @@ class CohortWidget(QWidget):
         self.new_button.clicked.connect(lambda: self._ask_new())
         self.open_button.clicked.connect(lambda: self._ask_open())
         self.model_button.clicked.connect(lambda: self._ask_model())
+        self.session_model_button.clicked.connect(lambda: self._ask_session_model())
         self.add_files_button.clicked.connect(lambda: self._ask_scans(folder=False))
         self.add_folder_button.clicked.connect(lambda: self._ask_scans(folder=True))
         self.run_button.clicked.connect(lambda: self.run())
@@ -139,6 +143,31 @@ class CohortWidget(QWidget):
     def set_model(self, model_dir) -> bool:
         """Use the model in ``model_dir`` (copied into the cohort)."""
         return self._try(lambda: (self.cohort.set_model(model_dir), self._show(self.cohort)))
+
+    def session_model(self):
+        """The model of the Sparse segmentation widget docked in this viewer, or ``None``."""
+        from napari_sparseseg._qt.widget import SparseSegWidget
+
+        for w in self.viewer.window.dock_widgets.values():
+            if isinstance(w, SparseSegWidget) and w.session is not None and w.session.model is not None:
+                return w.session.model
+        return None
+
+    def use_session_model(self, folder=None) -> bool:
+        """Use the annotation widget's model: in the open cohort, or in a new cohort in ``folder``."""
+        import tempfile
+
+        from napari_sparseseg.core.checkpoint import save_model
+
+        model = self.session_model()
+        if model is None:
+            self._fail("no trained model in the Sparse segmentation widget; train a round there, or pick a model folder.")
+            return False
+        with tempfile.TemporaryDirectory(prefix="sparseseg-session-model-") as tmp:
+            saved = Path(tmp) / "model"
+            if not self._try(lambda: save_model(model, saved)):
+                return False
+            return self.new_cohort(folder, saved) if folder is not None else self.set_model(saved)
 
     def add_scans(self, paths) -> bool:
         """Add scan files, folders, globs or a manifest to the cohort."""
@@ -283,6 +312,7 @@ class CohortWidget(QWidget):
                   self.refine_button, self.review_button):
             w.setEnabled(have and not busy)
         self.new_button.setEnabled(not busy)
+        self.session_model_button.setEnabled(not busy)
         self.open_button.setEnabled(not busy)
         self.stop_button.setEnabled(busy)
 
@@ -301,6 +331,14 @@ class CohortWidget(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Model folder")
         if folder:
             self.set_model(folder)
+
+    def _ask_session_model(self) -> None:
+        if self.cohort is not None:
+            self.use_session_model()
+            return
+        folder = QFileDialog.getExistingDirectory(self, "New cohort with the session's model: a new or empty folder")
+        if folder:
+            self.use_session_model(folder)
 
     def _ask_scans(self, folder: bool) -> None:
         if folder:

@@ -330,9 +330,10 @@ class PredictConfig:
     """
 
     device: str = setting("auto", "compute device", choices=Device, flag="--device")
-    inferer: str = setting("tiles", "how the network covers the volume: 'tiles' (large tiles with a halo of context, "
-                           "no overlap: the network is fully convolutional) or 'sliding_window' (MONAI's, Gaussian-"
-                           "blended patch-sized windows)", choices=Inferer)
+    inferer: str = setting("sliding_window", "how the network covers the volume: 'sliding_window' (MONAI's, Gaussian-"
+                           "blended patch-sized windows) or 'tiles' (large tiles with a halo of context, no overlap: "
+                           "the network is fully convolutional; not faster on CPUs in float32, see benchmarks/speed.py)",
+                           choices=Inferer)
     tile_voxels: int = setting(2_400_000, "voxels of an inference tile's core (its shape follows the voxel spacing)",
                                ge=8**3)
     halo: int = setting(8, "voxels of context around each tile (cropped away after the network)", ge=0)

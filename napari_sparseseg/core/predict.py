@@ -1,16 +1,18 @@
 """Dense prediction, memory bounded by a slab of the volume.
 
-The volume is processed in slabs along axis 0. By default (``inferer="tiles"``) each slab is
-one layer of large tiles whose shape follows the voxel spacing; each tile is run with a halo
-of context and its core cropped from the output: the network is fully convolutional, so no
-voxel is computed twice but in the halos, and nothing is blended (measured against MONAI's
-sliding window over the whole volume in ``benchmarks/speed.py --large-only``). With
-``inferer="sliding_window"`` a slab (with a margin of half a patch) goes through
-``monai.inferers.sliding_window_inference``, which blends patch-sized windows with a
-Gaussian. A model with a random forest (:mod:`~napari_sparseseg.core.forest`) fuses its
-probabilities with the network's before the optional CRF refinement. Only the slab is ever
-held in float32; the outputs are an argmax mask (uint8),
-probabilities as uint8 (p * 255, optional) and normalised entropy as float16.
+The volume is processed in slabs along axis 0. By default (``inferer="sliding_window"``) a
+slab, with a margin of half a patch so windows near its edge see the same context as in one
+pass, goes through ``monai.inferers.sliding_window_inference``, which blends patch-sized
+windows with a Gaussian. With ``inferer="tiles"`` each slab is one layer of large tiles whose
+shape follows the voxel spacing, each run with a halo of context and its core cropped from
+the output (the network is fully convolutional: no overlap, no blending). On 2 CPU cores in
+float32 that is not faster (oneDNN runs large inputs 2-4x slower per voxel than patch-sized
+ones; ``benchmarks/speed.py --large-only``), so it is not the default.
+
+A model with a random forest (:mod:`~napari_sparseseg.core.forest`) fuses its probabilities
+with the network's before the optional CRF refinement. Only the slab is ever held in float32;
+the outputs are an argmax mask (uint8), probabilities as uint8 (p * 255, optional) and
+normalised entropy as float16.
 """
 
 from __future__ import annotations

@@ -191,3 +191,27 @@ def test_batch_on_a_real_dask_scheduler_and_two_workers(cohort, tmp_path):
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_train_on_the_strokes_of_several_scans_from_a_manifest(cohort, tmp_path, capsys):
+    from napari_sparseseg.core.checkpoint import load_model
+
+    strokes = tmp_path / "strokes.nii.gz"
+    shutil.copy(cohort / "strokes" / "sample_scribbles.nii.gz", strokes)
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("image,scribbles\n"
+                        f"{cohort / 'scans' / 'sample.nii.gz'},strokes.nii.gz\n"
+                        f"{cohort / 'scans' / 'abdomen.nii.gz'},\n")
+    code = main(["train", str(manifest), "--model-out", str(tmp_path / "m"), "--max-steps", "2", "--device", "cpu",
+                 "--no-forest"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "training on the strokes of 1 scans (1 without strokes left out)" in err
+    assert load_model(tmp_path / "m").num_classes == 5
+    # Another scan's strokes on the wrong grid: a clear error naming the file, no model written.
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"image,scribbles\n{cohort / 'scans' / 'sample.nii.gz'},strokes.nii.gz\n"
+                   f"{cohort / 'scans' / 'abdomen.nii.gz'},strokes.nii.gz\n")
+    assert main(["train", str(bad), "--model-out", str(tmp_path / "m2"), "--max-steps", "2", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "strokes.nii.gz" in err and not (tmp_path / "m2").exists()

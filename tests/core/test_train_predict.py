@@ -130,12 +130,12 @@ def test_slabs_match_single_pass_and_outputs_are_compact(learned):
 def test_tiles_with_a_halo_match_one_whole_volume_tile_and_the_sliding_window(learned):
     image, ref, _, result = learned
     model = result.model
-    base = dict(device="cpu", probabilities=True, refine=False, uncertainty=False)
+    base = dict(device="cpu", probabilities=True, refine=False, uncertainty=False, inferer="tiles")
     one = predict_volume(model, image, PredictConfig(**base, tile_voxels=10**8))  # the whole volume in one tile
     # 16^3 tiles: 3 x 3 x 3 of them (several slabs, tiles in-plane), each with 8 voxels of context.
     tiled = predict_volume(model, image, PredictConfig(**base, tile_voxels=16**3, halo=8))
     bare = predict_volume(model, image, PredictConfig(**base, tile_voxels=16**3, halo=0))
-    window = predict_volume(model, image, PredictConfig(**base, inferer="sliding_window"))
+    window = predict_volume(model, image, PredictConfig(**{**base, "inferer": "sliding_window"}))
     assert (tiled.labels == one.labels).mean() > 0.995
     assert np.abs(tiled.probabilities.astype(int) - one.probabilities).mean() < 2
     # Without context the tile borders show: the halo is what makes tiles exact enough.

@@ -90,3 +90,22 @@ def test_run_review_correct_refine_rerun(cohort_widget, qtbot, tmp_path):
     assert np.array_equal(read_labels(folder / f"{worst}_mask.nii.gz", like=geom)[0], accepted)
     assert widget.open_cohort(folder) and widget.table.rowCount() == 3
     assert next(widget.table.item(r, 3).text() for r in range(3) if widget.table.item(r, 0).text() == worst) == "yes"
+
+
+def test_stop_finishes_the_running_scans_and_leaves_the_rest_queued(cohort_widget, qtbot, tmp_path):
+    from napari_sparseseg.cohort.project import Cohort
+
+    viewer, widget, files = cohort_widget
+    assert not widget.use_session_model(tmp_path / "c0")  # no annotation widget with a model: a clear error
+    assert "no trained model" in widget.status.text() and not (tmp_path / "c0").exists()
+    folder = tmp_path / "cohort"
+    assert widget.new_cohort(folder, files / "model") and widget.add_scans([files / "scans"])
+    with qtbot.waitSignal(widget.runner.idle, timeout=RUN_MS):
+        widget.runner.scan_finished.connect(lambda _r: widget.stop_button.click())
+        assert widget.run()
+    records = Cohort.open(folder).summary()
+    statuses = sorted(r["status"] for r in records.values())
+    assert "done" in statuses and "queued" in statuses, statuses
+    for name, r in records.items():
+        assert (folder / f"{name}_mask.nii.gz").is_file() == (r["status"] == "done")
+    assert widget.run_button.isEnabled() and not widget.stop_button.isEnabled()
