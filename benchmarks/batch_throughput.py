@@ -8,7 +8,7 @@ figures are ratios measured together. Peak RSS is each worker process's maximum 
 (``getrusage``) at the end of its batch.
 
     python benchmarks/batch_throughput.py --out benchmarks/results/batch_throughput.json
-    python benchmarks/batch_throughput.py --small 4 --large 2 --no-refine
+    python benchmarks/batch_throughput.py --small 0 --large 2 --no-refine --no-forest   # network only
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def build(tmp: Path, n_small: int, n_large: int, train_seconds: float) -> dict:
     return {"train_steps": res.steps, "forest": res.model.forest is not None}
 
 
-def run(tmp: Path, kind: str, workers: int, refine: bool) -> dict:
+def run(tmp: Path, kind: str, workers: int, refine: bool, forest: bool) -> dict:
     from distributed import Client, LocalCluster
 
     from napari_sparseseg.cohort.batch import plan_batch, run_batch
@@ -73,7 +73,8 @@ def run(tmp: Path, kind: str, workers: int, refine: bool) -> dict:
     from napari_sparseseg.io.cohort import expand_inputs
 
     cores = os.cpu_count() or 1
-    cfg = BatchConfig(workers=workers, threads=max(1, cores // workers), device="cpu", refine=refine, overwrite=True)
+    cfg = BatchConfig(workers=workers, threads=max(1, cores // workers), device="cpu", refine=refine, forest=forest,
+                      overwrite=True)
     out = tmp / f"out_{kind}_{workers}"
     plan = plan_batch(expand_inputs([tmp / kind]), tmp / "model", out, cfg)
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -94,9 +95,11 @@ def main(argv=None):
     ap.add_argument("--large", type=int, default=2, help="512x512x300 scans")
     ap.add_argument("--train", type=float, default=30.0)
     ap.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True, help="the CRF (default on)")
+    ap.add_argument("--forest", action=argparse.BooleanOptionalAction, default=True,
+                    help="fuse the model's forest (default on; at 512x512x300 its filters are computed per slab)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "batch_throughput.json"))
     args = ap.parse_args(argv)
-    info = {"cores": os.cpu_count(), "refine": args.refine}
+    info = {"cores": os.cpu_count(), "refine": args.refine, "forest": args.forest}
     with tempfile.TemporaryDirectory(prefix="sparseseg-throughput-") as tmp:
         tmp = Path(tmp)
         info["model"] = build(tmp, args.small, args.large, args.train)
@@ -104,7 +107,7 @@ def main(argv=None):
             if not n:
                 continue
             for workers in (1, 2):
-                r = run(tmp, kind, workers, args.refine)
+                r = run(tmp, kind, workers, args.refine, args.forest)
                 info[f"{kind}_{workers}"] = r
                 print(f"{kind} ({n} scans), {workers} worker(s) x {r['threads_per_worker']} threads: "
                       f"{r['s_per_scan']:.1f} s/scan, peak RSS per worker {max(r['peak_rss_gib_per_worker']):.2f} GiB"

@@ -89,12 +89,13 @@ def main(argv=None):
                  if widget.table.item(r, 2).text() == "1")
     widget.open_scan(worst)
     pump(1.0)
-    viewer.dims.set_point(0, viewer.dims.range[0][1] / 2)
     layer = widget.opened.mask_layer
     z = layer.data.shape[0] // 2
-    block = np.zeros(layer.data.shape, bool)
-    block[z, 30:45, 30:45] = True
-    layer.data_setitem(np.nonzero(block), 1)
+    viewer.dims.set_current_step(0, z)
+    for c, (ys, xs) in ((1, (slice(30, 45), slice(30, 45))), (2, (slice(60, 70), slice(60, 70)))):
+        block = np.zeros(layer.data.shape, bool)
+        block[z, ys, xs] = True  # corrections of two classes (a round's strokes need two)
+        layer.data_setitem(np.nonzero(block), c)
     pump(1.5)
     shot("c2_cohort_worst_scan_corrected.png")
     widget.refine_seconds.setValue(args.refine)

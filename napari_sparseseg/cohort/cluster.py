@@ -71,9 +71,13 @@ class DaskRunner:
                 raise InputError(f"the Dask scheduler has no workers after {self.cfg.connect_timeout:g} s; start some "
                                  f"with `dask worker {self.scheduler}` in this environment.", path=self.scheduler) from exc
         else:
+            import dask
+
             n = local_workers(self.cfg)
-            self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                         silence_logs=logging.ERROR)
+            # Non-daemon worker processes: scikit-learn (the forest) may then use the worker's threads.
+            with dask.config.set({"distributed.worker.daemon": False}):
+                self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                             silence_logs=logging.ERROR)
             self.client = Client(self._cluster, set_as_default=False)
         return self
 

@@ -11,8 +11,12 @@ The Cohort widget is a view of this; everything is saved in one folder and resum
 The model the user picks is copied in, never modified. Corrections are the voxels where the
 user's edit of a predicted mask differs from the prediction: they become that scan's strokes
 with the edited class (scribble value ``class + 1``). Refine trains the shared model on the
-strokes of all scans (:class:`~napari_sparseseg.core.train.Trainer` with ``more_scans``),
-warm-started from the current one; the re-run then segments every scan not marked reviewed.
+scans with corrections (:class:`~napari_sparseseg.core.train.Trainer` with ``more_scans``),
+warm-started from the current one: on each, the corrections weigh as corrections
+(``w_correction``) and the rest of that scan's mask as ordinary strokes, since the reader
+left it standing; corrections alone (often one class, no background) would teach the model
+that the corrected class is everywhere. The re-run then segments every scan not marked
+reviewed.
 A reviewed scan's mask is the one the user accepted and is not run again.
 """
 
@@ -243,12 +247,17 @@ class Cohort:
                 continue
             image, geom = read_image(s.image)
             strokes, _ = read_labels(path, like=geom, what="strokes")
-            scans.append(TrainingScan(image, strokes, None, geom.spacing, s.image))
+            mask_path = self.mask_path(s.name)
+            if mask_path.is_file():  # the mask the reader corrected: the rest of it stands
+                mask, _ = read_labels(mask_path, like=geom, what="mask")
+                scans.append(TrainingScan(image, mask.astype(np.uint16) + 1, strokes, geom.spacing, s.image))
+            else:
+                scans.append(TrainingScan(image, strokes, None, geom.spacing, s.image))
         if not scans:
             raise ScribbleError("no scan has corrections yet; open a scan, correct its mask, then Refine.")
         first = scans[0]
-        return Trainer(first.image, first.scribbles, cfg or TrainConfig(), init=load_model(self.model_dir),
-                       spacing=first.spacing, more_scans=scans[1:])
+        return Trainer(first.image, first.scribbles, cfg or TrainConfig(), corrections=first.corrections,
+                       init=load_model(self.model_dir), spacing=first.spacing, more_scans=scans[1:])
 
     def save_refined(self, model, steps: int, seconds: float) -> None:
         """Replace the cohort's model with the refined one and note it in the history."""

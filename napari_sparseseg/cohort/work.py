@@ -103,8 +103,12 @@ def process_scan(task: ScanTask, payload: ModelPayload, settings, threads: int |
         ``{"name", "status": "done" | "failed", "reason", "seconds", "worker", "classes",
         "fine_tuned", "steps"}``.
     """
+    import warnings
+
     from napari_sparseseg.core.errors import SparseSegError
 
+    # On a daemon worker (an external cluster's default) scikit-learn says it uses one job; that is fine.
+    warnings.filterwarnings("ignore", message="Inside a Dask worker with daemon=True")
     t0 = time.perf_counter()
     record = {"name": task.name, "status": "failed", "reason": None, "seconds": None, "worker": _where(),
               "classes": None, "fine_tuned": False, "steps": 0}
