@@ -57,6 +57,7 @@ class CohortWidget(QWidget):
         self.viewer = napari_viewer
         self.cohort: Cohort | None = None
         self.opened: OpenedScan | None = None
+        self._rerun = False  # the open scan was segmented again by the running batch
         self.runner = CohortRunner(self)
         self.folder_label = QLabel("No cohort: New… (a new or empty folder and a model) or Open…")
         self.folder_label.setWordWrap(True)
@@ -279,11 +280,17 @@ class CohortWidget(QWidget):
         self._enable()
 
     def _on_scan(self, r) -> None:
+        self._rerun |= self.opened is not None and r.name == self.opened.name and r.status == "done"
         self._show(self.cohort)
         if r.status == "failed":
             self.status.setText(f"{r.name} failed: {r.reason}")
 
     def _on_idle(self) -> None:
+        o = self.opened
+        if o is not None and self.cohort is not None and o.mask_layer in self.viewer.layers \
+                and not self.cohort.scan(o.name).reviewed and self._rerun:
+            self.open_scan(o.name)  # its corrections are saved; show the re-run's mask to correct further
+        self._rerun = False
         if self.cohort is not None:
             self._show(self.cohort)
             counts = {}

@@ -79,6 +79,10 @@ def test_run_review_correct_refine_rerun(cohort_widget, qtbot, tmp_path):
     _run(widget, qtbot, widget.refine)
     after, _ = read_labels(folder / f"{worst}_mask.nii.gz", like=geom)
     assert (after != before).any(), "the refined model's re-run left the corrected scan's mask as it was"
+    # The open scan now shows the re-run's mask (its corrections were saved before).
+    from napari_sparseseg._napari.cohort_layers import edited_mask
+
+    assert widget.opened.name == worst and np.array_equal(edited_mask(widget.opened), after)
     cohort = Cohort.open(folder)
     assert cohort.history and cohort.history[-1]["scans_with_strokes"] == [worst]
     assert {r["status"] for r in cohort.summary().values()} == {"done"}
