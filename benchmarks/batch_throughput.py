@@ -5,7 +5,7 @@ Scans: copies of a 128^3 crop of the real abdominal CT and of the CT resampled t
 slices per axis of the crop. Each configuration runs ``run_batch`` on a fresh LocalCluster
 (1 worker with all cores as torch threads, or 2 workers with half each) in this run, so the
 figures are ratios measured together. Peak RSS is each worker process's maximum resident set
-(``getrusage``) at the end of its batch.
+(``VmHWM``) at the end of its batch.
 
     python benchmarks/batch_throughput.py --out benchmarks/results/batch_throughput.json
     python benchmarks/batch_throughput.py --small 0 --large 2 --no-refine --no-forest   # network only
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -28,7 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """The process's peak resident set (VmHWM: ru_maxrss survives execve, so a spawned worker
+    would report its parent's peak)."""
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1]) / 2**20
 
 
 def build(tmp: Path, n_small: int, n_large: int, train_seconds: float) -> dict:

@@ -81,7 +81,7 @@ def first_prediction(device: str, budget: float) -> dict:
 
 
 _CHILD = r"""
-import json, resource, sys, time, numpy as np, torch
+import json, sys, time, numpy as np, torch
 sys.path.insert(0, {repo!r})
 from napari_sparseseg.core.checkpoint import load_model
 from napari_sparseseg.core.device import resolve_device
@@ -90,7 +90,8 @@ image = np.load(tmp + "/image.npy")
 spacing = tuple(json.load(open(tmp + "/spacing.json")))
 model = load_model(tmp + "/model", device=device)
 model.network.eval()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM, not getrusage: ru_maxrss survives execve, so a child would report its parent's peak.
+base = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
 t = time.perf_counter()
 if mode == "naive":
     from monai.inferers import sliding_window_inference
@@ -108,7 +109,7 @@ else:
 if device.type == "cuda":
     torch.cuda.synchronize()
 dt = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
 np.save(tmp + "/labels_" + mode + ".npy", labels)
 print(json.dumps({{"seconds": dt, "peak_rss_gib": peak / 2**20, "rss_before_gib": base / 2**20,
                    "image_gib": image.nbytes / 2**30}}))

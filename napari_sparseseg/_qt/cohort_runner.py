@@ -48,6 +48,8 @@ def _job(cohort: Cohort, batch: BatchConfig, train: TrainConfig | None, stop):
 class CohortRunner(WorkerOwner):
     """One batch (or Refine + re-run) at a time, off the GUI thread.
 
+    :meth:`stop` lets the running scans finish and starts no more (Refine: training ends now).
+
     Signals:
         started(str): ``"run"`` or ``"refine"``.
         training(Progress): Refine's training progress, at most about twice a second.
@@ -82,13 +84,6 @@ class CohortRunner(WorkerOwner):
         self._timer.start()
         self.started.emit("refine" if train else "run")
         self._worker.start()
-        return True
-
-    def stop(self) -> bool:
-        """Let the running scans finish and start no more (Refine: end training now). ``False`` when idle."""
-        if not self.busy:
-            return False
-        self._stop.set()
         return True
 
     def _on_yielded(self, item) -> None:

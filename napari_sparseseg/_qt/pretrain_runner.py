@@ -23,6 +23,8 @@ REFRESH_MS = 1000  # a status line, not a progress bar: once a second is plenty
 class PretrainRunner(WorkerOwner):
     """At most one pretraining, off the GUI thread.
 
+    :meth:`stop` ends it after the current step (``finished`` follows).
+
     Args:
         parent: the owning QObject.
 
@@ -62,13 +64,6 @@ class PretrainRunner(WorkerOwner):
         self._timer.start()
         self.started.emit()
         self._worker.start()
-        return True
-
-    def stop(self) -> bool:
-        """End pretraining after the current step; ``finished`` follows. Returns whether it was running."""
-        if not self.busy:
-            return False
-        self._stop.set()
         return True
 
     def state_for(self, key: object) -> Pretrained | None:

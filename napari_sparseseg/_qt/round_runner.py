@@ -58,6 +58,13 @@ class WorkerOwner(QObject):
         """True while the worker runs (from ``start`` until its last signal)."""
         return self._worker is not None
 
+    def stop(self):
+        """Ask the worker to stop (it ends at its next check); returns whether one was running."""
+        if not self.busy:
+            return False
+        self._stop.set()
+        return True
+
     def _refresh(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
