@@ -373,6 +373,7 @@ class Trainer:
         Raises:
             SparseSegError: the loss diverged (says what to do).
         """
+        import monai.transforms.utils  # noqa: F401 - the patch sampler's module: imported (~1 s cold) before the clock starts
         import torch
 
         from napari_sparseseg.core.losses import sparse_loss
