@@ -119,17 +119,9 @@ def _check_outputs(args) -> dict:
 
 
 def _read_inputs(args):
-    from napari_sparseseg.core.intensity import validate_image
-    from napari_sparseseg.io import read_image, read_labels
+    from napari_sparseseg.io import read_scan
 
-    image, geom = read_image(args.image)
-    validate_image(image, path=args.image)
-    scribbles = corrections = None
-    if getattr(args, "scribbles", None):
-        scribbles, _ = read_labels(args.scribbles, like=geom, what="scribbles")
-    if getattr(args, "corrections", None):
-        corrections, _ = read_labels(args.corrections, like=geom, what="corrections")
-    return image, geom, scribbles, corrections
+    return read_scan(args.image, getattr(args, "scribbles", None), getattr(args, "corrections", None))
 
 
 def _write_outputs(args, geom, prediction, model=None) -> None:
@@ -229,14 +221,13 @@ def cmd_predict(args) -> int:
 
 def cmd_train(args) -> int:
     """``sparseseg train``: one model from the strokes of several scans (a manifest, or scans + --scribbles)."""
-    from napari_sparseseg.core.checkpoint import load_model
+    from napari_sparseseg.core.checkpoint import load_model, save_model
     from napari_sparseseg.core.config import TrainConfig
     from napari_sparseseg.core.device import resolve_device
     from napari_sparseseg.core.errors import InputError, ScribbleError
-    from napari_sparseseg.core.intensity import validate_image
     from napari_sparseseg.core.progress import run_to_end
     from napari_sparseseg.core.train import Trainer, TrainingScan
-    from napari_sparseseg.io import check_outputs, read_image, read_labels
+    from napari_sparseseg.io import check_outputs, read_scan
     from napari_sparseseg.io.cohort import expand_inputs, match_scribbles
 
     entries = expand_inputs(args.inputs)
@@ -255,10 +246,7 @@ def cmd_train(args) -> int:
     _say(args, f"training on the strokes of {len(used)} scans" + (f" ({left} without strokes left out)" if left else ""))
     scans = []
     for e in used:
-        image, geom = read_image(e.image)
-        validate_image(image, path=e.image)
-        scribbles, _ = read_labels(e.scribbles, like=geom, what="scribbles")
-        corrections = read_labels(e.corrections, like=geom, what="corrections")[0] if e.corrections else None
+        image, geom, scribbles, corrections = read_scan(e.image, e.scribbles, e.corrections)
         scans.append(TrainingScan(image, scribbles, corrections, geom.spacing, str(e.image)))
     cfg = TrainConfig(max_steps=args.max_steps, time_budget=args.time_budget, seed=args.seed, device=args.device,
                       model_size=args.model_size, modality=args.modality, forest=args.forest)
@@ -276,8 +264,6 @@ def cmd_train(args) -> int:
         result = run_to_end(trainer.run(), show)
         show.finish()
     _say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})")
-    from napari_sparseseg.core.checkpoint import save_model
-
     args.log.write("model", lambda: save_model(result.model, args.model_out))
     _say(args, f"saved model {args.model_out}")
     return EXIT_OK

@@ -8,11 +8,10 @@ step and its model so far is kept, without a re-run).
 
 from __future__ import annotations
 
-from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from qtpy.QtCore import QObject, Signal
 
-from napari_sparseseg._qt.round_runner import REFRESH_MS, WorkerOwner, error_message
+from napari_sparseseg._qt.round_runner import REFRESH_MS, WorkerOwner
 from napari_sparseseg.cohort.batch import ScanResult, run_batch
 from napari_sparseseg.cohort.project import Cohort
 from napari_sparseseg.core.config import BatchConfig, TrainConfig
@@ -77,13 +76,8 @@ class CohortRunner(WorkerOwner):
         self._stop.clear()
         self._latest = None
         self._bar = napari_progress(total=0, desc="sparseseg: refining" if train else "sparseseg: cohort")
-        self._worker = create_worker(_job, cohort, batch, train, self._stop, _start_thread=False, _ignore_errors=True)
-        self._worker.yielded.connect(self._on_yielded)
-        self._worker.errored.connect(lambda exc: self.failed.emit(error_message(exc)))
-        self._worker.finished.connect(self._on_finished)
-        self._timer.start()
-        self.started.emit("refine" if train else "run")
-        self._worker.start()
+        self._launch(_job, cohort, batch, train, self._stop, failed=self.failed,
+                     announce=lambda: self.started.emit("refine" if train else "run"))
         return True
 
     def _on_yielded(self, item) -> None:

@@ -244,10 +244,11 @@ class CohortWidget(QWidget):
         return self._try(lambda: (self.cohort.mark_reviewed(name, labels, geom), self._show(self.cohort)))
 
     # ------------------------------------------------------------------ internals
-    def _class_names(self) -> list:
+    def _class_names(self, data: dict | None = None) -> list:
+        """The model's class names: from the batch summary ``data`` (read if not given), else the model."""
         from napari_sparseseg.cohort.batch import read_summary
 
-        data = read_summary(self.cohort.folder) or {}
+        data = read_summary(self.cohort.folder) or {} if data is None else data
         if data.get("class_names"):
             return list(data["class_names"])
         from napari_sparseseg.core.checkpoint import load_model
@@ -255,9 +256,12 @@ class CohortWidget(QWidget):
         return list(load_model(self.cohort.model_dir).class_names)
 
     def _show(self, cohort: Cohort) -> None:
+        from napari_sparseseg.cohort.batch import read_summary
+
         self.cohort = cohort
-        summary = cohort.summary()
-        classes = self._class_names()[1:]
+        data = read_summary(cohort.folder) or {}  # read once: the rows and the class names
+        summary = {rec["name"]: rec for rec in data.get("scans", [])}
+        classes = self._class_names(data)[1:]
         self.table.setColumnCount(len(_FIXED) + len(classes))
         self.table.setHorizontalHeaderLabels([*_FIXED, *(f"{c} mL" for c in classes)])
         self.table.setRowCount(len(cohort.scans))

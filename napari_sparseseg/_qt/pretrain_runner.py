@@ -8,10 +8,9 @@ returns at once and ``finished`` follows a step later.
 
 from __future__ import annotations
 
-from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
-from napari_sparseseg._qt.round_runner import WorkerOwner, error_message
+from napari_sparseseg._qt.round_runner import WorkerOwner
 from napari_sparseseg.core.config import PretrainConfig
 from napari_sparseseg.core.pretrain import Pretrained, pretrain
 
@@ -55,15 +54,8 @@ class PretrainRunner(WorkerOwner):
             return False
         self._stop.clear()
         self.state, self.key, self._latest = None, key, None
-        self._worker = create_worker(pretrain, image, cfg, spacing=spacing, stop=self._stop,
-                                     _start_thread=False, _ignore_errors=True)
-        self._worker.yielded.connect(self._on_yielded)
-        self._worker.returned.connect(self._on_returned)
-        self._worker.errored.connect(lambda exc: self.failed.emit(error_message(exc)))
-        self._worker.finished.connect(self._on_finished)
-        self._timer.start()
-        self.started.emit()
-        self._worker.start()
+        self._launch(pretrain, image, cfg, spacing=spacing, stop=self._stop, failed=self.failed,
+                     returned=self._on_returned, announce=self.started.emit)
         return True
 
     def state_for(self, key: object) -> Pretrained | None:

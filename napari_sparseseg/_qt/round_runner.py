@@ -58,6 +58,24 @@ class WorkerOwner(QObject):
         """True while the worker runs (from ``start`` until its last signal)."""
         return self._worker is not None
 
+    def _launch(self, fn, *args, failed, returned=None, announce=None, **kwargs) -> None:
+        """Run ``fn(*args, **kwargs)`` in a napari worker owned by this object.
+
+        Yields go to ``_on_yielded``, an error to the ``failed`` signal as one line, the
+        return value to ``returned``, the end to ``_on_finished``; the refresh timer starts and
+        ``announce()`` runs before the thread does.
+        """
+        self._worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True, **kwargs)
+        self._worker.yielded.connect(self._on_yielded)
+        if returned is not None:
+            self._worker.returned.connect(returned)
+        self._worker.errored.connect(lambda exc: failed.emit(error_message(exc)))
+        self._worker.finished.connect(self._on_finished)
+        self._timer.start()
+        if announce is not None:
+            announce()
+        self._worker.start()
+
     def stop(self):
         """Ask the worker to stop (it ends at its next check); returns whether one was running."""
         if not self.busy:
@@ -117,15 +135,8 @@ class RoundRunner(WorkerOwner):
         self._latest, self._stage, self.losses = None, None, []
         # Created before the worker starts: napari's progress may process events.
         self._bar = napari_progress(total=1000, desc=_DESCRIPTION["train" if train else "predict"])
-        self._worker = create_worker(session.run_round, train_config, predict_config, self._stop, train, pretrained,
-                                     preview, _start_thread=False, _ignore_errors=True)
-        self._worker.yielded.connect(self._on_yielded)
-        self._worker.returned.connect(self.round_finished.emit)
-        self._worker.errored.connect(lambda exc: self.round_failed.emit(error_message(exc)))
-        self._worker.finished.connect(self._on_finished)
-        self._timer.start()
-        self.started.emit(train)
-        self._worker.start()
+        self._launch(session.run_round, train_config, predict_config, self._stop, train, pretrained, preview,
+                     failed=self.round_failed, returned=self.round_finished.emit, announce=lambda: self.started.emit(train))
         return True
 
     def stop(self) -> str | None:

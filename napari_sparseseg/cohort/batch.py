@@ -193,9 +193,7 @@ def plan_batch(entries: Sequence[ScanEntry], model_dir: str | os.PathLike, out_d
         raise OutputError(f"the folder {out_dir.parent} does not exist; create it first.", path=out_dir)
     inputs = {"--model folder": model_dir}
     for e in entries:
-        for role in ("image", "scribbles", "corrections"):
-            if getattr(e, role) is not None:
-                inputs[f"{role} of scan '{e.name}'"] = getattr(e, role)
+        inputs.update(_inputs_of(e))
     created = not out_dir.exists()
     try:
         out_dir.mkdir(exist_ok=True)
@@ -203,8 +201,8 @@ def plan_batch(entries: Sequence[ScanEntry], model_dir: str | os.PathLike, out_d
         raise OutputError(f"cannot create --out-dir ({exc.strerror or exc}); choose a writable place.",
                           path=out_dir) from exc
     try:
-        jobs = _plan_jobs(entries, out_dir, cfg, payload, inputs)
         previous = _previous(out_dir, cfg)
+        jobs = _plan_jobs(entries, out_dir, cfg, payload, inputs, model_dir, previous)
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # the folder this call made, still empty
@@ -224,7 +222,14 @@ def _previous(out_dir: Path, cfg: BatchConfig) -> list[dict]:
         raise
 
 
-def _plan_jobs(entries, out_dir: Path, cfg: BatchConfig, payload: ModelPayload, inputs: dict) -> list[ScanJob]:
+def _inputs_of(entry: ScanEntry) -> dict:
+    """A scan's input files, by the name the safety checks' messages use."""
+    return {f"{role} of scan '{entry.name}'": getattr(entry, role) for role in ("image", "scribbles", "corrections")
+            if getattr(entry, role) is not None}
+
+
+def _plan_jobs(entries, out_dir: Path, cfg: BatchConfig, payload: ModelPayload, inputs: dict, model_dir: Path,
+               previous: list[dict]) -> list[ScanJob]:
     try:
         check_outputs({"summary": out_dir / SUMMARY_JSON}, inputs)
         check_outputs({"summary": out_dir / SUMMARY_CSV}, inputs)
@@ -232,7 +237,7 @@ def _plan_jobs(entries, out_dir: Path, cfg: BatchConfig, payload: ModelPayload, 
         if "not writable" in exc.message:
             raise OutputError("--out-dir is not writable; choose another folder.", path=out_dir) from exc
         raise
-    earlier = {} if cfg.overwrite else {r.get("name"): r for r in _previous(out_dir, cfg)}
+    earlier = {} if cfg.overwrite else {r.get("name"): r for r in previous}
     if not cfg.overwrite and (out_dir / SUMMARY_CSV).exists() and not (out_dir / SUMMARY_JSON).exists():
         raise OutputError(f"{SUMMARY_CSV} exists without {SUMMARY_JSON}: not a batch of ours; choose another "
                           "--out-dir or pass --overwrite.", path=out_dir / SUMMARY_CSV)
@@ -244,8 +249,7 @@ def _plan_jobs(entries, out_dir: Path, cfg: BatchConfig, payload: ModelPayload, 
         for kind, path in (("mask", mask), ("probabilities", probs)):
             if path is not None:
                 _not_an_input(kind, path, taken)
-        own = {k: v for k, v in inputs.items() if k == "--model folder" or k.endswith(f"of scan '{e.name}'")}
-        check_outputs({"mask": mask, "probabilities": probs}, own)
+        check_outputs({"mask": mask, "probabilities": probs}, {"--model folder": model_dir, **_inputs_of(e)})
         job = ScanJob(e, mask, probs, _inputs_id(e))
         before = earlier.get(e.name)
         outputs = [p for p in (mask, probs) if p is not None]
@@ -316,7 +320,7 @@ def _write_summary(plan: BatchPlan, results: dict[str, ScanResult]) -> None:
         r.review_rank = ranks.get(n)
     data = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "model": str(plan.model_dir),
             "model_id": plan.payload.fingerprint, "class_names": plan.class_names, "modality": plan.modality,
-            "settings": {k: v for k, v in asdict(plan.cfg).items()},
+            "settings": asdict(plan.cfg),
             "counts": {s: sum(r.status == s for r in results.values()) for s in ("done", "skipped", "failed", "queued")},
             "scans": [asdict(r) for r in results.values()]}
     atomic_file(plan.out_dir / SUMMARY_JSON, lambda f: f.write(json.dumps(data, indent=1)), mode="w")
@@ -369,5 +373,4 @@ def run_batch(plan: BatchPlan, scheduler: str | None = None, stop: Callable[[], 
             results[name] = r
             _write_summary(plan, results)
             yield r
-    _write_summary(plan, results)
     return results

@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -190,10 +190,9 @@ class Cohort:
 
         The per-scan strokes are not used to fine-tune here (Refine puts them into the shared model).
         """
-        cfg = cfg or BatchConfig()
-        entries = [ScanEntry(e.image, e.name) for e in self.entries(only_unreviewed=True)
-                   if names is None or e.name in names]
-        return plan_batch(entries, self.model_dir, self.folder, _with(cfg, overwrite=True))
+        entries = [ScanEntry(Path(s.image), s.name) for s in self.scans
+                   if not s.reviewed and (names is None or s.name in names)]
+        return plan_batch(entries, self.model_dir, self.folder, replace(cfg or BatchConfig(), overwrite=True))
 
     def summary(self) -> dict:
         """The batch summary by scan name (``{}`` before the first run)."""
@@ -269,8 +268,3 @@ class Cohort:
                              "scans_with_strokes": [s.name for s in self.scans if self.strokes_path(s.name).is_file()]})
         self.save()
 
-
-def _with(cfg: BatchConfig, **changes) -> BatchConfig:
-    from dataclasses import replace
-
-    return replace(cfg, **changes)

@@ -122,37 +122,23 @@ def process_scan(task: ScanTask, payload: ModelPayload, settings, threads: int |
     return record
 
 
-def _check_modality(model, image, path: str) -> None:
-    from napari_sparseseg.core.errors import InputError
-    from napari_sparseseg.core.intensity import detect_modality
-
-    want = model.normalization.modality
-    got = detect_modality(image)
-    if got != want:
-        names = {"ct": "CT (Hounsfield units)", "mri": "MRI"}
-        raise InputError(f"this scan looks like {names[got]} but the model was trained on {names[want]} scans; "
-                         f"segment it with a model of its modality.", path=path)
-
-
 def _segment(task: ScanTask, model, settings) -> dict:
     from napari_sparseseg.core.config import PredictConfig, TrainConfig
-    from napari_sparseseg.core.intensity import validate_image
+    from napari_sparseseg.core.intensity import check_modality
     from napari_sparseseg.core.predict import predict
     from napari_sparseseg.core.progress import run_to_end
     from napari_sparseseg.core.summary import class_summary
-    from napari_sparseseg.io import read_image, read_labels, write_labels, write_probabilities
+    from napari_sparseseg.io import read_scan, write_labels, write_probabilities
 
-    image, geom = read_image(task.image)
-    validate_image(image, path=task.image)
-    _check_modality(model, image, task.image)
+    image, geom, scribbles, corrections = read_scan(task.image, task.scribbles, task.corrections)
+    check_modality(image, model.normalization.modality, task.image, "the model was trained on",
+                   "segment it with a model of its modality")
     out = {"fine_tuned": False, "steps": 0}
     annotations = None
-    if task.scribbles:
+    if scribbles is not None:
         from napari_sparseseg.core.errors import ScribbleError
         from napari_sparseseg.core.train import Trainer
 
-        scribbles, _ = read_labels(task.scribbles, like=geom, what="scribbles")
-        corrections = read_labels(task.corrections, like=geom, what="corrections")[0] if task.corrections else None
         cfg = TrainConfig(time_budget=settings.fine_tune_seconds, max_steps=None, seed=settings.seed,
                           device=settings.device, forest=settings.forest)
         try:

@@ -68,6 +68,25 @@ def detect_modality(image: np.ndarray) -> str:
     return "ct" if p1 < -500 and p99 < 5000 else "mri"
 
 
+_MODALITY_NAMES = {"ct": "CT (Hounsfield units)", "mri": "MRI"}
+
+
+def check_modality(image: np.ndarray, want: str, path=None, model: str = "the model is for",
+                   remedy: str = "use a model of its modality") -> None:
+    """Raise unless ``image`` looks like ``want`` (``"ct"``/``"mri"``, :func:`detect_modality`).
+
+    One model has one normalisation policy, so every scan it trains on or segments must be of
+    its modality. ``model`` and ``remedy`` word the message for the caller.
+
+    Raises:
+        InputError: ``this scan looks like <got> but <model> <want> scans; <remedy>.``
+    """
+    got = detect_modality(image)
+    if got != want:
+        raise InputError(f"this scan looks like {_MODALITY_NAMES[got]} but {model} {_MODALITY_NAMES[want]} scans; "
+                         f"{remedy}.", path=path)
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Maps raw intensities to network input channels.

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -75,6 +76,16 @@ class TrainingScan:
     corrections: np.ndarray | None = None
     spacing: tuple = (1.0, 1.0, 1.0)
     name: str = ""
+
+
+class _Checked(NamedTuple):
+    """A :class:`TrainingScan` after the checks: the image, the merged target ``y`` and its source map."""
+
+    image: np.ndarray
+    y: np.ndarray
+    source: np.ndarray
+    spacing: tuple
+    name: str | None
 
 
 def auto_patch_size(spacing, shape, divisor: int = 8, budget: int = 64**3, min_side: int = 16) -> tuple[int, int, int]:
@@ -191,7 +202,7 @@ class Trainer:
         self.y, self.source = merge_annotations(scribbles, corrections)
         self.more = [self._check_scan(m) for m in more_scans]
         if self.more:  # the classes are those of all scans together; each scan holds some of them
-            values = sorted(set(np.unique(self.y).tolist()).union(*(np.unique(m[1]).tolist() for m in self.more)))
+            values = sorted(set(np.unique(self.y).tolist()).union(*(np.unique(m.y).tolist() for m in self.more)))
             n_classes = validate_scribbles(np.array(values, np.uint16).reshape(-1, 1, 1), init.num_classes if init else None)
         else:
             n_classes = validate_scribbles(self.y, init.num_classes if init else None)
@@ -210,8 +221,8 @@ class Trainer:
         if pretrained is not None:
             self.use_pretrained(pretrained)
 
-    def _check_scan(self, scan: TrainingScan) -> tuple:
-        """``(image, y, source, spacing, name)`` of another scan, checked like the first."""
+    def _check_scan(self, scan: TrainingScan) -> _Checked:
+        """Another scan, checked like the first, with its strokes merged."""
         if not isinstance(scan, TrainingScan):
             raise ConfigError(f"more_scans must hold TrainingScan items, got {type(scan).__name__}.")
         name = scan.name or None
@@ -223,22 +234,17 @@ class Trainer:
         y, source = merge_annotations(scribbles, corrections)
         if not y.any():
             raise ScribbleError("this scan has no strokes; paint some or leave it out of the training.", path=name)
-        return image, y, source, validate_spacing(scan.spacing), name
+        return _Checked(image, y, source, validate_spacing(scan.spacing), name)
 
     def _check_modalities(self) -> None:
         """One normalisation policy per model: every scan must be of the model's modality."""
         if not self.more or (self.init is None and self.cfg.modality != "auto"):
             return  # a modality the user set applies to every scan
-        from napari_sparseseg.core.errors import InputError
-        from napari_sparseseg.core.intensity import detect_modality
+        from napari_sparseseg.core.intensity import check_modality, detect_modality
 
         want = self.init.normalization.modality if self.init is not None else detect_modality(self.image)
-        names = {"ct": "CT (Hounsfield units)", "mri": "MRI"}
-        for image, _, _, _, name in self.more:
-            got = detect_modality(image)
-            if got != want:
-                raise InputError(f"this scan looks like {names[got]} but the model is for {names[want]} scans; train one "
-                                 "model per modality.", path=name)
+        for scan in self.more:
+            check_modality(scan.image, want, scan.name, "the model is for", "train one model per modality")
 
     def use_pretrained(self, pretrained) -> None:
         """Start the new model from a self-supervised state of this scan (ignored with a warm start).
@@ -308,7 +314,7 @@ class Trainer:
         x, y, src, indices = self._volume(model, self.image, self.y, self.source)
         counts = class_counts(self.y, self.num_classes)
         for m in self.more:
-            counts = counts + class_counts(m[1], self.num_classes)
+            counts = counts + class_counts(m.y, self.num_classes)
         table = weight_lookup(balance_factors(counts, self.cfg.weights), self.cfg.weights)
         ratios = [0.0] + [1.0 if c > 0 else 0.0 for c in counts]
         return x, y, src, table, indices, ratios
@@ -341,7 +347,7 @@ class Trainer:
         from napari_sparseseg.core.forest import StrokeForest, feature_bytes, scan_features
 
         cfg = self.cfg
-        scans = [(self.image, self.y, self.spacing)] + [(m[0], m[1], m[3]) for m in self.more]
+        scans = [(self.image, self.y, self.spacing)] + [(m.image, m.y, m.spacing) for m in self.more]
         if any(feature_bytes(image.shape) > cfg.forest_max_feature_bytes for image, _, _ in scans):
             return None
         norm = model.normalization
@@ -385,7 +391,7 @@ class Trainer:
         model = self._build_model()
         self.model = model
         x, y, src, table, indices, ratios = self._prepare_arrays(model)
-        volumes = [(x, y, src, indices)] + [self._volume(model, m[0], m[1], m[2]) for m in self.more]
+        volumes = [(x, y, src, indices)] + [self._volume(model, m.image, m.y, m.source) for m in self.more]
         # The appearance scale of boundary refinement, from this round's strokes (stored with the model).
         model.intensity_scale = intensity_scale(x, y) or model.intensity_scale
         # Inside the round's time: the network trains for what is left. Off (or a scan too large

@@ -148,6 +148,25 @@ def read_labels(path: str | os.PathLike, like: Geometry | None = None, what: str
     return arr, geom
 
 
+def read_scan(image, scribbles=None, corrections=None):
+    """A scan and its strokes: ``(image, geometry, scribbles, corrections)`` (``None`` where not given).
+
+    The image is checked as every entry point checks it
+    (:func:`~napari_sparseseg.core.intensity.validate_image`); the strokes must lie on its grid.
+
+    Raises:
+        InputError: a file is unreadable, the image cannot be segmented, or strokes are on
+            another grid (the message names the file).
+    """
+    from napari_sparseseg.core.intensity import validate_image
+
+    arr, geom = read_image(image)
+    validate_image(arr, path=image)
+    s = read_labels(scribbles, like=geom, what="scribbles")[0] if scribbles else None
+    c = read_labels(corrections, like=geom, what="corrections")[0] if corrections else None
+    return arr, geom, s, c
+
+
 def _check_3d(arr: np.ndarray, path: Path) -> np.ndarray:
     while arr.ndim > 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
