@@ -177,7 +177,8 @@ def cmd_segment(args) -> int:
         raise
     check_format_limits(outputs, image.shape, trainer.num_classes)
     pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False,
-                         stroke_regions_only=not args.keep_all_regions, refine=args.refine, forest=args.forest)
+                         stroke_regions_only=not args.keep_all_regions, refine=args.refine, forest=args.forest,
+                         precision=args.precision)
     bounds = " and ".join(b for b in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
                                       f"{cfg.time_budget:g} s" if cfg.time_budget else "") if b)
     with _progress(args) as show:
@@ -207,7 +208,7 @@ def cmd_predict(args) -> int:
     from napari_sparseseg.io import check_format_limits
 
     pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False, refine=args.refine,
-                         forest=args.forest)
+                         forest=args.forest, precision=args.precision)
     device = resolve_device(args.device)
     outputs = _check_outputs(args)
     image, geom, _, _ = _read_inputs(args)
@@ -280,7 +281,7 @@ def cmd_batch(args) -> int:
 
     cfg = BatchConfig(workers=args.workers, threads=args.threads, device=args.device, probabilities=args.probabilities,
                       overwrite=args.overwrite, fine_tune_seconds=args.fine_tune_seconds, seed=args.seed,
-                      refine=args.refine, forest=args.forest, connect_timeout=args.connect_timeout)
+                      refine=args.refine, forest=args.forest, precision=args.precision, connect_timeout=args.connect_timeout)
     entries = expand_inputs(args.inputs)
     if args.fine_tune_scribbles:
         entries = match_scribbles(entries, args.fine_tune_scribbles)
@@ -366,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--keep-all-regions", action="store_true",
                      help="keep predicted regions that touch no stroke of their class (default: drop them)")
     _add_setting(seg, PredictConfig, "refine")
+    _add_setting(seg, PredictConfig, "precision")
     _add_setting(seg, TrainConfig, "forest")
     _add_setting(seg, PretrainConfig, "seconds", default=None,
                  help="first pretrain a new model on the scan itself for this many seconds (self-supervised; cached "
@@ -382,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting(pre, PredictConfig, "device")
     _add_setting(pre, PredictConfig, "refine")
     _add_setting(pre, PredictConfig, "forest")
+    _add_setting(pre, PredictConfig, "precision")
     common(pre)
     pre.set_defaults(func=cmd_predict)
 
@@ -416,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument("--scheduler", metavar="ADDRESS",
                      help="an existing Dask scheduler (tcp://HOST:PORT); default: a local cluster")
     for name in ("workers", "threads", "overwrite", "fine_tune_seconds", "device", "seed", "refine", "forest",
-                 "connect_timeout"):
+                 "precision", "connect_timeout"):
         _add_setting(bat, BatchConfig, name)
     bat.add_argument("--probabilities", action="store_true", help="also write NAME_probabilities.nii.gz (uint8, p*255)")
     bat.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")

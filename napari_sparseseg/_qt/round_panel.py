@@ -82,4 +82,4 @@ class RoundPanel(QWidget):
             self.loss_plot.set_current(losses)
             self.progress_bar.setFormat(f"training: step {p.step}, loss {p.loss:.3f}, {p.elapsed:.0f} s")
         else:
-            self.progress_bar.setFormat(f"predicting: slab {p.step}/{p.total}")
+            self.progress_bar.setFormat(f"predicting: row {p.step}/{p.total}")

@@ -134,6 +134,8 @@ def _inputs_id(entry: ScanEntry) -> str:
 def _settings_id(cfg: BatchConfig, entry: ScanEntry) -> str:
     """The settings that change a scan's mask (not workers, threads or retries)."""
     keys = {"refine": cfg.refine, "forest": cfg.forest, "probabilities": cfg.probabilities}
+    if cfg.precision != "auto":  # auto: the ids of batches run before the option existed still hold
+        keys["precision"] = cfg.precision
     if entry.scribbles is not None:
         keys.update(fine_tune_seconds=cfg.fine_tune_seconds, seed=cfg.seed)
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]

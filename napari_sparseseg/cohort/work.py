@@ -150,7 +150,7 @@ def _segment(task: ScanTask, model, settings) -> dict:
         model, annotations = result.model, trainer.y
         out.update(fine_tuned=True, steps=int(result.steps))
     pcfg = PredictConfig(device=settings.device, probabilities=bool(task.probabilities), uncertainty=True,
-                         refine=settings.refine, forest=settings.forest)
+                         refine=settings.refine, forest=settings.forest, precision=settings.precision)
     pred = run_to_end(predict(model, image, pcfg, annotations, geom.spacing))
     write_labels(task.mask, pred.labels, geom)
     if task.probabilities:

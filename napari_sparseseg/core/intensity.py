@@ -129,15 +129,20 @@ class Normalization:
             hi = lo + 1.0
         return [(float(lo), float(hi))]
 
-    def apply(self, image: np.ndarray, ranges: list[tuple[float, float]] | None = None) -> np.ndarray:
+    def apply(self, image: np.ndarray, ranges: list[tuple[float, float]] | None = None,
+              out: np.ndarray | None = None) -> np.ndarray:
         """Normalised channels ``(C, *image.shape)`` float32 in [-1, 1].
 
         Args:
             image: raw intensities.
             ranges: precomputed :meth:`ranges` (pass them when normalising a part of a volume).
+            out: a float32 array of that shape to write into (saves allocating one per call).
         """
         ranges = self.ranges(image) if ranges is None else ranges
-        out = np.empty((len(ranges),) + image.shape, dtype=np.float32)
+        if out is None:
+            out = np.empty((len(ranges),) + image.shape, dtype=np.float32)
+        elif out.shape != (len(ranges),) + image.shape or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 of shape {(len(ranges),) + image.shape}, got {out.dtype} {out.shape}.")
         for c, (lo, hi) in enumerate(ranges):
             np.clip(image, lo, hi, out=out[c], casting="unsafe")
             out[c] -= lo

@@ -1,18 +1,24 @@
 """Dense prediction, memory bounded by a slab of the volume.
 
-The volume is processed in slabs along axis 0. By default (``inferer="sliding_window"``) a
-slab, with a margin of half a patch so windows near its edge see the same context as in one
-pass, goes through ``monai.inferers.sliding_window_inference``, which blends patch-sized
-windows with a Gaussian. With ``inferer="tiles"`` each slab is one layer of large tiles whose
-shape follows the voxel spacing, each run with a halo of context and its core cropped from
-the output (the network is fully convolutional: no overlap, no blending). On 2 CPU cores in
-float32 that is not faster (oneDNN runs large inputs 2-4x slower per voxel than patch-sized
-ones; ``benchmarks/speed.py --large-only``), so it is not the default.
+The network's probabilities come as a stream of rows along axis 0. By default
+(``inferer="sliding_window"``) they are exactly those of ``monai.inferers.sliding_window_inference``
+over the whole volume at once (the same patch-sized windows, Gaussian blending and padding), but
+the windows run row by row of equal start and only a patch-deep accumulator is held, not a
+float32 copy of the volume per class: no window is computed twice and memory does not grow with
+the volume (:func:`_sliding_windows`). With ``inferer="tiles"`` large tiles whose shape follows the
+voxel spacing run with a halo of context and their cores are cropped from the output (the
+network is fully convolutional: no overlap, no blending); its masks differ more from the
+windows' (the network is trained on patches), so it is not the default.
 
-A model with a random forest (:mod:`~napari_sparseseg.core.forest`) fuses its probabilities
-with the network's before the optional CRF refinement. Only the slab is ever held in float32;
-the outputs are an argmax mask (uint8), probabilities as uint8 (p * 255, optional) and
-normalised entropy as float16.
+The network runs in bfloat16 where the device has it natively (``precision="auto"``: CUDA,
+CPUs with AVX-512 BF16 / AMX), else in float32; on the CPU in channels-last layout, on a copy.
+
+The rows are then taken slab by slab, each with the CRF's reach as margin: a model with a
+random forest (:mod:`~napari_sparseseg.core.forest`) fuses its probabilities with the network's
+before the optional CRF refinement. Only a slab is ever held in float32; the outputs are an
+argmax mask (uint8), probabilities as uint8 (p * 255, optional) and normalised entropy as
+float16. ``benchmarks/speed.py --large-only`` measures time and memory against the whole-volume
+sliding window.
 """
 
 from __future__ import annotations
@@ -94,11 +100,10 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
 
 def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations, spacing) -> Generator[Progress, None, Prediction]:
     import torch
-    from monai.inferers import sliding_window_inference
 
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
-    net = model.network.to(device).eval()
+    net = _inference_network(model.network, device, cfg.precision)
     k = model.num_classes
     patch = tuple(int(p) for p in model.patch_size)
     ranges = model.normalization.ranges(image)
@@ -108,57 +113,52 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
         from napari_sparseseg.core.refine import stencil
 
         reach = max(abs(o[0]) for o in stencil(spacing, cfg.refine_radius_mm)) * cfg.refine_iterations
-    tiles = cfg.inferer == "tiles"
-    if tiles:  # one layer of tiles per slab; the slab's margin is the CRF's reach, the tiles add their halo
+
+    def rows(a: int, b: int, out=None):  # normalised input of image rows a..b, (C, b - a, H, W)
+        return torch.from_numpy(model.normalization.apply(image[a:b], ranges, None if out is None else out.numpy()))
+
+    if cfg.inferer == "tiles":
         from napari_sparseseg.core.train import auto_patch_size
 
         tile = auto_patch_size(spacing, image.shape, model.config.divisor, cfg.tile_voxels)
-        core, margin, halo = tile[0], reach, cfg.halo
+        chunks = _tile_layers(net.predictor, rows, image.shape, tile, cfg.halo, model.config.divisor, k)
     else:
-        core = max(patch[0], int(cfg.slab_voxels // max(plane, 1)))
-        margin, halo = max(patch[0] // 2, reach), 0
-    slabs = list(_slabs(depth, core, margin))
+        chunks = _sliding_windows(net.predictor, rows, image.shape, patch, cfg.overlap, cfg.sw_batch_size, k)
+    if reach:  # slabs with the CRF's reach as margins, cut from the stream of rows
+        pending = _Rows(chunks)
+        slabs = ((start, stop, lo, hi, pending.take(lo, hi))
+                 for start, stop, lo, hi in _slabs(depth, max(1, int(cfg.slab_voxels // max(plane, 1)), 2 * reach), reach))
+    else:  # nothing reaches beyond a row: the stream's chunks are the slabs
+        slabs = ((a, b, a, b, p) for a, b, p in chunks)
 
     labels = np.zeros(image.shape, dtype=label_dtype(k - 1))
     probs = np.zeros((k,) + image.shape, dtype=np.uint8) if cfg.probabilities else None
     unc = np.zeros(image.shape, dtype=np.float16) if cfg.uncertainty else None
-    amp = device.type == "cuda"
     forest = model.forest if cfg.forest else None
     if forest is not None:
         from napari_sparseseg.core.forest import FeatureSource, fuse
 
         features = FeatureSource(image, ranges, spacing, cfg.forest_max_feature_bytes)
 
-    def predictor(x):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = net(x.to(device))
-        return out.float().softmax(1).cpu()
-
-    for i, (start, stop, lo, hi) in enumerate(slabs, 1):
-        ilo, ihi = max(0, lo - halo), min(depth, hi + halo)
-        x = torch.from_numpy(model.normalization.apply(image[ilo:ihi], ranges))[None]
-        with torch.inference_mode():
-            if tiles:
-                p = _tiled(predictor, x[0], (lo - ilo, hi - ilo), tile, halo, model.config.divisor, k)
-            else:
-                p = sliding_window_inference(
-                    x, patch, cfg.sw_batch_size, predictor, overlap=cfg.overlap, mode="gaussian",
-                    padding_mode="replicate", sw_device=device, device="cpu",
-                )[0]
-        x = x[:, :, lo - ilo : hi - ilo]
-        if forest is not None:
-            p = fuse(p, torch.from_numpy(features.probabilities(forest, lo, hi)), forest.weight)
-        if cfg.refine:
-            p = _refined(p, x[0], spacing, model, cfg, None if annotations is None else annotations[lo:hi])
-        p = p[:, start - lo : stop - lo]
-        labels[start:stop] = p.argmax(0).numpy().astype(labels.dtype)
-        if probs is not None:
-            probs[:, start:stop] = (p * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
-        if unc is not None:
-            ent = -(p * torch.log(p.clamp_min(1e-8))).sum(0) / math.log(k)
-            unc[start:stop] = ent.clamp(0, 1).numpy().astype(np.float16)
-        del x, p
-        yield Progress("predict", i, len(slabs), time.perf_counter() - t0)
+    with torch.inference_mode():
+        for start, stop, lo, hi, p in slabs:
+            if forest is not None:
+                p = fuse(p, torch.from_numpy(features.probabilities(forest, lo, hi)), forest.weight)
+            if cfg.refine:
+                p = _refined(p, rows(lo, hi), spacing, model, cfg, None if annotations is None else annotations[lo:hi])
+            p = p[:, start - lo : stop - lo]
+            # Class by class, so the temporaries are one channel of the slab, not k.
+            labels[start:stop] = _argmax(p).numpy().astype(labels.dtype)
+            if probs is not None:
+                for c in range(k):
+                    probs[c, start:stop] = (p[c] * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
+            if unc is not None:
+                ent = torch.zeros(p.shape[1:])
+                for c in range(k):
+                    ent += torch.special.entr(p[c])
+                unc[start:stop] = (ent / math.log(k)).clamp_(0, 1).numpy().astype(np.float16)
+            del p
+            yield Progress("predict", stop, depth, time.perf_counter() - t0)
     if annotations is not None and cfg.stroke_regions_only:
         from napari_sparseseg.core.postprocess import keep_stroke_regions
 
@@ -166,8 +166,163 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
     return Prediction(labels, probs, unc)
 
 
+def _argmax(p):
+    """``p.argmax(0)`` (the first of equal maxima), one class at a time.
+
+    torch reduces over the outermost axis of a large tensor several times slower than this.
+    """
+    import torch
+
+    best, index = p[0].clone(), torch.zeros(p.shape[1:], dtype=torch.uint8)
+    for c in range(1, p.shape[0]):
+        more = p[c] > best
+        index[more] = c
+        torch.maximum(best, p[c], out=best)
+    return index
+
+
+def bfloat16_native(device) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions natively.
+
+    True on CUDA, and on a CPU whose oneDNN has AVX-512 BF16 / AMX (elsewhere bfloat16 is
+    emulated and slower than float32).
+    """
+    import torch
+
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class _InferenceNetwork:
+    """The network as inference runs it: on ``device``, in eval mode, in the chosen precision.
+
+    On the CPU it is a copy in channels-last 3-D layout (oneDNN's native one); the model itself
+    is left as it is, since training may go on from it.
+    """
+
+    def __init__(self, network, device, bf16: bool):
+        import copy
+
+        import torch
+
+        self.device, self.bf16 = device, bf16
+        self.channels_last = device.type == "cpu"
+        if self.channels_last:
+            network = copy.deepcopy(network).to(memory_format=torch.channels_last_3d)
+        self.network = network.to(device).eval()
+
+    def predictor(self, x):
+        """Softmax probabilities (float32, on the CPU) of a batch ``(B, C, D, H, W)``."""
+        import torch
+
+        x = x.to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.network(x)
+        return out.float().softmax(1).cpu()
+
+
+def _inference_network(network, device, precision: str) -> _InferenceNetwork:
+    bf16 = precision == "bfloat16" or (precision == "auto" and bfloat16_native(device))
+    if bf16 and device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"precision 'bfloat16' is not supported on {device.type}; choose float32 or auto.")
+    return _InferenceNetwork(network, device, bf16)
+
+
+class _Rows:
+    """Rows of the network's probabilities, pulled in order from a stream of ``(a, b, p)`` chunks.
+
+    Rows before the last request's start are dropped, so only a slab and its margins are held.
+    """
+
+    def __init__(self, chunks):
+        self.chunks, self.held = iter(chunks), []
+
+    def take(self, lo: int, hi: int):
+        """Probabilities ``(k, hi - lo, H, W)`` of rows ``lo..hi``."""
+        import torch
+
+        self.held = [c for c in self.held if c[1] > lo]
+        while not self.held or self.held[-1][1] < hi:
+            self.held.append(next(self.chunks))
+        parts = [p[:, max(lo, a) - a : min(hi, b) - a] for a, b, p in self.held if a < hi and b > lo]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+
+def _sliding_windows(predictor, rows, shape: tuple, patch: tuple, overlap: float, batch: int, k: int):
+    """MONAI's sliding window over the whole volume, streamed along axis 0.
+
+    Yields ``(a, b, p)``, the probabilities ``(k, b - a, H, W)`` of rows ``a..b``, in order,
+    covering the volume. ``rows(a, b, out=None)`` gives the normalised input ``(C, b - a, H, W)``
+    of rows ``a..b`` (written into ``out`` when given).
+
+    The windows, their Gaussian weights and the volume's padding are those of
+    ``monai.inferers.sliding_window_inference(..., mode="gaussian", padding_mode="replicate")`` over
+    the whole volume (MONAI's ``dense_patch_slices`` and ``compute_importance_map``), so the
+    result is the same; but only a patch-deep accumulator is held, not the volume's: the windows
+    come in rows of equal start, and a row of windows finishes every voxel row before the next
+    row's start.
+    """
+    import torch
+    import torch.nn.functional as F
+    from monai.data.utils import compute_importance_map, dense_patch_slices
+
+    diff = [max(p - s, 0) for p, s in zip(patch, shape, strict=True)]
+    pads = [(d // 2, d - d // 2) for d in diff]  # MONAI pads a volume smaller than a window, centred
+    size = tuple(s + d for s, d in zip(shape, diff, strict=True))
+    step = tuple(p if p == n else max(1, int(p * (1 - overlap))) for p, n in zip(patch, size, strict=True))
+    windows = dense_patch_slices(size, patch, step, return_slice=False)
+    weight = compute_importance_map(patch, mode="gaussian", sigma_scale=0.125, device="cpu", dtype=torch.float32)
+    starts = sorted({w[0][0] for w in windows})
+    (zpad, _), (ypad, _), (xpad, _) = pads
+    acc = torch.zeros((k, patch[0], size[1], size[2]))
+    count = torch.zeros((patch[0], size[1], size[2]))
+    buffer = None  # one input buffer for every row of windows (a fresh one per row costs page faults)
+    for i, z in enumerate(starts):
+        a, b = max(0, z - zpad), min(shape[0], z + patch[0] - zpad)
+        x = rows(a, b, buffer if buffer is not None and b - a == patch[0] else None)
+        if buffer is None and b - a == patch[0]:
+            buffer = x
+        x = x[None]
+        if any(diff):
+            x = F.pad(x, (*pads[2], *pads[1], a - (z - zpad), z + patch[0] - zpad - b), mode="replicate")
+        row = [w[1:] for w in windows if w[0][0] == z]
+        for j in range(0, len(row), batch):
+            group = row[j : j + batch]
+            out = predictor(torch.cat([x[:, :, :, y0:y1, x0:x1] for (y0, y1), (x0, x1) in group]))
+            for p, ((y0, y1), (x0, x1)) in zip(out, group, strict=True):
+                acc[:, :, y0:y1, x0:x1].addcmul_(p, weight)
+                count[:, y0:y1, x0:x1] += weight
+        done = (starts[i + 1] if i + 1 < len(starts) else z + patch[0]) - z
+        p = acc[:, :done] / count[:done]
+        a, b = max(0, z - zpad), min(shape[0], z + done - zpad)  # the finished rows, unpadded
+        if b > a:
+            yield a, b, p[:, a - z + zpad : b - z + zpad, ypad : ypad + shape[1], xpad : xpad + shape[2]]
+        keep = patch[0] - done  # rows the next row of windows goes on adding to
+        acc[:, :keep], count[:keep] = acc[:, done:].clone(), count[done:].clone()
+        acc[:, keep:], count[keep:] = 0, 0
+
+
+def _tile_layers(predictor, rows, shape: tuple, tile: tuple, halo: int, divisor: int, k: int):
+    """Large tiles with a halo: yields ``(a, b, p)`` per layer of tiles (``tile[0]`` rows), in order."""
+    depth = shape[0]
+    for a in range(0, depth, tile[0]):
+        b = min(depth, a + tile[0])
+        lo, hi = max(0, a - halo), min(depth, b + halo)
+        yield a, b, _tiled(predictor, rows(lo, hi), (a - lo, b - lo), tile, halo, divisor, k)
+
+
 def _tiled(predictor, x, rows: tuple, tile: tuple, halo: int, divisor: int, k: int):
-    """Probabilities ``(k, rows, H, W)`` of ``x`` ``(C, D, H, W)`` by in-plane tiles, each with ``halo`` voxels of context.
+    """Probabilities ``(k, b - a, H, W)`` of rows ``rows = (a, b)`` of ``x`` ``(C, D, H, W)`` by in-plane tiles.
+
+    ``x`` holds the rows' context along axis 0; each tile gets ``halo`` voxels of context in-plane.
 
     The network is fully convolutional: each tile's core is cropped from its output, so no
     voxel is computed twice except in the halos (no overlap, no blending). A tile is padded
@@ -176,9 +331,8 @@ def _tiled(predictor, x, rows: tuple, tile: tuple, halo: int, divisor: int, k: i
     import torch
     import torch.nn.functional as F
 
-    _, depth, height, width = x.shape
+    _, _, height, width = x.shape
     a, b = rows
-    z0, z1 = max(0, a - halo), min(depth, b + halo)
     out = torch.empty((k, b - a, height, width), dtype=torch.float32)
     for y0 in range(0, height, tile[1]):
         y1 = min(height, y0 + tile[1])
@@ -186,12 +340,12 @@ def _tiled(predictor, x, rows: tuple, tile: tuple, halo: int, divisor: int, k: i
         for x0 in range(0, width, tile[2]):
             x1 = min(width, x0 + tile[2])
             xa, xb = max(0, x0 - halo), min(width, x1 + halo)
-            block = x[:, z0:z1, ya:yb, xa:xb][None]
+            block = x[:, :, ya:yb, xa:xb][None]
             pad = [(-n) % divisor for n in block.shape[2:]]
             if any(pad):
                 block = F.pad(block, (0, pad[2], 0, pad[1], 0, pad[0]), mode="replicate")
             p = predictor(block)[0]
-            out[:, :, y0:y1, x0:x1] = p[:, a - z0 : b - z0, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+            out[:, :, y0:y1, x0:x1] = p[:, a:b, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
     return out
 
 
