@@ -1,11 +1,13 @@
-"""Tiles vs MONAI's sliding window: the same trained model, both inferers, Dice against the reference.
+"""Two ways of predicting with the same trained model, Dice against the reference.
 
-For each case and seed a model is trained once (strokes on --k slices per axis, --budget s),
-then predicted with ``inferer="tiles"`` and ``inferer="sliding_window"`` (everything else the
-defaults: forest fusion, CRF, stroke-region filter). Reports both Dice, the Dice between the
-two masks and both prediction times (same run, same machine).
+``--compare inferer``: ``inferer="tiles"`` against ``"sliding_window"``; ``--compare precision``:
+``precision="auto"`` (bfloat16 on CPUs with native bfloat16) against ``"float32"``. For each case
+and seed a model is trained once (strokes on --k slices per axis, --budget s), then predicted both
+ways (everything else the defaults: forest fusion, CRF, stroke-region filter). Reports both Dice,
+the Dice between the two masks and both prediction times (same run, same machine).
 
     python benchmarks/inferer_probe.py --seeds 0 1 --out benchmarks/results/inferer_probe.json
+    python benchmarks/inferer_probe.py --compare precision --seeds 0 1 --out benchmarks/results/precision_probe.json
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--budget", type=float, default=60.0)
+    ap.add_argument("--compare", choices=("inferer", "precision"), default="inferer")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "inferer_probe.json"))
     args = ap.parse_args(argv)
+    ways = ("tiles", "sliding_window") if args.compare == "inferer" else ("auto", "float32")
     rows = []
     for case in args.cases:
         image, geom, ref, names = load_case(case)
@@ -48,20 +52,20 @@ def main(argv=None):
             model = run_to_end(Trainer(image, strokes, cfg, spacing=geom.spacing, class_names=names).run()).model
             row = {"case": case, "seed": seed}
             masks = {}
-            for inferer in ("tiles", "sliding_window"):
-                pcfg = dataclasses.replace(PredictConfig(device="cpu", uncertainty=False), inferer=inferer)
+            for way in ways:
+                pcfg = dataclasses.replace(PredictConfig(device="cpu", uncertainty=False), **{args.compare: way})
                 t = time.perf_counter()
-                masks[inferer] = predict_volume(model, image, pcfg, strokes, geom.spacing).labels
-                row[inferer] = {"seconds": time.perf_counter() - t,
-                                "dice": float(np.mean(list(dice_per_class(masks[inferer], ref, classes).values())))}
-            row["agreement"] = float(np.mean(list(dice_per_class(masks["tiles"], masks["sliding_window"], classes).values())))
-            print(f"{case} seed {seed}: tiles {row['tiles']['dice']:.3f} ({row['tiles']['seconds']:.1f} s)  sliding window "
-                  f"{row['sliding_window']['dice']:.3f} ({row['sliding_window']['seconds']:.1f} s)  agreement "
-                  f"{row['agreement']:.3f}", flush=True)
+                masks[way] = predict_volume(model, image, pcfg, strokes, geom.spacing).labels
+                row[way] = {"seconds": time.perf_counter() - t,
+                            "dice": float(np.mean(list(dice_per_class(masks[way], ref, classes).values())))}
+            row["agreement"] = float(np.mean(list(dice_per_class(masks[ways[0]], masks[ways[1]], classes).values())))
+            print(f"{case} seed {seed}: " + "  ".join(f"{w} {row[w]['dice']:.3f} ({row[w]['seconds']:.1f} s)" for w in ways)
+                  + f"  agreement {row['agreement']:.4f}", flush=True)
             rows.append(row)
-    diff = [r["tiles"]["dice"] - r["sliding_window"]["dice"] for r in rows]
-    print(f"tiles - sliding window: mean {np.mean(diff):+.4f}, min {np.min(diff):+.4f}, max {np.max(diff):+.4f}")
-    Path(args.out).write_text(json.dumps({"k": args.k, "budget_s": args.budget, "rows": rows,
+    diff = [r[ways[0]]["dice"] - r[ways[1]]["dice"] for r in rows]
+    print(f"{ways[0]} - {ways[1]}: mean {np.mean(diff):+.4f}, min {np.min(diff):+.4f}, max {np.max(diff):+.4f}; "
+          f"agreement mean {np.mean([r['agreement'] for r in rows]):.4f}")
+    Path(args.out).write_text(json.dumps({"k": args.k, "budget_s": args.budget, "compare": args.compare, "rows": rows,
                                           "mean_difference": float(np.mean(diff))}, indent=1))
 
 

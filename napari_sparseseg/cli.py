@@ -105,7 +105,26 @@ def _inputs(args) -> dict:
 
 def _outputs(args) -> dict:
     """The outputs of ``segment``/``predict``, by kind (:data:`napari_sparseseg.io.outputs.OUTPUT_KINDS`)."""
-    return {"mask": args.output, "probabilities": args.probabilities, "model": getattr(args, "model_out", None)}
+    out = {"mask": args.output, "probabilities": args.probabilities, "model": getattr(args, "model_out", None)}
+    if getattr(args, "suggest", None):
+        out["suggestions"] = args.suggestions or suggestions_path(args.output)
+        args.suggestions = out["suggestions"]
+    return out
+
+
+def suggestions_path(mask) -> str:
+    """``segment --suggest``'s default JSON: beside the mask, ``NAME_suggestions.json``."""
+    from pathlib import Path
+
+    from napari_sparseseg.io.volumes import SUPPORTED_SUFFIXES
+
+    path = Path(mask)
+    name = path.name
+    for s in SUPPORTED_SUFFIXES:
+        if name.lower().endswith(s):
+            name = name[: -len(s)]
+            break
+    return str(path.with_name(f"{name}_suggestions.json"))
 
 
 def _check_outputs(args) -> dict:
@@ -176,7 +195,7 @@ def cmd_segment(args) -> int:
         exc.path = exc.path or str(args.scribbles)
         raise
     check_format_limits(outputs, image.shape, trainer.num_classes)
-    pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False,
+    pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=bool(args.suggest),
                          stroke_regions_only=not args.keep_all_regions, refine=args.refine, forest=args.forest,
                          precision=args.precision)
     bounds = " and ".join(b for b in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
@@ -195,7 +214,34 @@ def cmd_segment(args) -> int:
         _say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})")
         pred = run_to_end(predict(result.model, image, pcfg, trainer.y, geom.spacing), show)
     _write_outputs(args, geom, pred, model=result.model)
+    if args.suggest:
+        _write_suggestions(args, geom, pred, trainer.y)
     return EXIT_OK
+
+
+def _write_suggestions(args, geom, pred, strokes) -> None:
+    """``--suggest N``: the slices to paint next, as JSON (array axis and index, orientation, world mm)."""
+    import json
+
+    from napari_sparseseg.core.atomic import atomic_file
+    from napari_sparseseg.core.config import SuggestConfig
+    from napari_sparseseg.core.guide import suggest_slices
+
+    found = suggest_slices(pred.labels, pred.uncertainty, strokes, geom.spacing, SuggestConfig(count=args.suggest))
+    rows = []
+    for s in found:
+        centre = [(n - 1) / 2 for n in pred.labels.shape]
+        centre[s.axis] = s.index
+        rows.append({**s.to_dict(), "orientation": geom.plane(s.axis),
+                     "centre_mm": [round(float(v), 3) for v in geom.index_to_world(centre)]})
+    doc = {"image": str(args.image), "mask": str(args.output), "spacing_mm": [float(v) for v in geom.spacing],
+           "suggestions": rows,
+           "note": "axis/index are in the array order the scan was read in; score is the uncertain area in mm2, "
+                   "discounted near existing strokes"}
+    args.log.write("suggestions", lambda: atomic_file(args.suggestions, lambda f: f.write(json.dumps(doc, indent=1)),
+                                                     mode="w"))
+    _say(args, f"wrote {len(rows)} suggested slices {args.suggestions}: " + ", ".join(
+        f"{r['orientation']} {r['index']}" for r in rows))
 
 
 def cmd_predict(args) -> int:
@@ -344,7 +390,14 @@ def _add_setting(parser: argparse.ArgumentParser, cls, name: str, **override) ->
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sparseseg`` argument parser; defaults and option lists come from the config dataclasses."""
-    from napari_sparseseg.core.config import BatchConfig, DemoConfig, PredictConfig, PretrainConfig, TrainConfig
+    from napari_sparseseg.core.config import (
+        BatchConfig,
+        DemoConfig,
+        PredictConfig,
+        PretrainConfig,
+        SuggestConfig,
+        TrainConfig,
+    )
 
     parser = argparse.ArgumentParser(prog="sparseseg", description="3-D segmentation of CT/MRI from sparse scribbles.")
     parser.add_argument("--version", action="version", version=f"napari-sparseseg {__version__}")
@@ -368,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep predicted regions that touch no stroke of their class (default: drop them)")
     _add_setting(seg, PredictConfig, "refine")
     _add_setting(seg, PredictConfig, "precision")
+    _add_setting(seg, SuggestConfig, "count", default=None,
+                 help="also write the N slices a stroke would most likely fix next (JSON; default off)")
+    seg.add_argument("--suggestions", metavar="JSON", help="where --suggest writes (default: beside the mask, "
+                     "NAME_suggestions.json)")
     _add_setting(seg, TrainConfig, "forest")
     _add_setting(seg, PretrainConfig, "seconds", default=None,
                  help="first pretrain a new model on the scan itself for this many seconds (self-supervised; cached "

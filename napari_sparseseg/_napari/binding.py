@@ -232,6 +232,29 @@ class SessionBinding:
             self.drop_preview()
             self.show_prediction(result.prediction.labels, result.prediction.uncertainty)
 
+    def describe_slice(self, axis: int, index: int) -> tuple[str, int]:
+        """The anatomical plane of grid ``axis`` and the slider position of its slice ``index``."""
+        _, display_index = self._display_slice(axis, index)
+        return layer_geometry(self.image_layer).plane(axis), display_index
+
+    def _display_slice(self, axis: int, index: int) -> tuple[int, int]:
+        o = orientation_from_metadata(self.image_layer.metadata)
+        d = o.perm.index(int(axis))
+        n = grid_shape(self.image_layer)[int(axis)]
+        return d, (n - 1 - int(index)) if o.flip[d] else int(index)
+
+    def go_to_slice(self, axis: int, index: int) -> None:
+        """Show slice ``index`` across grid ``axis`` of the image in 2-D, whatever the display order."""
+        d, display_index = self._display_slice(axis, index)
+        dims = self.viewer.dims
+        if dims.ndisplay != 2:
+            dims.ndisplay = 2
+        rest = [a for a in dims.order if a != d]
+        dims.order = (d, *rest)
+        position = [0.0, 0.0, 0.0]
+        position[d] = float(display_index)
+        dims.set_point(d, float(self.image_layer.data_to_world(position)[d]))
+
     def show_prediction(self, labels: np.ndarray, uncertainty: np.ndarray | None = None) -> None:
         """Show file-grid ``labels`` (class colours, background transparent) and ``uncertainty`` (hidden)."""
         shown = self.to_display(labels)

@@ -24,6 +24,7 @@ from napari_sparseseg._qt.resume_box import ResumeBox
 from napari_sparseseg._qt.round_panel import RoundPanel, round_summary
 from napari_sparseseg._qt.round_runner import RoundRunner, error_message
 from napari_sparseseg._qt.settings_panel import SettingsPanel
+from napari_sparseseg._qt.suggest_list import SuggestionList
 from napari_sparseseg.core.errors import SparseSegError
 from napari_sparseseg.core.labels import MAX_CLASSES
 from napari_sparseseg.core.session import Session
@@ -64,6 +65,7 @@ class SparseSegWidget(QWidget):
         self.classes.set_classes(["background", "structure 1"])  # before the wiring: a picked layer's names win
         self.settings = SettingsPanel()
         self.rounds = RoundPanel()
+        self.suggestions = SuggestionList()
         self.status = QLabel("Pick the image, then paint background (class 1) and structures in the scribbles layer.")
         self.status.setWordWrap(True)
         self.pretrain_status = QLabel("")
@@ -75,7 +77,7 @@ class SparseSegWidget(QWidget):
             files.addWidget(w)
         root = QVBoxLayout(self)
         for w in (self.layer_panel, self.resume_box, self.classes, self.settings, self.pretrain_status, self.rounds,
-                  self.status):
+                  self.suggestions, self.status):
             root.addWidget(w)
         root.addLayout(files)
         root.addStretch(1)
@@ -96,6 +98,7 @@ class SparseSegWidget(QWidget):
         self.runner.progress.connect(lambda p: self.rounds.show_progress(p, self.runner.losses))
         self.runner.preview.connect(self.binding.show_preview)
         self.runner.round_finished.connect(self._on_round_finished)
+        self.suggestions.chosen.connect(lambda s: self.binding.go_to_slice(s.axis, s.index))
         self.runner.round_failed.connect(self._fail)
         self.runner.idle.connect(self._on_idle)
         self.autosaver.failed.connect(self._fail)
@@ -295,6 +298,12 @@ class SparseSegWidget(QWidget):
 
     def _on_round_finished(self, result):
         self.binding.accept(result, self.classes.names, self.classes.colors, self.settings.settings())
+        if result.prediction is not None:
+            rows = []
+            for s in result.suggestions:
+                plane, position = self.binding.describe_slice(s.axis, s.index)
+                rows.append((f"{plane} slice {position}: {s.score / 100:.0f} cm² unsure", s))
+            self.suggestions.set_suggestions(rows)
         if result.train is not None:
             self.rounds.loss_plot.set_current(self.runner.losses)
         self.status.setText(round_summary(result, len(self.session.history)))

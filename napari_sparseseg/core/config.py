@@ -36,6 +36,7 @@ __all__ = [
     "PretrainConfig",
     "Pretext",
     "RoundSettings",
+    "SuggestConfig",
     "TrainConfig",
     "WeightConfig",
     "check_option",
@@ -453,6 +454,29 @@ class DemoConfig:
     device: str = setting(TrainConfig.device, "compute device", choices=Device, flag="--device")
     seed: int = setting(TrainConfig.seed, "seed of the simulated annotator and the training", ge=0, flag="--seed",
                         metavar="N")
+
+    def __post_init__(self):
+        _validate(self)
+
+
+@dataclass
+class SuggestConfig:
+    """Where to paint next (:func:`~napari_sparseseg.core.guide.suggest_slices`).
+
+    Each slice in each orientation scores the uncertainty (normalised entropy) of its voxels in
+    and around the predicted structures, and of any voxel the model is unsure of (a missed
+    structure), times the voxel's area in that plane, each voxel discounted by its distance to
+    the strokes already drawn; the top slices are offered, at least ``min_gap_mm`` apart within
+    an orientation.
+    """
+
+    count: int = setting(5, "slices to suggest", ge=1, le=100, flag="--suggest", metavar="N")
+    band_mm: float = setting(2.0, "margin around the predicted structures whose uncertainty counts", ge=0)
+    unsure: float = setting(0.5, "uncertainty above which a voxel counts wherever it is (a structure the net may "
+                            "have missed)", gt=0, le=1)
+    stroke_reach_mm: float = setting(10.0, "a voxel this far from every stroke counts 63 % of its uncertainty (it "
+                                     "rises to all of it further away)", gt=0)
+    min_gap_mm: float = setting(10.0, "least distance between two suggested slices of one orientation", ge=0)
 
     def __post_init__(self):
         _validate(self)

@@ -142,7 +142,7 @@ class ProgressPrinter:
         total = f"/{p.total}" if p.total else ""
         budget = f"/{p.budget:.0f}" if p.budget else ""
         loss = f", loss {p.loss:.4f}" if p.loss is not None else ""
-        self._bar.set_postfix_str(f"{p.step}{total} {'slabs' if p.stage == 'predict' else 'steps'}{loss}, "
+        self._bar.set_postfix_str(f"{p.step}{total} {'rows' if p.stage == 'predict' else 'steps'}{loss}, "
                                   f"{p.elapsed:.0f}{budget} s", refresh=False)
         self._bar.refresh()
 
@@ -153,7 +153,7 @@ class ProgressPrinter:
             self._bar.close()
             self._bar = None
         elif p is not None and not self.quiet:
-            unit = "slabs" if p.stage == "predict" else "steps"
+            unit = "rows" if p.stage == "predict" else "steps"
             loss = f", loss {p.loss:.4f}" if p.loss is not None else ""
             print(f"[{p.stage}] {p.step} {unit}, {p.elapsed:.1f} s{loss}", file=self.stream, flush=True)
 

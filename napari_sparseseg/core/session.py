@@ -79,6 +79,9 @@ class RoundResult:
         stopped: ``"training"`` if Stop ended training early, ``"prediction"`` if a second
             Stop cancelled the prediction, else ``None``.
         class_names: the names the round trained with.
+        suggestions: where to paint next (:func:`~napari_sparseseg.core.guide.suggest_slices`
+            on the prediction's uncertainty and the strokes), best first; empty without a
+            prediction or its uncertainty.
     """
 
     train: TrainResult | None
@@ -86,6 +89,7 @@ class RoundResult:
     model: SegModel
     stopped: str | None
     class_names: list
+    suggestions: list = field(default_factory=list)
 
 
 @dataclass
@@ -264,7 +268,12 @@ class Session:
         except Exception as exc:
             raise _explain(exc) from exc
         stopped = "prediction" if halted else stopped
-        return RoundResult(result, prediction, model, stopped, names)
+        suggestions = []
+        if prediction is not None and prediction.uncertainty is not None:
+            from napari_sparseseg.core.guide import suggest_slices
+
+            suggestions = suggest_slices(prediction.labels, prediction.uncertainty, scribbles, self.spacing)
+        return RoundResult(result, prediction, model, stopped, names, suggestions)
 
     def accept(self, result: RoundResult) -> None:
         """Apply a finished round: new model, new prediction (if any), a history entry."""

@@ -92,6 +92,14 @@ class Geometry:
         index = np.asarray(index, float)
         return index @ self.affine[:3, :3].T + self.affine[:3, 3]
 
+    def plane(self, axis: int) -> str:
+        """The anatomical plane of the slices normal to array ``axis``.
+
+        "sagittal", "coronal" or "axial", by the world direction (R-L, A-P or S-I) the axis is
+        closest to.
+        """
+        return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(self.direction[:, int(axis)])))]
+
     def same_grid(self, other: Geometry, atol_mm: float = 1e-2) -> bool:
         """True when ``other`` has the same shape and places every voxel within ``atol_mm``."""
         if tuple(other.shape) != tuple(self.shape):

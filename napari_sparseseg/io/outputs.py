@@ -21,6 +21,7 @@ Output kinds (the keys of ``outputs``):
 ``"session"``             a folder: new, empty, or a session of ours (replaced as a whole)
 ``"demo output"``         a folder: new, empty, or an earlier ``sparseseg demo`` output
 ``"summary"``             a text file of any suffix (a batch's CSV/JSON summary)
+``"suggestions"``         a text file of any suffix (``segment --suggest``'s JSON)
 ========================  =======================================================================
 """
 
@@ -48,7 +49,7 @@ __all__ = [
 
 _FILE, _LABELS, _MODEL, _SESSION, _DEMO, _TEXT = "file", "labels", "model", "session", "demo", "text"
 OUTPUT_KINDS = {"mask": _LABELS, "corrections": _LABELS, "probabilities": _FILE, "model": _MODEL,
-                "session": _SESSION, "demo output": _DEMO, "summary": _TEXT}
+                "session": _SESSION, "demo output": _DEMO, "summary": _TEXT, "suggestions": _TEXT}
 _FOLDER_KINDS = (_MODEL, _SESSION, _DEMO)
 #: What ``sparseseg demo`` writes into its folder.
 DEMO_FILES = ("mask.nii.gz", "corrections.nii.gz", "model")

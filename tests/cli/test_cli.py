@@ -197,3 +197,26 @@ def test_pretrain_runs_once_per_scan_and_is_cached(case, tmp_path, capsys, monke
     # A warm start and pretraining do not mix: refused before any work.
     code, err = _run(capsys, *argv, "-o", tmp_path / "m3.nii.gz", "--init-model", tmp_path / "model")
     assert code == 2 and "--init-model" in err and not (tmp_path / "m3.nii.gz").exists()
+
+
+def test_segment_suggest_writes_the_slices_to_paint_next(case, tmp_path, capsys):
+    mask = tmp_path / "mask.nii.gz"
+    code, err = _run(capsys, "segment", case / "image.nii.gz", case / "scribbles.nii.gz", "-o", mask,
+                     "--max-steps", 20, "--device", "cpu", "--no-refine", "--suggest", 3)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "mask_suggestions.json").read_text())
+    rows = doc["suggestions"]
+    assert 1 <= len(rows) <= 3 and "suggested slices" in err
+    img, g = read_image(case / "image.nii.gz")
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True) and all(r["uncertain_mm2"] >= r["score"] > 0 for r in rows)
+    for r in rows:
+        assert 0 <= r["index"] < img.shape[r["axis"]] and r["orientation"] == g.plane(r["axis"])
+        # The centre is on the suggested slice: back to an index along the axis.
+        index = np.linalg.solve(g.affine[:3, :3], np.asarray(r["centre_mm"]) - g.affine[:3, 3])
+        assert abs(index[r["axis"]] - r["index"]) < 1e-3
+    # The JSON is an output like any other: never an input, checked before any training.
+    code, err = _run(capsys, "segment", case / "image.nii.gz", case / "scribbles.nii.gz", "-o", tmp_path / "m2.nii.gz",
+                     "--max-steps", 20, "--device", "cpu", "--suggest", 3, "--suggestions", case / "scribbles.nii.gz")
+    assert code == 2 and "scribbles" in err and "[train]" not in err
+    assert not (tmp_path / "m2.nii.gz").exists()

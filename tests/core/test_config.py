@@ -91,7 +91,7 @@ def test_progress_printer_one_line_per_stage_when_not_a_terminal_and_silent_when
             show(Progress("train", i, 0, 0.5 * i, loss=1.0 / i, budget=60))
         show(Progress("predict", 1, 2, 2.0))
         show(Progress("predict", 2, 2, 2.5))
-    assert out.getvalue().splitlines() == ["[train] 3 steps, 1.5 s, loss 0.3333", "[predict] 2 slabs, 2.5 s"]
+    assert out.getvalue().splitlines() == ["[train] 3 steps, 1.5 s, loss 0.3333", "[predict] 2 rows, 2.5 s"]
     quiet = io.StringIO()
     with ProgressPrinter(quiet, quiet=True) as show:
         show(Progress("train", 1, 5, 0.1, loss=0.5))

@@ -343,3 +343,27 @@ def test_pretraining_starts_when_a_scan_is_picked_and_stops_when_switched_off(ma
     with qtbot.waitSignal(widget.pretrainer.finished, timeout=60_000):
         widget.settings.pretrain.setChecked(False)  # switched off: stops within a step
     _finish(widget, qtbot)
+
+
+def test_suggested_slices_after_a_round_move_the_viewer_there(loop, qtbot):
+    from qtpy.QtCore import Qt
+
+    viewer, widget = loop
+    result = _run(widget, qtbot)
+    items = widget.suggestions.list
+    assert result.suggestions and items.count() == len(result.suggestions)
+    unc_grid = result.prediction.uncertainty.astype(np.float32)
+    img, unc = viewer.layers["image"], viewer.layers["uncertainty"]
+    for row in range(min(3, items.count())):
+        item = items.item(row)
+        s = item.data(Qt.ItemDataRole.UserRole)
+        plane, position = widget.binding.describe_slice(s.axis, s.index)
+        assert item.text().startswith(f"{plane} slice {position}:")
+        rect = items.visualItemRect(item)
+        qtbot.mouseClick(items.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+        d = viewer.dims.order[0]  # the axis slices are taken across, in display order
+        assert viewer.dims.ndisplay == 2 and viewer.dims.current_step[d] == position
+        # The slice shown is the suggested one: same uncertainty as the grid slice the core ranked.
+        shown = np.take(np.asarray(unc.data), position, axis=d)
+        assert np.isclose(shown.sum(), np.take(unc_grid, s.index, axis=s.axis).sum(), rtol=1e-3)
+        assert img.data.shape[d] == unc_grid.shape[s.axis]
