@@ -98,6 +98,8 @@ def _inputs(args) -> dict:
         "image": getattr(args, "image", None),
         "scribbles": getattr(args, "scribbles", None),
         "corrections": getattr(args, "corrections", None),
+        "--boxes file": getattr(args, "boxes", None),
+        "--clicks file": getattr(args, "clicks", None),
         "--init-model folder": getattr(args, "init_model", None),
         "--model folder": getattr(args, "model", None),
     }
@@ -188,9 +190,11 @@ def cmd_segment(args) -> int:
     check_format_limits(outputs, image.shape)
     init = load_model(args.init_model) if args.init_model else None
     names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
+    hints = _read_hints(args, image, geom, names or (init.class_names if init else None))
     try:
         # Checks the strokes before any pretraining is paid for; the pretrained state is given later.
-        trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=init, spacing=geom.spacing, class_names=names)
+        trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=init, spacing=geom.spacing, class_names=names,
+                          hints=hints)
     except ScribbleError as exc:  # name the file the user gave
         exc.path = exc.path or str(args.scribbles)
         raise
@@ -217,6 +221,26 @@ def cmd_segment(args) -> int:
     if args.suggest:
         _write_suggestions(args, geom, pred, trainer.y)
     return EXIT_OK
+
+
+def _read_hints(args, image, geom, class_names):
+    """``--boxes``/``--clicks`` (world mm) as pseudo-labels on the scan's grid, or ``None``."""
+    if not (args.boxes or args.clicks):
+        return None
+    from napari_sparseseg.core.errors import InputError
+    from napari_sparseseg.core.hints import hint_labels
+    from napari_sparseseg.io.hints import read_boxes, read_clicks
+
+    boxes = read_boxes(args.boxes, geom, class_names) if args.boxes else []
+    clicks = read_clicks(args.clicks, geom, class_names) if args.clicks else []
+    try:
+        hints = hint_labels(image, boxes, clicks, geom.spacing)
+    except InputError as exc:  # name the file the hint came from
+        exc.path = exc.path or str(args.boxes if "box" in exc.message else args.clicks)
+        raise
+    _say(args, f"{len(boxes)} boxes and {len(clicks)} clicks: {int((hints > 0).sum())} voxels of pseudo-labels "
+               "(weighted below strokes)")
+    return hints
 
 
 def _write_suggestions(args, geom, pred, strokes) -> None:
@@ -412,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("scribbles", help="0 = unlabelled, 1 = background, c+1 = class c; on the image's grid")
     seg.add_argument("-o", "--output", required=True, metavar="MASK", help="dense mask to write (0 = background)")
     seg.add_argument("--corrections", metavar="CORR", help="correction strokes (same convention, weighted higher)")
+    seg.add_argument("--boxes", metavar="JSON", help="boxes around structures, corners in world mm (RAS): "
+                     "[{\"class\": 1, \"corners_mm\": [[x, y, z], [x, y, z]]}]; low-weight pseudo-labels")
+    seg.add_argument("--clicks", metavar="JSON", help="clicks inside (class >= 1) or outside (class 0) structures, "
+                     "world mm: [{\"class\": 1, \"point_mm\": [x, y, z]}]; low-weight pseudo-labels")
     seg.add_argument("--init-model", metavar="DIR", help="warm start from a saved model")
     seg.add_argument("--model-out", metavar="DIR", help="save the trained model here (a new or empty folder, or a model)")
     for name in ("time_budget", "max_steps", "device", "seed", "model_size", "modality"):

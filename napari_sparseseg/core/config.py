@@ -28,6 +28,7 @@ __all__ = [
     "ConfigError",
     "DemoConfig",
     "Device",
+    "HintConfig",
     "Inferer",
     "Modality",
     "ModelSize",
@@ -244,6 +245,8 @@ class WeightConfig:
 
     w_scribble: float = setting(1.0, "weight of a voxel labelled by a scribble", gt=0)
     w_correction: float = setting(3.0, "weight of a voxel labelled by a correction (overrides the scribble)", gt=0)
+    w_hint: float = setting(0.3, "weight of a pseudo-label from a box or a click (strokes and corrections override "
+                            "it)", gt=0)
     class_balance: bool = setting(True, "multiply by per-class factors so thin strokes of small structures count")
     max_balance: float = setting(50.0, "cap on a class factor, so one stray voxel of a class cannot dominate", ge=1)
     balance_power: float = setting(
@@ -454,6 +457,28 @@ class DemoConfig:
     device: str = setting(TrainConfig.device, "compute device", choices=Device, flag="--device")
     seed: int = setting(TrainConfig.seed, "seed of the simulated annotator and the training", ge=0, flag="--seed",
                         metavar="N")
+
+    def __post_init__(self):
+        _validate(self)
+
+
+@dataclass
+class HintConfig:
+    """How boxes and clicks become pseudo-labels (:mod:`~napari_sparseseg.core.hints`).
+
+    A box of class c: an ellipsoid inscribed in it, scaled by ``box_core``, is likely c; the
+    rest of the box is left unlabelled (uncertain); a band of ``box_band_mm`` just outside the
+    box, where no other box lies, is background. A click: the voxels within ``click_radius_mm``
+    connected to it through similar intensity (within ``click_tolerance`` local standard
+    deviations, at least 2 % of the scan's range) get its class (0 = background, an "outside"
+    click). Pseudo-labels weigh ``WeightConfig.w_hint``.
+    """
+
+    box_core: float = setting(0.6, "share of a box's half-sides the likely core (an inscribed ellipsoid) spans", gt=0,
+                              le=1)
+    box_band_mm: float = setting(5.0, "band just outside a box labelled background (where no other box lies)", ge=0)
+    click_radius_mm: float = setting(6.0, "reach of a click's blob", gt=0)
+    click_tolerance: float = setting(3.0, "intensity tolerance of a click's blob, in local standard deviations", gt=0)
 
     def __post_init__(self):
         _validate(self)

@@ -31,7 +31,7 @@ UNLABELLED = 0
 MAX_CLASSES = 64
 LABEL_MAX = 65535  # the largest value of a label volume of any kind (uint16)
 SCRIBBLE_KINDS = ("scribbles", "corrections")
-SOURCE_NONE, SOURCE_SCRIBBLE, SOURCE_CORRECTION = 0, 1, 2
+SOURCE_NONE, SOURCE_SCRIBBLE, SOURCE_CORRECTION, SOURCE_HINT = 0, 1, 2, 3
 DEFAULT_WEIGHTS = WeightConfig()
 
 
@@ -156,24 +156,30 @@ def class_to_scribble(classes: np.ndarray) -> np.ndarray:
     return (classes.astype(np.int32) + 1).astype(label_dtype(int(classes.max(initial=0)) + 1))
 
 
-def merge_annotations(scribbles: np.ndarray, corrections: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Combine scribbles and corrections into the target ``y`` and its source map.
+def merge_annotations(scribbles: np.ndarray, corrections: np.ndarray | None = None,
+                      hints: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Combine scribbles, corrections and pseudo-labels into the target ``y`` and its source map.
 
     Returns:
         ``(y, source)``: ``y`` in scribble convention (0 = unlabelled, c + 1 = class c) where a
-        correction overrides a scribble; ``source`` is 0 (unlabelled), 1 (scribble) or
-        2 (correction) per voxel, uint8.
+        correction overrides a scribble and both override a hint (a pseudo-label from a box or a
+        click, :mod:`~napari_sparseseg.core.hints`); ``source`` is 0 (unlabelled), 1 (scribble),
+        2 (correction) or 3 (hint) per voxel, uint8.
     """
     scribbles = np.asarray(scribbles)
     source = (scribbles > 0).astype(np.uint8)
-    if corrections is None:
-        return scribbles, source
-    corrections = np.asarray(corrections)
-    if corrections.shape != scribbles.shape:
-        raise ScribbleError(f"corrections shape {corrections.shape} differs from scribbles {scribbles.shape}.")
-    corrected = corrections > 0
-    y = np.where(corrected, corrections, scribbles).astype(scribbles.dtype if scribbles.dtype.itemsize >= corrections.dtype.itemsize else corrections.dtype)
-    source[corrected] = SOURCE_CORRECTION
+    y = scribbles
+    for extra, code, wins in ((corrections, SOURCE_CORRECTION, True), (hints, SOURCE_HINT, False)):
+        if extra is None:
+            continue
+        extra = np.asarray(extra)
+        if extra.shape != scribbles.shape:
+            name = "corrections" if code == SOURCE_CORRECTION else "hints"
+            raise ScribbleError(f"{name} shape {extra.shape} differs from scribbles {scribbles.shape}.")
+        take = extra > 0 if wins else (extra > 0) & (source == SOURCE_NONE)
+        dtype = y.dtype if y.dtype.itemsize >= extra.dtype.itemsize else extra.dtype
+        y = np.where(take, extra, y).astype(dtype)
+        source[take] = code
     return y, source
 
 
@@ -202,9 +208,10 @@ def balance_factors(counts: np.ndarray, cfg: WeightConfig = DEFAULT_WEIGHTS) -> 
 def weight_lookup(factors: np.ndarray, cfg: WeightConfig = DEFAULT_WEIGHTS) -> np.ndarray:
     """Table ``w[source, y]`` giving the loss weight of a voxel from its source and label."""
     k = len(factors)
-    table = np.zeros((3, k + 1), dtype=np.float32)
+    table = np.zeros((4, k + 1), dtype=np.float32)
     table[SOURCE_SCRIBBLE, 1:] = cfg.w_scribble * factors
     table[SOURCE_CORRECTION, 1:] = cfg.w_correction * factors
+    table[SOURCE_HINT, 1:] = cfg.w_hint * factors
     return table
 
 

@@ -108,26 +108,42 @@ def simulate_corrections(pred: np.ndarray, ref: np.ndarray, k: int, seed: int = 
     In each chosen slice the ``max_regions`` largest wrong regions get a stroke with the true
     class. Returns corrections in scribble convention (0 = none, c + 1 = class c).
     """
-    rng = np.random.default_rng(seed)
     pred, ref = np.asarray(pred), np.asarray(ref)
     wrong = pred != ref
-    out = np.zeros(ref.shape, dtype=label_dtype(int(ref.max(initial=0)) + 1))
+    slices = []
     for axis in axes:
         per_slice = wrong.sum(axis=tuple(a for a in range(3) if a != axis))
-        for pos in np.argsort(per_slice)[::-1][:k]:
-            if per_slice[pos] < min_area:
-                continue
-            sl = [slice(None)] * 3
-            sl[axis] = int(pos)
-            sl = tuple(sl)
-            ref2d, wrong2d, out2d = ref[sl], wrong[sl], out[sl]
-            regions = []
-            for c in np.unique(ref2d[wrong2d]):
-                lab, n = ndi.label(wrong2d & (ref2d == c))
-                sizes = np.bincount(lab.ravel())[1:]
-                regions += [(int(s), int(c), lab == i + 1) for i, s in enumerate(sizes) if s >= min_area]
-            regions.sort(key=lambda r: -r[0])
-            for area, c, region in regions[:max_regions]:
-                out2d[stroke_2d(region, rng, _stroke_length(area), radius)] = c + 1
-            out[sl] = out2d
-    return out
+        slices += [(axis, int(pos)) for pos in np.argsort(per_slice)[::-1][:k] if per_slice[pos] >= min_area]
+    return correct_slices(pred, ref, slices, seed, radius, max_regions, min_area)[0]
+
+
+def correct_slices(pred: np.ndarray, ref: np.ndarray, slices, seed: int = 0, radius: int = 1, max_regions: int = 3,
+                   min_area: int = 6) -> tuple[np.ndarray, int]:
+    """Correction strokes on the given slices ``[(axis, index), ...]``.
+
+    The ``max_regions`` largest regions where ``pred`` is wrong on each slice get a stroke with
+    the true class.
+
+    Returns ``(corrections, strokes)``: scribble convention (0 = none, c + 1 = class c) and the
+    number of strokes drawn (a slice with nothing wrong gets none).
+    """
+    rng = np.random.default_rng(seed)
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    out = np.zeros(ref.shape, dtype=label_dtype(int(ref.max(initial=0)) + 1))
+    strokes = 0
+    for axis, pos in slices:
+        sl = [slice(None)] * 3
+        sl[axis] = int(pos)
+        sl = tuple(sl)
+        ref2d, wrong2d, out2d = ref[sl], pred[sl] != ref[sl], out[sl]
+        regions = []
+        for c in np.unique(ref2d[wrong2d]):
+            lab, n = ndi.label(wrong2d & (ref2d == c))
+            sizes = np.bincount(lab.ravel())[1:]
+            regions += [(int(s), int(c), lab == i + 1) for i, s in enumerate(sizes) if s >= min_area]
+        regions.sort(key=lambda r: -r[0])
+        for area, c, region in regions[:max_regions]:
+            out2d[stroke_2d(region, rng, _stroke_length(area), radius)] = c + 1
+            strokes += 1
+        out[sl] = out2d
+    return out, strokes

@@ -156,6 +156,9 @@ class Trainer:
         scribbles: 0 = unlabelled, c + 1 = class c; same shape.
         cfg: the round's settings.
         corrections: optional, same convention; overrides scribbles with ``w_correction``.
+        hints: optional pseudo-labels from boxes and clicks (same convention,
+            :func:`~napari_sparseseg.core.hints.hint_labels`); weigh ``w_hint`` where no stroke
+            or correction lies.
         init: warm start from this model (its classes, normalisation and patch size are kept).
         spacing: voxel size in mm, array order (drives the patch shape and augmentation).
         class_names: names with background first; defaults to "structure i".
@@ -186,7 +189,7 @@ class Trainer:
     """
 
     def __init__(self, image, scribbles, cfg: TrainConfig | None = None, *, corrections=None, init: SegModel | None = None, spacing=(1.0, 1.0, 1.0), class_names=None,
-                 pretrained=None, preview: bool = False, more_scans=()):
+                 pretrained=None, preview: bool = False, more_scans=(), hints=None):
         if cfg is not None and not isinstance(cfg, TrainConfig):
             raise ConfigError(f"cfg must be a TrainConfig, got {type(cfg).__name__}.")
         if init is not None and not isinstance(init, SegModel):
@@ -196,10 +199,12 @@ class Trainer:
         scribbles = validate_labels(scribbles, "scribbles", shape=image.shape)
         if corrections is not None:
             corrections = validate_labels(corrections, "corrections", shape=image.shape)
+        if hints is not None:
+            hints = validate_labels(hints, "hints", shape=image.shape)
         spacing = validate_spacing(spacing)
         if class_names is not None:
             class_names = validate_class_names(class_names)
-        self.y, self.source = merge_annotations(scribbles, corrections)
+        self.y, self.source = merge_annotations(scribbles, corrections, hints)
         self.more = [self._check_scan(m) for m in more_scans]
         if self.more:  # the classes are those of all scans together; each scan holds some of them
             values = sorted(set(np.unique(self.y).tolist()).union(*(np.unique(m.y).tolist() for m in self.more)))

@@ -220,3 +220,43 @@ def test_segment_suggest_writes_the_slices_to_paint_next(case, tmp_path, capsys)
                      "--max-steps", 20, "--device", "cpu", "--suggest", 3, "--suggestions", case / "scribbles.nii.gz")
     assert code == 2 and "scribbles" in err and "[train]" not in err
     assert not (tmp_path / "m2.nii.gz").exists()
+
+
+def test_segment_from_boxes_and_clicks_in_world_mm(case, tmp_path, capsys):
+    from scipy import ndimage as ndi
+
+    from napari_sparseseg.io.hints import read_boxes, world_to_index
+
+    img, g = read_image(case / "image.nii.gz")
+    ref, _ = read_labels(case / "reference.nii.gz", like=g)
+    boxes = []
+    for c in range(1, int(ref.max()) + 1):
+        (sl,) = ndi.find_objects((ref == c).astype(np.uint8))
+        corners = [g.index_to_world([s.start for s in sl]).tolist(), g.index_to_world([s.stop - 1 for s in sl]).tolist()]
+        boxes.append({"class": c, "corners_mm": corners})
+    boxes[0]["class"] = "liver"  # names work where the classes are named
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    centre = g.index_to_world([2, 2, 2]).tolist()
+    (tmp_path / "clicks.json").write_text(json.dumps({"clicks": [{"class": 0, "point_mm": centre}]}))
+    names = "background,liver,spleen,kidney_right,kidney_left"
+    # World millimetres land back on the voxels they came from.
+    back = read_boxes(tmp_path / "boxes.json", g, names.split(","))
+    assert np.allclose(back[1].corner_a, [s.start for s in ndi.find_objects((ref == 2).astype(np.uint8))[0]])
+    assert np.allclose(world_to_index(g, centre), [2, 2, 2])
+    empty = tmp_path / "none.nii.gz"
+    write_labels(empty, np.zeros(img.shape, np.uint8), g)
+    mask = tmp_path / "mask.nii.gz"
+    code, err = _run(capsys, "segment", case / "image.nii.gz", empty, "-o", mask, "--boxes", tmp_path / "boxes.json",
+                     "--clicks", tmp_path / "clicks.json", "--class-names", names, "--max-steps", 5, "--device", "cpu",
+                     "--no-refine")
+    assert code == 0, err
+    assert "4 boxes and 1 clicks" in err and set(np.unique(read_labels(mask)[0])) <= set(range(5))
+    # A box outside the scan, or an unknown class name, is named with its file before any training.
+    bad = [{"class": 1, "corners_mm": [centre, (np.asarray(centre) + 5000).tolist()]}]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    code, err = _run(capsys, "segment", case / "image.nii.gz", empty, "-o", tmp_path / "m2.nii.gz", "--boxes",
+                     tmp_path / "bad.json", "--max-steps", 5, "--device", "cpu")
+    assert code == 2 and "bad.json" in err and "outside the scan" in err and "[train]" not in err
+    code, err = _run(capsys, "segment", case / "image.nii.gz", empty, "-o", tmp_path / "m3.nii.gz", "--boxes",
+                     tmp_path / "boxes.json", "--max-steps", 5, "--device", "cpu")
+    assert code == 2 and "unknown class name 'liver'" in err

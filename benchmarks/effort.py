@@ -1,0 +1,146 @@
+"""Annotation effort: painting on the suggested slices against evenly spaced ones.
+
+A simulated annotator starts from strokes on 1 slice per axis (``simulate_scribbles``), then
+each round corrects ``--per-round`` slices: the largest wrong regions on each (at most 3, one
+stroke each, the stroke length set by the region's size, as in ``correct_slices``). The two
+annotators differ only in which slices they pick:
+
+* ``suggested``: the top slices of :func:`napari_sparseseg.core.guide.suggest_slices` on the
+  last prediction (uncertainty, strokes so far), as the widget lists them;
+* ``even``: evenly spaced slices, cycling through the three orientations, spreading over the
+  structures' extent round after round (a van der Corput sequence), never the same twice.
+
+Both train the same network warm-started round to round, bounded by ``--steps`` steps (not by
+time, so the result does not depend on the machine's load), predict with the defaults
+(forest, CRF, stroke-region filter) and count the strokes drawn. Reports mean Dice after each
+round and the strokes needed to first reach ``--target`` mean Dice, per case and seed.
+
+    python benchmarks/effort.py --seeds 0 1 2 --rounds 5 --out benchmarks/results/effort.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.cases import CASES, load_case  # noqa: E402
+from napari_sparseseg.core.config import PredictConfig, SuggestConfig, TrainConfig  # noqa: E402
+from napari_sparseseg.core.guide import suggest_slices  # noqa: E402
+from napari_sparseseg.core.labels import merge_annotations  # noqa: E402
+from napari_sparseseg.core.metrics import dice_per_class  # noqa: E402
+from napari_sparseseg.core.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.progress import run_to_end  # noqa: E402
+from napari_sparseseg.core.simulated_annotator import correct_slices, simulate_scribbles  # noqa: E402
+from napari_sparseseg.core.train import Trainer  # noqa: E402
+
+
+def _van_der_corput(n: int) -> float:
+    x, base = 0.0, 0.5
+    while n:
+        x += base * (n & 1)
+        n >>= 1
+        base /= 2
+    return x
+
+
+def even_slices(ref: np.ndarray, start: int, count: int) -> list[tuple[int, int]]:
+    """``count`` slices from position ``start`` of the even sequence: axes in turn, spread over the structures."""
+    out = []
+    for n in range(start, start + count):
+        axis, j = n % 3, n // 3 + 1
+        fg = np.flatnonzero(np.any(ref > 0, axis=tuple(a for a in range(3) if a != axis)))
+        lo, hi = (fg[0], fg[-1]) if fg.size else (0, ref.shape[axis] - 1)
+        out.append((axis, int(round(lo + (hi - lo) * _van_der_corput(j)))))
+    return out
+
+
+def run(case: str, seed: int, strategy: str, rounds: int, per_round: int, steps: int, log) -> dict:
+    image, geom, ref, names = load_case(case)
+    classes = list(range(1, len(names)))
+    scribbles = simulate_scribbles(ref, 1, seed=seed)
+    strokes = int(sum(1 for _ in _components(scribbles)))
+    corrections, model, rows, used = None, None, [], 0
+    for r in range(rounds + 1):
+        cfg = TrainConfig(max_steps=steps, time_budget=None, seed=seed + r, device="cpu")
+        model = run_to_end(Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing,
+                                   class_names=names).run()).model
+        y, _ = merge_annotations(scribbles, corrections)
+        pred = predict_volume(model, image, PredictConfig(device="cpu"), y, geom.spacing)
+        dice = float(np.mean(list(dice_per_class(pred.labels, ref, classes).values())))
+        rows.append({"round": r, "strokes": strokes, "mean_dice": dice})
+        log(f"{case} seed {seed} {strategy} round {r}: Dice {dice:.3f} after {strokes} strokes")
+        if r == rounds:
+            break
+        if strategy == "suggested":
+            picks = suggest_slices(pred.labels, pred.uncertainty, y, geom.spacing, SuggestConfig(count=per_round))
+            slices = [(s.axis, s.index) for s in picks]
+        else:
+            slices = even_slices(ref, used, per_round)
+            used += per_round
+        new, n = correct_slices(pred.labels, ref, slices, seed=seed + 17 * (r + 1))
+        strokes += n
+        corrections = new if corrections is None else merge_annotations(corrections, new)[0]
+    return {"case": case, "seed": seed, "strategy": strategy, "rounds": rows}
+
+
+def _components(scribbles: np.ndarray):
+    """The strokes of a simulated scribble volume: its connected pieces per class value."""
+    from scipy import ndimage as ndi
+
+    for v in np.unique(scribbles[scribbles > 0]):
+        lab, n = ndi.label(scribbles == v)
+        yield from range(n)
+
+
+def strokes_to_reach(rows: list[dict], target: float) -> int | None:
+    """Strokes drawn when mean Dice first reaches ``target`` (``None`` if never)."""
+    return next((r["strokes"] for r in rows if r["mean_dice"] >= target), None)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="+", default=list(CASES))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--per-round", type=int, default=3, help="slices corrected per round")
+    ap.add_argument("--steps", type=int, default=150, help="training steps per round")
+    ap.add_argument("--target", type=float, default=0.85)
+    ap.add_argument("--strategies", nargs="+", default=["suggested", "even"])
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "effort.json"))
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+
+    def log(msg):
+        print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for case in args.cases:
+        for seed in args.seeds:
+            for strategy in args.strategies:
+                runs.append(run(case, seed, strategy, args.rounds, args.per_round, args.steps, log))
+                out.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
+    summary = {}
+    for strategy in args.strategies:
+        mine = [r for r in runs if r["strategy"] == strategy]
+        curve = np.mean([[row["mean_dice"] for row in r["rounds"]] for r in mine], axis=0)
+        strokes = np.mean([[row["strokes"] for row in r["rounds"]] for r in mine], axis=0)
+        reach = [strokes_to_reach(r["rounds"], args.target) for r in mine]
+        summary[strategy] = {"mean_dice_per_round": curve.tolist(), "mean_strokes_per_round": strokes.tolist(),
+                             "strokes_to_target": reach}
+        log(f"{strategy}: Dice per round " + " ".join(f"{v:.3f}" for v in curve) + "; strokes "
+            + " ".join(f"{v:.0f}" for v in strokes) + f"; strokes to {args.target}: {reach}")
+    out.write_text(json.dumps({"args": vars(args), "runs": runs, "summary": summary}, indent=1))
+    log(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

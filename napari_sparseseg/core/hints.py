@@ -1,0 +1,144 @@
+"""Weak hints, from boxes and clicks to pixels: low-weight pseudo-labels for training.
+
+A box says where a structure is without drawing it: outside the box it is not (a band just
+outside, where no other box lies, becomes background), a thin shell inside is uncertain (left
+unlabelled), and the core is likely the structure (an ellipsoid inscribed in the box, shrunk by
+``HintConfig.box_core``). A rectangle drawn on one slice is a box one slice thick. A click is a
+small blob grown from the clicked voxel through similar intensity, with the click's class
+(background for an "outside" click). The result is a label volume in the scribble convention;
+:class:`~napari_sparseseg.core.train.Trainer` weighs it ``WeightConfig.w_hint`` (well below a
+stroke's) wherever no stroke or correction lies, so strokes always win.
+
+Coordinates here are voxel indices in array order; :mod:`napari_sparseseg.io.hints` reads boxes
+and clicks given in world millimetres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_sparseseg.core.config import HintConfig
+from napari_sparseseg.core.errors import ConfigError, InputError
+from napari_sparseseg.core.grid import validate_spacing
+from napari_sparseseg.core.labels import MAX_CLASSES, label_dtype
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box of class ``label`` (1..K; mask convention) between two opposite corners.
+
+    The corners are voxel indices in array order, both inside the box; equal along an axis for
+    a rectangle on one slice.
+    """
+
+    label: int
+    corner_a: tuple
+    corner_b: tuple
+
+
+@dataclass(frozen=True)
+class Click:
+    """A click of class ``label`` (0 = background, "outside"; 1..K a structure) at voxel ``point``."""
+
+    label: int
+    point: tuple
+
+
+def _check_label(label, what: str, allow_background: bool) -> int:
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+        raise InputError(f"the class of a {what} must be a whole number, got {label!r}.")
+    lo = 0 if allow_background else 1
+    if not lo <= int(label) <= MAX_CLASSES - 1:
+        raise InputError(f"the class of a {what} must be {lo}..{MAX_CLASSES - 1} "
+                         f"({'0 = background, ' if allow_background else ''}1 = the first structure), got {label}.")
+    return int(label)
+
+
+def _inside(index, shape, what: str) -> np.ndarray:
+    p = np.asarray(index, dtype=float)
+    if p.shape != (3,) or not np.all(np.isfinite(p)):
+        raise InputError(f"a {what} needs three finite coordinates, got {index!r}.")
+    r = np.round(p).astype(int)
+    if np.any(r < 0) or np.any(r >= np.asarray(shape)):
+        raise InputError(f"a {what} at voxel {tuple(int(v) for v in r)} lies outside the scan (shape {tuple(shape)}).")
+    return r
+
+
+def hint_labels(image: np.ndarray, boxes=(), clicks=(), spacing=(1.0, 1.0, 1.0),
+                cfg: HintConfig | None = None) -> np.ndarray:
+    """Pseudo-labels (scribble convention: 0 = none, 1 = background, c + 1 = class c) from hints.
+
+    Where hints overlap, a box's core and a click's blob win over the background bands, and a
+    later hint over an earlier one of the same kind.
+
+    Raises:
+        InputError: a corner or click outside the scan, a class out of range.
+        ConfigError: ``cfg`` is not a HintConfig.
+    """
+    if cfg is not None and not isinstance(cfg, HintConfig):
+        raise ConfigError(f"cfg must be a HintConfig, got {type(cfg).__name__}.")
+    cfg = cfg or HintConfig()
+    image = np.asarray(image)
+    shape = image.shape
+    spacing = np.asarray(validate_spacing(spacing), dtype=float)
+    boxes, clicks = list(boxes), list(clicks)
+    top = max([_check_label(b.label, "box", False) for b in boxes] + [_check_label(c.label, "click", True) for c in clicks]
+              + [0])
+    out = np.zeros(shape, dtype=label_dtype(top + 1))
+    if not boxes and not clicks:
+        return out
+    inside_any = np.zeros(shape, dtype=bool)
+    cores = []
+    for b in boxes:
+        a, c = _inside(b.corner_a, shape, "box corner"), _inside(b.corner_b, shape, "box corner")
+        lo, hi = np.minimum(a, c), np.maximum(a, c) + 1
+        box = tuple(slice(int(x), int(y)) for x, y in zip(lo, hi, strict=True))
+        inside_any[box] = True
+        cores.append((b.label, box, lo, hi))
+    if cfg.box_band_mm > 0 and boxes:  # just outside the boxes, where no other box lies: background
+        from scipy import ndimage as ndi
+
+        reach = np.ceil(cfg.box_band_mm / spacing).astype(int)
+        for _, _, lo, hi in cores:
+            outer = tuple(slice(int(max(0, x - r)), int(min(n, y + r))) for x, y, r, n in zip(lo, hi, reach, shape, strict=True))
+            region = out[outer]
+            band = ~inside_any[outer]
+            if band.any():
+                near = ndi.distance_transform_edt(band, sampling=spacing) <= cfg.box_band_mm
+                region[band & near] = 1
+    for label, box, lo, hi in cores:  # the likely core: an inscribed ellipsoid, shrunk
+        size = hi - lo
+        grids = np.ogrid[tuple(slice(0, int(n)) for n in size)]
+        r2 = np.zeros(tuple(int(n) for n in size), dtype=float)
+        for g, n in zip(grids, size, strict=True):
+            if n > 1:  # a one-slice rectangle is not shrunk across its thickness
+                half = n / 2.0
+                r2 = r2 + ((g + 0.5 - half) / (half * cfg.box_core)) ** 2
+        out[box][r2 <= 1.0] = label + 1
+    for c in clicks:
+        p = _inside(c.point, shape, "click")
+        blob = _blob(image, p, spacing, cfg)
+        out[blob[0]][blob[1]] = c.label + 1
+    return out
+
+
+def _blob(image: np.ndarray, p: np.ndarray, spacing: np.ndarray, cfg: HintConfig):
+    """``(window, mask)``: voxels within the click's reach, connected to it through similar intensity."""
+    from scipy import ndimage as ndi
+
+    reach = np.ceil(cfg.click_radius_mm / spacing).astype(int)
+    window = tuple(slice(int(max(0, x - r)), int(min(n, x + r + 1))) for x, r, n in zip(p, reach, image.shape, strict=True))
+    local = image[window].astype(np.float32)
+    centre = tuple(int(x - w.start) for x, w in zip(p, window, strict=True))
+    near = tuple(slice(max(0, c - 1), c + 2) for c in centre)
+    ref = float(np.median(local[near]))
+    spread = float(image.max()) - float(image.min())
+    tol = max(cfg.click_tolerance * float(np.std(local[near])), 0.02 * spread, 1e-6)
+    grids = np.ogrid[tuple(slice(0, s) for s in local.shape)]
+    dist2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing, strict=True))
+    mask = (np.abs(local - ref) <= tol) & (dist2 <= cfg.click_radius_mm**2)
+    mask[centre] = True
+    lab, _ = ndi.label(mask)
+    return window, lab == lab[centre]
