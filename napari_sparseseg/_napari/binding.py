@@ -42,6 +42,7 @@ from napari_sparseseg.io import Geometry
 __all__ = ["PREDICTION", "SCRIBBLES", "UNCERTAINTY", "SessionBinding", "grid_shape", "image_path", "layer_geometry"]
 
 SCRIBBLES, PREDICTION, UNCERTAINTY, PREVIEW = "scribbles", "prediction", "uncertainty", "preview (forest)"
+BOXES, CLICKS = "boxes", "clicks"
 BRUSH_SIZE = 3  # thin strokes: a few voxels wide, as scribbles should be
 _SHARED_META = (GEOMETRY_KEY, ORIENTATION_KEY, "orientation")
 
@@ -222,6 +223,7 @@ class SessionBinding:
             scr.data = self.to_display(s.scribbles)
         scr.refresh()
         s.class_names, s.colors, s.settings = list(class_names), list(colors), settings
+        s.hints = self.hint_labels(s.spacing)
         return s
 
     def accept(self, result: RoundResult, class_names: list[str], colors: list[str], settings: RoundSettings) -> None:
@@ -231,6 +233,66 @@ class SessionBinding:
         if result.prediction is not None:
             self.drop_preview()
             self.show_prediction(result.prediction.labels, result.prediction.uncertainty)
+
+    # ------------------------------------------------------------------ hints
+    def add_hint_layer(self, kind: str, label: int):
+        """A ``boxes`` (Shapes, rectangles) or ``clicks`` (Points) layer over the image, or the one there.
+
+        New shapes and points get class ``label`` (mask convention: 0 = background, clicks only).
+        """
+        name = BOXES if kind == "boxes" else CLICKS
+        layer = self.layer(name)
+        if layer is None:
+            kw = kwargs_like(self.image_layer, name)
+            if kind == "boxes":
+                layer = self.viewer.add_shapes(ndim=3, shape_type="rectangle", edge_width=1, face_color="transparent",
+                                               features={"class": np.zeros(0, int)}, **kw)
+                layer.mode = "add_rectangle"
+            else:
+                layer = self.viewer.add_points(ndim=3, size=4, features={"class": np.zeros(0, int)}, **kw)
+                layer.mode = "add"
+        self.set_hint_class(label)
+        self.viewer.layers.selection.active = layer
+        return layer
+
+    def set_hint_class(self, label: int) -> None:
+        """The class new boxes and clicks get (boxes need a structure: background is skipped for them)."""
+        for name in (BOXES, CLICKS):
+            layer = self.layer(name)
+            if layer is not None and (name == CLICKS or label >= 1):
+                layer.feature_defaults["class"] = int(label)
+
+    def _to_grid_index(self, points) -> np.ndarray:
+        """Display voxel indices ``(n, 3)`` of the image -> indices on the file's grid."""
+        o = orientation_from_metadata(self.image_layer.metadata)
+        shape = np.shape(self.image_layer.data)
+        p = np.asarray(points, dtype=float).reshape(-1, 3)
+        out = np.empty_like(p)
+        for d, g in enumerate(o.perm):
+            out[:, g] = (shape[d] - 1 - p[:, d]) if o.flip[d] else p[:, d]
+        return out
+
+    def hint_labels(self, spacing) -> np.ndarray | None:
+        """Pseudo-labels on the file's grid from the ``boxes`` and ``clicks`` layers (``None`` if neither has any).
+
+        A rectangle drawn on a slice is a one-slice box; corners and points are taken in the
+        image's display voxels (the hint layers are made over the image with its transform).
+        """
+        from napari_sparseseg.core.hints import Box, Click, hint_labels
+
+        boxes, clicks = [], []
+        layer = self.layer(BOXES)
+        if layer is not None:
+            for verts, label in zip(layer.data, layer.features["class"], strict=True):
+                g = self._to_grid_index(verts)
+                boxes.append(Box(int(label), tuple(g.min(0)), tuple(g.max(0))))
+        layer = self.layer(CLICKS)
+        if layer is not None and len(layer.data):
+            for point, label in zip(self._to_grid_index(layer.data), layer.features["class"], strict=True):
+                clicks.append(Click(int(label), tuple(point)))
+        if not boxes and not clicks:
+            return None
+        return hint_labels(self.session.image, boxes, clicks, spacing)
 
     def describe_slice(self, axis: int, index: int) -> tuple[str, int]:
         """The anatomical plane of grid ``axis`` and the slider position of its slice ``index``."""

@@ -18,6 +18,7 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxL
 from napari_sparseseg._napari.binding import PREDICTION, SessionBinding
 from napari_sparseseg._qt.autosave import Autosaver
 from napari_sparseseg._qt.class_table import ClassTable
+from napari_sparseseg._qt.hints_panel import HintsPanel
 from napari_sparseseg._qt.layer_panel import LayerPanel
 from napari_sparseseg._qt.pretrain_runner import PretrainRunner
 from napari_sparseseg._qt.resume_box import ResumeBox
@@ -66,6 +67,7 @@ class SparseSegWidget(QWidget):
         self.settings = SettingsPanel()
         self.rounds = RoundPanel()
         self.suggestions = SuggestionList()
+        self.hints = HintsPanel()
         self.status = QLabel("Pick the image, then paint background (class 1) and structures in the scribbles layer.")
         self.status.setWordWrap(True)
         self.pretrain_status = QLabel("")
@@ -76,8 +78,8 @@ class SparseSegWidget(QWidget):
         for w in (self.export_button, self.save_button, self.load_button):
             files.addWidget(w)
         root = QVBoxLayout(self)
-        for w in (self.layer_panel, self.resume_box, self.classes, self.settings, self.pretrain_status, self.rounds,
-                  self.suggestions, self.status):
+        for w in (self.layer_panel, self.resume_box, self.classes, self.hints, self.settings, self.pretrain_status,
+                  self.rounds, self.suggestions, self.status):
             root.addWidget(w)
         root.addLayout(files)
         root.addStretch(1)
@@ -88,6 +90,8 @@ class SparseSegWidget(QWidget):
         self.resume_box.resume_requested.connect(lambda folder: self.load_session(str(folder)))
         self.classes.classes_changed.connect(lambda names, colors: self.binding.set_classes(self.scribbles_layer, names, colors))
         self.classes.class_selected.connect(self._paint_class)
+        self.classes.class_selected.connect(lambda value: self.binding.set_hint_class(value - 1))
+        self.hints.requested.connect(self.add_hint_layer)
         self.classes.class_removed.connect(lambda value: self.binding.shift_down(self.scribbles_layer, value))
         r = self.rounds
         for button, slot in ((r.train_button, self.train), (r.stop_button, self.stop), (r.predict_button, self.predict),
@@ -207,6 +211,16 @@ class SparseSegWidget(QWidget):
         while len(self.classes.names) < top:  # every painted value gets a row
             self.classes.add_class()
         self.binding.style_scribbles(lay, self.classes.colors)
+
+    def add_hint_layer(self, kind: str):
+        """Add (or pick) the ``boxes`` or ``clicks`` layer over the image, in the class being painted."""
+        try:
+            self.binding.bind(self.image_layer, self.scribbles_layer, self.classes.names, self.classes.colors)
+        except (ValueError, SparseSegError) as exc:
+            return self._fail(exc)
+        value = int(self.scribbles_layer.selected_label)
+        label = value - 1 if kind == "clicks" else max(1, value - 1)
+        return self.binding.add_hint_layer(kind, label)
 
     def _paint_class(self, value: int):
         lay = self.scribbles_layer

@@ -57,6 +57,7 @@ from napari_sparseseg.core.labels import (
     MAX_CLASSES,
     corrections_from_edit,
     label_dtype,
+    merge_annotations,
     validate_class_names,
     validate_labels,
 )
@@ -109,6 +110,10 @@ class Session:
         prediction: the last prediction as shown (class indices), for detecting edits.
         history: one dict per finished round.
         settings: the round settings (device, model size, time budget...), restored on load.
+        hints: pseudo-labels from boxes and clicks (scribble convention,
+            :func:`~napari_sparseseg.core.hints.hint_labels`), or ``None``; rounds train on them
+            at low weight under the strokes. Not stored in the session folder (the boxes and
+            clicks are the viewer's layers).
     """
 
     image: np.ndarray | None
@@ -123,6 +128,7 @@ class Session:
     prediction: np.ndarray | None = None
     history: list = field(default_factory=list)
     settings: RoundSettings = field(default_factory=RoundSettings)
+    hints: np.ndarray | None = None
 
     def __post_init__(self):
         # Every field is checked here, so a session built by the widget, the API or load()
@@ -148,6 +154,8 @@ class Session:
             raise CheckpointError(f"model must be a model (load_model or a training result), got {type(self.model).__name__}.")
         if not isinstance(self.settings, RoundSettings):
             self.settings = RoundSettings.from_dict(self.settings)
+        if self.hints is not None:
+            self.hints = validate_labels(self.hints, "hints", shape=shape)
         if self.corrected is None:
             self.corrected = np.zeros(shape, dtype=bool)
         else:
@@ -247,7 +255,8 @@ class Session:
                 raise ScribbleError(f"the scribbles use value {top} (class {top - 1}) but the class table has only {len(names)} classes; add the class or erase those strokes.")
             corrections = self.corrections if self.corrected.any() else None
             trainer = Trainer(self.image, scribbles, train_cfg, corrections=corrections, init=self._init_model(),
-                              spacing=self.spacing, class_names=names, pretrained=pretrained, preview=preview)
+                              spacing=self.spacing, class_names=names, pretrained=pretrained, preview=preview,
+                              hints=self.hints)
             try:
                 result, halted = yield from until_stopped(trainer.run(), stop)  # Stop keeps the averaged weights
             except Exception as exc:
@@ -263,8 +272,12 @@ class Session:
             if self.model is None:
                 raise SparseSegError("there is no model yet; train one first (or load a model).")
             model = self.model
+        annotations = scribbles
+        if self.hints is not None:  # a box's core anchors its regions and the CRF like a stroke
+            annotations = merge_annotations(scribbles, None, self.hints)[0]
         try:
-            prediction, halted = yield from until_stopped(predict(model, self.image, predict_cfg, scribbles, self.spacing), stop)
+            prediction, halted = yield from until_stopped(predict(model, self.image, predict_cfg, annotations, self.spacing),
+                                                          stop)
         except Exception as exc:
             raise _explain(exc) from exc
         stopped = "prediction" if halted else stopped

@@ -367,3 +367,37 @@ def test_suggested_slices_after_a_round_move_the_viewer_there(loop, qtbot):
         shown = np.take(np.asarray(unc.data), position, axis=d)
         assert np.isclose(shown.sum(), np.take(unc_grid, s.index, axis=s.axis).sum(), rtol=1e-3)
         assert img.data.shape[d] == unc_grid.shape[s.axis]
+
+
+def test_a_drawn_rectangle_and_a_click_become_pseudo_labels_under_the_strokes(loop, qtbot):
+    from qtpy.QtCore import Qt
+
+    from napari_sparseseg.core.labels import SOURCE_HINT, merge_annotations
+
+    viewer, widget = loop
+    img = viewer.layers["image"]
+    strokes_before = np.array(viewer.layers["scribbles"].data)
+    widget.classes.select(3)  # paint value 3 = class 2 (spleen)
+    qtbot.mouseClick(widget.hints.box_button, Qt.MouseButton.LeftButton)
+    boxes = viewer.layers["boxes"]
+    assert boxes.mode == "add_rectangle" and viewer.layers.selection.active is boxes
+    z = img.data.shape[0] // 2
+    rect = np.array([[z, 20, 30], [z, 20, 50], [z, 35, 50], [z, 35, 30]], float)  # on the slice shown, display voxels
+    boxes.add(rect, shape_type="rectangle")
+    widget.classes.select(1)  # background
+    qtbot.mouseClick(widget.hints.click_button, Qt.MouseButton.LeftButton)
+    clicks = viewer.layers["clicks"]
+    clicks.add(np.array([[z, 5.0, 5.0]]))
+    assert list(boxes.features["class"]) == [2] and list(clicks.features["class"]) == [0]
+    _run(widget, qtbot)
+    s = widget.session
+    hints = s.hints
+    shown = widget.binding.to_display(hints)  # back in the viewer's voxels
+    inside = np.zeros(shown.shape, bool)
+    inside[z, 20:36, 30:51] = True
+    assert (shown[inside] == 3).sum() > 50 and not (shown[~inside] == 3).any()  # the rectangle's core, that slice only
+    assert shown[z, 5, 5] == 1  # the click: background
+    assert np.array_equal(np.array(viewer.layers["scribbles"].data), strokes_before)  # the user's strokes untouched
+    # Training saw them as hints, under the strokes.
+    y, source = merge_annotations(s.scribbles, None, hints)
+    assert ((source == SOURCE_HINT) & (y == 3)).sum() == ((hints == 3) & (s.scribbles == 0)).sum() > 0
