@@ -190,7 +190,7 @@ def cmd_segment(args) -> int:
     check_format_limits(outputs, image.shape)
     init = load_model(args.init_model) if args.init_model else None
     names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
-    hints = _read_hints(args, image, geom, names or (init.class_names if init else None))
+    hints = _read_hints(args, image, geom, names or (init.class_names if init else None), scribbles)
     try:
         # Checks the strokes before any pretraining is paid for; the pretrained state is given later.
         trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=init, spacing=geom.spacing, class_names=names,
@@ -223,10 +223,18 @@ def cmd_segment(args) -> int:
     return EXIT_OK
 
 
-def _read_hints(args, image, geom, class_names):
-    """``--boxes``/``--clicks`` (world mm) as pseudo-labels on the scan's grid, or ``None``."""
+def _read_hints(args, image, geom, class_names, strokes):
+    """``--boxes``/``--clicks`` (world mm) and ``--fill-between`` as pseudo-labels on the scan's grid, or ``None``."""
+    from napari_sparseseg.core.labels import combine_hints
+
+    filled = None
+    if args.fill_between:
+        from napari_sparseseg.core.fill import fill_between
+
+        filled = fill_between(strokes)
+        _say(args, f"filled between outlined slices: {int((filled > 0).sum())} voxels of pseudo-labels")
     if not (args.boxes or args.clicks):
-        return None
+        return filled
     from napari_sparseseg.core.errors import InputError
     from napari_sparseseg.core.hints import hint_labels
     from napari_sparseseg.io.hints import read_boxes, read_clicks
@@ -240,7 +248,7 @@ def _read_hints(args, image, geom, class_names):
         raise
     _say(args, f"{len(boxes)} boxes and {len(clicks)} clicks: {int((hints > 0).sum())} voxels of pseudo-labels "
                "(weighted below strokes)")
-    return hints
+    return combine_hints(filled, hints)
 
 
 def _write_suggestions(args, geom, pred, strokes) -> None:
@@ -419,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         DemoConfig,
         PredictConfig,
         PretrainConfig,
+        RoundSettings,
         SuggestConfig,
         TrainConfig,
     )
@@ -438,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--corrections", metavar="CORR", help="correction strokes (same convention, weighted higher)")
     seg.add_argument("--boxes", metavar="JSON", help="boxes around structures, corners in world mm (RAS): "
                      "[{\"class\": 1, \"corners_mm\": [[x, y, z], [x, y, z]]}]; low-weight pseudo-labels")
+    _add_setting(seg, RoundSettings, "fill_between")
     seg.add_argument("--clicks", metavar="JSON", help="clicks inside (class >= 1) or outside (class 0) structures, "
                      "world mm: [{\"class\": 1, \"point_mm\": [x, y, z]}]; low-weight pseudo-labels")
     seg.add_argument("--init-model", metavar="DIR", help="warm start from a saved model")

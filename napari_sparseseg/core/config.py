@@ -401,6 +401,9 @@ class RoundSettings:
     pretrain: bool = setting(False, "pretrain on the scan itself while you paint (self-supervised, cached per scan); "
                              "the first round starts from it (off: it did not pay on the benchmark cases)")
     pretrain_seconds: float = setting(PretrainConfig.seconds, "pretraining time per scan, in all", gt=0)
+    fill_between: bool = setting(False, "interpolate a structure outlined on two or more parallel slices between them "
+                                 "(ITK's morphological contour interpolation, as Slicer's Fill between slices) into "
+                                 "low-weight pseudo-labels", flag="--fill-between")
     live: bool = setting(False, "retrain for a few seconds after every finished stroke")
     live_seconds: float = setting(5.0, "training seconds of a Live round", gt=0)
     max_steps: int | None = setting(None, "step bound of a round (None: the time budget alone)", ge=1)

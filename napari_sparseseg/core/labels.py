@@ -183,6 +183,16 @@ def merge_annotations(scribbles: np.ndarray, corrections: np.ndarray | None = No
     return y, source
 
 
+def combine_hints(first: np.ndarray | None, second: np.ndarray | None) -> np.ndarray | None:
+    """Two pseudo-label volumes in one: ``first`` where it has a label, else ``second``."""
+    if first is None or not np.any(first):
+        return second
+    if second is None:
+        return first
+    dtype = first.dtype if first.dtype.itemsize >= second.dtype.itemsize else second.dtype
+    return np.where(first > 0, first, second).astype(dtype)
+
+
 def class_counts(y: np.ndarray, num_classes: int) -> np.ndarray:
     """Number of labelled voxels per class (``y`` in scribble convention)."""
     counts = np.bincount(np.asarray(y).ravel(), minlength=num_classes + 1)

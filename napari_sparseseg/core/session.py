@@ -55,6 +55,7 @@ from napari_sparseseg.core.grid import validate_affine, validate_spacing
 from napari_sparseseg.core.intensity import validate_image
 from napari_sparseseg.core.labels import (
     MAX_CLASSES,
+    combine_hints,
     corrections_from_edit,
     label_dtype,
     merge_annotations,
@@ -254,9 +255,14 @@ class Session:
             if top > len(names):
                 raise ScribbleError(f"the scribbles use value {top} (class {top - 1}) but the class table has only {len(names)} classes; add the class or erase those strokes.")
             corrections = self.corrections if self.corrected.any() else None
+            hints = self.hints
+            if self.settings.fill_between:
+                from napari_sparseseg.core.fill import fill_between
+
+                hints = combine_hints(fill_between(scribbles), hints)
             trainer = Trainer(self.image, scribbles, train_cfg, corrections=corrections, init=self._init_model(),
                               spacing=self.spacing, class_names=names, pretrained=pretrained, preview=preview,
-                              hints=self.hints)
+                              hints=hints)
             try:
                 result, halted = yield from until_stopped(trainer.run(), stop)  # Stop keeps the averaged weights
             except Exception as exc:
@@ -272,9 +278,11 @@ class Session:
             if self.model is None:
                 raise SparseSegError("there is no model yet; train one first (or load a model).")
             model = self.model
-        annotations = scribbles
-        if self.hints is not None:  # a box's core anchors its regions and the CRF like a stroke
-            annotations = merge_annotations(scribbles, None, self.hints)[0]
+        # Pseudo-labels anchor their regions (and the CRF) like strokes: a box alone keeps its structure.
+        if train:
+            annotations = trainer.y
+        else:
+            annotations = scribbles if self.hints is None else merge_annotations(scribbles, None, self.hints)[0]
         try:
             prediction, halted = yield from until_stopped(predict(model, self.image, predict_cfg, annotations, self.spacing),
                                                           stop)

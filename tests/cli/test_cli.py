@@ -260,3 +260,20 @@ def test_segment_from_boxes_and_clicks_in_world_mm(case, tmp_path, capsys):
     code, err = _run(capsys, "segment", case / "image.nii.gz", empty, "-o", tmp_path / "m3.nii.gz", "--boxes",
                      tmp_path / "boxes.json", "--max-steps", 5, "--device", "cpu")
     assert code == 2 and "unknown class name 'liver'" in err
+
+
+def test_segment_fill_between_outlined_slices(case, tmp_path, capsys):
+    img, g = read_image(case / "image.nii.gz")
+    ref, _ = read_labels(case / "reference.nii.gz", like=g)
+    s = np.zeros(ref.shape, np.uint8)
+    zs = np.flatnonzero((ref == 1).any(axis=(1, 2)))
+    for z in (int(zs[len(zs) // 3]), int(zs[2 * len(zs) // 3])):
+        s[z][ref[z] == 1] = 2      # the liver outlined (filled) on two slices
+        s[z][ref[z] == 0] = 1      # and the background around it
+    write_labels(tmp_path / "outlines.nii.gz", s, g)
+    code, err = _run(capsys, "segment", case / "image.nii.gz", tmp_path / "outlines.nii.gz", "-o", tmp_path / "m.nii.gz",
+                     "--fill-between", "--max-steps", 5, "--device", "cpu", "--no-refine")
+    assert code == 0, err
+    filled = int(err.split("filled between outlined slices: ")[1].split()[0])
+    between = int(((ref == 1)[zs[len(zs) // 3] + 1 : zs[2 * len(zs) // 3]]).sum())
+    assert 0.5 * between < filled < 2 * between + (s == 2).sum()  # about the liver between the two outlines
