@@ -177,6 +177,7 @@ def cmd_segment(args) -> int:
     cfg = TrainConfig(
         max_steps=args.max_steps, time_budget=args.time_budget, seed=args.seed, device=args.device,
         model_size=args.model_size, modality=args.modality, forest=args.forest,
+        holdout_every=5 if args.estimate else None,
     )
     pre_cfg = None
     if args.pretrain is not None:
@@ -217,6 +218,14 @@ def cmd_segment(args) -> int:
         show.finish()
         _say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})")
         pred = run_to_end(predict(result.model, image, pcfg, trainer.y, geom.spacing), show)
+    if trainer.heldout is not None:
+        from napari_sparseseg.core.holdout import format_estimate, holdout_dice
+
+        est = holdout_dice(pred.labels, trainer.y_all, trainer.heldout, result.model.num_classes)
+        _say(args, "Dice on the strokes held out of this round (an estimate on your own strokes, which avoid the "
+                   "outlines, so it reads high): " + format_estimate(est, result.model.class_names))
+    elif args.estimate:
+        _say(args, "no estimate: each class needs two stroke pieces or more to hold one out")
     _write_outputs(args, geom, pred, model=result.model)
     if args.suggest:
         _write_suggestions(args, geom, pred, trainer.y)
@@ -448,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--boxes", metavar="JSON", help="boxes around structures, corners in world mm (RAS): "
                      "[{\"class\": 1, \"corners_mm\": [[x, y, z], [x, y, z]]}]; low-weight pseudo-labels")
     _add_setting(seg, RoundSettings, "fill_between")
+    _add_setting(seg, RoundSettings, "estimate")
     seg.add_argument("--clicks", metavar="JSON", help="clicks inside (class >= 1) or outside (class 0) structures, "
                      "world mm: [{\"class\": 1, \"point_mm\": [x, y, z]}]; low-weight pseudo-labels")
     seg.add_argument("--init-model", metavar="DIR", help="warm start from a saved model")

@@ -5,7 +5,7 @@ Display only: the dock widget connects the buttons and feeds it the runner's pro
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from napari_sparseseg._qt.loss_plot import LossPlot
 from napari_sparseseg.core.progress import Progress
@@ -56,6 +56,12 @@ class RoundPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.loss_plot)
+        self.estimate = QLabel("")
+        self.estimate.setWordWrap(True)
+        self.estimate.setToolTip("Dice per class on the strokes held out of the last round (rotating): an estimate on "
+                                 "your own strokes, which avoid the outlines, so it reads high. Switch it on in the "
+                                 "settings (Estimate quality).")
+        layout.addWidget(self.estimate)
         self.set_running(False, has_model=False)
 
     def set_running(self, running: bool, has_model: bool) -> None:

@@ -79,9 +79,10 @@ class SettingsPanel(QGroupBox):
         self.forest = QCheckBox("Also fit a forest on image filters (fused)")
         self.pretrain = QCheckBox("Learn the scan while I paint (pretraining)")
         self.fill_between = QCheckBox("Fill between outlined slices (low weight)")
+        self.estimate = QCheckBox("Estimate quality on held-out strokes")
         form = QFormLayout(self)
         for name in ("device", "model_size", "time_budget", "seed", "live", "stroke_regions_only", "refine", "forest",
-                     "pretrain", "fill_between"):
+                     "pretrain", "fill_between", "estimate"):
             control = getattr(self, name)
             control.setToolTip(_tooltip(name))
             if name in _LABELS:
@@ -91,7 +92,7 @@ class SettingsPanel(QGroupBox):
         self.set_settings(settings or self._base)
         for signal in (self.device.currentTextChanged, self.model_size.currentTextChanged, self.time_budget.valueChanged,
                        self.seed.valueChanged, self.live.toggled, self.stroke_regions_only.toggled, self.refine.toggled,
-                       self.forest.toggled, self.pretrain.toggled, self.fill_between.toggled):
+                       self.forest.toggled, self.pretrain.toggled, self.fill_between.toggled, self.estimate.toggled):
             signal.connect(self._emit)
 
     @staticmethod
@@ -107,13 +108,13 @@ class SettingsPanel(QGroupBox):
             time_budget=self.time_budget.value(), seed=self.seed.value(), live=self.live.isChecked(),
             stroke_regions_only=self.stroke_regions_only.isChecked(), refine=self.refine.isChecked(),
             forest=self.forest.isChecked(), pretrain=self.pretrain.isChecked(),
-            fill_between=self.fill_between.isChecked())
+            fill_between=self.fill_between.isChecked(), estimate=self.estimate.isChecked())
 
     def set_settings(self, settings: RoundSettings) -> None:
         """Show ``settings`` (a device not in the list, e.g. ``cuda:1``, is added to it)."""
         self._base = settings
         controls = (self.device, self.model_size, self.time_budget, self.seed, self.live, self.stroke_regions_only,
-                    self.refine, self.forest, self.pretrain, self.fill_between)
+                    self.refine, self.forest, self.pretrain, self.fill_between, self.estimate)
         for control in controls:
             control.blockSignals(True)
         for combo, value in ((self.device, settings.device), (self.model_size, settings.model_size)):
@@ -129,6 +130,7 @@ class SettingsPanel(QGroupBox):
         self.forest.setChecked(bool(settings.forest))
         self.pretrain.setChecked(bool(settings.pretrain))
         self.fill_between.setChecked(bool(settings.fill_between))
+        self.estimate.setChecked(bool(settings.estimate))
         for control in controls:
             control.blockSignals(False)
         self._emit()

@@ -318,6 +318,13 @@ class SparseSegWidget(QWidget):
                 plane, position = self.binding.describe_slice(s.axis, s.index)
                 rows.append((f"{plane} slice {position}: {s.score / 100:.0f} cm² unsure", s))
             self.suggestions.set_suggestions(rows)
+        if result.estimate:
+            from napari_sparseseg.core.holdout import format_estimate
+
+            self.rounds.estimate.setText("Held-out strokes (estimate on your own strokes): "
+                                         + format_estimate(result.estimate, result.class_names))
+        elif result.train is not None:
+            self.rounds.estimate.setText("")
         if result.train is not None:
             self.rounds.loss_plot.set_current(self.runner.losses)
         self.status.setText(round_summary(result, len(self.session.history)))

@@ -289,6 +289,9 @@ class TrainConfig:
     weights: WeightConfig = setting(help="voxel weighting (scribble/correction weights, class balancing)",
                                     factory=WeightConfig)
     dice_weight: float = setting(0.0, "add this times a soft Dice on labelled voxels to the loss", ge=0)
+    holdout_every: int | None = setting(None, "hold out one in this many stroke pieces of each class from the round "
+                                        "(rotating with holdout_round) to estimate Dice on them; None: off", ge=2)
+    holdout_round: int = setting(0, "which pieces are held out (the round's index)", ge=0)
     augment: bool = setting(True, "random affine + intensity augmentation (MONAI)")
     forest: bool = setting(True, "also fit a random forest on image filters to the same strokes; prediction fuses it "
                            "with the network (core/forest.py)", flag="--forest")
@@ -404,6 +407,8 @@ class RoundSettings:
     fill_between: bool = setting(False, "interpolate a structure outlined on two or more parallel slices between them "
                                  "(ITK's morphological contour interpolation, as Slicer's Fill between slices) into "
                                  "low-weight pseudo-labels", flag="--fill-between")
+    estimate: bool = setting(False, "hold out a fifth of the stroke pieces of each class each round (rotating) and "
+                             "show the Dice on them: an estimate on your own strokes", flag="--estimate")
     live: bool = setting(False, "retrain for a few seconds after every finished stroke")
     live_seconds: float = setting(5.0, "training seconds of a Live round", gt=0)
     max_steps: int | None = setting(None, "step bound of a round (None: the time budget alone)", ge=1)
@@ -421,7 +426,7 @@ class RoundSettings:
         """
         return TrainConfig(max_steps=self.max_steps, time_budget=time_budget or self.time_budget,
                            seed=self.seed + round_index, device=self.device, model_size=self.model_size,
-                           forest=self.forest)
+                           forest=self.forest, holdout_every=5 if self.estimate else None, holdout_round=round_index)
 
     def pretrain_config(self) -> PretrainConfig:
         """The :class:`PretrainConfig` of background pretraining (the first round's device and size)."""

@@ -84,6 +84,9 @@ class RoundResult:
         suggestions: where to paint next (:func:`~napari_sparseseg.core.guide.suggest_slices`
             on the prediction's uncertainty and the strokes), best first; empty without a
             prediction or its uncertainty.
+        estimate: with ``settings.estimate``, the Dice per class on the strokes held out of this
+            round (:func:`~napari_sparseseg.core.holdout.holdout_dice`; class index ->
+            ``ClassEstimate``); empty otherwise.
     """
 
     train: TrainResult | None
@@ -92,6 +95,7 @@ class RoundResult:
     stopped: str | None
     class_names: list
     suggestions: list = field(default_factory=list)
+    estimate: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -289,12 +293,17 @@ class Session:
         except Exception as exc:
             raise _explain(exc) from exc
         stopped = "prediction" if halted else stopped
+        estimate = {}
+        if train and prediction is not None and trainer.heldout is not None:
+            from napari_sparseseg.core.holdout import holdout_dice
+
+            estimate = holdout_dice(prediction.labels, trainer.y_all, trainer.heldout, model.num_classes)
         suggestions = []
         if prediction is not None and prediction.uncertainty is not None:
             from napari_sparseseg.core.guide import suggest_slices
 
             suggestions = suggest_slices(prediction.labels, prediction.uncertainty, scribbles, self.spacing)
-        return RoundResult(result, prediction, model, stopped, names, suggestions)
+        return RoundResult(result, prediction, model, stopped, names, suggestions, estimate)
 
     def accept(self, result: RoundResult) -> None:
         """Apply a finished round: new model, new prediction (if any), a history entry."""
@@ -313,6 +322,10 @@ class Session:
                 "labelled": counts["per_class"],
                 "corrections": counts["corrections"],
             })
+            if result.estimate:  # Dice on the strokes held out of this round
+                self.history[-1]["held_out_dice"] = {
+                    (result.class_names[c] if c < len(result.class_names) else str(c)): [round(e.dice, 4), round(e.spread, 4)]
+                    for c, e in result.estimate.items()}
         if result.prediction is not None:
             self.set_prediction(result.prediction.labels)
 

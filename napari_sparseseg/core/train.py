@@ -205,6 +205,15 @@ class Trainer:
         if class_names is not None:
             class_names = validate_class_names(class_names)
         self.y, self.source = merge_annotations(scribbles, corrections, hints)
+        self.y_all, self.heldout = self.y, None
+        if self.cfg.holdout_every:  # kept out of training (and of the prediction's filter and CRF) this round
+            from napari_sparseseg.core.holdout import holdout_mask
+
+            held = holdout_mask(self.y, self.source, self.cfg.holdout_round, self.cfg.holdout_every)
+            if held.any():
+                self.heldout = held
+                self.y = np.where(held, 0, self.y).astype(self.y.dtype)
+                self.source = np.where(held, 0, self.source).astype(self.source.dtype)
         self.more = [self._check_scan(m) for m in more_scans]
         if self.more:  # the classes are those of all scans together; each scan holds some of them
             values = sorted(set(np.unique(self.y).tolist()).union(*(np.unique(m.y).tolist() for m in self.more)))
