@@ -16,6 +16,7 @@ time, so the result does not depend on the machine's load), predict with the def
 round and the strokes needed to first reach ``--target`` mean Dice, per case and seed.
 
     python benchmarks/effort.py --seeds 0 1 2 --rounds 5 --out benchmarks/results/effort.json
+    python benchmarks/effort.py --start boxes --strategies even --out benchmarks/results/effort_boxes.json
 """
 
 from __future__ import annotations
@@ -61,21 +62,51 @@ def even_slices(ref: np.ndarray, start: int, count: int) -> list[tuple[int, int]
     return out
 
 
-def run(case: str, seed: int, strategy: str, rounds: int, per_round: int, steps: int, log) -> dict:
+def start_hints(image, ref, spacing, start: str, seed: int):
+    """``(scribbles, hints, actions)`` of a start: strokes on 1 slice per axis, one 3-D box per
+    structure (its bounding box), or 3 clicks per structure and 3 outside (deep inside each)."""
+    from scipy import ndimage as ndi
+
+    from napari_sparseseg.core.hints import Box, Click, hint_labels
+
+    if start == "strokes":
+        scribbles = simulate_scribbles(ref, 1, seed=seed)
+        return scribbles, None, int(sum(1 for _ in _components(scribbles)))
+    rng = np.random.default_rng(seed)
+    scribbles = np.zeros(ref.shape, np.uint8)
+    values = [int(v) for v in np.unique(ref) if v > 0]
+    if start == "boxes":
+        boxes = []
+        for c in values:
+            (sl,) = ndi.find_objects((ref == c).astype(np.uint8))
+            boxes.append(Box(c, tuple(x.start for x in sl), tuple(x.stop - 1 for x in sl)))
+        return scribbles, hint_labels(image, boxes, spacing=spacing), len(boxes)
+    clicks = []
+    for c in [0, *values]:
+        inside = ndi.distance_transform_edt(ref == c, sampling=spacing)
+        deep = np.argwhere(inside >= max(2.0, 0.5 * inside.max()))
+        if c == 0:  # outside clicks near the structures, as a user would place them
+            near = ndi.distance_transform_edt(ref == 0, sampling=spacing)
+            deep = np.argwhere((near > 3) & (near < 15))
+        for i in rng.choice(len(deep), size=min(3, len(deep)), replace=False):
+            clicks.append(Click(c, tuple(int(v) for v in deep[i])))
+    return scribbles, hint_labels(image, clicks=clicks, spacing=spacing), len(clicks)
+
+
+def run(case: str, seed: int, strategy: str, rounds: int, per_round: int, steps: int, log, start: str = "strokes") -> dict:
     image, geom, ref, names = load_case(case)
     classes = list(range(1, len(names)))
-    scribbles = simulate_scribbles(ref, 1, seed=seed)
-    strokes = int(sum(1 for _ in _components(scribbles)))
+    scribbles, hints, strokes = start_hints(image, ref, geom.spacing, start, seed)
     corrections, model, rows, used = None, None, [], 0
     for r in range(rounds + 1):
         cfg = TrainConfig(max_steps=steps, time_budget=None, seed=seed + r, device="cpu")
         model = run_to_end(Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing,
-                                   class_names=names).run()).model
-        y, _ = merge_annotations(scribbles, corrections)
+                                   class_names=names, hints=hints).run()).model
+        y, _ = merge_annotations(scribbles, corrections, hints)
         pred = predict_volume(model, image, PredictConfig(device="cpu"), y, geom.spacing)
         dice = float(np.mean(list(dice_per_class(pred.labels, ref, classes).values())))
         rows.append({"round": r, "strokes": strokes, "mean_dice": dice})
-        log(f"{case} seed {seed} {strategy} round {r}: Dice {dice:.3f} after {strokes} strokes")
+        log(f"{case} seed {seed} {start}+{strategy} round {r}: Dice {dice:.3f} after {strokes} strokes")
         if r == rounds:
             break
         if strategy == "suggested":
@@ -87,7 +118,7 @@ def run(case: str, seed: int, strategy: str, rounds: int, per_round: int, steps:
         new, n = correct_slices(pred.labels, ref, slices, seed=seed + 17 * (r + 1))
         strokes += n
         corrections = new if corrections is None else merge_annotations(corrections, new)[0]
-    return {"case": case, "seed": seed, "strategy": strategy, "rounds": rows}
+    return {"case": case, "seed": seed, "strategy": strategy, "start": start, "rounds": rows}
 
 
 def _components(scribbles: np.ndarray):
@@ -113,6 +144,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=150, help="training steps per round")
     ap.add_argument("--target", type=float, default=0.85)
     ap.add_argument("--strategies", nargs="+", default=["suggested", "even"])
+    ap.add_argument("--start", choices=("strokes", "boxes", "clicks"), default="strokes",
+                    help="round 0 from strokes on 1 slice per axis, one 3-D box per structure, or 3 clicks per "
+                         "structure (and 3 outside); the strokes column then counts boxes or clicks as one each")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "effort.json"))
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -126,7 +160,7 @@ def main(argv=None):
     for case in args.cases:
         for seed in args.seeds:
             for strategy in args.strategies:
-                runs.append(run(case, seed, strategy, args.rounds, args.per_round, args.steps, log))
+                runs.append(run(case, seed, strategy, args.rounds, args.per_round, args.steps, log, args.start))
                 out.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
     summary = {}
     for strategy in args.strategies:

@@ -45,7 +45,7 @@ def holdout_mask(y: np.ndarray, source: np.ndarray, round_index: int, every: int
 
 @dataclass(frozen=True)
 class ClassEstimate:
-    """Dice of one class on the held-out strokes, its bootstrap spread and the pieces behind it."""
+    """Dice of one class on the held-out strokes, its bootstrap spread (NaN with one piece) and the pieces behind it."""
 
     dice: float
     spread: float
@@ -81,9 +81,10 @@ def holdout_dice(labels: np.ndarray, y: np.ndarray, held: np.ndarray, num_classe
         fp = np.bincount(piece, (truth != c) & (pred == c), minlength=n)
         fn = np.bincount(piece, (truth == c) & (pred != c), minlength=n)
         counts = np.stack([tp, fp, fn])
-        boot = [_dice(counts, rng.integers(0, n, n)) for _ in range(resamples)] if n > 1 else [0.0]
-        out[c] = ClassEstimate(float(_dice(counts, np.arange(n))), float(np.std(boot)),
-                               int(len(np.unique(piece[truth == c]))), int((truth == c).sum()))
+        own = int(len(np.unique(piece[truth == c])))
+        # With one piece of its own the class's spread cannot be told: NaN, shown as "1 piece".
+        spread = float(np.std([_dice(counts, rng.integers(0, n, n)) for _ in range(resamples)])) if own > 1 else float("nan")
+        out[c] = ClassEstimate(float(_dice(counts, np.arange(n))), spread, own, int((truth == c).sum()))
     return out
 
 
@@ -93,8 +94,13 @@ def _dice(counts: np.ndarray, pieces: np.ndarray) -> float:
 
 
 def format_estimate(estimate: dict[int, ClassEstimate], class_names: list[str]) -> str:
-    """One line: ``liver 0.91 ± 0.03, spleen 0.88 ± 0.05`` (or a note when nothing was held out)."""
+    """One line: ``liver 0.91 ± 0.03 (4 pieces), spleen 0.88 (1 piece)`` (or a note when nothing was held out)."""
     if not estimate:
         return "no estimate (each class needs two stroke pieces or more to hold one out)"
-    return ", ".join(f"{class_names[c] if c < len(class_names) else f'class {c}'} {e.dice:.2f} ± {e.spread:.2f}"
-                     for c, e in estimate.items())
+    def one(c, e):
+        name = class_names[c] if c < len(class_names) else f"class {c}"
+        if e.pieces < 2:
+            return f"{name} {e.dice:.2f} (1 piece)"
+        return f"{name} {e.dice:.2f} ± {e.spread:.2f} ({e.pieces} pieces)"
+
+    return ", ".join(one(c, e) for c, e in estimate.items())

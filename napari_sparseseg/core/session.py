@@ -324,7 +324,8 @@ class Session:
             })
             if result.estimate:  # Dice on the strokes held out of this round
                 self.history[-1]["held_out_dice"] = {
-                    (result.class_names[c] if c < len(result.class_names) else str(c)): [round(e.dice, 4), round(e.spread, 4)]
+                    (result.class_names[c] if c < len(result.class_names) else str(c)):
+                        [round(e.dice, 4), None if np.isnan(e.spread) else round(e.spread, 4), e.pieces]
                     for c, e in result.estimate.items()}
         if result.prediction is not None:
             self.set_prediction(result.prediction.labels)

@@ -53,7 +53,12 @@ def test_dice_on_held_out_pieces_and_its_spread():
     assert e.spread > 0                            # resampling the two pieces moves it
     perfect = holdout_dice(np.where(y == 2, 1, 0), y, held, num_classes=3)
     assert perfect[1].dice == 1.0 and perfect[1].spread == 0.0
-    assert "structure 1.00 ± 0.00" in format_estimate(perfect, ["background", "structure"])
+    assert format_estimate(perfect, ["background", "structure"]) == "structure 1.00 ± 0.00 (2 pieces)"
+    one = np.zeros(y.shape, bool)
+    one[0, 5:10, 3] = True  # a single piece: no spread to tell
+    single = holdout_dice(labels, y, one, num_classes=3)
+    assert single[1].dice == 0.0 and np.isnan(single[1].spread)
+    assert format_estimate(single, ["background", "structure"]) == "structure 0.00 (1 piece)"
     assert holdout_dice(labels, y, np.zeros(y.shape, bool), 3) == {}
 
 
