@@ -13,7 +13,16 @@ from pathlib import Path
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_sparseseg._napari.binding import PREDICTION, SessionBinding
 from napari_sparseseg._qt.autosave import Autosaver
@@ -77,12 +86,22 @@ class SparseSegWidget(QWidget):
         files = QHBoxLayout()
         for w in (self.export_button, self.save_button, self.load_button):
             files.addWidget(w)
-        root = QVBoxLayout(self)
+        # The parts keep their natural heights and the dock scrolls: squeezed into a short dock,
+        # the settings form's rows overlapped (seen in a screenshot).
+        inner = QWidget()
+        root = QVBoxLayout(inner)
         for w in (self.layer_panel, self.resume_box, self.classes, self.hints, self.settings, self.pretrain_status,
                   self.rounds, self.suggestions, self.status):
             root.addWidget(w)
         root.addLayout(files)
         root.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
 
         self.image_picker.changed.connect(self._on_image_changed)
         self.scribbles_picker.changed.connect(self._on_scribbles_changed)
