@@ -222,8 +222,8 @@ def cmd_segment(args) -> int:
         from napari_sparseseg.core.holdout import format_estimate, holdout_dice
 
         est = holdout_dice(pred.labels, trainer.y_all, trainer.heldout, result.model.num_classes)
-        _say(args, "Dice on the strokes held out of this round (an estimate on your own strokes, which avoid the "
-                   "outlines, so it reads high): " + format_estimate(est, result.model.class_names))
+        _say(args, "Dice on the strokes held out of this round (an estimate on your own strokes; one piece is a rough "
+                   "guide): " + format_estimate(est, result.model.class_names))
     elif args.estimate:
         _say(args, "no estimate: each class needs two stroke pieces or more to hold one out")
     _write_outputs(args, geom, pred, model=result.model)

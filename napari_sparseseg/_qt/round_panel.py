@@ -59,8 +59,9 @@ class RoundPanel(QWidget):
         self.estimate = QLabel("")
         self.estimate.setWordWrap(True)
         self.estimate.setToolTip("Dice per class on the strokes held out of the last round (rotating): an estimate on "
-                                 "your own strokes, which avoid the outlines, so it reads high. Switch it on in the "
-                                 "settings (Estimate quality).")
+                                 "your own strokes, not on every voxel. Scored on one piece it is a rough guide; with "
+                                 "several pieces, ± is the spread over them. Switch it on in the settings (Estimate "
+                                 "quality).")
         layout.addWidget(self.estimate)
         self.set_running(False, has_model=False)
 
