@@ -124,21 +124,23 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
         chunks = _tile_layers(net.predictor, rows, image.shape, tile, cfg.halo, model.config.divisor, k)
     else:
         chunks = _sliding_windows(net.predictor, rows, image.shape, patch, cfg.overlap, cfg.sw_batch_size, k)
-    if reach:  # slabs with the CRF's reach as margins, cut from the stream of rows
-        pending = _Rows(chunks)
-        slabs = ((start, stop, lo, hi, pending.take(lo, hi))
-                 for start, stop, lo, hi in _slabs(depth, max(1, int(cfg.slab_voxels // max(plane, 1)), 2 * reach), reach))
-    else:  # nothing reaches beyond a row: the stream's chunks are the slabs
-        slabs = ((a, b, a, b, p) for a, b, p in chunks)
-
-    labels = np.zeros(image.shape, dtype=label_dtype(k - 1))
-    probs = np.zeros((k,) + image.shape, dtype=np.uint8) if cfg.probabilities else None
-    unc = np.zeros(image.shape, dtype=np.float16) if cfg.uncertainty else None
     forest = model.forest if cfg.forest else None
     if forest is not None:
         from napari_sparseseg.core.forest import FeatureSource, fuse
 
         features = FeatureSource(image, ranges, spacing, cfg.forest_max_feature_bytes)
+    if reach or forest is not None:
+        # Slabs of slab_voxels cut from the stream of rows, with the CRF's reach as margins (the
+        # forest's filters, computed per slab on a large scan, want slabs that are not thin either).
+        pending = _Rows(chunks)
+        slabs = ((start, stop, lo, hi, pending.take(lo, hi))
+                 for start, stop, lo, hi in _slabs(depth, max(1, int(cfg.slab_voxels // max(plane, 1)), 2 * reach), reach))
+    else:  # the network alone: the stream's chunks are the slabs
+        slabs = ((a, b, a, b, p) for a, b, p in chunks)
+
+    labels = np.zeros(image.shape, dtype=label_dtype(k - 1))
+    probs = np.zeros((k,) + image.shape, dtype=np.uint8) if cfg.probabilities else None
+    unc = np.zeros(image.shape, dtype=np.float16) if cfg.uncertainty else None
 
     with torch.inference_mode():
         for start, stop, lo, hi, p in slabs:
