@@ -30,14 +30,30 @@ def outlined_slices(strokes: np.ndarray, value: int, axis: int, min_area: int = 
     return out
 
 
-def _interpolator():
-    try:
-        import itk
+def _interpolate(lab: np.ndarray, itk_axis: int) -> np.ndarray:
+    """ITK's interpolation of ``lab`` across ``itk_axis``, run in a child process.
 
-        return itk, itk.MorphologicalContourInterpolator
-    except (ImportError, AttributeError):
+    ITK's Python wrapping and SimpleITK's libraries corrupted the heap (at exit) when loaded in
+    one process.
+    """
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    if importlib.util.find_spec("itk") is None:
         raise SparseSegError("fill between slices needs ITK's morphological contour interpolation: "
-                             "pip install 'napari-sparseseg[fill]' (or itk-morphologicalcontourinterpolation).") from None
+                             "pip install 'napari-sparseseg[fill]' (or itk-morphologicalcontourinterpolation).")
+    with tempfile.TemporaryDirectory(prefix="sparseseg-fill-") as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npy"
+        np.savez(src, lab=lab, axis=np.int64(itk_axis))
+        r = subprocess.run([sys.executable, "-m", "napari_sparseseg.core._fill_worker", str(src), str(dst)],
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not dst.is_file():
+            last = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+            raise SparseSegError(f"fill between slices failed in ITK ({last}); train without it (--no-fill-between).")
+        return np.load(dst)
 
 
 def fill_between(strokes: np.ndarray, min_area: int = 20) -> np.ndarray:
@@ -60,16 +76,11 @@ def fill_between(strokes: np.ndarray, min_area: int = 20) -> np.ndarray:
                 work.append((int(value), axis, slices))
     if not work:
         return out
-    itk, interpolator = _interpolator()
     for value, axis, slices in work:
         lab = np.zeros(strokes.shape, np.uint8)
         for i, region in slices.items():
             index = [slice(None)] * 3
             index[axis] = i
             lab[tuple(index)] = region
-        f = interpolator.New(itk.image_from_array(lab))
-        f.SetAxis(2 - axis)  # ITK counts axes x, y, z: the reverse of the array's
-        f.Update()
-        filled = itk.array_from_image(f.GetOutput()) > 0
-        out[filled] = value
+        out[_interpolate(lab, 2 - axis)] = value  # ITK counts axes x, y, z: the reverse of the array's
     return out
