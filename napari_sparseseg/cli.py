@@ -118,15 +118,11 @@ def suggestions_path(mask) -> str:
     """``segment --suggest``'s default JSON: beside the mask, ``NAME_suggestions.json``."""
     from pathlib import Path
 
-    from napari_sparseseg.io.volumes import SUPPORTED_SUFFIXES
+    from napari_sparseseg.io.volumes import _suffix
 
     path = Path(mask)
-    name = path.name
-    for s in SUPPORTED_SUFFIXES:
-        if name.lower().endswith(s):
-            name = name[: -len(s)]
-            break
-    return str(path.with_name(f"{name}_suggestions.json"))
+    stem = path.name[: len(path.name) - len(_suffix(path))]  # a DICOM folder has no suffix
+    return str(path.with_name(f"{stem}_suggestions.json"))
 
 
 def _check_outputs(args) -> dict:

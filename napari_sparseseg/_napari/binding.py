@@ -223,7 +223,6 @@ class SessionBinding:
             scr.data = self.to_display(s.scribbles)
         scr.refresh()
         s.class_names, s.colors, s.settings = list(class_names), list(colors), settings
-        s.hints = self.hint_labels(s.spacing)
         return s
 
     def accept(self, result: RoundResult, class_names: list[str], colors: list[str], settings: RoundSettings) -> None:

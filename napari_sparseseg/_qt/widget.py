@@ -277,6 +277,8 @@ class SparseSegWidget(QWidget):
             return False
         try:
             s = self._sync()
+            # The boxes and clicks, read when a round needs them (not on every autosave after a stroke).
+            s.hints = self.binding.hint_labels(s.spacing)
             tcfg = s.settings.train_config(len(s.history), time_budget) if train else None
             pcfg = s.settings.predict_config()
         except (ValueError, SparseSegError) as exc:
