@@ -264,12 +264,7 @@ class SessionBinding:
     def _to_grid_index(self, points) -> np.ndarray:
         """Display voxel indices ``(n, 3)`` of the image -> indices on the file's grid."""
         o = orientation_from_metadata(self.image_layer.metadata)
-        shape = np.shape(self.image_layer.data)
-        p = np.asarray(points, dtype=float).reshape(-1, 3)
-        out = np.empty_like(p)
-        for d, g in enumerate(o.perm):
-            out[:, g] = (shape[d] - 1 - p[:, d]) if o.flip[d] else p[:, d]
-        return out
+        return o.to_grid_index(points, np.shape(self.image_layer.data))
 
     def hint_labels(self, spacing) -> np.ndarray | None:
         """Pseudo-labels on the file's grid from the ``boxes`` and ``clicks`` layers (``None`` if neither has any).
@@ -300,9 +295,7 @@ class SessionBinding:
 
     def _display_slice(self, axis: int, index: int) -> tuple[int, int]:
         o = orientation_from_metadata(self.image_layer.metadata)
-        d = o.perm.index(int(axis))
-        n = grid_shape(self.image_layer)[int(axis)]
-        return d, (n - 1 - int(index)) if o.flip[d] else int(index)
+        return o.to_display_slice(axis, index, grid_shape(self.image_layer))
 
     def go_to_slice(self, axis: int, index: int) -> None:
         """Show slice ``index`` across grid ``axis`` of the image in 2-D, whatever the display order."""

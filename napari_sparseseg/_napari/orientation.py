@@ -103,6 +103,19 @@ class DisplayOrientation:
             out[p] = int(display_shape[d])
         return tuple(out)
 
+    def to_grid_index(self, points, display_shape) -> np.ndarray:
+        """Display voxel indices ``(n, 3)`` (of an array of ``display_shape``) -> indices on the file's grid."""
+        p = np.asarray(points, dtype=float).reshape(-1, 3)
+        out = np.empty_like(p)
+        for d, g in enumerate(self.perm):
+            out[:, g] = (display_shape[d] - 1 - p[:, d]) if self.flip[d] else p[:, d]
+        return out
+
+    def to_display_slice(self, axis: int, index: int, grid_shape) -> tuple[int, int]:
+        """``(display axis, display index)`` of slice ``index`` across grid ``axis``."""
+        d = self.perm.index(int(axis))
+        return d, (int(grid_shape[int(axis)]) - 1 - int(index)) if self.flip[d] else int(index)
+
     def layer_transform(self, geometry: Geometry) -> tuple[tuple, tuple]:
         """``(scale, translate)`` of a napari layer showing ``geometry``'s volume in this order.
 
