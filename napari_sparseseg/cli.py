@@ -56,6 +56,11 @@ class _Signals:
     def __init__(self):
         self._hold, self._pending, self._saved, self._fired = 0, None, {}, False
 
+    @property
+    def fired(self) -> bool:
+        """Whether a signal has been turned into ``KeyboardInterrupt`` (the command is stopping)."""
+        return self._fired
+
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
@@ -551,20 +556,33 @@ def main(argv=None) -> int:
             if getattr(args, "quiet", False):
                 warnings.simplefilter("ignore")
             return int(args.func(args) or EXIT_OK)
-    except SparseSegError as exc:
+    except (KeyboardInterrupt, Exception) as exc:
+        code, text = _ending(exc, interrupted=signals.fired, log=log)
+        if code is None:
+            raise
+        print(text, file=sys.stderr, flush=True)
+        return code
+    finally:
+        signals.restore()
+
+
+def _ending(exc: BaseException, interrupted: bool, log) -> tuple[int | None, str]:
+    """The exit code and last line for an exception that ends a command, or None to let it through.
+
+    Once a signal has fired, any exception is the interrupt surfacing in another form: raised
+    inside a C extension's import (pybind11 turns it into ImportError) or caught and re-raised by
+    a library. The user stopped the command, so it ends like any interrupt.
+    """
+    if interrupted or isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, f"sparseseg: interrupted; {log.summary()}"
+    if isinstance(exc, SparseSegError):
         text = exc.one_line()
         if log.attempted:  # the error struck while writing: say what is on disk
             text = f"{text.rstrip('.')}; {log.summary()}"
-        print(f"sparseseg: error: {text}", file=sys.stderr, flush=True)
-        return EXIT_BAD_INPUT
-    except ValueError as exc:  # a config dataclass rejected an option value
-        print(f"sparseseg: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"sparseseg: interrupted; {log.summary()}", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    finally:
-        signals.restore()
+        return EXIT_BAD_INPUT, f"sparseseg: error: {text}"
+    if isinstance(exc, ValueError):  # a config dataclass rejected an option value
+        return EXIT_BAD_INPUT, f"sparseseg: error: {' '.join(str(exc).split())}"
+    return None, ""
 
 
 if __name__ == "__main__":

@@ -404,6 +404,40 @@ def test_ctrl_c_during_a_stage_writes_nothing(ws, capsys, monkeypatch, stage):
     assert line == "sparseseg: interrupted; nothing was written"
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_that_surfaces_as_another_error_still_exits_130(ws, capsys, monkeypatch, sig):
+    """A signal during a C extension's import reaches us as ImportError (pybind11 wraps the
+    KeyboardInterrupt): seen in CI when Ctrl-C hit sklearn's first import. It is an interrupt."""
+    from napari_sparseseg.core import progress
+
+    real = progress.ProgressPrinter.__call__
+
+    def call(self, p):
+        if p.stage == "train":
+            try:
+                os.kill(os.getpid(), sig)
+                time.sleep(1)
+            except KeyboardInterrupt as exc:
+                raise ImportError('generic_type: type "ObjSense" is already registered!') from exc
+        return real(self, p)
+
+    monkeypatch.setattr(progress.ProgressPrinter, "__call__", call)
+    line = check_refused(ws, capsys, [*SEGQ, "-o", "old_mask.nii.gz", "--model-out", "model", "--probabilities", "p.nii.gz"],
+                         "nothing was written", code=130)
+    assert line == "sparseseg: interrupted; nothing was written"
+
+
+def test_an_error_without_a_signal_is_not_taken_for_an_interrupt(ws, capsys, monkeypatch):
+    from napari_sparseseg.core import progress
+
+    def call(self, p):
+        raise ImportError("a real bug")
+
+    monkeypatch.setattr(progress.ProgressPrinter, "__call__", call)
+    with pytest.raises(ImportError, match="a real bug"):
+        main([*SEGQ, "-o", "old_mask.nii.gz"])
+
+
 def test_ctrl_c_inside_the_mask_write_leaves_the_old_mask(ws, capsys, monkeypatch):
     from napari_sparseseg.io import volumes
 
