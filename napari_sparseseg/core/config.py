@@ -496,20 +496,20 @@ class HintConfig:
 class SuggestConfig:
     """Where to paint next (:func:`~napari_sparseseg.core.guide.suggest_slices`).
 
-    Each slice in each orientation scores the uncertainty (normalised entropy) of its voxels in
-    and around the predicted structures, and of any voxel the model is unsure of (a missed
-    structure), times the voxel's area in that plane, each voxel discounted by its distance to
-    the strokes already drawn; the top slices are offered, at least ``min_gap_mm`` apart within
-    an orientation.
+    Each voxel within ``band_mm`` of a predicted structure counts its uncertainty (normalised
+    entropy) as a share of that structure's volume (an error costs Dice in inverse proportion to
+    the structure's size), less near the strokes already drawn; a slice is worth what lies
+    within about ``reach_mm`` of its plane. Slices are picked greedily, each pick discounting its
+    neighbourhood like a stroke would, the first three in the three orientations.
     """
 
     count: int = setting(5, "slices to suggest", ge=1, le=100, flag="--suggest", metavar="N")
     band_mm: float = setting(2.0, "margin around the predicted structures whose uncertainty counts", ge=0)
-    unsure: float = setting(0.5, "uncertainty above which a voxel counts wherever it is (a structure the net may "
-                            "have missed)", gt=0, le=1)
-    stroke_reach_mm: float = setting(10.0, "a voxel this far from every stroke counts 63 % of its uncertainty (it "
-                                     "rises to all of it further away)", gt=0)
-    min_gap_mm: float = setting(10.0, "least distance between two suggested slices of one orientation", ge=0)
+    reach_mm: float = setting(10.0, "how far a stroke informs the next round: a voxel this far from every stroke (and "
+                              "from every suggested slice) counts 63 % of its uncertainty, rising to all of it "
+                              "further away; a slice gathers uncertainty from about this far on either side", gt=0)
+    orthogonal: bool = setting(True, "the first three suggestions take the three orientations (a stroke in one plane "
+                               "says little about a structure's extent across it)")
 
     def __post_init__(self):
         _validate(self)

@@ -18,22 +18,41 @@ def _case(shape=(30, 40, 50)):
     return labels, u
 
 
-def test_the_slice_through_the_most_uncertainty_comes_first_in_its_orientation():
+def test_the_slice_through_the_most_uncertainty_comes_first_with_its_share_of_the_structure():
     labels, u = _case()
-    u[14, 10:30, 10:40] = 0.8          # an unsure axial slice through the structure
-    u[10:20, 10:30, 37] = 0.3          # a weaker sagittal band
-    out = suggest_slices(labels, u, cfg=SuggestConfig(count=2, min_gap_mm=0))
-    assert [(s.axis, s.index) for s in out] == [(0, 14), (2, 37)]
-    assert out[0].score == pytest.approx(0.8 * (20 * 30 - 20) + 0.3 * 20, rel=1e-5)  # mm² at 1 mm voxels
-    # Uncertainty in the background far from any structure does not count unless it is high.
+    u[14, 10:30, 10:40] = 0.8          # an unsure axial slice through the structure (20 x 30 voxels)
+    out = suggest_slices(labels, u, cfg=SuggestConfig(count=1))
+    assert [(s.axis, s.index) for s in out] == [(0, 14)]
+    # 600 voxels at 0.8 of a 6000-voxel structure: 8 % of it is in doubt there (nothing else near).
+    assert out[0].score == pytest.approx(0.8 * 600 / 6000, rel=1e-5)
+    assert out[0].uncertain_mm2 == pytest.approx(0.8 * 600, rel=1e-5)  # at 1 mm voxels
+    # Uncertainty away from every predicted structure is not counted: the mask shows background there.
     labels, u = _case()
-    u[2, :, :] = 0.4
+    u[2, :, :] = 0.9
     assert suggest_slices(labels, u) == []
-    u[2, :, :] = 0.9  # a structure the model may have missed
-    assert [(s.axis, s.index) for s in suggest_slices(labels, u)][:1] == [(0, 2)]
 
 
-def test_strokes_discount_nearby_uncertainty_and_suggestions_spread_out():
+def test_a_small_structure_outweighs_the_same_doubt_on_a_large_one():
+    labels, u = _case()
+    labels[24:27, 34:37, 5:8] = 2      # 27 voxels, far from the large structure (6000 voxels)
+    u[14, 10:30, 10:40] = 0.5           # 600 voxels in doubt on the large one
+    u[25, 34:37, 5:8] = 0.5             # 9 on the small one: a third of it
+    out = suggest_slices(labels, u, cfg=SuggestConfig(count=1))
+    assert (out[0].axis, out[0].index) == (0, 25)
+    # A third of the small one on the slice, plus the large one's 5 % seen from 11 mm away.
+    assert out[0].score == pytest.approx(0.5 * 9 / 27 + 0.5 * 600 / 6000 * np.exp(-11 / 10), rel=1e-5)
+
+
+def test_the_first_three_suggestions_take_the_three_orientations():
+    labels, u = _case()
+    u[labels > 0] = 0.6                 # the whole structure is in doubt
+    out = suggest_slices(labels, u, cfg=SuggestConfig(count=3))
+    assert sorted(s.axis for s in out) == [0, 1, 2]
+    free = suggest_slices(labels, u, cfg=SuggestConfig(count=3, orthogonal=False))
+    assert len({s.axis for s in free}) < 3  # without the rule the largest planes win
+
+
+def test_strokes_and_earlier_suggestions_discount_their_neighbourhood():
     labels, u = _case()
     u[12, 10:30, 10:40] = 0.8
     u[18, 10:30, 10:40] = 0.7
@@ -41,22 +60,20 @@ def test_strokes_discount_nearby_uncertainty_and_suggestions_spread_out():
     strokes[12, 15:25, 20] = 2  # the user already painted on slice 12
     out = suggest_slices(labels, u, strokes, cfg=SuggestConfig(count=1))
     assert (out[0].axis, out[0].index) == (0, 18)
-    assert out[0].uncertain_mm2 > out[0].score > 0
-    # With 10 mm between suggestions, 12 and 18 are not both offered; at 1 mm voxels 5 mm allows it.
-    both = suggest_slices(labels, u, cfg=SuggestConfig(count=5, min_gap_mm=10))
-    assert sum(s.axis == 0 for s in both) == 1
-    close = suggest_slices(labels, u, cfg=SuggestConfig(count=5, min_gap_mm=5))
-    assert {s.index for s in close if s.axis == 0} == {12, 18}
+    plain = suggest_slices(labels, u, cfg=SuggestConfig(count=1))
+    assert (plain[0].axis, plain[0].index) == (0, 12)
+    # A chosen slice covers its neighbours as a stroke would: after 12, the next axial pick is
+    # not slice 13 (which would sit 1 mm away) but the other doubtful slice, 18.
+    two = suggest_slices(labels, u, cfg=SuggestConfig(count=2, orthogonal=False, reach_mm=2))
+    assert [(s.axis, s.index) for s in two] == [(0, 12), (0, 18)]
 
 
-def test_voxel_spacing_scales_areas_and_gaps():
+def test_the_band_and_reach_are_in_mm():
     labels, u = _case()
-    u[14, 10:30, 10:40] = 0.8
-    u[10:20, 20, 10:40] = 0.8  # same voxels in a coronal slice: 10 x 30 against 20 x 30
-    iso = suggest_slices(labels, u, cfg=SuggestConfig(count=1))
-    assert (iso[0].axis, iso[0].index) == (0, 14)
-    thick = suggest_slices(labels, u, spacing=(5.0, 1.0, 1.0), cfg=SuggestConfig(count=1))  # 5 mm slices
-    assert (thick[0].axis, thick[0].index) == (1, 20)  # 10 x 30 voxels of 5 mm² beat 20 x 30 of 1 mm²
+    u[7, 10:30, 10:40] = 0.8  # 3 slices above the structure (which starts at 10)
+    assert suggest_slices(labels, u) == []  # 3 mm away: outside the 2 mm band
+    near = suggest_slices(labels, u, spacing=(0.5, 1.0, 1.0))  # 1.5 mm away
+    assert (near[0].axis, near[0].index) == (0, 7)
 
 
 def test_bad_input_is_named():
