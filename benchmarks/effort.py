@@ -17,6 +17,7 @@ round and the strokes needed to first reach ``--target`` mean Dice, per case and
 
     python benchmarks/effort.py --seeds 0 1 2 --rounds 5 --out benchmarks/results/effort.json
     python benchmarks/effort.py --start boxes --strategies even --out benchmarks/results/effort_boxes.json
+    python benchmarks/effort.py --start boxes --strategies even --keep-cores  # boxes' cores never retire
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.cases import CASES, load_case  # noqa: E402
 from napari_sparseseg.core.config import PredictConfig, SuggestConfig, TrainConfig  # noqa: E402
 from napari_sparseseg.core.guide import suggest_slices  # noqa: E402
+from napari_sparseseg.core.hints import hint_labels  # noqa: E402
 from napari_sparseseg.core.labels import merge_annotations  # noqa: E402
 from napari_sparseseg.core.metrics import dice_per_class  # noqa: E402
 from napari_sparseseg.core.predict import predict_volume  # noqa: E402
@@ -63,15 +65,15 @@ def even_slices(ref: np.ndarray, start: int, count: int) -> list[tuple[int, int]
 
 
 def start_hints(image, ref, spacing, start: str, seed: int):
-    """``(scribbles, hints, actions)`` of a start: strokes on 1 slice per axis, one 3-D box per
-    structure (its bounding box), or 3 clicks per structure and 3 outside (deep inside each)."""
+    """``(scribbles, boxes, clicks, actions)`` of a start: strokes on 1 slice per axis, one 3-D box
+    per structure (its bounding box), or 3 clicks per structure and 3 outside (deep inside each)."""
     from scipy import ndimage as ndi
 
-    from napari_sparseseg.core.hints import Box, Click, hint_labels
+    from napari_sparseseg.core.hints import Box, Click
 
     if start == "strokes":
         scribbles = simulate_scribbles(ref, 1, seed=seed)
-        return scribbles, None, int(sum(1 for _ in _components(scribbles)))
+        return scribbles, [], [], int(sum(1 for _ in _components(scribbles)))
     rng = np.random.default_rng(seed)
     scribbles = np.zeros(ref.shape, np.uint8)
     values = [int(v) for v in np.unique(ref) if v > 0]
@@ -80,7 +82,7 @@ def start_hints(image, ref, spacing, start: str, seed: int):
         for c in values:
             (sl,) = ndi.find_objects((ref == c).astype(np.uint8))
             boxes.append(Box(c, tuple(x.start for x in sl), tuple(x.stop - 1 for x in sl)))
-        return scribbles, hint_labels(image, boxes, spacing=spacing), len(boxes)
+        return scribbles, boxes, [], len(boxes)
     clicks = []
     for c in [0, *values]:
         inside = ndi.distance_transform_edt(ref == c, sampling=spacing)
@@ -90,15 +92,20 @@ def start_hints(image, ref, spacing, start: str, seed: int):
             deep = np.argwhere((near > 3) & (near < 15))
         for i in rng.choice(len(deep), size=min(3, len(deep)), replace=False):
             clicks.append(Click(c, tuple(int(v) for v in deep[i])))
-    return scribbles, hint_labels(image, clicks=clicks, spacing=spacing), len(clicks)
+    return scribbles, [], clicks, len(clicks)
 
 
-def run(case: str, seed: int, strategy: str, rounds: int, per_round: int, steps: int, log, start: str = "strokes") -> dict:
+def run(case: str, seed: int, strategy: str, rounds: int, per_round: int, steps: int, log, start: str = "strokes",
+        keep_cores: bool = False) -> dict:
     image, geom, ref, names = load_case(case)
     classes = list(range(1, len(names)))
-    scribbles, hints, strokes = start_hints(image, ref, geom.spacing, start, seed)
+    scribbles, boxes, clicks, strokes = start_hints(image, ref, geom.spacing, start, seed)
     corrections, model, rows, used = None, None, [], 0
     for r in range(rounds + 1):
+        hints = None
+        if boxes or clicks:  # read each round, as the widget does: painted boxes give up their cores
+            painted = merge_annotations(scribbles, corrections)[0]
+            hints = hint_labels(image, boxes, clicks, geom.spacing, painted=None if keep_cores else painted)
         cfg = TrainConfig(max_steps=steps, time_budget=None, seed=seed + r, device="cpu")
         model = run_to_end(Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing,
                                    class_names=names, hints=hints).run()).model
@@ -110,7 +117,8 @@ def run(case: str, seed: int, strategy: str, rounds: int, per_round: int, steps:
         if r == rounds:
             break
         if strategy == "suggested":
-            picks = suggest_slices(pred.labels, pred.uncertainty, y, geom.spacing, SuggestConfig(count=per_round))
+            painted = merge_annotations(scribbles, corrections)[0]  # the strokes, not the pseudo-labels
+            picks = suggest_slices(pred.labels, pred.uncertainty, painted, geom.spacing, SuggestConfig(count=per_round))
             slices = [(s.axis, s.index) for s in picks]
         else:
             slices = even_slices(ref, used, per_round)
@@ -118,7 +126,7 @@ def run(case: str, seed: int, strategy: str, rounds: int, per_round: int, steps:
         new, n = correct_slices(pred.labels, ref, slices, seed=seed + 17 * (r + 1))
         strokes += n
         corrections = new if corrections is None else merge_annotations(corrections, new)[0]
-    return {"case": case, "seed": seed, "strategy": strategy, "start": start, "rounds": rows}
+    return {"case": case, "seed": seed, "strategy": strategy, "start": start, "keep_cores": keep_cores, "rounds": rows}
 
 
 def _components(scribbles: np.ndarray):
@@ -147,6 +155,9 @@ def main(argv=None):
     ap.add_argument("--start", choices=("strokes", "boxes", "clicks"), default="strokes",
                     help="round 0 from strokes on 1 slice per axis, one 3-D box per structure, or 3 clicks per "
                          "structure (and 3 outside); the strokes column then counts boxes or clicks as one each")
+    ap.add_argument("--keep-cores", action="store_true",
+                    help="keep every box's core pseudo-labels after its class is painted (the behaviour before; "
+                         "by default a painted box keeps only its background band)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "effort.json"))
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -160,7 +171,8 @@ def main(argv=None):
     for case in args.cases:
         for seed in args.seeds:
             for strategy in args.strategies:
-                runs.append(run(case, seed, strategy, args.rounds, args.per_round, args.steps, log, args.start))
+                runs.append(run(case, seed, strategy, args.rounds, args.per_round, args.steps, log, args.start,
+                                args.keep_cores))
                 out.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
     summary = {}
     for strategy in args.strategies:

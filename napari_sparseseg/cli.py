@@ -168,6 +168,7 @@ def cmd_segment(args) -> int:
     from napari_sparseseg.core.config import PredictConfig, PretrainConfig, TrainConfig
     from napari_sparseseg.core.device import resolve_device
     from napari_sparseseg.core.errors import ConfigError, ScribbleError
+    from napari_sparseseg.core.labels import merge_annotations
     from napari_sparseseg.core.predict import predict
     from napari_sparseseg.core.pretrain import default_cache_dir, pretrain
     from napari_sparseseg.core.progress import run_to_end
@@ -192,7 +193,8 @@ def cmd_segment(args) -> int:
     check_format_limits(outputs, image.shape)
     init = load_model(args.init_model) if args.init_model else None
     names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
-    hints = _read_hints(args, image, geom, names or (init.class_names if init else None), scribbles)
+    painted = scribbles if corrections is None else merge_annotations(scribbles, corrections)[0]
+    hints = _read_hints(args, image, geom, names or (init.class_names if init else None), scribbles, painted)
     try:
         # Checks the strokes before any pretraining is paid for; the pretrained state is given later.
         trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=init, spacing=geom.spacing, class_names=names,
@@ -229,12 +231,16 @@ def cmd_segment(args) -> int:
         _say(args, "no estimate: each class needs two stroke pieces or more to hold one out")
     _write_outputs(args, geom, pred, model=result.model)
     if args.suggest:
-        _write_suggestions(args, geom, pred, trainer.y)
+        _write_suggestions(args, geom, pred, painted)  # the user's strokes, not the pseudo-labels
     return EXIT_OK
 
 
-def _read_hints(args, image, geom, class_names, strokes):
-    """``--boxes``/``--clicks`` (world mm) and ``--fill-between`` as pseudo-labels on the scan's grid, or ``None``."""
+def _read_hints(args, image, geom, class_names, strokes, painted=None):
+    """``--boxes``/``--clicks`` (world mm) and ``--fill-between`` as pseudo-labels on the scan's grid, or ``None``.
+
+    ``painted`` (strokes and corrections; the strokes if ``None``) retires the cores of boxes
+    whose class is painted inside them (:func:`~napari_sparseseg.core.hints.hint_labels`).
+    """
     from napari_sparseseg.core.labels import combine_hints
 
     filled = None
@@ -252,7 +258,7 @@ def _read_hints(args, image, geom, class_names, strokes):
     boxes = read_boxes(args.boxes, geom, class_names) if args.boxes else []
     clicks = read_clicks(args.clicks, geom, class_names) if args.clicks else []
     try:
-        hints = hint_labels(image, boxes, clicks, geom.spacing)
+        hints = hint_labels(image, boxes, clicks, geom.spacing, painted=strokes if painted is None else painted)
     except InputError as exc:  # name the file the hint came from
         exc.path = exc.path or str(args.boxes if "box" in exc.message else args.clicks)
         raise
@@ -278,8 +284,9 @@ def _write_suggestions(args, geom, pred, strokes) -> None:
                      "centre_mm": [round(float(v), 3) for v in geom.index_to_world(centre)]})
     doc = {"image": str(args.image), "mask": str(args.output), "spacing_mm": [float(v) for v in geom.spacing],
            "suggestions": rows,
-           "note": "axis/index are in the array order the scan was read in; score is the uncertain area in mm2, "
-                   "discounted near existing strokes"}
+           "note": "axis/index are in the array order the scan was read in; score is what a stroke there would fix "
+                   "(the uncertain share of the structures' volumes within reach of the slice, away from the strokes "
+                   "and the slices listed before it); uncertain_mm2 is the uncertain area on the slice itself"}
     args.log.write("suggestions", lambda: atomic_file(args.suggestions, lambda f: f.write(json.dumps(doc, indent=1)),
                                                      mode="w"))
     _say(args, f"wrote {len(rows)} suggested slices {args.suggestions}: " + ", ".join(

@@ -46,6 +46,52 @@ class Click:
     point: tuple
 
 
+def checked_hint_shapes(shapes) -> dict:
+    """The boxes and clicks a user drew, as stored with a session, checked and normalised.
+
+    ``shapes`` is ``None`` or ``{"boxes": [{"class": c, "vertices": [[i, j, k], ...]}, ...],
+    "clicks": [{"class": c, "point": [i, j, k]}, ...]}`` in voxel indices on the scan's grid
+    (a box's vertices are the rectangle's corners as drawn; the box spans them). Returns the
+    same structure with floats, both keys present.
+
+    Raises:
+        InputError: another structure, a class that is not a whole number in range, or a
+            coordinate that is not three finite numbers.
+    """
+    if shapes is None:
+        return {"boxes": [], "clicks": []}
+    if not isinstance(shapes, dict) or set(shapes) - {"boxes", "clicks"}:
+        raise InputError(f"the hints must be a mapping with 'boxes' and 'clicks', got {shapes!r:.80}.")
+    out = {"boxes": [], "clicks": []}
+    for kind, key in (("boxes", "vertices"), ("clicks", "point")):
+        items = shapes.get(kind, [])
+        if not isinstance(items, list):
+            raise InputError(f"the hints' {kind} must be a list, got {type(items).__name__}.")
+        for item in items:
+            if not isinstance(item, dict) or "class" not in item or key not in item:
+                raise InputError(f"each of the hints' {kind} needs 'class' and '{key}', got {item!r:.80}.")
+            label = _check_label(item["class"], kind[:-1] if kind == "clicks" else "box", kind == "clicks")
+            try:
+                xyz = np.asarray(item[key], dtype=float).reshape((-1, 3) if kind == "boxes" else (3,))
+            except (TypeError, ValueError):
+                raise InputError(f"a {kind[:-1] if kind == 'clicks' else 'box'} needs three numbers per point, got "
+                                 f"{item[key]!r:.80}.") from None
+            if xyz.size == 0 or not np.all(np.isfinite(xyz)):
+                raise InputError(f"the hints' {kind} hold a point that is not three finite numbers: {item[key]!r:.80}.")
+            out[kind].append({"class": label, key: xyz.tolist()})
+    return out
+
+
+def hints_from_shapes(shapes) -> tuple[list[Box], list[Click]]:
+    """``(boxes, clicks)`` from the stored structure of :func:`checked_hint_shapes`."""
+    shapes = checked_hint_shapes(shapes)
+    boxes = []
+    for b in shapes["boxes"]:
+        v = np.asarray(b["vertices"], dtype=float)
+        boxes.append(Box(b["class"], tuple(v.min(0)), tuple(v.max(0))))
+    return boxes, [Click(c["class"], tuple(c["point"])) for c in shapes["clicks"]]
+
+
 def _check_label(label, what: str, allow_background: bool) -> int:
     if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
         raise InputError(f"the class of a {what} must be a whole number, got {label!r}.")
@@ -67,11 +113,16 @@ def _inside(index, shape, what: str) -> np.ndarray:
 
 
 def hint_labels(image: np.ndarray, boxes=(), clicks=(), spacing=(1.0, 1.0, 1.0),
-                cfg: HintConfig | None = None) -> np.ndarray:
+                cfg: HintConfig | None = None, painted: np.ndarray | None = None) -> np.ndarray:
     """Pseudo-labels (scribble convention: 0 = none, 1 = background, c + 1 = class c) from hints.
 
     Where hints overlap, a box's core and a click's blob win over the background bands, and a
     later hint over an earlier one of the same kind.
+
+    ``painted`` (the user's strokes and corrections, scribble convention, or ``None``): a box
+    whose class the user has painted inside it keeps only its background band. The ellipsoid is
+    a guess at the structure's shape (a liver fills a quarter of its box); once strokes of that
+    class show the structure itself, the guess would keep pulling the model where they do not.
 
     Raises:
         InputError: a corner or click outside the scan, a class out of range.
@@ -108,7 +159,11 @@ def hint_labels(image: np.ndarray, boxes=(), clicks=(), spacing=(1.0, 1.0, 1.0),
             if band.any():
                 near = ndi.distance_transform_edt(band, sampling=spacing) <= cfg.box_band_mm
                 region[band & near] = 1
+    if painted is not None and np.shape(painted) != shape:
+        raise InputError(f"the strokes have shape {np.shape(painted)}, the scan {shape}.")
     for label, box, lo, hi in cores:  # the likely core: an inscribed ellipsoid, shrunk
+        if painted is not None and np.any(np.asarray(painted[box]) == label + 1):
+            continue  # the user's own strokes of this class show it better than the ellipsoid
         size = hi - lo
         grids = np.ogrid[tuple(slice(0, int(n)) for n in size)]
         r2 = np.zeros(tuple(int(n) for n in size), dtype=float)

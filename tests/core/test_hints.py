@@ -34,6 +34,21 @@ def test_a_box_gives_a_likely_core_an_unlabelled_shell_and_background_just_outsi
     assert np.all(h[dist > 3.5] == 0)                         # and nothing further out
 
 
+def test_a_box_whose_class_is_painted_inside_it_keeps_only_its_background_band():
+    img = _scan()
+    boxes = [Box(1, (8, 10, 10), (21, 29, 29)), Box(2, (8, 31, 31), (21, 38, 38))]
+    painted = np.zeros(img.shape, np.uint8)
+    painted[15, 12:16, 20] = 2   # a stroke of class 1 inside box 1
+    painted[15, 33:35, 12] = 2   # class 1 painted in box 2 does not retire box 2's core
+    before = hint_labels(img, boxes, spacing=(1, 1, 1))
+    after = hint_labels(img, boxes, spacing=(1, 1, 1), painted=painted)
+    assert (before == 2).any() and not (after == 2).any()     # box 1's ellipsoid is gone
+    assert np.array_equal(after == 3, before == 3)            # box 2's stays
+    assert np.array_equal(after == 1, before == 1)            # the background bands stay
+    with pytest.raises(InputError, match="strokes have shape"):
+        hint_labels(img, boxes, painted=painted[:-1])
+
+
 def test_a_rectangle_on_one_slice_labels_that_slice_only_and_other_boxes_are_not_background():
     img = _scan()
     h = hint_labels(img, [Box(1, (15, 10, 10), (15, 29, 29)), Box(2, (15, 31, 10), (15, 38, 29))], spacing=(1, 1, 1))
