@@ -223,6 +223,7 @@ class SessionBinding:
             scr.data = self.to_display(s.scribbles)
         scr.refresh()
         s.class_names, s.colors, s.settings = list(class_names), list(colors), settings
+        s.hint_shapes = self.read_hint_shapes(strict=False)  # stored with the session; cheap (no pseudo-labels)
         return s
 
     def accept(self, result: RoundResult, class_names: list[str], colors: list[str], settings: RoundSettings) -> None:
@@ -266,27 +267,47 @@ class SessionBinding:
         o = orientation_from_metadata(self.image_layer.metadata)
         return o.to_grid_index(points, np.shape(self.image_layer.data))
 
-    def hint_labels(self, spacing) -> np.ndarray | None:
-        """Pseudo-labels on the file's grid from the ``boxes`` and ``clicks`` layers (``None`` if neither has any).
+    def read_hint_shapes(self, strict: bool = True) -> dict:
+        """The boxes and clicks of the ``boxes``/``clicks`` layers, on the file's grid.
 
-        A rectangle drawn on a slice is a one-slice box; corners and points are taken in the
-        image's display voxels (the hint layers are made over the image with its transform).
+        The session stores them as :func:`~napari_sparseseg.core.hints.checked_hint_shapes`
+        reads them: a rectangle's corners as drawn, a click's point. ``strict``: a hint with an
+        unusable class raises; otherwise (the autosave after a stroke) it is left out, so one
+        bad box never stops the strokes being saved.
+
+        Raises:
+            InputError: ``strict`` and a box or click with an unusable class.
         """
-        from napari_sparseseg.core.hints import Box, Click, hint_labels
+        from napari_sparseseg.core.hints import checked_hint_shapes
 
-        boxes, clicks = [], []
-        layer = self.layer(BOXES)
-        if layer is not None:
-            for verts, label in zip(layer.data, layer.features["class"], strict=True):
-                g = self._to_grid_index(verts)
-                boxes.append(Box(int(label), tuple(g.min(0)), tuple(g.max(0))))
-        layer = self.layer(CLICKS)
-        if layer is not None and len(layer.data):
-            for point, label in zip(self._to_grid_index(layer.data), layer.features["class"], strict=True):
-                clicks.append(Click(int(label), tuple(point)))
-        if not boxes and not clicks:
-            return None
-        return hint_labels(self.session.image, boxes, clicks, spacing)
+        items = {"boxes": [], "clicks": []}
+        for name, kind, key in ((BOXES, "boxes", "vertices"), (CLICKS, "clicks", "point")):
+            layer = self.layer(name)
+            if layer is None or not len(layer.data):
+                continue
+            for data, label in zip(layer.data, layer.features["class"], strict=True):
+                grid = self._to_grid_index(data)
+                item = {"class": int(label), key: grid.tolist() if kind == "boxes" else grid[0].tolist()}
+                try:
+                    items[kind] += checked_hint_shapes({kind: [item]})[kind]
+                except InputError:
+                    if strict:
+                        raise
+        return items
+
+    def _show_hint_shapes(self, shapes: dict) -> None:
+        """Layers for a loaded session's boxes and clicks (a layer already holding hints is kept)."""
+        o = orientation_from_metadata(self.image_layer.metadata)
+        grid = grid_shape(self.image_layer)
+        for kind, key in (("boxes", "vertices"), ("clicks", "point")):
+            items = shapes.get(kind) or []
+            if not items or self.layer(BOXES if kind == "boxes" else CLICKS) is not None:
+                continue
+            layer = self.add_hint_layer(kind, 1)
+            data = [o.to_display_index(item[key], grid) for item in items]
+            layer.data = data if kind == "boxes" else np.concatenate(data)
+            layer.features = {"class": np.array([item["class"] for item in items], dtype=int)}
+            layer.mode = "pan_zoom"
 
     def describe_slice(self, axis: int, index: int) -> tuple[str, int]:
         """The anatomical plane of grid ``axis`` and the slider position of its slice ``index``."""
@@ -446,6 +467,7 @@ class SessionBinding:
         self.session, self.image_layer, self.scribbles_layer = session, image, scr
         if session.prediction is not None:
             self.show_prediction(np.array(session.prediction, copy=True))
+        self._show_hint_shapes(session.hint_shapes)
         return image, scr
 
     # ------------------------------------------------------------------ strokes

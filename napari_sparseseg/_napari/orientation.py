@@ -111,6 +111,14 @@ class DisplayOrientation:
             out[:, g] = (display_shape[d] - 1 - p[:, d]) if self.flip[d] else p[:, d]
         return out
 
+    def to_display_index(self, points, grid_shape) -> np.ndarray:
+        """Indices ``(n, 3)`` on the file's grid (of an array of ``grid_shape``) -> display voxel indices."""
+        p = np.asarray(points, dtype=float).reshape(-1, 3)
+        out = np.empty_like(p)
+        for d, g in enumerate(self.perm):
+            out[:, d] = (grid_shape[g] - 1 - p[:, g]) if self.flip[d] else p[:, g]
+        return out
+
     def to_display_slice(self, axis: int, index: int, grid_shape) -> tuple[int, int]:
         """``(display axis, display index)`` of slice ``index`` across grid ``axis``."""
         d = self.perm.index(int(axis))

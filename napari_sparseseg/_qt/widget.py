@@ -277,8 +277,8 @@ class SparseSegWidget(QWidget):
             return False
         try:
             s = self._sync()
-            # The boxes and clicks, read when a round needs them (not on every autosave after a stroke).
-            s.hints = self.binding.hint_labels(s.spacing)
+            # The boxes and clicks, checked now; the round turns them into pseudo-labels in its worker.
+            s.hint_shapes, s.hints = self.binding.read_hint_shapes(strict=True), None
             tcfg = s.settings.train_config(len(s.history), time_budget) if train else None
             pcfg = s.settings.predict_config()
         except (ValueError, SparseSegError) as exc:
@@ -337,7 +337,7 @@ class SparseSegWidget(QWidget):
             rows = []
             for s in result.suggestions:
                 plane, position = self.binding.describe_slice(s.axis, s.index)
-                rows.append((f"{plane} slice {position}: {s.score / 100:.0f} cm² unsure", s))
+                rows.append((f"{plane} slice {position}: {s.uncertain_mm2 / 100:.1f} cm² unsure", s))
             self.suggestions.set_suggestions(rows)
         if result.estimate:
             from napari_sparseseg.core.holdout import format_estimate

@@ -13,7 +13,7 @@ model), then predicts, yielding :class:`Progress`; it never mutates the session,
 in a worker thread while the user keeps painting; :meth:`Session.accept` applies the result.
 
 A saved session is a folder: ``session.json`` (format version, image reference, geometry,
-class names/colours, settings, history), ``annotations.npz`` (scribbles, correction mask,
+class names/colours, settings, history, the boxes and clicks drawn), ``annotations.npz`` (scribbles, correction mask,
 last prediction), ``model/`` (:mod:`~napari_sparseseg.core.checkpoint`) and ``image.npy``
 only when the image has no file to refer to. :meth:`Session.save` builds the whole folder
 next to the target and swaps it in with one rename, so an interrupted save leaves the
@@ -52,6 +52,7 @@ from napari_sparseseg.core.checkpoint import (
 from napari_sparseseg.core.config import PredictConfig, RoundSettings, TrainConfig
 from napari_sparseseg.core.errors import CheckpointError, ConfigError, InputError, OutputError, ScribbleError, SparseSegError
 from napari_sparseseg.core.grid import validate_affine, validate_spacing
+from napari_sparseseg.core.hints import checked_hint_shapes, hint_labels, hints_from_shapes
 from napari_sparseseg.core.intensity import validate_image
 from napari_sparseseg.core.labels import (
     MAX_CLASSES,
@@ -117,8 +118,10 @@ class Session:
         settings: the round settings (device, model size, time budget...), restored on load.
         hints: pseudo-labels from boxes and clicks (scribble convention,
             :func:`~napari_sparseseg.core.hints.hint_labels`), or ``None``; rounds train on them
-            at low weight under the strokes. Not stored in the session folder (the boxes and
-            clicks are the viewer's layers).
+            at low weight under the strokes. Computed when a round starts, not stored.
+        hint_shapes: the boxes and clicks the user drew, on the file's grid
+            (:func:`~napari_sparseseg.core.hints.checked_hint_shapes`); stored in
+            ``session.json``, so a resumed session shows them again.
     """
 
     image: np.ndarray | None
@@ -134,6 +137,7 @@ class Session:
     history: list = field(default_factory=list)
     settings: RoundSettings = field(default_factory=RoundSettings)
     hints: np.ndarray | None = None
+    hint_shapes: dict | None = None
 
     def __post_init__(self):
         # Every field is checked here, so a session built by the widget, the API or load()
@@ -161,6 +165,7 @@ class Session:
             self.settings = RoundSettings.from_dict(self.settings)
         if self.hints is not None:
             self.hints = validate_labels(self.hints, "hints", shape=shape)
+        self.hint_shapes = checked_hint_shapes(self.hint_shapes)
         if self.corrected is None:
             self.corrected = np.zeros(shape, dtype=bool)
         else:
@@ -228,6 +233,22 @@ class Session:
             return self.model
         return None
 
+    def drawn_hints(self, scribbles: np.ndarray | None = None, corrections: np.ndarray | None = None) -> np.ndarray | None:
+        """Pseudo-labels from :attr:`hint_shapes` (``None`` when nothing is drawn).
+
+        Boxes whose class is painted inside them keep only their background band
+        (:func:`~napari_sparseseg.core.hints.hint_labels`).
+
+        Raises:
+            InputError: a box corner or click outside the scan.
+        """
+        boxes, clicks = hints_from_shapes(self.hint_shapes)
+        if not boxes and not clicks:
+            return None
+        scribbles = self.scribbles if scribbles is None else scribbles
+        painted = merge_annotations(scribbles, corrections)[0]
+        return hint_labels(self.image, boxes, clicks, self.spacing, painted=painted)
+
     def run_round(self, train_cfg: TrainConfig | None = None, predict_cfg: PredictConfig | None = None,
                   stop: threading.Event | None = None, train: bool = True,
                   pretrained=None, preview: bool = False) -> Generator[Progress, None, RoundResult]:
@@ -254,12 +275,12 @@ class Session:
         names = list(self.class_names)
         result, stopped = None, None
         scribbles = self.scribbles.copy()  # the user may paint on while this runs
+        corrections = self.corrections if self.corrected.any() else None
+        hints = self.hints if self.hints is not None else self.drawn_hints(scribbles, corrections)
         if train:
             top = int(scribbles.max(initial=0))
             if top > len(names):
                 raise ScribbleError(f"the scribbles use value {top} (class {top - 1}) but the class table has only {len(names)} classes; add the class or erase those strokes.")
-            corrections = self.corrections if self.corrected.any() else None
-            hints = self.hints
             if self.settings.fill_between:
                 from napari_sparseseg.core.fill import fill_between
 
@@ -286,7 +307,7 @@ class Session:
         if train:
             annotations = trainer.y
         else:
-            annotations = scribbles if self.hints is None else merge_annotations(scribbles, None, self.hints)[0]
+            annotations = scribbles if hints is None else merge_annotations(scribbles, None, hints)[0]
         try:
             prediction, halted = yield from until_stopped(predict(model, self.image, predict_cfg, annotations, self.spacing),
                                                           stop)
@@ -302,7 +323,8 @@ class Session:
         if prediction is not None and prediction.uncertainty is not None:
             from napari_sparseseg.core.guide import suggest_slices
 
-            suggestions = suggest_slices(prediction.labels, prediction.uncertainty, scribbles, self.spacing)
+            painted = merge_annotations(scribbles, corrections)[0]
+            suggestions = suggest_slices(prediction.labels, prediction.uncertainty, painted, self.spacing)
         return RoundResult(result, prediction, model, stopped, names, suggestions, estimate)
 
     def accept(self, result: RoundResult) -> None:
@@ -404,6 +426,7 @@ class Session:
                 "has_model": self.model is not None,
                 "history": self.history,
                 "settings": self.settings.to_dict(),
+                "hints": self.hint_shapes,
             }
 
             def build(tmp: Path) -> None:
@@ -482,7 +505,7 @@ class Session:
         try:
             s = cls(image, scribbles, list(meta["class_names"]), tuple(meta.get("spacing", (1, 1, 1))), meta.get("geometry"),
                     meta.get("image_path"), meta.get("colors"), corrected, model, prediction, list(meta.get("history", [])),
-                    RoundSettings.from_dict(meta.get("settings"), lenient=True))
+                    RoundSettings.from_dict(meta.get("settings"), lenient=True), hint_shapes=meta.get("hints"))
         except (InputError, ConfigError) as exc:
             raise CheckpointError(f"corrupt session: {exc.message}", path=folder) from exc
         s._saved_model[str(folder.resolve())] = s._model_rev
@@ -565,7 +588,8 @@ def read_session_info(folder) -> dict:
             of the wrong type: ``shape`` not 3 positive ints, ``class_names`` not a list of
             2..MAX_CLASSES names, ``spacing`` not 3 positive numbers, ``geometry`` not a finite
             invertible 4x4 affine on ``shape``, ``history`` not a list of dicts, ``image_path``
-            not text, ``colors`` not a list of text, flags not true/false.
+            not text, ``colors`` not a list of text, flags not true/false, ``hints`` (the
+            boxes and clicks drawn) not as :func:`~napari_sparseseg.core.hints.checked_hint_shapes` reads them.
     """
     folder = Path(folder)
     meta_path = folder / SESSION_JSON
@@ -599,6 +623,10 @@ def read_session_info(folder) -> dict:
             raise bad(f"{flag} is {meta[flag]!r}; it must be true or false.")
     if meta.get("settings") is not None and not isinstance(meta["settings"], dict):
         raise bad(f"settings is {type(meta['settings']).__name__}; it must be a mapping.")
+    try:
+        checked_hint_shapes(meta.get("hints"))
+    except InputError as exc:
+        raise bad(exc.message) from exc
     return meta
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_sparseseg.core.config import PredictConfig, RoundSettings, TrainConfig
-from napari_sparseseg.core.errors import CheckpointError, ScribbleError
+from napari_sparseseg.core.errors import CheckpointError, InputError, ScribbleError
 from napari_sparseseg.core.progress import run_to_end
 from napari_sparseseg.core.session import Session, autosave_folder, find_autosave
 from napari_sparseseg.core.simulated_annotator import simulate_scribbles
@@ -112,6 +112,10 @@ def test_save_load_restores_everything(session, tmp_path):
 
     with pytest.raises(ScribbleError, match="drawn on"):
         Session.load(tmp_path / "sess", image=np.zeros((3, 3, 3), np.float32))
+    meta = json.loads((tmp_path / "sess" / "session.json").read_text())
+    (tmp_path / "sess" / "session.json").write_text(json.dumps({**meta, "hints": {"boxes": [{"class": 1, "vertices": "x"}]}}))
+    with pytest.raises(CheckpointError, match="corrupt session: in session.json, a box needs three numbers"):
+        Session.load(tmp_path / "sess")
     (tmp_path / "sess" / "session.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="corrupt session"):
         Session.load(tmp_path / "sess")
@@ -128,3 +132,21 @@ def test_autosave_folder_is_per_image(tmp_path, monkeypatch):
     Session(np.zeros((4, 5, 6), np.float32), np.zeros((4, 5, 6), np.uint8), image_path="/data/a/ct.nii.gz").save(a)
     assert find_autosave("ct", (4, 5, 6), "/data/a/ct.nii.gz") == a
     assert not (a / "image.npy").exists()  # referenced by path, not copied
+
+
+def test_drawn_boxes_and_clicks_are_stored_and_train_the_next_round(session, tmp_path):
+    s0, ref = session
+    ball = np.argwhere(ref == 1)
+    lo, hi = ball.min(0), ball.max(0)
+    shapes = {"boxes": [{"class": 2, "vertices": [[20, 5, 5], [20, 12, 5], [20, 12, 12], [20, 5, 12]]}],
+              "clicks": [{"class": 1, "point": (lo + hi) / 2}]}
+    s = Session(s0.image, np.zeros_like(s0.scribbles), NAMES, hint_shapes=shapes)
+    assert s.hint_shapes["clicks"][0]["point"] == list((lo + hi) / 2)  # checked and normalised to lists
+    s.save(tmp_path / "sess")
+    back = Session.load(tmp_path / "sess")
+    assert back.hint_shapes == s.hint_shapes
+    hints = back.drawn_hints()
+    centre = tuple(int(v) for v in (lo + hi) // 2)
+    assert hints[centre] == 2 and (hints[20] == 3).any() and not (hints[:19] == 3).any()  # click blob, one-slice box
+    with pytest.raises(InputError, match="class of a box"):
+        Session(s.image, s.scribbles, NAMES, hint_shapes={"boxes": [{"class": 0, "vertices": [[1, 1, 1]]}]})

@@ -394,7 +394,8 @@ def test_a_drawn_rectangle_and_a_click_become_pseudo_labels_under_the_strokes(lo
     assert list(boxes.features["class"]) == [2] and list(clicks.features["class"]) == [0]
     _run(widget, qtbot)
     s = widget.session
-    hints = s.hints
+    assert [b["class"] for b in s.hint_shapes["boxes"]] == [2] and [c["class"] for c in s.hint_shapes["clicks"]] == [0]
+    hints = s.drawn_hints()  # what the round trained on (no strokes of class 2 lie inside the rectangle)
     shown = widget.binding.to_display(hints)  # back in the viewer's voxels
     inside = np.zeros(shown.shape, bool)
     inside[z, 20:36, 30:51] = True
@@ -404,3 +405,28 @@ def test_a_drawn_rectangle_and_a_click_become_pseudo_labels_under_the_strokes(lo
     # Training saw them as hints, under the strokes.
     y, source = merge_annotations(s.scribbles, None, hints)
     assert ((source == SOURCE_HINT) & (y == 3)).sum() == ((hints == 3) & (s.scribbles == 0)).sum() > 0
+
+
+def test_drawn_boxes_and_clicks_are_saved_with_the_session_and_shown_again(loop, qtbot, tmp_path):
+    from qtpy.QtCore import Qt
+
+    viewer, widget = loop
+    img = viewer.layers["image"]
+    widget.classes.select(2)  # liver
+    qtbot.mouseClick(widget.hints.box_button, Qt.MouseButton.LeftButton)
+    z = img.data.shape[0] // 2
+    rect = np.array([[z, 10, 12], [z, 10, 40], [z, 30, 40], [z, 30, 12]], float)
+    viewer.layers["boxes"].add(rect, shape_type="rectangle")
+    widget.classes.select(1)
+    qtbot.mouseClick(widget.hints.click_button, Qt.MouseButton.LeftButton)
+    viewer.layers["clicks"].add(np.array([[z, 3.0, 4.0], [z + 1, 6.0, 7.0]]))
+    folder = widget.save_session(str(tmp_path / "session"))
+    stored = json.loads((folder / "session.json").read_text())["hints"]
+    assert [b["class"] for b in stored["boxes"]] == [1] and [c["class"] for c in stored["clicks"]] == [0, 0]
+    for name in ("boxes", "clicks", "scribbles"):
+        viewer.layers.remove(name)
+    assert widget.load_session(str(folder))
+    boxes, clicks = viewer.layers["boxes"], viewer.layers["clicks"]
+    assert len(boxes.data) == 1 and np.allclose(boxes.data[0], rect) and list(boxes.features["class"]) == [1]
+    assert np.allclose(clicks.data, [[z, 3, 4], [z + 1, 6, 7]]) and list(clicks.features["class"]) == [0, 0]
+    assert widget.session.hint_shapes == stored  # and the next round trains on them again
