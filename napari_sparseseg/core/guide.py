@@ -115,7 +115,10 @@ def uncertain_weight(labels: np.ndarray, uncertainty: np.ndarray, annotations: n
 
 def suggest_slices(labels: np.ndarray, uncertainty: np.ndarray, annotations: np.ndarray | None = None,
                    spacing=(1.0, 1.0, 1.0), cfg: SuggestConfig | None = None) -> list[SliceSuggestion]:
-    """The ``cfg.count`` slices a stroke would most likely fix, best first.
+    """The ``cfg.count`` slices a stroke would most likely fix, in the order chosen.
+
+    Each score is what the slice adds after the slices before it (so a later slice of a new
+    orientation may score above an earlier one).
 
     Args:
         labels: the prediction (class indices), as the user sees it.

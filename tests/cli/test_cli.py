@@ -208,8 +208,8 @@ def test_segment_suggest_writes_the_slices_to_paint_next(case, tmp_path, capsys)
     rows = doc["suggestions"]
     assert 1 <= len(rows) <= 3 and "suggested slices" in err
     img, g = read_image(case / "image.nii.gz")
-    scores = [r["score"] for r in rows]
-    assert scores == sorted(scores, reverse=True) and all(r["uncertain_mm2"] >= r["score"] > 0 for r in rows)
+    assert all(r["score"] > 0 and r["uncertain_mm2"] > 0 for r in rows)
+    assert len({r["axis"] for r in rows}) == len(rows)  # the first three: one per orientation
     for r in rows:
         assert 0 <= r["index"] < img.shape[r["axis"]] and r["orientation"] == g.plane(r["axis"])
         # The centre is on the suggested slice: back to an index along the axis.
