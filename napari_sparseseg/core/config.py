@@ -485,6 +485,8 @@ class HintConfig:
     box_core: float = setting(0.6, "share of a box's half-sides the likely core (an inscribed ellipsoid) spans", gt=0,
                               le=1)
     box_band_mm: float = setting(5.0, "band just outside a box labelled background (where no other box lies)", ge=0)
+    box_retire_mm: float = setting(10.0, "a box's core is dropped this far around a stroke of another class inside it "
+                                   "(the whole core once its own class is painted in two orientations)", ge=0)
     click_radius_mm: float = setting(6.0, "reach of a click's blob", gt=0)
     click_tolerance: float = setting(3.0, "intensity tolerance of a click's blob, in local standard deviations", gt=0)
 

@@ -119,10 +119,18 @@ def hint_labels(image: np.ndarray, boxes=(), clicks=(), spacing=(1.0, 1.0, 1.0),
     Where hints overlap, a box's core and a click's blob win over the background bands, and a
     later hint over an earlier one of the same kind.
 
-    ``painted`` (the user's strokes and corrections, scribble convention, or ``None``): a box
-    whose class the user has painted inside it keeps only its background band. The ellipsoid is
-    a guess at the structure's shape (a liver fills a quarter of its box); once strokes of that
-    class show the structure itself, the guess would keep pulling the model where they do not.
+    ``painted`` (the user's strokes and corrections, scribble convention, or ``None``) retires
+    a box's core where the strokes contradict or replace it. The ellipsoid is a guess at the
+    structure's shape (a liver fills a quarter of its box) and would keep pulling the model where
+    the strokes do not:
+
+    * core voxels within ``cfg.box_retire_mm`` of a stroke of another class inside the box are
+      dropped (the guess is wrong there);
+    * once strokes of the box's own class inside it lie on slices of two orientations or more
+      (they outline the structure in 3-D), the whole core is dropped; the background band stays.
+      Dropping it at the first stroke of its class left too little of that class to learn from
+      (``benchmarks/effort.py --start boxes``: mean Dice fell from 0.59 to 0.20 after the first
+      corrections on the sample CT).
 
     Raises:
         InputError: a corner or click outside the scan, a class out of range.
@@ -162,8 +170,9 @@ def hint_labels(image: np.ndarray, boxes=(), clicks=(), spacing=(1.0, 1.0, 1.0),
     if painted is not None and np.shape(painted) != shape:
         raise InputError(f"the strokes have shape {np.shape(painted)}, the scan {shape}.")
     for label, box, lo, hi in cores:  # the likely core: an inscribed ellipsoid, shrunk
-        if painted is not None and np.any(np.asarray(painted[box]) == label + 1):
-            continue  # the user's own strokes of this class show it better than the ellipsoid
+        inside = None if painted is None else np.asarray(painted[box])
+        if inside is not None and _orientations(inside == label + 1) >= 2:
+            continue  # the user's strokes of this class outline it better than the ellipsoid
         size = hi - lo
         grids = np.ogrid[tuple(slice(0, int(n)) for n in size)]
         r2 = np.zeros(tuple(int(n) for n in size), dtype=float)
@@ -171,12 +180,28 @@ def hint_labels(image: np.ndarray, boxes=(), clicks=(), spacing=(1.0, 1.0, 1.0),
             if n > 1:  # a one-slice rectangle is not shrunk across its thickness
                 half = n / 2.0
                 r2 = r2 + ((g + 0.5 - half) / (half * cfg.box_core)) ** 2
-        out[box][r2 <= 1.0] = label + 1
+        core = r2 <= 1.0
+        other = None if inside is None else (inside > 0) & (inside != label + 1)
+        if other is not None and other.any():  # another class painted in the core: the guess is wrong near it
+            from scipy import ndimage as ndi
+
+            core &= ndi.distance_transform_edt(~other, sampling=spacing) > cfg.box_retire_mm
+        out[box][core] = label + 1
     for c in clicks:
         p = _inside(c.point, shape, "click")
         blob = _blob(image, p, spacing, cfg)
         out[blob[0]][blob[1]] = c.label + 1
     return out
+
+
+def _orientations(strokes: np.ndarray) -> int:
+    """In how many orientations the strokes lie: each connected piece counts along its thinnest axis."""
+    from scipy import ndimage as ndi
+
+    if not strokes.any():
+        return 0
+    lab, _ = ndi.label(strokes)
+    return len({int(np.argmin([s.stop - s.start for s in piece])) for piece in ndi.find_objects(lab)})
 
 
 def _blob(image: np.ndarray, p: np.ndarray, spacing: np.ndarray, cfg: HintConfig):

@@ -34,17 +34,28 @@ def test_a_box_gives_a_likely_core_an_unlabelled_shell_and_background_just_outsi
     assert np.all(h[dist > 3.5] == 0)                         # and nothing further out
 
 
-def test_a_box_whose_class_is_painted_inside_it_keeps_only_its_background_band():
+def test_strokes_inside_a_box_retire_its_core_where_they_contradict_or_replace_it():
     img = _scan()
     boxes = [Box(1, (8, 10, 10), (21, 29, 29)), Box(2, (8, 31, 31), (21, 38, 38))]
-    painted = np.zeros(img.shape, np.uint8)
-    painted[15, 12:16, 20] = 2   # a stroke of class 1 inside box 1
-    painted[15, 33:35, 12] = 2   # class 1 painted in box 2 does not retire box 2's core
     before = hint_labels(img, boxes, spacing=(1, 1, 1))
+    # One axial stroke of class 1 inside box 1: one orientation, the core stays.
+    painted = np.zeros(img.shape, np.uint8)
+    painted[15, 12:16, 20] = 2
+    assert np.array_equal(hint_labels(img, boxes, spacing=(1, 1, 1), painted=painted), before)
+    # A second one in a coronal slice: the strokes outline it in 3-D, box 1's ellipsoid is gone.
+    painted[12:18, 20, 14] = 2
     after = hint_labels(img, boxes, spacing=(1, 1, 1), painted=painted)
-    assert (before == 2).any() and not (after == 2).any()     # box 1's ellipsoid is gone
-    assert np.array_equal(after == 3, before == 3)            # box 2's stays
+    assert (before == 2).any() and not (after == 2).any()
+    assert np.array_equal(after == 3, before == 3)            # box 2's core stays
     assert np.array_equal(after == 1, before == 1)            # the background bands stay
+    # Background painted in box 1's core: the core goes within 4 mm of it, and stays elsewhere.
+    bg = np.zeros(img.shape, np.uint8)
+    bg[15, 20, 20] = 1
+    cut = hint_labels(img, boxes, spacing=(1, 1, 1), cfg=HintConfig(box_retire_mm=4), painted=bg)
+    zz, yy, xx = np.nonzero(before == 2)
+    near = (zz - 15) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 16
+    assert near.any() and not (cut[zz[near], yy[near], xx[near]] == 2).any()
+    assert np.all(cut[zz[~near], yy[~near], xx[~near]] == 2)
     with pytest.raises(InputError, match="strokes have shape"):
         hint_labels(img, boxes, painted=painted[:-1])
 
