@@ -468,6 +468,7 @@ class SessionBinding:
         if session.prediction is not None:
             self.show_prediction(np.array(session.prediction, copy=True))
         self._show_hint_shapes(session.hint_shapes)
+        self.viewer.layers.selection.active = scr  # painting goes on in the scribbles
         return image, scr
 
     # ------------------------------------------------------------------ strokes

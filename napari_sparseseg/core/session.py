@@ -13,8 +13,8 @@ model), then predicts, yielding :class:`Progress`; it never mutates the session,
 in a worker thread while the user keeps painting; :meth:`Session.accept` applies the result.
 
 A saved session is a folder: ``session.json`` (format version, image reference, geometry,
-class names/colours, settings, history, the boxes and clicks drawn), ``annotations.npz`` (scribbles, correction mask,
-last prediction), ``model/`` (:mod:`~napari_sparseseg.core.checkpoint`) and ``image.npy``
+class names/colours, settings, history, the boxes and clicks drawn), ``annotations.npz``
+(scribbles, correction mask, last prediction), ``model/`` (:mod:`~napari_sparseseg.core.checkpoint`) and ``image.npy``
 only when the image has no file to refer to. :meth:`Session.save` builds the whole folder
 next to the target and swaps it in with one rename, so an interrupted save leaves the
 previous session readable; it writes only into a new or empty folder or a session of ours
@@ -236,7 +236,7 @@ class Session:
     def drawn_hints(self, scribbles: np.ndarray | None = None, corrections: np.ndarray | None = None) -> np.ndarray | None:
         """Pseudo-labels from :attr:`hint_shapes` (``None`` when nothing is drawn).
 
-        Boxes whose class is painted inside them keep only their background band
+        The strokes and corrections retire box cores where they contradict or replace them
         (:func:`~napari_sparseseg.core.hints.hint_labels`).
 
         Raises:
