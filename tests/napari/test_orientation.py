@@ -119,6 +119,11 @@ def test_views_invert_each_other(perm, flip):
     assert shown.shape[1:] == o.display_shape(a.shape[1:]) and o.grid_shape(shown.shape[1:]) == a.shape[1:]
     assert np.array_equal(o.to_grid(shown), a) and np.shares_memory(shown, a)
     assert DisplayOrientation.from_dict(o.to_dict()) == o
+    # Voxel indices follow the arrays: a grid voxel lands where the display array shows it.
+    grid = np.argwhere(a[0] >= 0)
+    display = o.to_display_index(grid, a.shape[1:])
+    assert np.array_equal(shown[0][tuple(display.astype(int).T)], a[0][tuple(grid.T)])
+    assert np.array_equal(o.to_grid_index(display, shown.shape[1:]), grid)
 
 
 def test_oblique_scan_warns_and_still_round_trips(tmp_path):
