@@ -105,7 +105,8 @@ def run(case: str, seed: int, strategy: str, rounds: int, per_round: int, steps:
         hints = None
         if boxes or clicks:  # read each round, as the widget does: painted boxes give up their cores
             painted = merge_annotations(scribbles, corrections)[0]
-            hints = hint_labels(image, boxes, clicks, geom.spacing, painted=None if keep_cores else painted)
+            hints = hint_labels(image, boxes, clicks, geom.spacing, painted=None if keep_cores else painted,
+                                num_classes=len(names))
         cfg = TrainConfig(max_steps=steps, time_budget=None, seed=seed + r, device="cpu")
         model = run_to_end(Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing,
                                    class_names=names, hints=hints).run()).model

@@ -258,7 +258,11 @@ def _read_hints(args, image, geom, class_names, strokes, painted=None):
     boxes = read_boxes(args.boxes, geom, class_names) if args.boxes else []
     clicks = read_clicks(args.clicks, geom, class_names) if args.clicks else []
     try:
-        hints = hint_labels(image, boxes, clicks, geom.spacing, painted=strokes if painted is None else painted)
+        painted = strokes if painted is None else painted
+        # Without a class table the classes are the ones the strokes, boxes and clicks use.
+        used = [b.label for b in boxes] + [c.label for c in clicks] + [int(painted.max(initial=0)) - 1]
+        hints = hint_labels(image, boxes, clicks, geom.spacing, painted=painted,
+                            num_classes=len(class_names) if class_names else 1 + max(used))
     except InputError as exc:  # name the file the hint came from
         exc.path = exc.path or str(args.boxes if "box" in exc.message else args.clicks)
         raise

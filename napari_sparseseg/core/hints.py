@@ -113,11 +113,18 @@ def _inside(index, shape, what: str) -> np.ndarray:
 
 
 def hint_labels(image: np.ndarray, boxes=(), clicks=(), spacing=(1.0, 1.0, 1.0),
-                cfg: HintConfig | None = None, painted: np.ndarray | None = None) -> np.ndarray:
+                cfg: HintConfig | None = None, painted: np.ndarray | None = None,
+                num_classes: int | None = None) -> np.ndarray:
     """Pseudo-labels (scribble convention: 0 = none, 1 = background, c + 1 = class c) from hints.
 
     Where hints overlap, a box's core and a click's blob win over the background bands, and a
-    later hint over an earlier one of the same kind.
+    later hint over an earlier one of the same kind. A rectangle drawn on one slice says nothing
+    about the slices beside it: its background band lies in its own plane.
+
+    ``num_classes`` (background included), when given and every structure 1..K-1 has a 3-D box:
+    everything outside the 3-D boxes is background (no structure lies outside its box), not only
+    the band. Without it, or with a structure unboxed, only the band is (another structure may
+    lie anywhere).
 
     ``painted`` (the user's strokes and corrections, scribble convention, or ``None``) retires
     a box's core where the strokes contradict or replace it. The ellipsoid is a guess at the
@@ -156,11 +163,18 @@ def hint_labels(image: np.ndarray, boxes=(), clicks=(), spacing=(1.0, 1.0, 1.0),
         box = tuple(slice(int(x), int(y)) for x, y in zip(lo, hi, strict=True))
         inside_any[box] = True
         cores.append((b.label, box, lo, hi))
+    solid = [(label, box) for label, box, lo, hi in cores if np.all(hi - lo > 1)]
+    if num_classes is not None and num_classes > 1 and set(range(1, num_classes)) <= {label for label, _ in solid}:
+        outside = np.ones(shape, dtype=bool)
+        for _, box in solid:
+            outside[box] = False
+        out[outside] = 1  # every structure is boxed in 3-D: none lies outside the boxes
     if cfg.box_band_mm > 0 and boxes:  # just outside the boxes, where no other box lies: background
         from scipy import ndimage as ndi
 
-        reach = np.ceil(cfg.box_band_mm / spacing).astype(int)
         for _, _, lo, hi in cores:
+            # A rectangle on one slice: its band stays in its plane (the structure goes on beside it).
+            reach = np.where(hi - lo > 1, np.ceil(cfg.box_band_mm / spacing), 0).astype(int)
             outer = tuple(slice(int(max(0, x - r)), int(min(n, y + r))) for x, y, r, n in zip(lo, hi, reach, shape, strict=True))
             region = out[outer]
             band = ~inside_any[outer]

@@ -247,7 +247,7 @@ class Session:
             return None
         scribbles = self.scribbles if scribbles is None else scribbles
         painted = merge_annotations(scribbles, corrections)[0]
-        return hint_labels(self.image, boxes, clicks, self.spacing, painted=painted)
+        return hint_labels(self.image, boxes, clicks, self.spacing, painted=painted, num_classes=len(self.class_names))
 
     def run_round(self, train_cfg: TrainConfig | None = None, predict_cfg: PredictConfig | None = None,
                   stop: threading.Event | None = None, train: bool = True,

@@ -63,9 +63,26 @@ def test_strokes_inside_a_box_retire_its_core_where_they_contradict_or_replace_i
 def test_a_rectangle_on_one_slice_labels_that_slice_only_and_other_boxes_are_not_background():
     img = _scan()
     h = hint_labels(img, [Box(1, (15, 10, 10), (15, 29, 29)), Box(2, (15, 31, 10), (15, 38, 29))], spacing=(1, 1, 1))
-    assert set(np.unique(h[14])) | set(np.unique(h[16])) <= {0, 1}  # no structure label off the slice
+    assert not h[:15].any() and not h[16:].any()  # nothing off the slice: the structures go on beside it
     assert (h[15] == 2).any() and (h[15] == 3).any()
+    assert (h[15, 5:9, 10:30] == 1).all()  # the band around a rectangle lies in its plane
     assert not (h[15, 31:39, 10:30] == 1).any()  # the second box is not the first box's background
+
+
+def test_when_every_structure_has_a_3d_box_everything_outside_the_boxes_is_background():
+    img = _scan()
+    boxes = [Box(1, (8, 10, 10), (21, 29, 29)), Box(2, (8, 31, 31), (21, 38, 38))]
+    every = hint_labels(img, boxes, spacing=(1, 1, 1), num_classes=3)
+    outside = np.ones(img.shape, bool)
+    outside[8:22, 10:30, 10:30] = outside[8:22, 31:39, 31:39] = False
+    assert np.all(every[outside] == 1) and not (every[~outside] == 1).any()
+    # A third structure without a box may lie anywhere: only the bands are background then.
+    some = hint_labels(img, boxes, spacing=(1, 1, 1), num_classes=4)
+    assert np.array_equal(some, hint_labels(img, boxes, spacing=(1, 1, 1)))
+    assert (some[outside] == 0).any()
+    # Rectangles on one slice do not count as boxing a structure in 3-D.
+    flat = [Box(1, (15, 10, 10), (15, 29, 29)), Box(2, (15, 31, 31), (15, 38, 38))]
+    assert not hint_labels(img, flat, spacing=(1, 1, 1), num_classes=3)[:15].any()
 
 
 def test_a_click_grows_through_similar_intensity_only():
