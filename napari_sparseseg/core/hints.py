@@ -1,9 +1,11 @@
 """Weak hints, from boxes and clicks to pixels: low-weight pseudo-labels for training.
 
 A box says where a structure is without drawing it: outside the box it is not (a band just
-outside, where no other box lies, becomes background), a thin shell inside is uncertain (left
-unlabelled), and the core is likely the structure (an ellipsoid inscribed in the box, shrunk by
-``HintConfig.box_core``). A rectangle drawn on one slice is a box one slice thick. A click is a
+outside, where no other box lies, becomes background; everything outside the boxes once every
+structure has a 3-D box), a thin shell inside is uncertain (left unlabelled), and the core is
+likely the structure (an ellipsoid inscribed in the box, shrunk by ``HintConfig.box_core``)
+until the user's strokes contradict or replace it. A rectangle drawn on one slice is a box one
+slice thick whose band stays in its plane. A click is a
 small blob grown from the clicked voxel through similar intensity, with the click's class
 (background for an "outside" click). The result is a label volume in the scribble convention;
 :class:`~napari_sparseseg.core.train.Trainer` weighs it ``WeightConfig.w_hint`` (well below a
