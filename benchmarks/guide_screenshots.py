@@ -4,7 +4,8 @@
 
 Opens the bundled sample CT and its scribbles through the reader in a shown viewer, docks the
 widget, draws a box (spleen) on the middle slice and an outside click, trains one round with
-"Estimate quality" on (bounded by --steps), then clicks the first "Paint next" suggestion.
+"Estimate quality" on (bounded by --steps), then clicks the first "Paint next" suggestion; saves the session, drops the hint layers and
+loads it again (the boxes and clicks come back).
 """
 
 from __future__ import annotations
@@ -88,6 +89,19 @@ def main(argv=None):
         shot("g3_suggested_slice_shown.png")
     print("estimate:", widget.rounds.estimate.text())
     print("suggestions:", [items.item(i).text() for i in range(items.count())])
+    # Save, drop the hint layers, load: the boxes and clicks come back with the session.
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        widget.save_session(str(Path(tmp) / "session"))
+        for name in ("boxes", "clicks"):
+            viewer.layers.remove(name)
+        widget.load_session(str(Path(tmp) / "session"))
+        viewer.dims.order = (0, 1, 2)  # back to the axial view the box was drawn in
+        viewer.dims.set_current_step(0, z)
+        viewer.layers["boxes"].edge_color = "yellow"
+        viewer.layers["boxes"].edge_width = 1.5
+        shot("g4_session_resumed_with_hints.png")
     viewer.close()
 
 

@@ -17,7 +17,8 @@ class SuggestionList(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.title = QLabel("Paint next (after a round: slices where the model is least sure, away from your strokes)")
+        self.title = QLabel("Paint next (after a round: where a stroke would fix most, one slice per orientation first, away "
+                            "from your strokes)")
         self.title.setWordWrap(True)
         self.list = QListWidget()
         self.list.setMaximumHeight(110)
