@@ -18,6 +18,7 @@ round and the strokes needed to first reach ``--target`` mean Dice, per case and
     python benchmarks/effort.py --seeds 0 1 2 --rounds 5 --out benchmarks/results/effort.json
     python benchmarks/effort.py --start boxes --strategies even --out benchmarks/results/effort_boxes.json
     python benchmarks/effort.py --start boxes --strategies even --keep-cores  # boxes' cores never retire
+    python benchmarks/effort.py --summarize benchmarks/results/effort.json   # strokes saved, from a results file
 """
 
 from __future__ import annotations
@@ -144,6 +145,33 @@ def strokes_to_reach(rows: list[dict], target: float) -> int | None:
     return next((r["strokes"] for r in rows if r["mean_dice"] >= target), None)
 
 
+def saving(runs: list[dict], target: float) -> dict:
+    """Strokes to ``target`` with the suggestions against evenly spaced slices, paired by case and seed.
+
+    ``both``: runs where both reached it; ``censored``: every pair, a run that never reached it
+    counted as its last strokes plus one more round's (9).
+    """
+    even = {(r["case"], r["seed"]): r for r in runs if r["strategy"] == "even"}
+    pairs = [(r, even[(r["case"], r["seed"])]) for r in runs
+             if r["strategy"] == "suggested" and (r["case"], r["seed"]) in even]
+
+    def censored(rows):
+        v = strokes_to_reach(rows, target)
+        return v if v is not None else rows[-1]["strokes"] + 9
+
+    both = [(strokes_to_reach(a["rounds"], target), strokes_to_reach(b["rounds"], target)) for a, b in pairs]
+    both = [(a, b) for a, b in both if a is not None and b is not None]
+    cs = [(censored(a["rounds"]), censored(b["rounds"])) for a, b in pairs]
+    out = {"pairs": len(pairs), "both_reached": len(both)}
+    if both:
+        a, b = np.mean([x[0] for x in both]), np.mean([x[1] for x in both])
+        out.update(both_suggested=float(a), both_even=float(b), both_saving=float(1 - a / b))
+    if cs:
+        a, b = np.mean([x[0] for x in cs]), np.mean([x[1] for x in cs])
+        out.update(censored_suggested=float(a), censored_even=float(b), censored_saving=float(1 - a / b))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="+", default=list(CASES))
@@ -160,7 +188,12 @@ def main(argv=None):
                     help="keep every box's core pseudo-labels after its class is painted (the behaviour before; "
                          "by default a painted box keeps only its background band)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "effort.json"))
+    ap.add_argument("--summarize", metavar="JSON", help="only print the summary of a results file written before")
     args = ap.parse_args(argv)
+    if args.summarize:
+        doc = json.loads(Path(args.summarize).read_text())
+        print(json.dumps(saving(doc["runs"], doc["args"].get("target", args.target)), indent=1))
+        return
     t0 = time.perf_counter()
 
     def log(msg):
@@ -185,6 +218,9 @@ def main(argv=None):
                              "strokes_to_target": reach}
         log(f"{strategy}: Dice per round " + " ".join(f"{v:.3f}" for v in curve) + "; strokes "
             + " ".join(f"{v:.0f}" for v in strokes) + f"; strokes to {args.target}: {reach}")
+    if {"suggested", "even"} <= set(args.strategies):
+        summary["saving"] = saving(runs, args.target)
+        log(f"strokes to {args.target}, suggested against even: {summary['saving']}")
     out.write_text(json.dumps({"args": vars(args), "runs": runs, "summary": summary}, indent=1))
     log(f"wrote {out}")
 
