@@ -172,10 +172,10 @@ def _text_header(tmp_path, suffix, old, new):
     (".mha", "NDims = 3", "NDims = -237", "NDims = -237"),  # crashed the process (found by the fuzzer)
     (".mha", "DimSize = 8 7 6", "DimSize = 100000 100000 100000", "claims 1000000000000000 voxels"),
     (".mha", "DimSize = 8 7 6", "DimSize = 8 7", "DimSize holds 2 numbers"),
-    (".nrrd", "space directions: (0,0,1.5) (0,-1,0) (-2,0,0)", "space directions: (0,0,1.5) (0,-1,0) (nan,0,0)", ""),
-    (".nrrd", "space directions: (0,0,1.5) (0,-1,0) (-2,0,0)", "space directions: (0,0,1.5) (0,-1,0) (0,0,0)", ""),
-    (".nrrd", "space directions: (0,0,1.5) (0,-1,0) (-2,0,0)", "space directions: (0,0,1.5) (0,0,1.5) (-2,0,0)", ""),
-    (".nrrd", "sizes: 8 7 6", "sizes: 8 7 600000", ""),
+    (".nrrd", "space directions: (0,0,1.5) (0,-1,0) (-2,0,0)", "space directions: (0,0,1.5) (0,-1,0) (nan,0,0)", "cannot read the header"),
+    (".nrrd", "space directions: (0,0,1.5) (0,-1,0) (-2,0,0)", "space directions: (0,0,1.5) (0,-1,0) (0,0,0)", "voxel spacing"),
+    (".nrrd", "space directions: (0,0,1.5) (0,-1,0) (-2,0,0)", "space directions: (0,0,1.5) (0,0,1.5) (-2,0,0)", "singular"),
+    (".nrrd", "sizes: 8 7 6", "sizes: 8 7 600000", "claims 33600000 voxels"),
 ])
 def test_sitk_headers_with_unusable_geometry_are_refused(tmp_path, suffix, old, new, message):
     bad = _text_header(tmp_path, suffix, old, new)
