@@ -233,10 +233,11 @@ class Session:
             return self.model
         return None
 
-    def drawn_hints(self, scribbles: np.ndarray | None = None, corrections: np.ndarray | None = None) -> np.ndarray | None:
+    def drawn_hints(self, scribbles: np.ndarray | None = None) -> np.ndarray | None:
         """Pseudo-labels from :attr:`hint_shapes` (``None`` when nothing is drawn).
 
-        The strokes and corrections retire box cores where they contradict or replace them
+        The strokes (``scribbles``, corrections included; :attr:`scribbles` if ``None``) retire
+        box cores where they contradict or replace them
         (:func:`~napari_sparseseg.core.hints.hint_labels`).
 
         Raises:
@@ -245,8 +246,7 @@ class Session:
         boxes, clicks = hints_from_shapes(self.hint_shapes)
         if not boxes and not clicks:
             return None
-        scribbles = self.scribbles if scribbles is None else scribbles
-        painted = merge_annotations(scribbles, corrections)[0]
+        painted = self.scribbles if scribbles is None else scribbles
         return hint_labels(self.image, boxes, clicks, self.spacing, painted=painted, num_classes=len(self.class_names))
 
     def run_round(self, train_cfg: TrainConfig | None = None, predict_cfg: PredictConfig | None = None,
@@ -276,7 +276,7 @@ class Session:
         result, stopped = None, None
         scribbles = self.scribbles.copy()  # the user may paint on while this runs
         corrections = self.corrections if self.corrected.any() else None
-        hints = self.hints if self.hints is not None else self.drawn_hints(scribbles, corrections)
+        hints = self.hints if self.hints is not None else self.drawn_hints(scribbles)
         if train:
             top = int(scribbles.max(initial=0))
             if top > len(names):
@@ -323,8 +323,7 @@ class Session:
         if prediction is not None and prediction.uncertainty is not None:
             from napari_sparseseg.core.guide import suggest_slices
 
-            painted = merge_annotations(scribbles, corrections)[0]
-            suggestions = suggest_slices(prediction.labels, prediction.uncertainty, painted, self.spacing)
+            suggestions = suggest_slices(prediction.labels, prediction.uncertainty, scribbles, self.spacing)  # corrections included
         return RoundResult(result, prediction, model, stopped, names, suggestions, estimate)
 
     def accept(self, result: RoundResult) -> None:
