@@ -235,11 +235,11 @@ def cmd_segment(args) -> int:
     return EXIT_OK
 
 
-def _read_hints(args, image, geom, class_names, strokes, painted=None):
+def _read_hints(args, image, geom, class_names, strokes, painted):
     """``--boxes``/``--clicks`` (world mm) and ``--fill-between`` as pseudo-labels on the scan's grid, or ``None``.
 
-    ``painted`` (strokes and corrections; the strokes if ``None``) retires the cores of boxes
-    whose class is painted inside them (:func:`~napari_sparseseg.core.hints.hint_labels`).
+    ``strokes`` are filled between (``--fill-between``); ``painted`` (strokes and corrections)
+    retires box cores where it contradicts or replaces them (:func:`~napari_sparseseg.core.hints.hint_labels`).
     """
     from napari_sparseseg.core.labels import combine_hints
 
@@ -258,7 +258,6 @@ def _read_hints(args, image, geom, class_names, strokes, painted=None):
     boxes = read_boxes(args.boxes, geom, class_names) if args.boxes else []
     clicks = read_clicks(args.clicks, geom, class_names) if args.clicks else []
     try:
-        painted = strokes if painted is None else painted
         # Without a class table the classes are the ones the strokes, boxes and clicks use.
         used = [b.label for b in boxes] + [c.label for c in clicks] + [int(painted.max(initial=0)) - 1]
         hints = hint_labels(image, boxes, clicks, geom.spacing, painted=painted,

@@ -103,21 +103,22 @@ class DisplayOrientation:
             out[p] = int(display_shape[d])
         return tuple(out)
 
-    def to_grid_index(self, points, display_shape) -> np.ndarray:
-        """Display voxel indices ``(n, 3)`` (of an array of ``display_shape``) -> indices on the file's grid."""
+    def _reindex(self, points, shape, to_display: bool) -> np.ndarray:
+        """Voxel indices ``(n, 3)`` of an array of ``shape`` -> the other view's (display axis d is grid axis perm[d])."""
         p = np.asarray(points, dtype=float).reshape(-1, 3)
         out = np.empty_like(p)
         for d, g in enumerate(self.perm):
-            out[:, g] = (display_shape[d] - 1 - p[:, d]) if self.flip[d] else p[:, d]
+            src, dst = (g, d) if to_display else (d, g)
+            out[:, dst] = (shape[src] - 1 - p[:, src]) if self.flip[d] else p[:, src]
         return out
+
+    def to_grid_index(self, points, display_shape) -> np.ndarray:
+        """Display voxel indices ``(n, 3)`` (of an array of ``display_shape``) -> indices on the file's grid."""
+        return self._reindex(points, display_shape, to_display=False)
 
     def to_display_index(self, points, grid_shape) -> np.ndarray:
         """Indices ``(n, 3)`` on the file's grid (of an array of ``grid_shape``) -> display voxel indices."""
-        p = np.asarray(points, dtype=float).reshape(-1, 3)
-        out = np.empty_like(p)
-        for d, g in enumerate(self.perm):
-            out[:, d] = (grid_shape[g] - 1 - p[:, g]) if self.flip[d] else p[:, g]
-        return out
+        return self._reindex(points, grid_shape, to_display=True)
 
     def to_display_slice(self, axis: int, index: int, grid_shape) -> tuple[int, int]:
         """``(display axis, display index)`` of slice ``index`` across grid ``axis``."""

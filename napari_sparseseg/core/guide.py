@@ -66,12 +66,12 @@ def _check(labels, uncertainty, annotations):
 
 
 def _box(mask: np.ndarray, margin) -> tuple[slice, ...]:
-    """The bounding box of ``mask`` grown by ``margin`` voxels per axis, clipped to the array."""
-    out = []
-    for axis, m in enumerate(margin):
-        hit = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(3) if a != axis)))
-        out.append(slice(max(0, int(hit[0]) - int(m)), min(mask.shape[axis], int(hit[-1]) + int(m) + 1)))
-    return tuple(out)
+    """The bounding box of ``mask`` (not empty) grown by ``margin`` voxels per axis, clipped to the array."""
+    from scipy import ndimage as ndi
+
+    (box,) = ndi.find_objects(mask.view(np.uint8))
+    return tuple(slice(max(0, b.start - int(m)), min(n, b.stop + int(m))) for b, m, n in zip(box, margin, mask.shape,
+                                                                                             strict=True))
 
 
 def uncertain_weight(labels: np.ndarray, uncertainty: np.ndarray, annotations: np.ndarray | None = None,

@@ -14,8 +14,9 @@ in a worker thread while the user keeps painting; :meth:`Session.accept` applies
 
 A saved session is a folder: ``session.json`` (format version, image reference, geometry,
 class names/colours, settings, history, the boxes and clicks drawn), ``annotations.npz``
-(scribbles, correction mask, last prediction), ``model/`` (:mod:`~napari_sparseseg.core.checkpoint`) and ``image.npy``
-only when the image has no file to refer to. :meth:`Session.save` builds the whole folder
+(scribbles, correction mask, last prediction), ``model/``
+(:mod:`~napari_sparseseg.core.checkpoint`) and ``image.npy`` only when the image has no file
+to refer to. :meth:`Session.save` builds the whole folder
 next to the target and swaps it in with one rename, so an interrupted save leaves the
 previous session readable; it writes only into a new or empty folder or a session of ours
 (:func:`check_session_folder`), so it never deletes a file of the user's.
