@@ -12,7 +12,7 @@ trains for --budget seconds per round on the CPU; the forest is retrained on all
     python benchmarks/accuracy.py --k 3 --seeds 0 1 2 --correction-budget 15  # short correction rounds
 
 With ``--pretrain SECONDS`` each seed's network is first pretrained on the scan itself (the
-self-supervised task of ``core/pretrain.py``; in the widget this runs while the user paints),
+self-supervised task of ``core/training/pretrain.py``; in the widget this runs while the user paints),
 and round 0 fine-tunes from it: the rounds still get ``--budget`` seconds each, so the
 comparison with a run without it is at equal time after pressing Train.
 
@@ -34,19 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baseline_rf import ilastik_features, rf_segment  # noqa: E402
 from benchmarks.cases import CASES, load_case  # noqa: E402
-from napari_sparseseg.core.config import (
+from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: E402
+from napari_sparseseg.core.base.config import (
     PredictConfig,  # noqa: E402
     PretrainConfig,  # noqa: E402
     TrainConfig,  # noqa: E402
 )
-from napari_sparseseg.core.labels import merge_annotations  # noqa: E402
-from napari_sparseseg.core.metrics import dice_per_class  # noqa: E402
-from napari_sparseseg.core.postprocess import keep_stroke_regions  # noqa: E402
-from napari_sparseseg.core.predict import predict_volume  # noqa: E402
-from napari_sparseseg.core.pretrain import Pretrainer  # noqa: E402
-from napari_sparseseg.core.progress import run_to_end  # noqa: E402
-from napari_sparseseg.core.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
-from napari_sparseseg.core.train import Trainer  # noqa: E402
+from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
+from napari_sparseseg.core.inference.postprocess import keep_stroke_regions  # noqa: E402
+from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.training.pretrain import Pretrainer  # noqa: E402
+from napari_sparseseg.core.training.train import Trainer  # noqa: E402
+from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
+from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
 
 
 def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, refine=True, pretrain=None, forest=True,

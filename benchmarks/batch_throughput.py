@@ -37,11 +37,11 @@ def build(tmp: Path, n_small: int, n_large: int, train_seconds: float) -> dict:
     from scipy import ndimage as ndi
 
     from benchmarks.cases import load_case
-    from napari_sparseseg.core.checkpoint import save_model
-    from napari_sparseseg.core.config import TrainConfig
-    from napari_sparseseg.core.progress import run_to_end
-    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
-    from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.core.base.config import TrainConfig
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.model.checkpoint import save_model
+    from napari_sparseseg.core.training.train import Trainer
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
     from napari_sparseseg.io import Geometry, write_image
 
     image, geom, ref, names = load_case("ct_abdomen")
@@ -71,7 +71,7 @@ def run(tmp: Path, kind: str, workers: int, refine: bool, forest: bool) -> dict:
     from distributed import Client, LocalCluster
 
     from napari_sparseseg.cohort.batch import plan_batch, run_batch
-    from napari_sparseseg.core.config import BatchConfig
+    from napari_sparseseg.core.base.config import BatchConfig
     from napari_sparseseg.io.cohort import expand_inputs
 
     cores = os.cpu_count() or 1

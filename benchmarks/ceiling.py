@@ -26,11 +26,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cases import CASES, load_case  # noqa: E402
-from napari_sparseseg.core.config import PredictConfig, TrainConfig  # noqa: E402
-from napari_sparseseg.core.metrics import dice_per_class  # noqa: E402
-from napari_sparseseg.core.predict import predict_volume  # noqa: E402
-from napari_sparseseg.core.progress import run_to_end  # noqa: E402
-from napari_sparseseg.core.train import Trainer  # noqa: E402
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
+from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
+from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.training.train import Trainer  # noqa: E402
+from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
 
 VARIANTS = {"default": {}, "without forest": {"forest": False}, "without refinement": {"refine": False},
             "network alone": {"forest": False, "refine": False}}

@@ -39,13 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baseline_rf import ilastik_features  # noqa: E402
 from benchmarks.cases import load_case  # noqa: E402
-from napari_sparseseg.core.config import PredictConfig, TrainConfig  # noqa: E402
-from napari_sparseseg.core.intensity import detect_modality  # noqa: E402
-from napari_sparseseg.core.metrics import dice_per_class  # noqa: E402
-from napari_sparseseg.core.predict import predict_volume  # noqa: E402
-from napari_sparseseg.core.progress import run_to_end  # noqa: E402
-from napari_sparseseg.core.simulated_annotator import simulate_scribbles  # noqa: E402
-from napari_sparseseg.core.train import Trainer, TrainingScan  # noqa: E402
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
+from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
+from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.model.intensity import detect_modality  # noqa: E402
+from napari_sparseseg.core.training.train import Trainer, TrainingScan  # noqa: E402
+from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
+from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles  # noqa: E402
 
 ARMS = ("one", "refine1", "refine2", "per_scan", "fine_tune", "rf_one", "rf_refine2", "rf_per_scan")
 

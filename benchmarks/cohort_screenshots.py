@@ -35,11 +35,11 @@ def main(argv=None):
     from benchmarks.cases import load_case
     from benchmarks.cohort import derive
     from napari_sparseseg._qt.cohort_widget import CohortWidget
-    from napari_sparseseg.core.checkpoint import save_model
-    from napari_sparseseg.core.config import TrainConfig
-    from napari_sparseseg.core.progress import run_to_end
-    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
-    from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.core.base.config import TrainConfig
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.model.checkpoint import save_model
+    from napari_sparseseg.core.training.train import Trainer
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
     from napari_sparseseg.io import Geometry, write_image
 
     out = Path(args.out)

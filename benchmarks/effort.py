@@ -5,7 +5,7 @@ each round corrects ``--per-round`` slices: the largest wrong regions on each (a
 stroke each, the stroke length set by the region's size, as in ``correct_slices``). The two
 annotators differ only in which slices they pick:
 
-* ``suggested``: the top slices of :func:`napari_sparseseg.core.guide.suggest_slices` on the
+* ``suggested``: the top slices of :func:`napari_sparseseg.core.annotations.guide.suggest_slices` on the
   last prediction (uncertainty, strokes so far), as the widget lists them;
 * ``even``: evenly spaced slices, cycling through the three orientations, spreading over the
   structures' extent round after round (a van der Corput sequence), never the same twice.
@@ -34,15 +34,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cases import CASES, load_case  # noqa: E402
-from napari_sparseseg.core.config import PredictConfig, SuggestConfig, TrainConfig  # noqa: E402
-from napari_sparseseg.core.guide import suggest_slices  # noqa: E402
-from napari_sparseseg.core.hints import hint_labels  # noqa: E402
-from napari_sparseseg.core.labels import merge_annotations  # noqa: E402
-from napari_sparseseg.core.metrics import dice_per_class  # noqa: E402
-from napari_sparseseg.core.predict import predict_volume  # noqa: E402
-from napari_sparseseg.core.progress import run_to_end  # noqa: E402
-from napari_sparseseg.core.simulated_annotator import correct_slices, simulate_scribbles  # noqa: E402
-from napari_sparseseg.core.train import Trainer  # noqa: E402
+from napari_sparseseg.core.annotations.guide import suggest_slices  # noqa: E402
+from napari_sparseseg.core.annotations.hints import hint_labels  # noqa: E402
+from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: E402
+from napari_sparseseg.core.base.config import PredictConfig, SuggestConfig, TrainConfig  # noqa: E402
+from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
+from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.training.train import Trainer  # noqa: E402
+from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
+from napari_sparseseg.evaluation.simulated_annotator import correct_slices, simulate_scribbles  # noqa: E402
 
 
 def _van_der_corput(n: int) -> float:
@@ -70,7 +70,7 @@ def start_hints(image, ref, spacing, start: str, seed: int):
     per structure (its bounding box), or 3 clicks per structure and 3 outside (deep inside each)."""
     from scipy import ndimage as ndi
 
-    from napari_sparseseg.core.hints import Box, Click
+    from napari_sparseseg.core.annotations.hints import Box, Click
 
     if start == "strokes":
         scribbles = simulate_scribbles(ref, 1, seed=seed)

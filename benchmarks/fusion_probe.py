@@ -16,13 +16,13 @@ from sklearn.ensemble import RandomForestClassifier
 
 from benchmarks.baseline_rf import ilastik_features
 from benchmarks.cases import load_case
-from napari_sparseseg.core.config import PredictConfig, TrainConfig
-from napari_sparseseg.core.metrics import dice_per_class
-from napari_sparseseg.core.postprocess import keep_stroke_regions
-from napari_sparseseg.core.predict import predict_volume
-from napari_sparseseg.core.progress import run_to_end
-from napari_sparseseg.core.simulated_annotator import simulate_scribbles
-from napari_sparseseg.core.train import Trainer
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
+from napari_sparseseg.core.base.progress import run_to_end
+from napari_sparseseg.core.inference.postprocess import keep_stroke_regions
+from napari_sparseseg.core.inference.predict import predict_volume
+from napari_sparseseg.core.training.train import Trainer
+from napari_sparseseg.evaluation.metrics import dice_per_class
+from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 
 
 def score(p, y, ref, classes):

@@ -41,9 +41,9 @@ def main(argv=None):
     from qtpy.QtCore import QElapsedTimer, QEventLoop, Qt, QTimer
 
     from napari_sparseseg._qt.widget import SparseSegWidget
-    from napari_sparseseg.core.config import TrainConfig
-    from napari_sparseseg.core.progress import run_to_end
-    from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.core.base.config import TrainConfig
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.training.train import Trainer
     from napari_sparseseg.io.sample import load_sample
 
     s = load_sample()

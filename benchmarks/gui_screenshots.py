@@ -41,8 +41,8 @@ def main(argv=None):
 
     from napari_sparseseg._napari.layers import display_array, grid_array
     from napari_sparseseg._qt.widget import SparseSegWidget
-    from napari_sparseseg.core.metrics import dice_per_class
-    from napari_sparseseg.core.simulated_annotator import simulate_corrections
+    from napari_sparseseg.evaluation.metrics import dice_per_class
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Self-supervised pretraining (core/pretrain.py): does the first round gain from it?
+"""Self-supervised pretraining (core/training/pretrain.py): does the first round gain from it?
 
 Fixed step counts (not seconds), so the figures do not depend on the machine's speed: each seed
 pretrains ``--pretrain-steps`` on the scan (inpainting), then round 0 trains ``--steps`` on
@@ -28,15 +28,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import napari_sparseseg.core.pretrain as pretrain_module  # noqa: E402
+import napari_sparseseg.core.training.pretrain as pretrain_module  # noqa: E402
 from benchmarks.cases import CASES, load_case  # noqa: E402
-from napari_sparseseg.core.config import PredictConfig, PretrainConfig, TrainConfig  # noqa: E402
-from napari_sparseseg.core.metrics import dice_per_class  # noqa: E402
-from napari_sparseseg.core.predict import predict_volume  # noqa: E402
-from napari_sparseseg.core.pretrain import Pretrainer  # noqa: E402
-from napari_sparseseg.core.progress import run_to_end  # noqa: E402
-from napari_sparseseg.core.simulated_annotator import simulate_scribbles  # noqa: E402
-from napari_sparseseg.core.train import Trainer  # noqa: E402
+from napari_sparseseg.core.base.config import PredictConfig, PretrainConfig, TrainConfig  # noqa: E402
+from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
+from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.training.pretrain import Pretrainer  # noqa: E402
+from napari_sparseseg.core.training.train import Trainer  # noqa: E402
+from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
+from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles  # noqa: E402
 
 # MONAI UNet nests Sequential(down, SkipConnection(submodule), up): the up path is index 2.
 DECODER = re.compile(r"(^model|submodule)\.2\.")

@@ -25,13 +25,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cases import CASES, load_case  # noqa: E402
-from napari_sparseseg.core.config import PredictConfig, TrainConfig  # noqa: E402
-from napari_sparseseg.core.labels import merge_annotations  # noqa: E402
-from napari_sparseseg.core.metrics import dice_per_class  # noqa: E402
-from napari_sparseseg.core.predict import predict_volume  # noqa: E402
-from napari_sparseseg.core.progress import run_to_end  # noqa: E402
-from napari_sparseseg.core.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
-from napari_sparseseg.core.train import Trainer  # noqa: E402
+from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: E402
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
+from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
+from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.training.train import Trainer  # noqa: E402
+from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
+from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
 
 VARIANTS = {
     "w9_i5": dict(refine_weight=9.0, refine_iterations=5),

@@ -46,12 +46,12 @@ def _crop128():
 
 def first_prediction(device: str, budget: float) -> dict:
     from benchmarks.baseline_rf import rf_segment
-    from napari_sparseseg.core.config import PredictConfig, TrainConfig
-    from napari_sparseseg.core.metrics import mean_dice
-    from napari_sparseseg.core.predict import predict_volume
-    from napari_sparseseg.core.progress import run_to_end
-    from napari_sparseseg.core.simulated_annotator import simulate_corrections, simulate_scribbles
-    from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.inference.predict import predict_volume
+    from napari_sparseseg.core.training.train import Trainer
+    from napari_sparseseg.evaluation.metrics import mean_dice
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles
 
     image, ref, spacing, names = _crop128()
     scrib = simulate_scribbles(ref, 3, seed=0)
@@ -84,8 +84,8 @@ def first_prediction(device: str, budget: float) -> dict:
 _CHILD = r"""
 import json, sys, time, numpy as np, torch
 sys.path.insert(0, {repo!r})
-from napari_sparseseg.core.checkpoint import load_model
-from napari_sparseseg.core.device import resolve_device
+from napari_sparseseg.core.model.checkpoint import load_model
+from napari_sparseseg.core.base.device import resolve_device
 mode, device, tmp = {mode!r}, resolve_device({device!r}), {tmp!r}
 image = np.load(tmp + "/image.npy")
 spacing = tuple(json.load(open(tmp + "/spacing.json")))
@@ -103,8 +103,8 @@ if mode == "naive":
     windows_s = time.perf_counter() - t  # before the argmax over the classes (torch's, as MONAI's AsDiscrete)
     labels = p[0].argmax(0).numpy().astype(np.uint8)
 else:
-    from napari_sparseseg.core.config import PredictConfig
-    from napari_sparseseg.core.predict import predict_volume
+    from napari_sparseseg.core.base.config import PredictConfig
+    from napari_sparseseg.core.inference.predict import predict_volume
     windows_s = None
     inferer = "tiles" if mode.startswith("tiles") else "sliding_window"
     cfg = PredictConfig(device=str(device), uncertainty=True, inferer=inferer, refine=mode == "with_crf",
@@ -129,11 +129,11 @@ def large_case(tmp: Path, device: str, train_seconds: float = 45.0) -> dict:
     from scipy import ndimage as ndi
 
     from benchmarks.cases import load_case
-    from napari_sparseseg.core.checkpoint import save_model
-    from napari_sparseseg.core.config import TrainConfig
-    from napari_sparseseg.core.progress import run_to_end
-    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
-    from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.core.base.config import TrainConfig
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.model.checkpoint import save_model
+    from napari_sparseseg.core.training.train import Trainer
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 
     image, geom, ref, names = load_case("ct_abdomen")
     zoom = [b / n for b, n in zip(LARGE, image.shape, strict=True)]
@@ -157,12 +157,12 @@ def refine_large(seconds_budget: float = 0) -> dict:
     import torch
 
     from benchmarks.cases import load_case
-    from napari_sparseseg.core.config import PredictConfig, TrainConfig
-    from napari_sparseseg.core.predict import predict_volume
-    from napari_sparseseg.core.progress import run_to_end
-    from napari_sparseseg.core.refine import band, mean_field, stencil
-    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
-    from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.inference.predict import predict_volume
+    from napari_sparseseg.core.inference.refine import band, mean_field, stencil
+    from napari_sparseseg.core.training.train import Trainer
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 
     image, geom, ref, names = load_case("ct_abdomen")
     res = run_to_end(Trainer(image, simulate_scribbles(ref, 3, seed=0), TrainConfig(max_steps=300, time_budget=None),
@@ -244,7 +244,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import torch
 
-    from napari_sparseseg.core.predict import bfloat16_native
+    from napari_sparseseg.core.inference.predict import bfloat16_native
 
     info = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "bfloat16_native": bfloat16_native(torch.device(args.device))}

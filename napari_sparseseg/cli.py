@@ -28,7 +28,7 @@ import threading
 import warnings
 
 from napari_sparseseg import __version__
-from napari_sparseseg.core.errors import SparseSegError
+from napari_sparseseg.core.base.errors import SparseSegError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
@@ -40,7 +40,7 @@ def _say(args, message: str) -> None:
 
 
 def _progress(args):
-    from napari_sparseseg.core.progress import ProgressPrinter
+    from napari_sparseseg.core.base.progress import ProgressPrinter
 
     return ProgressPrinter(quiet=getattr(args, "quiet", False))
 
@@ -123,7 +123,7 @@ def suggestions_path(mask) -> str:
     """``segment --suggest``'s default JSON: beside the mask, ``NAME_suggestions.json``."""
     from pathlib import Path
 
-    from napari_sparseseg.io.volumes import _suffix
+    from napari_sparseseg.io.paths import file_suffix as _suffix
 
     path = Path(mask)
     stem = path.name[: len(path.name) - len(_suffix(path))]  # a DICOM folder has no suffix
@@ -148,7 +148,7 @@ def _read_inputs(args):
 
 def _write_outputs(args, geom, prediction, model=None) -> None:
     """Write mask, probabilities, then model, each atomically and recorded in ``args.log``."""
-    from napari_sparseseg.core.checkpoint import save_model
+    from napari_sparseseg.core.model.checkpoint import save_model
     from napari_sparseseg.io import write_labels, write_probabilities
 
     log = args.log
@@ -164,15 +164,15 @@ def _write_outputs(args, geom, prediction, model=None) -> None:
 
 def cmd_segment(args) -> int:
     """``sparseseg segment``: train on the strokes (optionally warm-started), write the mask."""
-    from napari_sparseseg.core.checkpoint import load_model
-    from napari_sparseseg.core.config import PredictConfig, PretrainConfig, TrainConfig
-    from napari_sparseseg.core.device import resolve_device
-    from napari_sparseseg.core.errors import ConfigError, ScribbleError
-    from napari_sparseseg.core.labels import merge_annotations
-    from napari_sparseseg.core.predict import predict
-    from napari_sparseseg.core.pretrain import default_cache_dir, pretrain
-    from napari_sparseseg.core.progress import run_to_end
-    from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.core.annotations.labels import merge_annotations
+    from napari_sparseseg.core.base.config import PredictConfig, PretrainConfig, TrainConfig
+    from napari_sparseseg.core.base.device import resolve_device
+    from napari_sparseseg.core.base.errors import ConfigError, ScribbleError
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.inference.predict import predict
+    from napari_sparseseg.core.model.checkpoint import load_model
+    from napari_sparseseg.core.training.pretrain import default_cache_dir, pretrain
+    from napari_sparseseg.core.training.train import Trainer
     from napari_sparseseg.io import check_format_limits
 
     device = resolve_device(args.device)
@@ -222,7 +222,7 @@ def cmd_segment(args) -> int:
         _say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})")
         pred = run_to_end(predict(result.model, image, pcfg, trainer.y, geom.spacing), show)
     if trainer.heldout is not None:
-        from napari_sparseseg.core.holdout import format_estimate, holdout_dice
+        from napari_sparseseg.core.annotations.holdout import format_estimate, holdout_dice
 
         est = holdout_dice(pred.labels, trainer.y_all, trainer.heldout, result.model.num_classes)
         _say(args, "Dice on the strokes held out of this round (an estimate on your own strokes; one piece is a rough "
@@ -239,20 +239,20 @@ def _read_hints(args, image, geom, class_names, strokes, painted):
     """``--boxes``/``--clicks`` (world mm) and ``--fill-between`` as pseudo-labels on the scan's grid, or ``None``.
 
     ``strokes`` are filled between (``--fill-between``); ``painted`` (strokes and corrections)
-    retires box cores where it contradicts or replaces them (:func:`~napari_sparseseg.core.hints.hint_labels`).
+    retires box cores where it contradicts or replaces them (:func:`~napari_sparseseg.core.annotations.hints.hint_labels`).
     """
-    from napari_sparseseg.core.labels import combine_hints
+    from napari_sparseseg.core.annotations.labels import combine_hints
 
     filled = None
     if args.fill_between:
-        from napari_sparseseg.core.fill import fill_between
+        from napari_sparseseg.core.annotations.fill import fill_between
 
         filled = fill_between(strokes)
         _say(args, f"filled between outlined slices: {int((filled > 0).sum())} voxels of pseudo-labels")
     if not (args.boxes or args.clicks):
         return filled
-    from napari_sparseseg.core.errors import InputError
-    from napari_sparseseg.core.hints import hint_labels
+    from napari_sparseseg.core.annotations.hints import hint_labels
+    from napari_sparseseg.core.base.errors import InputError
     from napari_sparseseg.io.hints import read_boxes, read_clicks
 
     boxes = read_boxes(args.boxes, geom, class_names) if args.boxes else []
@@ -274,9 +274,9 @@ def _write_suggestions(args, geom, pred, strokes) -> None:
     """``--suggest N``: the slices to paint next, as JSON (array axis and index, orientation, world mm)."""
     import json
 
-    from napari_sparseseg.core.atomic import atomic_file
-    from napari_sparseseg.core.config import SuggestConfig
-    from napari_sparseseg.core.guide import suggest_slices
+    from napari_sparseseg.core.annotations.guide import suggest_slices
+    from napari_sparseseg.core.base.config import SuggestConfig
+    from napari_sparseseg.io.atomic import atomic_file
 
     found = suggest_slices(pred.labels, pred.uncertainty, strokes, geom.spacing, SuggestConfig(count=args.suggest))
     rows = []
@@ -298,11 +298,11 @@ def _write_suggestions(args, geom, pred, strokes) -> None:
 
 def cmd_predict(args) -> int:
     """``sparseseg predict``: apply a saved model to a scan."""
-    from napari_sparseseg.core.checkpoint import load_model
-    from napari_sparseseg.core.config import PredictConfig
-    from napari_sparseseg.core.device import resolve_device
-    from napari_sparseseg.core.predict import predict
-    from napari_sparseseg.core.progress import run_to_end
+    from napari_sparseseg.core.base.config import PredictConfig
+    from napari_sparseseg.core.base.device import resolve_device
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.inference.predict import predict
+    from napari_sparseseg.core.model.checkpoint import load_model
     from napari_sparseseg.io import check_format_limits
 
     pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False, refine=args.refine,
@@ -320,12 +320,12 @@ def cmd_predict(args) -> int:
 
 def cmd_train(args) -> int:
     """``sparseseg train``: one model from the strokes of several scans (a manifest, or scans + --scribbles)."""
-    from napari_sparseseg.core.checkpoint import load_model, save_model
-    from napari_sparseseg.core.config import TrainConfig
-    from napari_sparseseg.core.device import resolve_device
-    from napari_sparseseg.core.errors import InputError, ScribbleError
-    from napari_sparseseg.core.progress import run_to_end
-    from napari_sparseseg.core.train import Trainer, TrainingScan
+    from napari_sparseseg.core.base.config import TrainConfig
+    from napari_sparseseg.core.base.device import resolve_device
+    from napari_sparseseg.core.base.errors import InputError, ScribbleError
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.model.checkpoint import load_model, save_model
+    from napari_sparseseg.core.training.train import Trainer, TrainingScan
     from napari_sparseseg.io import check_outputs, read_scan
     from napari_sparseseg.io.cohort import expand_inputs, match_scribbles
 
@@ -374,7 +374,7 @@ def cmd_batch(args) -> int:
 
     from napari_sparseseg.cohort.batch import SUMMARY_CSV, SUMMARY_JSON, plan_batch, run_batch
     from napari_sparseseg.cohort.cluster import local_workers
-    from napari_sparseseg.core.config import BatchConfig
+    from napari_sparseseg.core.base.config import BatchConfig
     from napari_sparseseg.io.cohort import expand_inputs, match_scribbles
 
     cfg = BatchConfig(workers=args.workers, threads=args.threads, device=args.device, probabilities=args.probabilities,
@@ -409,7 +409,7 @@ def cmd_batch(args) -> int:
 
 def cmd_demo(args) -> int:
     """``sparseseg demo``: the whole loop on the bundled sample."""
-    from napari_sparseseg.core.config import DemoConfig
+    from napari_sparseseg.core.base.config import DemoConfig
     from napari_sparseseg.demo import run_demo
 
     cfg = DemoConfig(rounds=args.rounds, time_budget=args.time_budget, device=args.device, seed=args.seed)
@@ -422,7 +422,7 @@ _TYPES = {"float": float, "int": int, "str": str}
 
 def _add_setting(parser: argparse.ArgumentParser, cls, name: str, **override) -> None:
     """A flag derived from a config field: its flag, default, type, help and option list."""
-    from napari_sparseseg.core.config import field_info, option_values
+    from napari_sparseseg.core.base.config import field_info, option_values
 
     f = field_info(cls, name)
     meta = f.metadata
@@ -442,7 +442,7 @@ def _add_setting(parser: argparse.ArgumentParser, cls, name: str, **override) ->
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sparseseg`` argument parser; defaults and option lists come from the config dataclasses."""
-    from napari_sparseseg.core.config import (
+    from napari_sparseseg.core.base.config import (
         BatchConfig,
         DemoConfig,
         PredictConfig,

@@ -14,8 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sparseseg.core.config import DemoConfig
+from napari_sparseseg.core.annotations.labels import merge_annotations
+from napari_sparseseg.core.base.config import DemoConfig, PredictConfig, TrainConfig
+from napari_sparseseg.core.base.progress import ProgressPrinter, run_to_end
+from napari_sparseseg.core.inference.predict import predict
+from napari_sparseseg.core.model.checkpoint import save_model
+from napari_sparseseg.core.training.train import Trainer
+from napari_sparseseg.evaluation.metrics import dice_per_class
+from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections
+from napari_sparseseg.io import OutputLog, check_demo_folder, check_outputs, write_labels
+from napari_sparseseg.io.atomic import replace_folder
 from napari_sparseseg.io.outputs import DEMO_FILES
+from napari_sparseseg.io.sample import find_sample_data, load_sample
 
 __all__ = ["run_demo"]
 
@@ -38,18 +48,6 @@ def run_demo(data_dir=None, out_dir="sparseseg_demo_out", cfg: DemoConfig | None
     Raises:
         OutputError: ``out_dir`` may not be written (says why); nothing is written then.
     """
-    from napari_sparseseg.core.atomic import replace_folder
-    from napari_sparseseg.core.checkpoint import save_model
-    from napari_sparseseg.core.config import PredictConfig, TrainConfig
-    from napari_sparseseg.core.labels import merge_annotations
-    from napari_sparseseg.core.metrics import dice_per_class
-    from napari_sparseseg.core.predict import predict
-    from napari_sparseseg.core.progress import ProgressPrinter, run_to_end
-    from napari_sparseseg.core.simulated_annotator import simulate_corrections
-    from napari_sparseseg.core.train import Trainer
-    from napari_sparseseg.io import OutputLog, check_demo_folder, check_outputs, write_labels
-    from napari_sparseseg.io.sample import find_sample_data, load_sample
-
     cfg = cfg or DemoConfig()
     out = out if out is not None else sys.stdout
     out_dir = Path(out_dir)

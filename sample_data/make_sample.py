@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 from napari_sparseseg.io import Geometry, read_image, read_labels, write_labels
 
 SRC = Path("../shared/data/ct_abdomen")

@@ -1,4 +1,4 @@
-"""Layers <-> :class:`~napari_sparseseg.core.session.Session`, without Qt.
+"""Layers <-> :class:`~napari_sparseseg.core.session.state.Session`, without Qt.
 
 The reader shows a scan as a permuted/flipped *view* of the file's own grid
 (:mod:`.orientation`). A session, and everything written from it, stays on that grid: every
@@ -33,11 +33,12 @@ from napari_sparseseg._napari.layers import (
 )
 from napari_sparseseg._napari.orientation import AXIS_LABELS, ORIENTATION_KEY, orientation_from_metadata
 from napari_sparseseg._napari.session import open_session, session_geometry
-from napari_sparseseg.core.config import RoundSettings
-from napari_sparseseg.core.errors import InputError, SparseSegError
-from napari_sparseseg.core.labels import label_dtype
-from napari_sparseseg.core.session import RoundResult, Session, autosave_folder, find_autosave, read_session_info
-from napari_sparseseg.io import Geometry
+from napari_sparseseg.core.annotations.hints import checked_hint_shapes
+from napari_sparseseg.core.annotations.labels import label_dtype
+from napari_sparseseg.core.base.config import RoundSettings
+from napari_sparseseg.core.base.errors import InputError, SparseSegError
+from napari_sparseseg.core.session.state import RoundResult, Session, autosave_folder, find_autosave, read_session_info
+from napari_sparseseg.io import Geometry, check_format_limits, check_outputs, write_labels
 
 __all__ = ["PREDICTION", "SCRIBBLES", "UNCERTAINTY", "SessionBinding", "grid_shape", "image_path", "layer_geometry"]
 
@@ -270,7 +271,7 @@ class SessionBinding:
     def read_hint_shapes(self, strict: bool = True) -> dict:
         """The boxes and clicks of the ``boxes``/``clicks`` layers, on the file's grid.
 
-        The session stores them as :func:`~napari_sparseseg.core.hints.checked_hint_shapes`
+        The session stores them as :func:`~napari_sparseseg.core.annotations.hints.checked_hint_shapes`
         reads them: a rectangle's corners as drawn, a click's point. ``strict``: a hint with an
         unusable class raises; otherwise (the autosave after a stroke) it is left out, so one
         bad box never stops the strokes being saved.
@@ -278,8 +279,6 @@ class SessionBinding:
         Raises:
             InputError: ``strict`` and a box or click with an unusable class.
         """
-        from napari_sparseseg.core.hints import checked_hint_shapes
-
         items = {"boxes": [], "clicks": []}
         for name, kind, key in ((BOXES, "boxes", "vertices"), (CLICKS, "clicks", "point")):
             layer = self.layer(name)
@@ -394,8 +393,6 @@ class SessionBinding:
         Raises:
             SparseSegError: no prediction yet, or the file cannot be written.
         """
-        from napari_sparseseg.io import check_format_limits, check_outputs, write_labels
-
         pred = self.prediction_layer
         if pred is None or self.session is None:
             raise SparseSegError("there is no prediction to export yet; train a model first.")

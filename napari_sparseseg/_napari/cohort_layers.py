@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_sparseseg._napari.layers import default_colors, display_array, grid_array, layer_kwargs, prediction_colormap
 from napari_sparseseg.cohort.project import Cohort
-from napari_sparseseg.core.labels import label_dtype
+from napari_sparseseg.core.annotations.labels import label_dtype
 from napari_sparseseg.io import Geometry, read_image, read_labels
 
 __all__ = ["OpenedScan", "open_scan", "edited_mask"]

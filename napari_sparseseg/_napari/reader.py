@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_sparseseg._napari.layers import display_array, layer_kwargs
-from napari_sparseseg.core.labels import label_dtype
+from napari_sparseseg.core.annotations.labels import label_dtype
 from napari_sparseseg.io import SUPPORTED_SUFFIXES, is_supported_path, read_image
 
 _LABEL_WORDS = ("label", "mask", "seg", "scribble", "annot", "correction", "reference")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from napari_sparseseg._napari.layers import display_array, layer_kwargs
+from napari_sparseseg.io.sample import load_sample
 
 
 def sample_ct():
     """The sample CT (soft-tissue window) and its scribbles, in radiological order."""
-    from napari_sparseseg.io.sample import load_sample
-
     s = load_sample()
     geom = s["geometry"]
     image_kw = layer_kwargs(geom, "sample CT", str(s["path"] / "image.nii.gz"))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sparseseg.core.errors import InputError
-from napari_sparseseg.core.session import Session
+from napari_sparseseg.core.base.errors import InputError
+from napari_sparseseg.core.session.state import Session
 from napari_sparseseg.io import Geometry, read_image
 
 

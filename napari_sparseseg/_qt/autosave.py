@@ -14,7 +14,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_sparseseg._qt.round_runner import error_message
-from napari_sparseseg.core.session import Session
+from napari_sparseseg.core.session.state import Session
 
 __all__ = ["DEBOUNCE_MS", "Autosaver"]
 

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_sparseseg._napari.layers import default_colors
-from napari_sparseseg.core.labels import MAX_CLASSES
+from napari_sparseseg.core.annotations.labels import MAX_CLASSES
 
 __all__ = ["ClassTable"]
 

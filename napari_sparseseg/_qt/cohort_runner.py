@@ -14,8 +14,8 @@ from qtpy.QtCore import QObject, Signal
 from napari_sparseseg._qt.round_runner import REFRESH_MS, WorkerOwner
 from napari_sparseseg.cohort.batch import ScanResult, run_batch
 from napari_sparseseg.cohort.project import Cohort
-from napari_sparseseg.core.config import BatchConfig, TrainConfig
-from napari_sparseseg.core.progress import Progress
+from napari_sparseseg.core.base.config import BatchConfig, TrainConfig
+from napari_sparseseg.core.base.progress import Progress
 
 __all__ = ["CohortRunner"]
 

@@ -27,9 +27,12 @@ from qtpy.QtWidgets import (
 from napari_sparseseg._napari.cohort_layers import OpenedScan, edited_mask, open_scan
 from napari_sparseseg._qt.cohort_runner import CohortRunner
 from napari_sparseseg._qt.round_runner import error_message
+from napari_sparseseg._qt.widget import SparseSegWidget
+from napari_sparseseg.cohort.batch import read_summary
 from napari_sparseseg.cohort.project import Cohort
-from napari_sparseseg.core.config import BatchConfig, TrainConfig
-from napari_sparseseg.core.errors import SparseSegError
+from napari_sparseseg.core.base.config import BatchConfig, TrainConfig
+from napari_sparseseg.core.base.errors import SparseSegError
+from napari_sparseseg.core.model.checkpoint import load_model, save_model
 
 __all__ = ["CohortWidget"]
 
@@ -147,8 +150,6 @@ class CohortWidget(QWidget):
 
     def session_model(self):
         """The model of the Sparse segmentation widget docked in this viewer, or ``None``."""
-        from napari_sparseseg._qt.widget import SparseSegWidget
-
         for w in self.viewer.window.dock_widgets.values():
             if isinstance(w, SparseSegWidget) and w.session is not None and w.session.model is not None:
                 return w.session.model
@@ -158,7 +159,6 @@ class CohortWidget(QWidget):
         """Use the annotation widget's model: in the open cohort, or in a new cohort in ``folder``."""
         import tempfile
 
-        from napari_sparseseg.core.checkpoint import save_model
 
         model = self.session_model()
         if model is None:
@@ -246,17 +246,13 @@ class CohortWidget(QWidget):
     # ------------------------------------------------------------------ internals
     def _class_names(self, data: dict | None = None) -> list:
         """The model's class names: from the batch summary ``data`` (read if not given), else the model."""
-        from napari_sparseseg.cohort.batch import read_summary
-
         data = read_summary(self.cohort.folder) or {} if data is None else data
         if data.get("class_names"):
             return list(data["class_names"])
-        from napari_sparseseg.core.checkpoint import load_model
 
         return list(load_model(self.cohort.model_dir).class_names)
 
     def _show(self, cohort: Cohort) -> None:
-        from napari_sparseseg.cohort.batch import read_summary
 
         self.cohort = cohort
         data = read_summary(cohort.folder) or {}  # read once: the rows and the class names

@@ -1,4 +1,4 @@
-"""Background pretraining while the user paints (:func:`napari_sparseseg.core.pretrain.pretrain`).
+"""Background pretraining while the user paints (:func:`napari_sparseseg.core.training.pretrain.pretrain`).
 
 The widget starts it the moment a scan is picked; Train ends it within one step and the first
 round starts from the state reached (it is cached per scan, so picking the scan again later
@@ -11,8 +11,8 @@ from __future__ import annotations
 from qtpy.QtCore import QObject, Signal
 
 from napari_sparseseg._qt.round_runner import WorkerOwner
-from napari_sparseseg.core.config import PretrainConfig
-from napari_sparseseg.core.pretrain import Pretrained, pretrain
+from napari_sparseseg.core.base.config import PretrainConfig
+from napari_sparseseg.core.training.pretrain import Pretrained, pretrain
 
 __all__ = ["PretrainRunner"]
 
@@ -30,7 +30,7 @@ class PretrainRunner(WorkerOwner):
     Signals:
         started(): pretraining of a scan started.
         progress(Progress): the latest step, about once a second.
-        finished(object): the :class:`~napari_sparseseg.core.pretrain.Pretrained` state reached
+        finished(object): the :class:`~napari_sparseseg.core.training.pretrain.Pretrained` state reached
             (the bound, or :meth:`stop`), ``None`` if it failed.
         failed(str): a one-line message (the user's work is untouched; training starts fresh).
     """

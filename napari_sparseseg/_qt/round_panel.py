@@ -8,13 +8,13 @@ from __future__ import annotations
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from napari_sparseseg._qt.loss_plot import LossPlot
-from napari_sparseseg.core.progress import Progress
+from napari_sparseseg.core.base.progress import Progress
 
 __all__ = ["RoundPanel", "round_summary"]
 
 
 def round_summary(result, rounds_done: int) -> str:
-    """One status line for a finished :class:`~napari_sparseseg.core.session.RoundResult`."""
+    """One status line for a finished :class:`~napari_sparseseg.core.session.state.RoundResult`."""
     parts = []
     if result.train is not None:
         t = result.train

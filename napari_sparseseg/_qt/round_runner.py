@@ -1,7 +1,7 @@
 """Runs one round (:meth:`Session.run_round`) in a napari worker and reports it through signals.
 
-The generator yields a :class:`~napari_sparseseg.core.progress.Progress` per training step and
-per prediction slab and ``return``s a :class:`~napari_sparseseg.core.session.RoundResult`
+The generator yields a :class:`~napari_sparseseg.core.base.progress.Progress` per training step and
+per prediction slab and ``return``s a :class:`~napari_sparseseg.core.session.state.RoundResult`
 (the stardist-napari pattern with ``GeneratorWorker.returned``). The runner owns that worker,
 the Stop event and napari's progress bar in the activity dock; it never touches layers.
 
@@ -20,10 +20,10 @@ from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from qtpy.QtCore import QCoreApplication, QElapsedTimer, QObject, QTimer, Signal
 
-from napari_sparseseg.core.config import PredictConfig, TrainConfig
-from napari_sparseseg.core.errors import SparseSegError
-from napari_sparseseg.core.progress import Progress
-from napari_sparseseg.core.session import Session
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
+from napari_sparseseg.core.base.errors import SparseSegError
+from napari_sparseseg.core.base.progress import Progress
+from napari_sparseseg.core.session.state import Session
 
 __all__ = ["REFRESH_MS", "RoundRunner", "WorkerOwner", "error_message"]
 

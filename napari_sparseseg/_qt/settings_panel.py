@@ -1,4 +1,4 @@
-"""The training settings panel, built from :class:`~napari_sparseseg.core.config.RoundSettings`.
+"""The training settings panel, built from :class:`~napari_sparseseg.core.base.config.RoundSettings`.
 
 Every control takes its choices (the option enums), range (``widget_range`` or the bounds) and
 tooltip (``help``) from the field's metadata, and its value from a ``RoundSettings``: no default
@@ -12,7 +12,7 @@ import dataclasses
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QSpinBox, QWidget
 
-from napari_sparseseg.core.config import RoundSettings, field_info, option_values
+from napari_sparseseg.core.base.config import RoundSettings, field_info, option_values
 
 __all__ = ["SettingsPanel"]
 

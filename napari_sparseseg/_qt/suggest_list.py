@@ -10,7 +10,7 @@ class SuggestionList(QWidget):
     """The slices a stroke would most likely fix, best first.
 
     Signals:
-        chosen(object): the :class:`~napari_sparseseg.core.guide.SliceSuggestion` clicked.
+        chosen(object): the :class:`~napari_sparseseg.core.annotations.guide.SliceSuggestion` clicked.
     """
 
     chosen = Signal(object)

@@ -35,9 +35,13 @@ from napari_sparseseg._qt.round_panel import RoundPanel, round_summary
 from napari_sparseseg._qt.round_runner import RoundRunner, error_message
 from napari_sparseseg._qt.settings_panel import SettingsPanel
 from napari_sparseseg._qt.suggest_list import SuggestionList
-from napari_sparseseg.core.errors import SparseSegError
-from napari_sparseseg.core.labels import MAX_CLASSES
-from napari_sparseseg.core.session import Session
+from napari_sparseseg.core.annotations.holdout import format_estimate
+from napari_sparseseg.core.annotations.labels import MAX_CLASSES
+from napari_sparseseg.core.base.device import resolve_device
+from napari_sparseseg.core.base.errors import SparseSegError
+from napari_sparseseg.core.model.forest import prepare_features
+from napari_sparseseg.core.model.network import size_for_device
+from napari_sparseseg.core.session.state import Session
 
 __all__ = ["SparseSegWidget"]
 
@@ -174,7 +178,6 @@ class SparseSegWidget(QWidget):
             return  # Train reports what is wrong with the image
         import threading
 
-        from napari_sparseseg.core.forest import prepare_features
 
         def run():
             try:
@@ -303,8 +306,6 @@ class SparseSegWidget(QWidget):
         state = self.pretrainer.state_for(self.image_layer)
         if state is None or not settings.pretrain:
             return None
-        from napari_sparseseg.core.device import resolve_device
-        from napari_sparseseg.core.network import size_for_device
 
         return state if size_for_device(settings.model_size, resolve_device(settings.device).type) == state.size else None
 
@@ -340,7 +341,6 @@ class SparseSegWidget(QWidget):
                 rows.append((f"{plane} slice {position}: {s.uncertain_mm2 / 100:.1f} cm² unsure", s))
             self.suggestions.set_suggestions(rows)
         if result.estimate:
-            from napari_sparseseg.core.holdout import format_estimate
 
             self.rounds.estimate.setText("Held-out strokes (estimate on your own strokes): "
                                          + format_estimate(result.estimate, result.class_names))

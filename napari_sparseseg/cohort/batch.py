@@ -24,11 +24,13 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from napari_sparseseg.cohort.cluster import DaskRunner
+from napari_sparseseg.cohort.summary import review_ranks
 from napari_sparseseg.cohort.work import ModelPayload, ScanTask, process_scan
-from napari_sparseseg.core.atomic import atomic_file
-from napari_sparseseg.core.config import BatchConfig
-from napari_sparseseg.core.errors import CheckpointError, InputError, OutputError
-from napari_sparseseg.core.summary import review_ranks
+from napari_sparseseg.core.base.config import BatchConfig
+from napari_sparseseg.core.base.errors import CheckpointError, InputError, OutputError
+from napari_sparseseg.core.model.checkpoint import load_model
+from napari_sparseseg.io.atomic import atomic_file
 from napari_sparseseg.io.cohort import ScanEntry
 from napari_sparseseg.io.outputs import check_outputs, files_of_input
 
@@ -161,7 +163,6 @@ def read_summary(out_dir: str | os.PathLike) -> dict | None:
 
 
 def _load_model_info(model_dir: Path) -> tuple[ModelPayload, list, str]:
-    from napari_sparseseg.core.checkpoint import load_model
 
     if not model_dir.is_dir():
         raise CheckpointError("not a model folder (missing or a file); give a folder written by --model-out or the "
@@ -356,8 +357,6 @@ def run_batch(plan: BatchPlan, scheduler: str | None = None, stop: Callable[[], 
     Raises:
         InputError: the scheduler cannot be reached (names the address).
     """
-    from napari_sparseseg.cohort.cluster import DaskRunner
-
     results: dict[str, ScanResult] = {j.entry.name: _result_of(j, plan) for j in plan.jobs}
     for job in plan.skipped:
         r = _result_of(job, plan, job.done_before, status="skipped")

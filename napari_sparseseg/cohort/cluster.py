@@ -13,8 +13,8 @@ import os
 import uuid
 from collections.abc import Callable, Iterable
 
-from napari_sparseseg.core.config import BatchConfig
-from napari_sparseseg.core.errors import InputError
+from napari_sparseseg.core.base.config import BatchConfig
+from napari_sparseseg.core.base.errors import InputError
 
 __all__ = ["DaskRunner", "local_workers"]
 

@@ -11,7 +11,7 @@ The Cohort widget is a view of this; everything is saved in one folder and resum
 The model the user picks is copied in, never modified. Corrections are the voxels where the
 user's edit of a predicted mask differs from the prediction: they become that scan's strokes
 with the edited class (scribble value ``class + 1``). Refine trains the shared model on the
-scans with corrections (:class:`~napari_sparseseg.core.train.Trainer` with ``more_scans``),
+scans with corrections (:class:`~napari_sparseseg.core.training.train.Trainer` with ``more_scans``),
 warm-started from the current one: on each, the corrections weigh as corrections
 (``w_correction``) and the rest of that scan's mask as ordinary strokes, since the reader
 left it standing; corrections alone (often one class, no background) would teach the model
@@ -32,26 +32,19 @@ from pathlib import Path
 import numpy as np
 
 from napari_sparseseg.cohort.batch import BatchPlan, plan_batch, read_summary
-from napari_sparseseg.core.atomic import atomic_file, replace_folder
-from napari_sparseseg.core.checkpoint import MODEL_FILES, check_model_folder
-from napari_sparseseg.core.config import BatchConfig, TrainConfig
-from napari_sparseseg.core.errors import InputError, OutputError, ScribbleError
+from napari_sparseseg.core.annotations.labels import corrections_from_edit
+from napari_sparseseg.core.base.config import BatchConfig, TrainConfig
+from napari_sparseseg.core.base.errors import InputError, OutputError, ScribbleError
+from napari_sparseseg.core.model.checkpoint import MODEL_FILES, check_model_folder, load_model, save_model
+from napari_sparseseg.core.training.train import Trainer, TrainingScan
+from napari_sparseseg.io import read_image, read_labels, write_labels
+from napari_sparseseg.io.atomic import atomic_file, replace_folder
 from napari_sparseseg.io.cohort import ScanEntry, expand_inputs
 
-__all__ = ["COHORT_FILE", "Cohort", "CohortScan", "corrections_from_edit"]
+__all__ = ["COHORT_FILE", "Cohort", "CohortScan"]
 
 COHORT_FILE = "cohort.json"
 _FORMAT, _VERSION = "napari-sparseseg cohort", 1
-
-
-def corrections_from_edit(predicted: np.ndarray, edited: np.ndarray) -> np.ndarray:
-    """Strokes (scribble convention) where ``edited`` differs from ``predicted``: the edited class + 1."""
-    if predicted.shape != edited.shape:
-        raise InputError(f"the edited mask {edited.shape} is not on the prediction's grid {predicted.shape}.")
-    changed = predicted != edited
-    out = np.zeros(edited.shape, np.uint16 if edited.max(initial=0) >= 255 else np.uint8)
-    out[changed] = edited[changed].astype(out.dtype) + 1
-    return out
 
 
 @dataclass
@@ -93,8 +86,6 @@ class Cohort:
             OutputError: the folder is not new or empty (an existing cohort: use :meth:`open`).
             CheckpointError: ``model_dir`` does not hold a model that loads.
         """
-        from napari_sparseseg.core.checkpoint import load_model
-
         folder = Path(folder)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             what = "an existing cohort; open it instead" if (folder / COHORT_FILE).is_file() else "not empty"
@@ -208,8 +199,6 @@ class Cohort:
         Returns:
             The number of stroke voxels the scan now has.
         """
-        from napari_sparseseg.io import read_labels, write_labels
-
         new = corrections_from_edit(predicted, edited)
         path = self.strokes_path(name)
         if path.is_file():
@@ -222,7 +211,6 @@ class Cohort:
     def mark_reviewed(self, name: str, labels: np.ndarray | None = None, geometry=None) -> None:
         """Accept scan ``name``'s mask (``labels``, if given, replaces it); later runs leave it alone."""
         if labels is not None:
-            from napari_sparseseg.io import write_labels
 
             write_labels(self.mask_path(name), labels, geometry)
         self.scan(name).reviewed = True
@@ -230,15 +218,11 @@ class Cohort:
 
     # ------------------------------------------------------------------ refine
     def refine_trainer(self, cfg: TrainConfig | None = None):
-        """A :class:`~napari_sparseseg.core.train.Trainer` on the strokes of every scan, from the shared model.
+        """A :class:`~napari_sparseseg.core.training.train.Trainer` on the strokes of every scan, from the shared model.
 
         Raises:
             ScribbleError: no scan has strokes yet (paint corrections first).
         """
-        from napari_sparseseg.core.checkpoint import load_model
-        from napari_sparseseg.core.train import Trainer, TrainingScan
-        from napari_sparseseg.io import read_image, read_labels
-
         scans = []
         for s in self.scans:
             path = self.strokes_path(s.name)
@@ -260,8 +244,6 @@ class Cohort:
 
     def save_refined(self, model, steps: int, seconds: float) -> None:
         """Replace the cohort's model with the refined one and note it in the history."""
-        from napari_sparseseg.core.checkpoint import save_model
-
         save_model(model, self.model_dir)
         self.history.append({"refined": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": int(steps),
                              "seconds": round(float(seconds), 1),

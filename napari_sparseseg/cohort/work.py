@@ -22,6 +22,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_sparseseg.cohort.summary import class_summary
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
+from napari_sparseseg.core.base.errors import ScribbleError, SparseSegError
+from napari_sparseseg.core.base.progress import run_to_end
+from napari_sparseseg.core.inference.predict import predict
+from napari_sparseseg.core.model.checkpoint import load_model
+from napari_sparseseg.core.model.intensity import check_modality
+from napari_sparseseg.core.training.train import Trainer
+from napari_sparseseg.io import read_scan, write_labels, write_probabilities
+
 __all__ = ["ModelPayload", "ScanTask", "process_scan"]
 
 
@@ -56,8 +66,6 @@ _MODELS_LOCK = threading.Lock()
 
 def _model(payload: ModelPayload):
     """The payload's model, loaded once per worker process (on the CPU; prediction moves it)."""
-    from napari_sparseseg.core.checkpoint import load_model
-
     with _MODELS_LOCK:
         model = _MODELS.get(payload.fingerprint)
         if model is None:
@@ -96,7 +104,7 @@ def process_scan(task: ScanTask, payload: ModelPayload, settings, threads: int |
     Args:
         task: the scan and its output paths.
         payload: the shared model.
-        settings: a :class:`~napari_sparseseg.core.config.BatchConfig`.
+        settings: a :class:`~napari_sparseseg.core.base.config.BatchConfig`.
         threads: torch threads, or ``{host: workers}`` to split each host's cores.
 
     Returns:
@@ -105,7 +113,6 @@ def process_scan(task: ScanTask, payload: ModelPayload, settings, threads: int |
     """
     import warnings
 
-    from napari_sparseseg.core.errors import SparseSegError
 
     # On a daemon worker (an external cluster's default) scikit-learn says it uses one job; that is fine.
     warnings.filterwarnings("ignore", message="Inside a Dask worker with daemon=True")
@@ -123,12 +130,6 @@ def process_scan(task: ScanTask, payload: ModelPayload, settings, threads: int |
 
 
 def _segment(task: ScanTask, model, settings) -> dict:
-    from napari_sparseseg.core.config import PredictConfig, TrainConfig
-    from napari_sparseseg.core.intensity import check_modality
-    from napari_sparseseg.core.predict import predict
-    from napari_sparseseg.core.progress import run_to_end
-    from napari_sparseseg.core.summary import class_summary
-    from napari_sparseseg.io import read_scan, write_labels, write_probabilities
 
     image, geom, scribbles, corrections = read_scan(task.image, task.scribbles, task.corrections)
     check_modality(image, model.normalization.modality, task.image, "the model was trained on",
@@ -136,8 +137,6 @@ def _segment(task: ScanTask, model, settings) -> dict:
     out = {"fine_tuned": False, "steps": 0}
     annotations = None
     if scribbles is not None:
-        from napari_sparseseg.core.errors import ScribbleError
-        from napari_sparseseg.core.train import Trainer
 
         cfg = TrainConfig(time_budget=settings.fine_tune_seconds, max_steps=None, seed=settings.seed,
                           device=settings.device, forest=settings.forest)

@@ -7,10 +7,9 @@ SimpleITK's ``GetArrayFromImage`` order and napari's natural display order. The
 
 from napari_sparseseg.io.geometry import Geometry
 from napari_sparseseg.io.outputs import OutputLog, check_demo_folder, check_format_limits, check_outputs
+from napari_sparseseg.io.paths import SUPPORTED_SUFFIXES, is_supported_path
 from napari_sparseseg.io.volumes import (
-    SUPPORTED_SUFFIXES,
     check_writable,
-    is_supported_path,
     read_image,
     read_labels,
     read_scan,

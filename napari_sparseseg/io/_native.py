@@ -4,7 +4,7 @@ SimpleITK's file readers (MetaIO, NRRD, GDCM) write their complaints about a dam
 straight to the process's stderr (file descriptor 2) and nibabel raises Python warnings. The
 command line promises one line per error, and a widget user never sees stderr, so readers run
 inside :func:`quiet_native_output`: both are captured, and :func:`reason` folds them into the
-message of the :class:`~napari_sparseseg.core.errors.InputError` that follows.
+message of the :class:`~napari_sparseseg.core.base.errors.InputError` that follows.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from napari_sparseseg.core.errors import InputError
-from napari_sparseseg.io.volumes import SUPPORTED_SUFFIXES, _looks_like_dicom_folder, _suffix
+from napari_sparseseg.core.base.errors import InputError
+from napari_sparseseg.io.paths import SUPPORTED_SUFFIXES, file_suffix, looks_like_dicom_folder
 
 __all__ = ["ScanEntry", "expand_inputs", "match_scribbles", "scan_name"]
 
@@ -57,12 +57,12 @@ def scan_name(path: str | os.PathLike) -> str:
     p = Path(path)
     if p.is_dir():
         return p.name
-    suffix = _suffix(p)
+    suffix = file_suffix(p)
     return p.name[: -len(suffix)] if suffix and p.name.lower().endswith(suffix) else p.stem
 
 
 def _is_scan(path: Path) -> bool:
-    return _looks_like_dicom_folder(path) if path.is_dir() else (path.is_file() and _suffix(path) in SUPPORTED_SUFFIXES)
+    return looks_like_dicom_folder(path) if path.is_dir() else (path.is_file() and file_suffix(path) in SUPPORTED_SUFFIXES)
 
 
 def _scans_in_folder(folder: Path) -> list[Path]:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sparseseg.core.errors import InputError
+from napari_sparseseg.core.base.errors import InputError
 from napari_sparseseg.io._native import quiet_native_output, reason
-from napari_sparseseg.io.geometry import Geometry
+from napari_sparseseg.io.geometry import Geometry, sitk_array
 
 __all__ = ["read_dicom_series"]
 
@@ -193,7 +193,6 @@ def read_dicom_series(folder: Path) -> tuple[np.ndarray, Geometry]:
     """
     import SimpleITK as sitk
 
-    from napari_sparseseg.io.volumes import _sitk_to_numpy
 
     folder = Path(folder)
     reader = sitk.ImageSeriesReader()
@@ -233,7 +232,7 @@ def read_dicom_series(folder: Path) -> tuple[np.ndarray, Geometry]:
                     raise InputError(f"the voxels of slice file {s.path.name} (instance {s.instance}) cannot be read; "
                                      "it is damaged or truncated: copy the series again.", path=folder) from exc
             raise InputError(f"cannot read the DICOM series ({reason(exc, said)}).", path=folder) from exc
-    arr, geom = _sitk_to_numpy(img, folder)
+    arr, geom = sitk_array(img, folder)
     if arr.shape[0] != len(slices):
         raise InputError(f"the series has {len(slices)} slices but {arr.shape[0]} were read; is a file damaged?",
                          path=folder)

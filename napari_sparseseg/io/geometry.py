@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_sparseseg.core.grid import validate_affine, validate_shape
+from napari_sparseseg.core.base.errors import InputError
+from napari_sparseseg.core.base.grid import validate_affine, validate_shape, validate_spacing
 
 # Reverses the first three homogeneous coordinates: (k, j, i) <-> (i, j, k).
 _REV4 = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
@@ -25,7 +27,7 @@ class Geometry:
 
     Raises:
         InputError: (also a ``ValueError``) the affine is not a finite, invertible 4x4 matrix
-            or the shape not three positive ints (:func:`~napari_sparseseg.core.grid.validate_affine`).
+            or the shape not three positive ints (:func:`~napari_sparseseg.core.base.grid.validate_affine`).
     """
 
     affine: np.ndarray = field(repr=False)
@@ -116,3 +118,30 @@ class Geometry:
     def from_dict(cls, d: dict[str, Any]) -> Geometry:
         """Inverse of :meth:`to_dict`."""
         return cls(np.asarray(d["affine"], float), tuple(d["shape"]))
+
+
+def sitk_geometry(spacing, origin, direction, size_xyz, p: Path) -> Geometry:
+    """A :class:`Geometry` from SimpleITK's header values, refusing NaN/inf and singular matrices."""
+    origin = np.asarray(origin, float)
+    direction = np.asarray(direction, float)
+    if not np.all(np.isfinite(origin)):
+        raise InputError(f"the header's origin {tuple(origin.tolist())} holds NaN or infinite values; fix the header.",
+                         path=p)
+    if not np.all(np.isfinite(direction)):
+        raise InputError("the header's direction matrix holds NaN or infinite values; fix the header.", path=p)
+    return Geometry.from_sitk(spacing, origin, direction, size_xyz)
+
+
+def sitk_array(img, p: Path) -> tuple[np.ndarray, Geometry]:
+    """Array and geometry of a SimpleITK image already in memory (a DICOM series)."""
+    import SimpleITK as sitk
+
+    if img.GetDimension() != 3:
+        raise InputError(f"expected a 3-D volume, got {img.GetDimension()}-D.", path=p)
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"expected one value per voxel, got {img.GetNumberOfComponentsPerPixel()} (a vector/colour image).", path=p
+        )
+    spacing = validate_spacing(img.GetSpacing(), path=p)
+    geom = sitk_geometry(spacing, img.GetOrigin(), img.GetDirection(), img.GetSize(), p)
+    return sitk.GetArrayFromImage(img), geom

@@ -17,8 +17,8 @@ import os
 
 import numpy as np
 
-from napari_sparseseg.core.errors import InputError
-from napari_sparseseg.core.hints import Box, Click
+from napari_sparseseg.core.annotations.hints import Box, Click
+from napari_sparseseg.core.base.errors import InputError
 from napari_sparseseg.io.geometry import Geometry
 
 

@@ -32,9 +32,10 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
-from napari_sparseseg.core.atomic import TMP_MARK, check_ours, data_file_of, file_identity
-from napari_sparseseg.core.errors import OutputError
-from napari_sparseseg.io.volumes import NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, _suffix, check_writable
+from napari_sparseseg.core.base.errors import OutputError
+from napari_sparseseg.io.atomic import TMP_MARK, check_ours, data_file_of, file_identity
+from napari_sparseseg.io.paths import NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, file_suffix
+from napari_sparseseg.io.volumes import check_writable
 
 __all__ = [
     "DEMO_FILES",
@@ -80,12 +81,12 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _is_dicom_mask(path: Path) -> bool:
-    return _suffix(path) not in SUPPORTED_SUFFIXES and (path.suffix == "" or path.is_dir())
+    return file_suffix(path) not in SUPPORTED_SUFFIXES and (path.suffix == "" or path.is_dir())
 
 
 def _companion(path: Path) -> Path | None:
     """The data file a header output of ours is written with (``out.mhd`` -> ``out.zraw``)."""
-    suffix = _suffix(path)
+    suffix = file_suffix(path)
     if suffix not in _DATA_SUFFIX:
         return None
     return path.with_name(path.name[: -len(suffix)] + _DATA_SUFFIX[suffix])
@@ -119,7 +120,7 @@ def files_of_input(path: str | os.PathLike) -> list[Path]:
     if not os.path.exists(path):
         return []
     files = [path]
-    if path.is_file() and _suffix(path) in (".mhd", ".nhdr"):
+    if path.is_file() and file_suffix(path) in (".mhd", ".nhdr"):
         data = data_file_of(path)
         if data is not None and os.path.exists(data):
             files.append(data)
@@ -128,7 +129,7 @@ def files_of_input(path: str | os.PathLike) -> list[Path]:
 
 def _check_file(kind: str, name: str, path: Path) -> None:
     """A file output: a supported format, not a folder, a data file that is ours to replace."""
-    suffix = _suffix(path)
+    suffix = file_suffix(path)
     if suffix not in SUPPORTED_SUFFIXES:
         formats = _FORMATS.replace(" or ", ", ") + " or a new folder (DICOM series)" if OUTPUT_KINDS[kind] == _LABELS \
             else _FORMATS
@@ -167,7 +168,7 @@ def check_demo_folder(folder: str | os.PathLike) -> Path:
     Raises:
         OutputError: a file is there, or the folder holds anything an earlier demo did not write.
     """
-    from napari_sparseseg.core.checkpoint import check_model_folder
+    from napari_sparseseg.core.model.checkpoint import check_model_folder
 
     folder = Path(folder)
     names = check_ours(folder, DEMO_FILES, "model", "demo output folder",
@@ -195,11 +196,11 @@ def _check_one(kind: str, path: Path) -> None:
     check_writable(path, kind)
     k = OUTPUT_KINDS[kind]
     if k == _MODEL:
-        from napari_sparseseg.core.checkpoint import check_model_folder
+        from napari_sparseseg.core.model.checkpoint import check_model_folder
 
         check_model_folder(path, "model folder")
     elif k == _SESSION:
-        from napari_sparseseg.core.session import check_session_folder
+        from napari_sparseseg.core.session.state import check_session_folder
 
         check_session_folder(path)
     elif k == _DEMO:
@@ -317,7 +318,7 @@ def check_format_limits(outputs: Mapping[str, str | os.PathLike | None], shape, 
             continue
         path = Path(path)
         dims = shape + ((int(num_classes),) if kind == "probabilities" and num_classes else ())
-        if _suffix(path) in NIFTI_SUFFIXES and max(dims) > NIFTI_MAX_SIDE:
+        if file_suffix(path) in NIFTI_SUFFIXES and max(dims) > NIFTI_MAX_SIDE:
             raise OutputError(f"the {kind} would be {'x'.join(map(str, dims))} voxels, more than NIfTI-1's "
                               f"{NIFTI_MAX_SIDE} per axis, and could not be read back; write .nrrd or .mha instead.",
                               path=path)

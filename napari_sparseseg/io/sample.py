@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from napari_sparseseg.core.errors import InputError
+from napari_sparseseg.core.base.errors import InputError
 from napari_sparseseg.io.volumes import read_image, read_labels
 
 __all__ = ["SAMPLE_NAME", "find_sample_data", "load_sample"]

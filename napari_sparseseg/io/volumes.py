@@ -12,46 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sparseseg.core.atomic import atomic_output, replace_folder
-from napari_sparseseg.core.errors import InputError, OutputError
-from napari_sparseseg.core.grid import validate_affine, validate_spacing
-from napari_sparseseg.core.labels import label_dtype, validate_labels
+from napari_sparseseg.core.annotations.labels import label_dtype, validate_labels
+from napari_sparseseg.core.base.errors import InputError, OutputError
+from napari_sparseseg.core.base.grid import validate_affine, validate_spacing
 from napari_sparseseg.io._native import quiet_native_output, reason
-from napari_sparseseg.io.geometry import Geometry
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES
-_SUPPORTED_TEXT = ".nii, .nii.gz, .nrrd, .mha, .mhd or a DICOM series folder"
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for s in SUPPORTED_SUFFIXES:
-        if name.endswith(s):
-            return s
-    return path.suffix.lower()
-
-
-def _looks_like_dicom_folder(path: Path) -> bool:
-    if not path.is_dir():
-        return False
-    for i, child in enumerate(path.iterdir()):
-        if i > 200:
-            break
-        if child.is_file():
-            if child.suffix.lower() in (".dcm", ".ima") or child.suffix == "":
-                return True
-    return False
-
-
-def is_supported_path(path: str | os.PathLike) -> bool:
-    """True for a file with a supported suffix or a folder holding DICOM files."""
-    p = Path(path)
-    if p.is_dir():
-        return _looks_like_dicom_folder(p)
-    return _suffix(p) in SUPPORTED_SUFFIXES
-
+from napari_sparseseg.io.atomic import atomic_output, replace_folder
+from napari_sparseseg.io.dicom import read_dicom_series
+from napari_sparseseg.io.geometry import Geometry, sitk_geometry
+from napari_sparseseg.io.paths import (
+    NIFTI_SUFFIXES,
+    SUPPORTED_SUFFIXES,
+    SUPPORTED_TEXT,
+    file_suffix,
+)
 
 # ---------------------------------------------------------------------------------- read
 # The largest volume a header may claim (2**31 voxels: a 512 x 512 x 8192 scan). A damaged
@@ -86,15 +59,13 @@ def read_image(path: str | os.PathLike, backend: str = "auto") -> tuple[np.ndarr
         raise InputError("file not found; check the path.", path=p)
     if backend not in ("auto", "nibabel", "sitk"):
         raise ValueError(f"backend must be 'auto', 'nibabel' or 'sitk', got {backend!r}.")
-    suffix = _suffix(p)
+    suffix = file_suffix(p)
     if not p.is_dir() and suffix not in SUPPORTED_SUFFIXES:
-        raise InputError(f"unsupported format '{suffix or p.name}'; use {_SUPPORTED_TEXT}.", path=p)
+        raise InputError(f"unsupported format '{suffix or p.name}'; use {SUPPORTED_TEXT}.", path=p)
     if backend == "auto":
         backend = "nibabel" if suffix in NIFTI_SUFFIXES else "sitk"
     try:
         if p.is_dir():
-            from napari_sparseseg.io.dicom import read_dicom_series
-
             with _keep_locale():
                 return read_dicom_series(p)
         return _read_nibabel(p) if backend == "nibabel" else _read_sitk_file(p)
@@ -111,7 +82,7 @@ def read_labels(path: str | os.PathLike, like: Geometry | None = None, what: str
                 max_value: int | None = None) -> tuple[np.ndarray, Geometry]:
     """Read a label volume (scribbles, corrections, masks) as non-negative integers.
 
-    The values are checked by :func:`~napari_sparseseg.core.labels.validate_labels`, the
+    The values are checked by :func:`~napari_sparseseg.core.annotations.labels.validate_labels`, the
     check the API and the widget use too.
 
     Args:
@@ -152,13 +123,13 @@ def read_scan(image, scribbles=None, corrections=None):
     """A scan and its strokes: ``(image, geometry, scribbles, corrections)`` (``None`` where not given).
 
     The image is checked as every entry point checks it
-    (:func:`~napari_sparseseg.core.intensity.validate_image`); the strokes must lie on its grid.
+    (:func:`~napari_sparseseg.core.model.intensity.validate_image`); the strokes must lie on its grid.
 
     Raises:
         InputError: a file is unreadable, the image cannot be segmented, or strokes are on
             another grid (the message names the file).
     """
-    from napari_sparseseg.core.intensity import validate_image
+    from napari_sparseseg.core.model.intensity import validate_image
 
     arr, geom = read_image(image)
     validate_image(arr, path=image)
@@ -283,7 +254,7 @@ def _sitk_header(reader, p: Path) -> tuple:
 
 def _detached_data_file(p: Path) -> Path | None:
     """The file holding the voxels: ``p`` itself for .mha/.nrrd, the named data file for .mhd/.nhdr."""
-    suffix = _suffix(p)
+    suffix = file_suffix(p)
     if suffix in (".mha", ".nrrd"):
         return p
     try:
@@ -379,7 +350,7 @@ def _check_metaimage_header(p: Path) -> None:
 def _read_sitk_file(p: Path) -> tuple[np.ndarray, Geometry]:
     import SimpleITK as sitk
 
-    if _suffix(p) in (".mha", ".mhd"):
+    if file_suffix(p) in (".mha", ".mhd"):
         _check_metaimage_header(p)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
@@ -389,7 +360,7 @@ def _read_sitk_file(p: Path) -> tuple[np.ndarray, Geometry]:
         except RuntimeError as exc:
             raise InputError(f"cannot read the header ({reason(exc, said, p)}); is the file damaged?", path=p) from exc
     size, spacing, origin, direction = _sitk_header(reader, p)
-    geom = _sitk_geometry(spacing, origin, direction, size, p)
+    geom = sitk_geometry(spacing, origin, direction, size, p)
     with quiet_native_output() as said:
         try:
             img = reader.Execute()
@@ -402,33 +373,6 @@ def _read_sitk_file(p: Path) -> tuple[np.ndarray, Geometry]:
     if tuple(arr.shape) != tuple(geom.shape):
         raise InputError(f"the voxels read ({arr.shape}) do not match the header's size {geom.shape}.", path=p)
     return arr, geom
-
-
-def _sitk_geometry(spacing, origin, direction, size_xyz, p: Path) -> Geometry:
-    """A :class:`Geometry` from SimpleITK's header values, refusing NaN/inf and singular matrices."""
-    origin = np.asarray(origin, float)
-    direction = np.asarray(direction, float)
-    if not np.all(np.isfinite(origin)):
-        raise InputError(f"the header's origin {tuple(origin.tolist())} holds NaN or infinite values; fix the header.",
-                         path=p)
-    if not np.all(np.isfinite(direction)):
-        raise InputError("the header's direction matrix holds NaN or infinite values; fix the header.", path=p)
-    return Geometry.from_sitk(spacing, origin, direction, size_xyz)
-
-
-def _sitk_to_numpy(img, p: Path) -> tuple[np.ndarray, Geometry]:
-    """Array and geometry of a SimpleITK image already in memory (a DICOM series)."""
-    import SimpleITK as sitk
-
-    if img.GetDimension() != 3:
-        raise InputError(f"expected a 3-D volume, got {img.GetDimension()}-D.", path=p)
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(
-            f"expected one value per voxel, got {img.GetNumberOfComponentsPerPixel()} (a vector/colour image).", path=p
-        )
-    spacing = validate_spacing(img.GetSpacing(), path=p)
-    geom = _sitk_geometry(spacing, img.GetOrigin(), img.GetDirection(), img.GetSize(), p)
-    return sitk.GetArrayFromImage(img), geom
 
 
 # --------------------------------------------------------------------------------- write
@@ -471,11 +415,11 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry
         raise InputError(f"labels shape {labels.shape} does not match the geometry {geometry.shape}.", path=path)
     labels = labels.astype(label_dtype(labels.max(initial=0)))
     p = Path(path)
-    suffix = _suffix(p)
+    suffix = file_suffix(p)
     if suffix not in SUPPORTED_SUFFIXES:
         if p.suffix == "" or p.is_dir():
             return _write_dicom_series(p, labels, geometry)
-        raise OutputError(f"unsupported output format '{p.suffix}'; use {_SUPPORTED_TEXT}.", path=p)
+        raise OutputError(f"unsupported output format '{p.suffix}'; use {SUPPORTED_TEXT}.", path=p)
     return _write_volume(p, labels, geometry)
 
 
@@ -495,13 +439,13 @@ def write_image(path: str | os.PathLike, image: np.ndarray, geometry: Geometry) 
     if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
         raise InputError(f"expected real-valued intensities, got dtype {image.dtype}.", path=path)
     p = Path(path)
-    if _suffix(p) not in SUPPORTED_SUFFIXES:
+    if file_suffix(p) not in SUPPORTED_SUFFIXES:
         raise OutputError(f"unsupported output format '{p.suffix}'; use .nii, .nii.gz, .nrrd, .mha or .mhd.", path=p)
     return _write_volume(p, image, geometry)
 
 
 def _write_volume(p: Path, arr: np.ndarray, geometry: Geometry) -> Path:
-    suffix = _suffix(p)
+    suffix = file_suffix(p)
     check_writable(p)
     with _sitk_errors(p):
         return atomic_output(p, lambda tmp: _write_array(tmp, suffix, arr, geometry))
@@ -514,7 +458,7 @@ def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geomet
     the SimpleITK formats get a vector image of uint8 (divide by 255).
     """
     p = Path(path)
-    suffix = _suffix(p)
+    suffix = file_suffix(p)
     if suffix not in SUPPORTED_SUFFIXES:
         raise OutputError(f"unsupported probability format '{p.suffix}'; use .nii.gz, .nrrd or .mha.", path=p)
     check_writable(p, "probabilities")
@@ -534,7 +478,7 @@ def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geomet
             import SimpleITK as sitk
 
             img = sitk.GetImageFromArray(np.moveaxis(probs_uint8, 0, -1), isVector=True)
-            _set_sitk_geometry(img, geometry)
+            _setsitk_geometry(img, geometry)
             sitk.WriteImage(img, str(tmp), useCompression=True)
 
     with _sitk_errors(p):
@@ -567,7 +511,7 @@ def _sitk_errors(path: Path):
                           "choose a writable folder.", path=path) from exc
 
 
-def _set_sitk_geometry(img, geometry: Geometry) -> None:
+def _setsitk_geometry(img, geometry: Geometry) -> None:
     spacing, origin, direction = geometry.sitk_parameters()
     img.SetSpacing(spacing)
     img.SetOrigin(origin)
@@ -587,7 +531,7 @@ def _write_array(tmp: Path, suffix: str, arr: np.ndarray, geometry: Geometry) ->
         import SimpleITK as sitk
 
         img = sitk.GetImageFromArray(arr)
-        _set_sitk_geometry(img, geometry)
+        _setsitk_geometry(img, geometry)
         sitk.WriteImage(img, str(tmp), useCompression=True)
 
 

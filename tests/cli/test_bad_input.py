@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from napari_sparseseg.cli import main
-from napari_sparseseg.core.checkpoint import load_model
+from napari_sparseseg.core.model.checkpoint import load_model
 from napari_sparseseg.io import Geometry, read_labels, write_labels
 
 SEG = ["segment", "image.nii.gz", "scribbles.nii.gz", "--max-steps", "1", "--device", "cpu"]
@@ -519,8 +519,8 @@ def test_ctrl_c_during_the_demo(ws, capsys, monkeypatch):
 
 def test_crash_during_session_save_keeps_the_old_session(ws, monkeypatch):
     from napari_sparseseg.core import atomic
-    from napari_sparseseg.core.errors import OutputError
-    from napari_sparseseg.core.session import Session
+    from napari_sparseseg.core.base.errors import OutputError
+    from napari_sparseseg.core.session.state import Session
     from napari_sparseseg.io import read_image
 
     image, _ = read_image(ws / "image.nii.gz")

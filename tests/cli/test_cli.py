@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_sparseseg.cli import main
-from napari_sparseseg.core.postprocess import keep_stroke_regions
+from napari_sparseseg.core.inference.postprocess import keep_stroke_regions
 from napari_sparseseg.io import Geometry, read_image, read_labels, write_labels
 
 
@@ -164,7 +164,7 @@ def test_demo_quiet_keeps_its_table_and_replaces_its_own_output(tmp_path, capsys
 
 @pytest.mark.slow
 def test_demo_runs_and_prints_dice(tmp_path, capsys):
-    from napari_sparseseg.core.config import DemoConfig
+    from napari_sparseseg.core.base.config import DemoConfig
     from napari_sparseseg.demo import run_demo
 
     rows = run_demo(out_dir=tmp_path, cfg=DemoConfig(time_budget=4, rounds=2, device="cpu"), quiet=True)

@@ -12,8 +12,8 @@ import pytest
 
 from napari_sparseseg.cli import main
 from napari_sparseseg.cohort.batch import SUMMARY_CSV, SUMMARY_JSON, plan_batch, run_batch
-from napari_sparseseg.core.config import BatchConfig
-from napari_sparseseg.core.errors import InputError, OutputError
+from napari_sparseseg.core.base.config import BatchConfig
+from napari_sparseseg.core.base.errors import InputError, OutputError
 from napari_sparseseg.io import read_image, read_labels
 from napari_sparseseg.io.cohort import expand_inputs
 from tests.conftest import make_cohort_files
@@ -194,7 +194,7 @@ def test_batch_on_a_real_dask_scheduler_and_two_workers(cohort, tmp_path):
 
 
 def test_train_on_the_strokes_of_several_scans_from_a_manifest(cohort, tmp_path, capsys):
-    from napari_sparseseg.core.checkpoint import load_model
+    from napari_sparseseg.core.model.checkpoint import load_model
 
     strokes = tmp_path / "strokes.nii.gz"
     shutil.copy(cohort / "strokes" / "sample_scribbles.nii.gz", strokes)

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from napari_sparseseg.cohort.project import COHORT_FILE, Cohort, corrections_from_edit
-from napari_sparseseg.core.errors import CheckpointError, InputError, OutputError, ScribbleError
+from napari_sparseseg.cohort.project import COHORT_FILE, Cohort
+from napari_sparseseg.core.annotations.labels import corrections_from_edit
+from napari_sparseseg.core.base.errors import CheckpointError, InputError, OutputError, ScribbleError
 from napari_sparseseg.io import read_image, read_labels
 from tests.conftest import make_cohort_files
 
@@ -57,8 +58,8 @@ def test_create_add_correct_review_and_resume(files, tmp_path):
 
 
 def test_refine_needs_corrections_and_trains_on_every_scans_strokes(files, tmp_path):
-    from napari_sparseseg.core.config import TrainConfig
-    from napari_sparseseg.core.progress import run_to_end
+    from napari_sparseseg.core.base.config import TrainConfig
+    from napari_sparseseg.core.base.progress import run_to_end
 
     cohort = Cohort.create(tmp_path / "c", files / "model")
     cohort.add([files / "scans"])

@@ -1,4 +1,4 @@
-"""core/atomic.py: a file, a header + data pair or a folder appears complete or not at all.
+"""io/atomic.py: a file, a header + data pair or a folder appears complete or not at all.
 
 Crashes are injected at every step (an OSError such as a full disk, or a KeyboardInterrupt);
 afterwards the target holds the complete old or the complete new content, and no temporary
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from napari_sparseseg.core import atomic
-from napari_sparseseg.core.atomic import (
+from napari_sparseseg.core.base.errors import OutputError
+from napari_sparseseg.io.atomic import (
     TMP_MARK,
     atomic_file,
     atomic_output,
@@ -21,7 +22,6 @@ from napari_sparseseg.core.atomic import (
     recover_folder,
     replace_folder,
 )
-from napari_sparseseg.core.errors import OutputError
 
 
 def tree(folder: Path) -> dict:

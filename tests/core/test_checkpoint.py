@@ -3,13 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.checkpoint import FORMAT_VERSION, load_model, save_model
-from napari_sparseseg.core.config import PredictConfig, TrainConfig
-from napari_sparseseg.core.errors import CheckpointError
-from napari_sparseseg.core.predict import predict_volume
-from napari_sparseseg.core.progress import run_to_end
-from napari_sparseseg.core.simulated_annotator import simulate_scribbles
-from napari_sparseseg.core.train import Trainer
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
+from napari_sparseseg.core.base.errors import CheckpointError
+from napari_sparseseg.core.base.progress import run_to_end
+from napari_sparseseg.core.inference.predict import predict_volume
+from napari_sparseseg.core.model.checkpoint import FORMAT_VERSION, load_model, save_model
+from napari_sparseseg.core.training.train import Trainer
+from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_contradictory_or_damaged_model_files(saved, tmp_path, name, damage, mes
 
 
 def test_unknown_device_is_a_device_error(saved):
-    from napari_sparseseg.core.errors import DeviceError
+    from napari_sparseseg.core.base.errors import DeviceError
 
     with pytest.raises(DeviceError, match="unknown device 'gpu'"):
         load_model(saved[2], device="gpu")

@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from napari_sparseseg.core.config import (
+from napari_sparseseg.core.base.config import (
     DemoConfig,
     Device,
     ModelSize,
@@ -17,9 +17,9 @@ from napari_sparseseg.core.config import (
     field_info,
     option_values,
 )
-from napari_sparseseg.core.errors import ConfigError, SparseSegError
-from napari_sparseseg.core.network import SIZES, size_for_device
-from napari_sparseseg.core.progress import Progress, ProgressPrinter
+from napari_sparseseg.core.base.errors import ConfigError, SparseSegError
+from napari_sparseseg.core.base.progress import Progress, ProgressPrinter
+from napari_sparseseg.core.model.network import SIZES, size_for_device
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.fill import fill_between, outlined_slices
+from napari_sparseseg.core.annotations.fill import fill_between, outlined_slices
 
 
 def _ball(shape=(40, 50, 50), r=15):

@@ -1,4 +1,4 @@
-"""The random forest fused with the network (core/forest.py): features, fitting, fusion, storage."""
+"""The random forest fused with the network (core/model/forest.py): features, fitting, fusion, storage."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.checkpoint import FOREST_NAME, load_model, save_model
-from napari_sparseseg.core.config import PredictConfig, TrainConfig
-from napari_sparseseg.core.errors import CheckpointError
-from napari_sparseseg.core.forest import (
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
+from napari_sparseseg.core.base.errors import CheckpointError
+from napari_sparseseg.core.base.progress import run_to_end
+from napari_sparseseg.core.inference.predict import predict_volume
+from napari_sparseseg.core.model.checkpoint import FOREST_NAME, load_model, save_model
+from napari_sparseseg.core.model.forest import (
     N_FEATURES,
     FeatureSource,
     StrokeForest,
@@ -20,10 +22,8 @@ from napari_sparseseg.core.forest import (
     fuse,
     scan_features,
 )
-from napari_sparseseg.core.metrics import dice_per_class
-from napari_sparseseg.core.predict import predict_volume
-from napari_sparseseg.core.progress import run_to_end
-from napari_sparseseg.core.train import Trainer
+from napari_sparseseg.core.training.train import Trainer
+from napari_sparseseg.evaluation.metrics import dice_per_class
 
 
 def test_closed_form_eigenvalues_match_numpy():
@@ -97,7 +97,7 @@ def test_fusion_is_log_linear_pooling():
 
 
 def test_model_with_forest_saves_loads_and_predicts_the_same(phantom, tmp_path):
-    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 
     image, ref = phantom
     strokes = simulate_scribbles(ref, k=1, seed=0)
@@ -134,7 +134,7 @@ def test_model_with_forest_saves_loads_and_predicts_the_same(phantom, tmp_path):
 
 
 def test_a_broken_forest_file_is_a_clear_error(phantom, tmp_path):
-    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 
     image, ref = phantom
     model = run_to_end(Trainer(image, simulate_scribbles(ref, k=1, seed=0),
@@ -149,7 +149,7 @@ def test_a_broken_forest_file_is_a_clear_error(phantom, tmp_path):
 
 
 def test_no_forest_for_a_scan_whose_features_exceed_the_budget(phantom):
-    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 
     image, ref = phantom
     cfg = TrainConfig(max_steps=1, time_budget=None, device="cpu", forest_max_feature_bytes=1000)
@@ -158,7 +158,7 @@ def test_no_forest_for_a_scan_whose_features_exceed_the_budget(phantom):
 
 def test_preview_is_the_forests_mask_a_few_seconds_in(phantom):
     """With ``preview=True`` one progress, before the first step, carries the forest's mask."""
-    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 
     image, ref = phantom
     strokes = simulate_scribbles(ref, k=1, seed=0)
@@ -178,8 +178,8 @@ def test_preview_is_the_forests_mask_a_few_seconds_in(phantom):
 
 
 def test_features_prepared_ahead_are_what_the_first_round_uses(phantom):
-    from napari_sparseseg.core.forest import features_cached, prepare_features
-    from napari_sparseseg.core.intensity import choose_normalization
+    from napari_sparseseg.core.model.forest import features_cached, prepare_features
+    from napari_sparseseg.core.model.intensity import choose_normalization
 
     image, _ = phantom
     image = image + 0.25  # not the array another test cached

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.config import ConfigError, PredictConfig, SuggestConfig, TrainConfig
-from napari_sparseseg.core.errors import InputError
-from napari_sparseseg.core.guide import suggest_slices
+from napari_sparseseg.core.annotations.guide import suggest_slices
+from napari_sparseseg.core.base.config import ConfigError, PredictConfig, SuggestConfig, TrainConfig
+from napari_sparseseg.core.base.errors import InputError
 
 
 def _case(shape=(30, 40, 50)):
@@ -90,10 +90,10 @@ def test_bad_input_is_named():
 
 @pytest.mark.slow
 def test_on_a_real_scan_suggested_slices_hold_more_errors_than_the_others(sample_dir):
-    from napari_sparseseg.core.predict import predict_volume
-    from napari_sparseseg.core.progress import run_to_end
-    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
-    from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.inference.predict import predict_volume
+    from napari_sparseseg.core.training.train import Trainer
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
     from napari_sparseseg.io import read_image, read_labels
 
     image, geom = read_image(sample_dir / "image.nii.gz")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_sparseseg.core.config import HintConfig, TrainConfig, WeightConfig
-from napari_sparseseg.core.errors import InputError
-from napari_sparseseg.core.hints import Box, Click, hint_labels
-from napari_sparseseg.core.labels import SOURCE_HINT, SOURCE_SCRIBBLE, merge_annotations, voxel_weights
+from napari_sparseseg.core.annotations.hints import Box, Click, hint_labels
+from napari_sparseseg.core.annotations.labels import SOURCE_HINT, SOURCE_SCRIBBLE, merge_annotations, voxel_weights
+from napari_sparseseg.core.base.config import HintConfig, TrainConfig, WeightConfig
+from napari_sparseseg.core.base.errors import InputError
 
 
 def _scan():
@@ -121,11 +121,11 @@ def test_bad_hints_are_named():
 
 @pytest.mark.slow
 def test_one_box_per_structure_and_no_strokes_trains_a_usable_model(sample_dir):
-    from napari_sparseseg.core.config import PredictConfig
-    from napari_sparseseg.core.metrics import dice_per_class
-    from napari_sparseseg.core.predict import predict_volume
-    from napari_sparseseg.core.progress import run_to_end
-    from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.core.base.config import PredictConfig
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.inference.predict import predict_volume
+    from napari_sparseseg.core.training.train import Trainer
+    from napari_sparseseg.evaluation.metrics import dice_per_class
     from napari_sparseseg.io import read_image, read_labels
 
     image, geom = read_image(sample_dir / "image.nii.gz")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.holdout import format_estimate, holdout_dice, holdout_mask
-from napari_sparseseg.core.labels import SOURCE_HINT, merge_annotations
+from napari_sparseseg.core.annotations.holdout import format_estimate, holdout_dice, holdout_mask
+from napari_sparseseg.core.annotations.labels import SOURCE_HINT, merge_annotations
 
 
 def _strokes():
@@ -64,10 +64,10 @@ def test_dice_on_held_out_pieces_and_its_spread():
 
 @pytest.mark.slow
 def test_a_round_with_the_estimate_trains_without_the_held_out_strokes_and_scores_them(sample_dir):
-    from napari_sparseseg.core.config import PredictConfig, RoundSettings
-    from napari_sparseseg.core.progress import run_to_end
-    from napari_sparseseg.core.session import Session
-    from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+    from napari_sparseseg.core.base.config import PredictConfig, RoundSettings
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.session.state import Session
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
     from napari_sparseseg.io import read_image, read_labels
 
     image, geom = read_image(sample_dir / "image.nii.gz")
@@ -78,7 +78,7 @@ def test_a_round_with_the_estimate_trains_without_the_held_out_strokes_and_score
     assert res.estimate and all(0.0 <= e.dice <= 1.0 and e.pieces >= 1 for e in res.estimate.values())
     # The estimate is not a copy of the strokes (they were not trained on, filtered or clamped by the CRF):
     # it is about as good as the Dice against the full reference, and not perfect.
-    from napari_sparseseg.core.metrics import dice_per_class
+    from napari_sparseseg.evaluation.metrics import dice_per_class
 
     true = dice_per_class(res.prediction.labels, ref, list(res.estimate))
     mean_est = np.mean([e.dice for e in res.estimate.values()])

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.errors import ConfigError, InputError
-from napari_sparseseg.core.intensity import choose_normalization, detect_modality, validate_image
-from napari_sparseseg.core.simulated_annotator import simulate_corrections, simulate_scribbles
+from napari_sparseseg.core.base.errors import ConfigError, InputError
+from napari_sparseseg.core.model.intensity import choose_normalization, detect_modality, validate_image
+from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles
 from napari_sparseseg.io import read_image, read_labels
 
 

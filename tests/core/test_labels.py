@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.errors import ScribbleError
-from napari_sparseseg.core.labels import (
+from napari_sparseseg.core.annotations.labels import (
     WeightConfig,
     balance_factors,
     class_counts,
@@ -11,6 +10,7 @@ from napari_sparseseg.core.labels import (
     validate_scribbles,
     voxel_weights,
 )
+from napari_sparseseg.core.base.errors import ScribbleError
 
 
 def test_class_balancing_gives_each_class_equal_total_weight():

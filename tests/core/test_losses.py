@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core.config import WeightConfig
-from napari_sparseseg.core.labels import merge_annotations, voxel_weights
-from napari_sparseseg.core.losses import masked_soft_dice, masked_weighted_ce, sparse_loss
+from napari_sparseseg.core.annotations.labels import merge_annotations, voxel_weights
+from napari_sparseseg.core.base.config import WeightConfig
+from napari_sparseseg.core.training.losses import masked_soft_dice, masked_weighted_ce, sparse_loss
 
 
 def _case(seed=0, shape=(2, 3, 6, 5, 4)):

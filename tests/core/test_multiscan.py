@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.config import PredictConfig, TrainConfig
-from napari_sparseseg.core.errors import InputError, ScribbleError
-from napari_sparseseg.core.forest import StrokeForest
-from napari_sparseseg.core.metrics import dice_per_class
-from napari_sparseseg.core.predict import predict_volume
-from napari_sparseseg.core.progress import run_to_end
-from napari_sparseseg.core.simulated_annotator import simulate_scribbles
-from napari_sparseseg.core.train import Trainer, TrainingScan
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
+from napari_sparseseg.core.base.errors import InputError, ScribbleError
+from napari_sparseseg.core.base.progress import run_to_end
+from napari_sparseseg.core.inference.predict import predict_volume
+from napari_sparseseg.core.model.forest import StrokeForest
+from napari_sparseseg.core.training.train import Trainer, TrainingScan
+from napari_sparseseg.evaluation.metrics import dice_per_class
+from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 from tests.conftest import make_phantom
 
 
@@ -47,7 +47,7 @@ def test_patches_are_drawn_evenly_over_classes_then_from_a_scan_holding_the_clas
     trainer = Trainer(a, sa, TrainConfig(max_steps=1, time_budget=None, device="cpu", forest=False, augment=False,
                                          patch_size=(16, 16, 16)),
                       more_scans=[TrainingScan(b, sb, name="B")])
-    from napari_sparseseg.core.train import Trainer as T
+    from napari_sparseseg.core.training.train import Trainer as T
 
     model = trainer._build_model()
     x, y, src, table, indices, ratios = trainer._prepare_arrays(model)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.postprocess import keep_stroke_regions
+from napari_sparseseg.core.inference.postprocess import keep_stroke_regions
 
 
 def _scene():

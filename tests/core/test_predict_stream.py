@@ -7,7 +7,7 @@ import pytest
 import torch
 from monai.inferers import sliding_window_inference
 
-from napari_sparseseg.core.predict import _argmax, _Rows, _sliding_windows
+from napari_sparseseg.core.inference.predict import _argmax, _Rows, _sliding_windows
 
 
 def _net(k: int = 3, seed: int = 0):

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core.config import PretrainConfig, TrainConfig
-from napari_sparseseg.core.errors import ConfigError, OutputError
-from napari_sparseseg.core.pretrain import Pretrainer, load_cached, pretrain, save_cached, transfer
-from napari_sparseseg.core.progress import run_to_end
-from napari_sparseseg.core.train import Trainer
+from napari_sparseseg.core.base.config import PretrainConfig, TrainConfig
+from napari_sparseseg.core.base.errors import ConfigError, OutputError
+from napari_sparseseg.core.base.progress import run_to_end
+from napari_sparseseg.core.training.pretrain import Pretrainer, load_cached, pretrain, save_cached, transfer
+from napari_sparseseg.core.training.train import Trainer
 from tests.conftest import make_phantom
 
 SPACING = (1.0, 1.0, 1.0)
@@ -27,7 +27,7 @@ def test_denoising_pretraining_restores_better_than_the_noisy_input():
     """The known answer of the pretext task: after training, the net's output is closer to the clean patch than its noisy input."""
     image = make_phantom((24, 24, 24))[0]
     pre = run_to_end(Pretrainer(image, _cfg(task="denoise", max_steps=150, learning_rate=3e-3)).run())
-    from napari_sparseseg.core.network import build_network
+    from napari_sparseseg.core.model.network import build_network
 
     net = build_network(pre.config)
     net.load_state_dict(pre.state)
@@ -64,7 +64,7 @@ def test_transfer_copies_the_body_and_leaves_the_class_head(image):
 
 def test_transfer_refuses_another_architecture(image):
     pre = run_to_end(Pretrainer(image, _cfg(max_steps=1)).run())
-    from napari_sparseseg.core.network import NetworkConfig, build_network
+    from napari_sparseseg.core.model.network import NetworkConfig, build_network
 
     cfg = NetworkConfig.of_size("medium", pre.config.in_channels, 3)  # same depth: some shapes coincide
     with pytest.raises(ConfigError, match="does not fit"):

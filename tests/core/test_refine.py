@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core.refine import intensity_scale, mean_field, stencil
+from napari_sparseseg.core.inference.refine import intensity_scale, mean_field, stencil
 
 
 def test_stencil_follows_the_spacing():
@@ -86,7 +86,7 @@ def test_kernels_kept_or_recomputed_and_chunking_give_the_same_answer(monkeypatc
 
 def test_only_the_band_near_outlines_or_unsure_voxels_changes():
     """Confident voxels whose whole neighbourhood agrees keep the network's probabilities."""
-    from napari_sparseseg.core.refine import band
+    from napari_sparseseg.core.inference.refine import band
 
     shape = (10, 30, 30)
     probs = torch.full((2,) + shape, 0.002)

@@ -6,11 +6,11 @@ import threading
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.config import PredictConfig, RoundSettings, TrainConfig
-from napari_sparseseg.core.errors import CheckpointError, InputError, ScribbleError
-from napari_sparseseg.core.progress import run_to_end
-from napari_sparseseg.core.session import Session, autosave_folder, find_autosave
-from napari_sparseseg.core.simulated_annotator import simulate_scribbles
+from napari_sparseseg.core.base.config import PredictConfig, RoundSettings, TrainConfig
+from napari_sparseseg.core.base.errors import CheckpointError, InputError, ScribbleError
+from napari_sparseseg.core.base.progress import run_to_end
+from napari_sparseseg.core.session.state import Session, autosave_folder, find_autosave
+from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 
 NAMES = ["background", "ball", "box"]
 
@@ -52,7 +52,7 @@ def test_edits_after_a_prediction_become_weighted_corrections(session):
     assert not s.corrected[20, 15, 25]
 
     # The next round warm-starts and its targets include the corrections at weight 3.
-    from napari_sparseseg.core.train import Trainer
+    from napari_sparseseg.core.training.train import Trainer
 
     t = Trainer(s.image, s.scribbles, _cfg(), corrections=s.corrections, init=s.model, class_names=NAMES)
     assert (t.source[s.corrected] == 2).all() and (t.source[(s.scribbles > 0) & ~s.corrected] == 1).all()

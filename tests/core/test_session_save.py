@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from napari_sparseseg.core import session as session_mod
-from napari_sparseseg.core.atomic import TMP_MARK
-from napari_sparseseg.core.config import TrainConfig
-from napari_sparseseg.core.errors import OutputError
-from napari_sparseseg.core.progress import run_to_end
-from napari_sparseseg.core.session import Session, check_session_folder
-from napari_sparseseg.core.train import Trainer
+from napari_sparseseg.core.base.config import TrainConfig
+from napari_sparseseg.core.base.errors import OutputError
+from napari_sparseseg.core.base.progress import run_to_end
+from napari_sparseseg.core.session.state import Session, check_session_folder
+from napari_sparseseg.core.training.train import Trainer
+from napari_sparseseg.io.atomic import TMP_MARK
 
 
 def tree_hash(folder: Path) -> dict:

@@ -1,10 +1,10 @@
-"""Per-scan class summary and review priority (core/summary.py), on masks with known answers."""
+"""Per-scan class summary and review priority (cohort/summary.py), on masks with known answers."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from napari_sparseseg.core.summary import class_summary, review_ranks
+from napari_sparseseg.cohort.summary import class_summary, review_ranks
 
 NAMES = ["background", "liver", "lesion"]
 

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core.checkpoint import load_model, save_model
-from napari_sparseseg.core.config import PredictConfig, TrainConfig
-from napari_sparseseg.core.errors import ScribbleError
-from napari_sparseseg.core.metrics import dice_per_class
-from napari_sparseseg.core.predict import predict_volume
-from napari_sparseseg.core.progress import run_to_end
-from napari_sparseseg.core.simulated_annotator import simulate_scribbles
-from napari_sparseseg.core.train import Trainer, auto_patch_size
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
+from napari_sparseseg.core.base.errors import ScribbleError
+from napari_sparseseg.core.base.progress import run_to_end
+from napari_sparseseg.core.inference.predict import predict_volume
+from napari_sparseseg.core.model.checkpoint import load_model, save_model
+from napari_sparseseg.core.training.train import Trainer, auto_patch_size
+from napari_sparseseg.evaluation.metrics import dice_per_class
+from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 
 
 def _cfg(**kw):
@@ -172,7 +172,7 @@ def test_tiles_with_a_halo_match_one_whole_volume_tile_and_the_sliding_window(le
 
 @pytest.mark.slow
 def test_prediction_with_strokes_keeps_only_stroked_regions(learned):
-    from napari_sparseseg.core.postprocess import keep_stroke_regions
+    from napari_sparseseg.core.inference.postprocess import keep_stroke_regions
 
     image, ref, scribbles, result = learned
     # With the strokes, the mask is the network's mask with the filter applied; with the

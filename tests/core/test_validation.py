@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 
 from napari_sparseseg.cli import main
-from napari_sparseseg.core.checkpoint import SegModel
-from napari_sparseseg.core.config import PredictConfig, TrainConfig
-from napari_sparseseg.core.errors import CheckpointError, ConfigError, InputError, ScribbleError
-from napari_sparseseg.core.grid import validate_affine, validate_shape, validate_spacing
-from napari_sparseseg.core.intensity import Normalization, validate_image
-from napari_sparseseg.core.labels import MAX_CLASSES, validate_class_names, validate_labels
-from napari_sparseseg.core.network import NetworkConfig, build_network
-from napari_sparseseg.core.predict import predict, predict_volume
-from napari_sparseseg.core.session import Session
-from napari_sparseseg.core.train import Trainer
+from napari_sparseseg.core.annotations.labels import MAX_CLASSES, validate_class_names, validate_labels
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
+from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, InputError, ScribbleError
+from napari_sparseseg.core.base.grid import validate_affine, validate_shape, validate_spacing
+from napari_sparseseg.core.inference.predict import predict, predict_volume
+from napari_sparseseg.core.model.checkpoint import SegModel
+from napari_sparseseg.core.model.intensity import Normalization, validate_image
+from napari_sparseseg.core.model.network import NetworkConfig, build_network
+from napari_sparseseg.core.session.state import Session
+from napari_sparseseg.core.training.train import Trainer
 
 SHAPE = (8, 9, 10)
 
@@ -392,7 +392,7 @@ def test_session_load_checks_the_image_it_is_given(saved):
 
 
 def test_damaged_model_inside_a_session_names_the_model(saved, tmp_path):
-    from napari_sparseseg.core.checkpoint import save_model
+    from napari_sparseseg.core.model.checkpoint import save_model
 
     save_model(_model(), saved / "model")
     _edit_json(saved, has_model=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.errors import InputError
+from napari_sparseseg.core.base.errors import InputError
 from napari_sparseseg.io import Geometry, write_image, write_labels
 from napari_sparseseg.io.cohort import expand_inputs, match_scribbles, scan_name
 

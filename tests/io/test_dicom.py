@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from napari_sparseseg.cli import main
-from napari_sparseseg.core.errors import InputError
+from napari_sparseseg.core.base.errors import InputError
 from napari_sparseseg.io import Geometry, read_image, write_labels
 
 SHAPE = (6, 7, 8)

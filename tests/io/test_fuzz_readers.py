@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from napari_sparseseg.cli import main
-from napari_sparseseg.core.errors import InputError
+from napari_sparseseg.core.base.errors import InputError
 from napari_sparseseg.io import Geometry, read_image, read_labels, write_labels
 
 SHAPE = (6, 7, 8)

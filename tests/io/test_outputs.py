@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from napari_sparseseg.core.errors import OutputError
+from napari_sparseseg.core.base.errors import OutputError
 from napari_sparseseg.io import OutputLog, check_format_limits, check_outputs
 
 

@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.errors import InputError, OutputError
+from napari_sparseseg.core.base.errors import InputError, OutputError
 from napari_sparseseg.io import Geometry, read_image, read_labels, write_labels
 
 NIFTI_CASES = ["ct_abdomen_image.nii.gz", "mr_abdomen_image.nii.gz"]
@@ -185,7 +185,7 @@ def test_sitk_headers_with_unusable_geometry_are_refused(tmp_path, suffix, old, 
 
 
 def test_labels_hold_the_scribble_convention(tmp_path):
-    from napari_sparseseg.core.errors import ScribbleError
+    from napari_sparseseg.core.base.errors import ScribbleError
 
     g = Geometry.from_spacing((6, 7, 8))
     lab = np.zeros((6, 7, 8), np.uint16)

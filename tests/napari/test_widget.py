@@ -92,14 +92,14 @@ def test_train_predict_correct_export_and_session(loop, qtbot, tmp_path, sample_
     import torch
 
     from napari_sparseseg._napari.layers import grid_array
-    from napari_sparseseg.core.postprocess import keep_stroke_regions
-    from napari_sparseseg.core.session import Session
+    from napari_sparseseg.core.inference.postprocess import keep_stroke_regions
+    from napari_sparseseg.core.session.state import Session
     from napari_sparseseg.io import read_image, read_labels
 
     viewer, widget = loop
     # Picking the scan started its forest features in the background: Train finds them ready.
-    from napari_sparseseg.core.forest import features_cached
-    from napari_sparseseg.core.intensity import choose_normalization
+    from napari_sparseseg.core.model.forest import features_cached
+    from napari_sparseseg.core.model.intensity import choose_normalization
 
     assert widget.feature_pass is not None
     qtbot.waitUntil(lambda: not widget.feature_pass.is_alive(), timeout=60_000)
@@ -116,7 +116,7 @@ def test_train_predict_correct_export_and_session(loop, qtbot, tmp_path, sample_
     assert len(previews) == 1 and previews[0][0] and previews[0][1].shape == s.image.shape
     assert "preview (forest)" not in viewer.layers  # replaced by the round's prediction
     s_ref = read_labels(sample_dir / "reference.nii.gz", like=read_image(sample_dir / "image.nii.gz")[1])[0]
-    from napari_sparseseg.core.metrics import dice_per_class
+    from napari_sparseseg.evaluation.metrics import dice_per_class
 
     assert np.mean(list(dice_per_class(previews[0][1], s_ref, [1, 2, 3, 4]).values())) > 0.3  # a real mask
     assert result.train.steps == 4 and progress and progress[0].stage == "train"
@@ -296,7 +296,7 @@ def test_pretraining_runs_while_painting_and_train_starts_from_it(make_napari_vi
                                                                   monkeypatch):
     """Picking the scan starts self-supervised pretraining; Train ends it and the first round starts from it."""
     from napari_sparseseg._qt.widget import SparseSegWidget
-    from napari_sparseseg.core.pretrain import load_cached
+    from napari_sparseseg.core.training.pretrain import load_cached
 
     monkeypatch.setenv("SPARSESEG_CACHE", str(tmp_path / "cache"))
     viewer = make_napari_viewer()
@@ -375,7 +375,7 @@ def test_suggested_slices_and_the_estimate_after_a_round(loop, qtbot):
 def test_a_drawn_rectangle_and_a_click_become_pseudo_labels_under_the_strokes(loop, qtbot):
     from qtpy.QtCore import Qt
 
-    from napari_sparseseg.core.labels import SOURCE_HINT, merge_annotations
+    from napari_sparseseg.core.annotations.labels import SOURCE_HINT, merge_annotations
 
     viewer, widget = loop
     img = viewer.layers["image"]

@@ -60,7 +60,7 @@ def test_class_table_add_rename_colour_remove_and_refuse(qtbot, monkeypatch, not
     strokes.clear()
     assert table.remove_class(2) and not table.remove_class(1) and "besides background" in notifications[-1]
     # The table stops at the class bound the core enforces.
-    from napari_sparseseg.core.labels import MAX_CLASSES
+    from napari_sparseseg.core.annotations.labels import MAX_CLASSES
 
     table.set_classes([f"c{i}" for i in range(MAX_CLASSES)])
     assert table.add_class() == 0 and len(table.names) == MAX_CLASSES and f"At most {MAX_CLASSES}" in notifications[-1]
@@ -69,7 +69,7 @@ def test_class_table_add_rename_colour_remove_and_refuse(qtbot, monkeypatch, not
 # ------------------------------------------------------------------ settings panel
 def test_settings_panel_is_built_from_round_settings(qtbot):
     from napari_sparseseg._qt.settings_panel import SettingsPanel
-    from napari_sparseseg.core.config import Device, ModelSize, RoundSettings, field_info, option_values
+    from napari_sparseseg.core.base.config import Device, ModelSize, RoundSettings, field_info, option_values
 
     panel = SettingsPanel()
     qtbot.addWidget(panel)
@@ -88,8 +88,8 @@ def test_settings_panel_is_built_from_round_settings(qtbot):
 
 def test_settings_round_trip_through_a_session_file(qtbot, tmp_path):
     from napari_sparseseg._qt.settings_panel import SettingsPanel
-    from napari_sparseseg.core.config import RoundSettings
-    from napari_sparseseg.core.session import Session
+    from napari_sparseseg.core.base.config import RoundSettings
+    from napari_sparseseg.core.session.state import Session
 
     panel = SettingsPanel()
     qtbot.addWidget(panel)

@@ -7,7 +7,7 @@ the benchmarks construct the same classes. A default is written here and nowhere
 Each field's ``metadata`` describes it (see :func:`setting`): ``help``, the bounds checked in
 ``__post_init__`` (``ge``/``gt``/``le``/``lt``), ``choices`` (an option enum, looked up with
 a "did you mean" message), the CLI ``flag``/``metavar`` and the ``widget_range`` offered in the
-GUI. An invalid value raises :class:`~napari_sparseseg.core.errors.ConfigError`, which is
+GUI. An invalid value raises :class:`~napari_sparseseg.core.base.errors.ConfigError`, which is
 also a ``ValueError``.
 
 Importing this module is cheap (no torch, no MONAI): the CLI builds its parser from it.
@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from napari_sparseseg.core.errors import ConfigError
+from napari_sparseseg.core.base.errors import ConfigError
 
 __all__ = [
     "BatchConfig",
@@ -294,7 +294,7 @@ class TrainConfig:
     holdout_round: int = setting(0, "which pieces are held out (the round's index)", ge=0)
     augment: bool = setting(True, "random affine + intensity augmentation (MONAI)")
     forest: bool = setting(True, "also fit a random forest on image filters to the same strokes; prediction fuses it "
-                           "with the network (core/forest.py)", flag="--forest")
+                           "with the network (core/model/forest.py)", flag="--forest")
     forest_weight: float = setting(0.5, "the forest's share of the fused (log-linear) probabilities", ge=0, le=1)
     forest_max_samples: int = setting(60_000, "stroke voxels the forest is fitted on at most (even over classes)", ge=100)
     forest_max_feature_bytes: int = setting(3 * 2**30, "no forest for a scan whose filter features would need more memory",
@@ -320,7 +320,7 @@ class PretrainConfig:
     The network learns to restore corrupted patches of the scan itself (no labels), so the first
     round starts from features of this scan instead of random ones. ``seconds`` is the total
     pretraining a scan gets: a cached state with fewer seconds is trained further, one with as
-    many is used as it is (:mod:`~napari_sparseseg.core.pretrain`).
+    many is used as it is (:mod:`~napari_sparseseg.core.training.pretrain`).
     """
 
     seconds: float | None = setting(120.0, "pretraining wall time in seconds (total for the scan, cache included)",
@@ -346,7 +346,7 @@ class PredictConfig:
 
     ``stroke_regions_only``: when the strokes are known, drop each connected region of a class
     that contains none of that class's strokes
-    (:func:`~napari_sparseseg.core.postprocess.keep_stroke_regions`); only the mask changes.
+    (:func:`~napari_sparseseg.core.inference.postprocess.keep_stroke_regions`); only the mask changes.
     """
 
     device: str = setting("auto", "compute device", choices=Device, flag="--device")
@@ -369,14 +369,14 @@ class PredictConfig:
     slab_voxels: int = setting(8_000_000, "voxels per slab before margins (at least twice the CRF's reach in rows); "
                                "bounds memory", ge=1)
     stroke_regions_only: bool = setting(True, "keep only predicted regions that touch a stroke of their class")
-    refine: bool = setting(True, "refine the outlines with a dense CRF on the image's edges (core/refine.py)",
+    refine: bool = setting(True, "refine the outlines with a dense CRF on the image's edges (core/inference/refine.py)",
                            flag="--refine")
     refine_weight: float = setting(15.0, "strength of the CRF's pairwise term against the network's log-probabilities",
                                    ge=0)
     refine_iterations: int = setting(10, "mean-field iterations of the CRF", ge=1, le=100)
     refine_radius_mm: float = setting(3.5, "reach of the CRF's neighbourhood in mm (at most 4 voxels a direction)", gt=0)
     forest: bool = setting(TrainConfig.forest, "fuse the model's random forest (if it has one) with the network "
-                           "(core/forest.py)", flag="--forest")
+                           "(core/model/forest.py)", flag="--forest")
     forest_max_feature_bytes: int = setting(TrainConfig.forest_max_feature_bytes, "keep a scan's filter features up to "
                                             "this size (else they are computed per slab)", ge=0)
 
@@ -472,7 +472,7 @@ class DemoConfig:
 
 @dataclass
 class HintConfig:
-    """How boxes and clicks become pseudo-labels (:mod:`~napari_sparseseg.core.hints`).
+    """How boxes and clicks become pseudo-labels (:mod:`~napari_sparseseg.core.annotations.hints`).
 
     A box of class c: an ellipsoid inscribed in it, scaled by ``box_core``, is likely c; the
     rest of the box is left unlabelled (uncertain); a band of ``box_band_mm`` just outside the
@@ -496,7 +496,7 @@ class HintConfig:
 
 @dataclass
 class SuggestConfig:
-    """Where to paint next (:func:`~napari_sparseseg.core.guide.suggest_slices`).
+    """Where to paint next (:func:`~napari_sparseseg.core.annotations.guide.suggest_slices`).
 
     Each voxel within ``band_mm`` of a predicted structure counts its uncertainty (normalised
     entropy) as a share of that structure's volume (an error costs Dice in inverse proportion to

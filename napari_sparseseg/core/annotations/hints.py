@@ -8,7 +8,7 @@ until the user's strokes contradict or replace it. A rectangle drawn on one slic
 slice thick whose band stays in its plane. A click is a
 small blob grown from the clicked voxel through similar intensity, with the click's class
 (background for an "outside" click). The result is a label volume in the scribble convention;
-:class:`~napari_sparseseg.core.train.Trainer` weighs it ``WeightConfig.w_hint`` (well below a
+:class:`~napari_sparseseg.core.training.train.Trainer` weighs it ``WeightConfig.w_hint`` (well below a
 stroke's) wherever no stroke or correction lies, so strokes always win.
 
 Coordinates here are voxel indices in array order; :mod:`napari_sparseseg.io.hints` reads boxes
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_sparseseg.core.config import HintConfig
-from napari_sparseseg.core.errors import ConfigError, InputError
-from napari_sparseseg.core.grid import validate_spacing
-from napari_sparseseg.core.labels import MAX_CLASSES, label_dtype
+from napari_sparseseg.core.annotations.labels import MAX_CLASSES, label_dtype
+from napari_sparseseg.core.base.config import HintConfig
+from napari_sparseseg.core.base.errors import ConfigError, InputError
+from napari_sparseseg.core.base.grid import validate_spacing
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Guide the annotator: which slices a stroke would most likely fix.
 
 After a round the prediction's uncertainty (normalised entropy, from
-:func:`~napari_sparseseg.core.predict.predict`) says where the mask may be wrong: in a band
+:func:`~napari_sparseseg.core.inference.predict.predict`) says where the mask may be wrong: in a band
 around the predicted structures. Three reasons shape the choice of slices:
 
 * **Mean Dice, not voxels.** An error costs a structure's Dice in inverse proportion to its
@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from napari_sparseseg.core.config import SuggestConfig
-from napari_sparseseg.core.errors import ConfigError, InputError
-from napari_sparseseg.core.grid import validate_spacing
+from napari_sparseseg.core.base.config import SuggestConfig
+from napari_sparseseg.core.base.errors import ConfigError, InputError
+from napari_sparseseg.core.base.grid import validate_spacing
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def suggest_slices(labels: np.ndarray, uncertainty: np.ndarray, annotations: np.
         uncertainty: its normalised entropy in [0, 1], same shape.
         annotations: the strokes so far (scribble convention, corrections included), or ``None``.
         spacing: voxel size in mm (array order).
-        cfg: :class:`~napari_sparseseg.core.config.SuggestConfig`.
+        cfg: :class:`~napari_sparseseg.core.base.config.SuggestConfig`.
 
     Each pick takes the slice (any orientation; the first ``min(count, 3)`` one per orientation
     when ``cfg.orthogonal``) whose plane has the most :func:`uncertain_weight` within reach,

@@ -1,7 +1,7 @@
 """Checks on a voxel grid that need no file reader: voxel spacing and the index-to-world affine.
 
-``io.Geometry`` (every reader), :class:`~napari_sparseseg.core.session.Session` (a saved
-geometry) and :class:`~napari_sparseseg.core.train.Trainer` (the spacing that shapes patches)
+``io.Geometry`` (every reader), :class:`~napari_sparseseg.core.session.state.Session` (a saved
+geometry) and :class:`~napari_sparseseg.core.training.train.Trainer` (the spacing that shapes patches)
 call these, so a NaN, a zero or a singular matrix is refused the same way wherever it comes from.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sparseseg.core.errors import InputError
+from napari_sparseseg.core.base.errors import InputError
 
 __all__ = ["validate_affine", "validate_shape", "validate_spacing"]
 

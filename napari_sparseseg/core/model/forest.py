@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_sparseseg.core.base.config import TrainConfig
+from napari_sparseseg.core.model.intensity import choose_normalization
+
 __all__ = ["SIGMAS", "FeatureSource", "StrokeForest", "feature_halo", "features_cached", "filter_features",
            "forest_input", "fuse", "prepare_features", "scan_features"]
 
@@ -144,9 +147,6 @@ def prepare_features(image: np.ndarray, spacing, modality: str = "auto", max_byt
     Returns whether they were computed (``False`` when they would exceed ``max_bytes``,
     default ``TrainConfig.forest_max_feature_bytes``).
     """
-    from napari_sparseseg.core.config import TrainConfig
-    from napari_sparseseg.core.intensity import choose_normalization
-
     limit = TrainConfig.forest_max_feature_bytes if max_bytes is None else max_bytes
     if feature_bytes(image.shape) > limit:
         return False

@@ -30,7 +30,7 @@ class Progress:
         loss: training loss of this step (``None`` while predicting).
         budget: the time budget in seconds, if any.
         preview: an early dense mask (class indices, the image's shape) while training goes on:
-            the forest's, a few seconds after Train (:class:`~napari_sparseseg.core.train.Trainer`
+            the forest's, a few seconds after Train (:class:`~napari_sparseseg.core.training.train.Trainer`
             with ``preview=True``); ``None`` on every other step.
     """
 

@@ -8,14 +8,14 @@ after a prediction was shown (in the scribbles) or repainted directly in the pre
 or saving, so a stroke is never lost whichever layer it was drawn in.
 
 :meth:`Session.run_round` is the interactive loop's work unit, a generator like
-:func:`~napari_sparseseg.core.train.Trainer.run`: it trains (warm-starting from the current
+:func:`~napari_sparseseg.core.training.train.Trainer.run`: it trains (warm-starting from the current
 model), then predicts, yielding :class:`Progress`; it never mutates the session, so it can run
 in a worker thread while the user keeps painting; :meth:`Session.accept` applies the result.
 
 A saved session is a folder: ``session.json`` (format version, image reference, geometry,
 class names/colours, settings, history, the boxes and clicks drawn), ``annotations.npz``
 (scribbles, correction mask, last prediction), ``model/``
-(:mod:`~napari_sparseseg.core.checkpoint`) and ``image.npy`` only when the image has no file
+(:mod:`~napari_sparseseg.core.model.checkpoint`) and ``image.npy`` only when the image has no file
 to refer to. :meth:`Session.save` builds the whole folder
 next to the target and swaps it in with one rename, so an interrupted save leaves the
 previous session readable; it writes only into a new or empty folder or a session of ours
@@ -38,8 +38,25 @@ from pathlib import Path
 import numpy as np
 
 from napari_sparseseg import __version__
-from napari_sparseseg.core.atomic import check_ours, file_identity, recover_folder, replace_folder
-from napari_sparseseg.core.checkpoint import (
+from napari_sparseseg.core.annotations.fill import fill_between
+from napari_sparseseg.core.annotations.guide import suggest_slices
+from napari_sparseseg.core.annotations.hints import checked_hint_shapes, hint_labels, hints_from_shapes
+from napari_sparseseg.core.annotations.holdout import holdout_dice
+from napari_sparseseg.core.annotations.labels import (
+    MAX_CLASSES,
+    combine_hints,
+    corrections_from_edit,
+    label_dtype,
+    merge_annotations,
+    validate_class_names,
+    validate_labels,
+)
+from napari_sparseseg.core.base.config import PredictConfig, RoundSettings, TrainConfig
+from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, InputError, OutputError, ScribbleError, SparseSegError
+from napari_sparseseg.core.base.grid import validate_affine, validate_spacing
+from napari_sparseseg.core.base.progress import Progress, until_stopped
+from napari_sparseseg.core.inference.predict import Prediction, predict
+from napari_sparseseg.core.model.checkpoint import (
     CONFIG_NAME,
     MODEL_FILES,
     WEIGHTS_NAME,
@@ -50,23 +67,9 @@ from napari_sparseseg.core.checkpoint import (
     read_tagged_json,
     save_model,
 )
-from napari_sparseseg.core.config import PredictConfig, RoundSettings, TrainConfig
-from napari_sparseseg.core.errors import CheckpointError, ConfigError, InputError, OutputError, ScribbleError, SparseSegError
-from napari_sparseseg.core.grid import validate_affine, validate_spacing
-from napari_sparseseg.core.hints import checked_hint_shapes, hint_labels, hints_from_shapes
-from napari_sparseseg.core.intensity import validate_image
-from napari_sparseseg.core.labels import (
-    MAX_CLASSES,
-    combine_hints,
-    corrections_from_edit,
-    label_dtype,
-    merge_annotations,
-    validate_class_names,
-    validate_labels,
-)
-from napari_sparseseg.core.predict import Prediction, predict
-from napari_sparseseg.core.progress import Progress, until_stopped
-from napari_sparseseg.core.train import Trainer, TrainResult
+from napari_sparseseg.core.model.intensity import validate_image
+from napari_sparseseg.core.training.train import Trainer, TrainResult
+from napari_sparseseg.io.atomic import check_ours, file_identity, recover_folder, replace_folder
 
 SESSION_FORMAT = 1
 SESSION_JSON, ANNOTATIONS, IMAGE_NPY, MODEL_DIR = "session.json", "annotations.npz", "image.npy", "model"
@@ -83,11 +86,11 @@ class RoundResult:
         stopped: ``"training"`` if Stop ended training early, ``"prediction"`` if a second
             Stop cancelled the prediction, else ``None``.
         class_names: the names the round trained with.
-        suggestions: where to paint next (:func:`~napari_sparseseg.core.guide.suggest_slices`
+        suggestions: where to paint next (:func:`~napari_sparseseg.core.annotations.guide.suggest_slices`
             on the prediction's uncertainty and the strokes), best first; empty without a
             prediction or its uncertainty.
         estimate: with ``settings.estimate``, the Dice per class on the strokes held out of this
-            round (:func:`~napari_sparseseg.core.holdout.holdout_dice`; class index ->
+            round (:func:`~napari_sparseseg.core.annotations.holdout.holdout_dice`; class index ->
             ``ClassEstimate``); empty otherwise.
     """
 
@@ -118,10 +121,10 @@ class Session:
         history: one dict per finished round.
         settings: the round settings (device, model size, time budget...), restored on load.
         hints: pseudo-labels from boxes and clicks (scribble convention,
-            :func:`~napari_sparseseg.core.hints.hint_labels`), or ``None``; rounds train on them
+            :func:`~napari_sparseseg.core.annotations.hints.hint_labels`), or ``None``; rounds train on them
             at low weight under the strokes. Computed when a round starts, not stored.
         hint_shapes: the boxes and clicks the user drew, on the file's grid
-            (:func:`~napari_sparseseg.core.hints.checked_hint_shapes`); stored in
+            (:func:`~napari_sparseseg.core.annotations.hints.checked_hint_shapes`); stored in
             ``session.json``, so a resumed session shows them again.
     """
 
@@ -239,7 +242,7 @@ class Session:
 
         The strokes (``scribbles``, corrections included; :attr:`scribbles` if ``None``) retire
         box cores where they contradict or replace them
-        (:func:`~napari_sparseseg.core.hints.hint_labels`).
+        (:func:`~napari_sparseseg.core.annotations.hints.hint_labels`).
 
         Raises:
             InputError: a box corner or click outside the scan.
@@ -256,14 +259,14 @@ class Session:
         """Train from the current annotations (warm start), then predict the whole image.
 
         A new model (no model yet, or the classes changed) starts from ``pretrained``, a
-        :class:`~napari_sparseseg.core.pretrain.Pretrained` state of this scan, when given.
+        :class:`~napari_sparseseg.core.training.pretrain.Pretrained` state of this scan, when given.
 
         Safe to run in a worker thread: works on copies of the annotations and does not change
         the session. ``stop`` set during training ends training within one step (the averaged
         weights so far are kept) and the prediction still runs; set again during prediction, it
         cancels the prediction. ``train=False`` only predicts with the current model.
         ``preview``: a few seconds in, one progress carries the forest's mask
-        (:attr:`Progress.preview <napari_sparseseg.core.progress.Progress.preview>`) to show
+        (:attr:`Progress.preview <napari_sparseseg.core.base.progress.Progress.preview>`) to show
         while the network trains on.
 
         Raises:
@@ -283,7 +286,6 @@ class Session:
             if top > len(names):
                 raise ScribbleError(f"the scribbles use value {top} (class {top - 1}) but the class table has only {len(names)} classes; add the class or erase those strokes.")
             if self.settings.fill_between:
-                from napari_sparseseg.core.fill import fill_between
 
                 hints = combine_hints(fill_between(scribbles), hints)
             trainer = Trainer(self.image, scribbles, train_cfg, corrections=corrections, init=self._init_model(),
@@ -317,12 +319,10 @@ class Session:
         stopped = "prediction" if halted else stopped
         estimate = {}
         if train and prediction is not None and trainer.heldout is not None:
-            from napari_sparseseg.core.holdout import holdout_dice
 
             estimate = holdout_dice(prediction.labels, trainer.y_all, trainer.heldout, model.num_classes)
         suggestions = []
         if prediction is not None and prediction.uncertainty is not None:
-            from napari_sparseseg.core.guide import suggest_slices
 
             suggestions = suggest_slices(prediction.labels, prediction.uncertainty, scribbles, self.spacing)  # corrections included
         return RoundResult(result, prediction, model, stopped, names, suggestions, estimate)
@@ -369,7 +369,7 @@ class Session:
 
     # ------------------------------------------------------------- save/load
     def save(self, folder, include_image: bool | None = None) -> Path:
-        """Write the session to ``folder`` in one rename (see :func:`~napari_sparseseg.core.atomic.replace_folder`).
+        """Write the session to ``folder`` in one rename (see :func:`~napari_sparseseg.io.atomic.replace_folder`).
 
         ``folder`` must be new, empty, or a session of ours (:func:`check_session_folder`); its
         parent folders are created. The whole folder is built next to it and swapped in, so an
@@ -589,7 +589,7 @@ def read_session_info(folder) -> dict:
             2..MAX_CLASSES names, ``spacing`` not 3 positive numbers, ``geometry`` not a finite
             invertible 4x4 affine on ``shape``, ``history`` not a list of dicts, ``image_path``
             not text, ``colors`` not a list of text, flags not true/false, ``hints`` (the
-            boxes and clicks drawn) not as :func:`~napari_sparseseg.core.hints.checked_hint_shapes` reads them.
+            boxes and clicks drawn) not as :func:`~napari_sparseseg.core.annotations.hints.checked_hint_shapes` reads them.
     """
     folder = Path(folder)
     meta_path = folder / SESSION_JSON

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sparseseg.core.config import WeightConfig
-from napari_sparseseg.core.errors import ConfigError, InputError, ScribbleError
+from napari_sparseseg.core.base.config import WeightConfig
+from napari_sparseseg.core.base.errors import ConfigError, InputError, ScribbleError
 
 UNLABELLED = 0
 # Classes a session, a model or a scribble volume may have, background included: scribble
@@ -163,7 +163,7 @@ def merge_annotations(scribbles: np.ndarray, corrections: np.ndarray | None = No
     Returns:
         ``(y, source)``: ``y`` in scribble convention (0 = unlabelled, c + 1 = class c) where a
         correction overrides a scribble and both override a hint (a pseudo-label from a box or a
-        click, :mod:`~napari_sparseseg.core.hints`); ``source`` is 0 (unlabelled), 1 (scribble),
+        click, :mod:`~napari_sparseseg.core.annotations.hints`); ``source`` is 0 (unlabelled), 1 (scribble),
         2 (correction) or 3 (hint) per voxel, uint8.
     """
     scribbles = np.asarray(scribbles)
@@ -272,13 +272,20 @@ def validate_scribbles(y: np.ndarray, num_classes: int | None = None, path=None)
 def corrections_from_edit(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """Corrections from a repainted prediction: voxels whose class changed, in scribble convention.
 
+    The one rule for an edited mask, in the widget's session and in a cohort's corrected scans
+    alike: a voxel whose class the user changed becomes a stroke of its new class (class + 1).
+
     Args:
         before: the prediction as returned (class indices).
         after: the same layer after the user's edits.
+
+    Raises:
+        ScribbleError: ``"the edited mask (...) is not on the prediction's grid (...)"``.
     """
     before, after = np.asarray(before), np.asarray(after)
     if before.shape != after.shape:
-        raise ScribbleError(f"edited prediction shape {after.shape} differs from the original {before.shape}.")
+        raise ScribbleError(f"the edited mask {after.shape} is not on the prediction's grid {before.shape}; edit the mask "
+                            "that was predicted for this scan.")
     changed = before != after
     out = np.zeros(before.shape, dtype=label_dtype(int(after.max(initial=0)) + 1))
     out[changed] = after[changed].astype(out.dtype) + 1

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_sparseseg.core.config import Modality, check_option, option_values
-from napari_sparseseg.core.errors import InputError
+from napari_sparseseg.core.base.config import Modality, check_option, option_values
+from napari_sparseseg.core.base.errors import InputError
 
 MODALITIES = option_values(Modality)
 DEFAULT_CT_WINDOWS = ((-160.0, 240.0), (-1000.0, 1000.0))
@@ -23,8 +23,8 @@ DEFAULT_CT_WINDOWS = ((-160.0, 240.0), (-1000.0, 1000.0))
 def validate_image(image, path=None) -> np.ndarray:
     """Check that an image can be segmented and return it as an array (no copy for an ndarray).
 
-    The one check of an image's content: the command line, :class:`~napari_sparseseg.core.train.Trainer`,
-    :func:`~napari_sparseseg.core.predict.predict` and :class:`~napari_sparseseg.core.session.Session`
+    The one check of an image's content: the command line, :class:`~napari_sparseseg.core.training.train.Trainer`,
+    :func:`~napari_sparseseg.core.inference.predict.predict` and :class:`~napari_sparseseg.core.session.state.Session`
     call it.
 
     Args:

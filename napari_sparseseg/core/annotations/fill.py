@@ -3,7 +3,7 @@
 This is the interpolation behind 3D Slicer's "Fill between slices": ITK's morphological contour
 interpolation (Zukić et al., Insight Journal 2016; pip ``itk-morphologicalcontourinterpolation``,
 the ``fill`` extra). The result is a dense first guess that enters training as low-weight
-pseudo-labels (like the hints of :mod:`~napari_sparseseg.core.hints`), never over a stroke.
+pseudo-labels (like the hints of :mod:`~napari_sparseseg.core.annotations.hints`), never over a stroke.
 
 A slice counts as *outlined* for a class when the class's pixels there, holes filled, are thick
 (they survive two erosions): a filled region or a closed contour, not a brush stroke.
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sparseseg.core.errors import SparseSegError
-from napari_sparseseg.core.labels import label_dtype
+from napari_sparseseg.core.annotations.labels import label_dtype
+from napari_sparseseg.core.base.errors import SparseSegError
 
 
 def outlined_slices(strokes: np.ndarray, value: int, axis: int, min_area: int = 20) -> dict[int, np.ndarray]:
@@ -48,7 +48,7 @@ def _interpolate(lab: np.ndarray, itk_axis: int) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="sparseseg-fill-") as tmp:
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npy"
         np.savez(src, lab=lab, axis=np.int64(itk_axis))
-        r = subprocess.run([sys.executable, "-m", "napari_sparseseg.core._fill_worker", str(src), str(dst)],
+        r = subprocess.run([sys.executable, "-m", "napari_sparseseg.core.annotations._fill_worker", str(src), str(dst)],
                            capture_output=True, text=True)
         if r.returncode != 0 or not dst.is_file():
             last = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]

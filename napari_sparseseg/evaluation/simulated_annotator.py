@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_sparseseg.core.labels import label_dtype
+from napari_sparseseg.core.annotations.labels import label_dtype
 
 
 def _disk(radius: int) -> np.ndarray:

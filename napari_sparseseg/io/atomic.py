@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from napari_sparseseg.core.errors import OutputError
+from napari_sparseseg.core.base.errors import OutputError
 
 __all__ = ["TMP_MARK", "atomic_file", "atomic_output", "check_ours", "data_file_of", "file_identity", "recover_folder", "replace_folder"]
 
@@ -270,7 +270,7 @@ def replace_folder(folder: str | os.PathLike, build: Callable[[Path], None],
 
     The caller has already checked that an existing ``folder`` may be replaced (it is empty or
     holds only files this package writes): its contents are removed after the swap. ``check``
-    (e.g. :func:`~napari_sparseseg.core.checkpoint.check_model_folder`) is called again right
+    (e.g. :func:`~napari_sparseseg.core.model.checkpoint.check_model_folder`) is called again right
     before the swap, so a file put there meanwhile is never deleted. A symbolic link to a
     folder is followed: the folder it points at is replaced.
 

@@ -14,7 +14,7 @@ The network runs in bfloat16 where the device has it natively (``precision="auto
 CPUs with AVX-512 BF16 / AMX), else in float32; on the CPU in channels-last layout, on a copy.
 
 The rows are then taken slab by slab, each with the CRF's reach as margin: a model with a
-random forest (:mod:`~napari_sparseseg.core.forest`) fuses its probabilities with the network's
+random forest (:mod:`~napari_sparseseg.core.model.forest`) fuses its probabilities with the network's
 before the optional CRF refinement. Only a slab is ever held in float32; the outputs are an
 argmax mask (uint8), probabilities as uint8 (p * 255, optional) and normalised entropy as
 float16. ``benchmarks/speed.py --large-only`` measures time and memory against the whole-volume
@@ -30,14 +30,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_sparseseg.core.checkpoint import SegModel
-from napari_sparseseg.core.config import PredictConfig
-from napari_sparseseg.core.device import resolve_device
-from napari_sparseseg.core.errors import CheckpointError, ConfigError
-from napari_sparseseg.core.grid import validate_spacing
-from napari_sparseseg.core.intensity import validate_image
-from napari_sparseseg.core.labels import label_dtype, validate_labels
-from napari_sparseseg.core.progress import Progress, run_to_end
+from napari_sparseseg.core.annotations.labels import label_dtype, validate_labels
+from napari_sparseseg.core.base.config import PredictConfig
+from napari_sparseseg.core.base.device import resolve_device
+from napari_sparseseg.core.base.errors import CheckpointError, ConfigError
+from napari_sparseseg.core.base.grid import validate_spacing
+from napari_sparseseg.core.base.progress import Progress, run_to_end
+from napari_sparseseg.core.inference.postprocess import keep_stroke_regions
+from napari_sparseseg.core.inference.refine import intensity_scale, mean_field, stencil
+from napari_sparseseg.core.model.checkpoint import SegModel
+from napari_sparseseg.core.model.forest import FeatureSource, fuse
+from napari_sparseseg.core.model.intensity import validate_image
+from napari_sparseseg.core.training.train import auto_patch_size
 
 
 @dataclass
@@ -80,7 +84,7 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
 
     Raises:
         InputError: the image is not a 3-D real array, is too thin, or holds NaN/inf (the
-            checks of the command line, :func:`~napari_sparseseg.core.intensity.validate_image`).
+            checks of the command line, :func:`~napari_sparseseg.core.model.intensity.validate_image`).
         ScribbleError: the annotations are not whole numbers in 0..MAX_CLASSES on the image's
             shape (strokes of a class the model lacks are allowed: they anchor nothing).
         ConfigError: ``cfg`` is not a :class:`PredictConfig`.
@@ -110,7 +114,6 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
     depth, plane = image.shape[0], int(np.prod(image.shape[1:]))
     reach = 0
     if cfg.refine:  # the CRF reaches iterations x its axis-0 step beyond a voxel: keep slabs exact
-        from napari_sparseseg.core.refine import stencil
 
         reach = max(abs(o[0]) for o in stencil(spacing, cfg.refine_radius_mm)) * cfg.refine_iterations
 
@@ -118,7 +121,6 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
         return torch.from_numpy(model.normalization.apply(image[a:b], ranges, None if out is None else out.numpy()))
 
     if cfg.inferer == "tiles":
-        from napari_sparseseg.core.train import auto_patch_size
 
         tile = auto_patch_size(spacing, image.shape, model.config.divisor, cfg.tile_voxels)
         chunks = _tile_layers(net.predictor, rows, image.shape, tile, cfg.halo, model.config.divisor, k)
@@ -126,7 +128,6 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
         chunks = _sliding_windows(net.predictor, rows, image.shape, patch, cfg.overlap, cfg.sw_batch_size, k)
     forest = model.forest if cfg.forest else None
     if forest is not None:
-        from napari_sparseseg.core.forest import FeatureSource, fuse
 
         features = FeatureSource(image, ranges, spacing, cfg.forest_max_feature_bytes)
     if reach or forest is not None:
@@ -162,7 +163,6 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
             del p
             yield Progress("predict", stop, depth, time.perf_counter() - t0)
     if annotations is not None and cfg.stroke_regions_only:
-        from napari_sparseseg.core.postprocess import keep_stroke_regions
 
         keep_stroke_regions(labels, annotations)
     return Prediction(labels, probs, unc)
@@ -352,10 +352,9 @@ def _tiled(predictor, x, rows: tuple, tile: tuple, halo: int, divisor: int, k: i
 
 
 def _refined(p, channels, spacing, model: SegModel, cfg: PredictConfig, strokes):
-    """The slab's probabilities after the dense CRF (:mod:`~napari_sparseseg.core.refine`)."""
+    """The slab's probabilities after the dense CRF (:mod:`~napari_sparseseg.core.inference.refine`)."""
     import torch
 
-    from napari_sparseseg.core.refine import intensity_scale, mean_field
 
     scale = model.intensity_scale
     if scale is None and strokes is not None:  # a model saved before the scale was stored

@@ -5,7 +5,7 @@ scan alone: patches are corrupted with MONAI transforms (random boxes blanked an
 shuffling for ``inpaint``; strong Gaussian noise for ``denoise``) and the network, with a
 restoration head in place of its class head, is trained to give the original back (mean squared
 error over the patch, as in Zhou et al. 2019, "Models Genesis"). The first training round then
-starts from these weights (:class:`~napari_sparseseg.core.train.Trainer`'s ``pretrained``);
+starts from these weights (:class:`~napari_sparseseg.core.training.train.Trainer`'s ``pretrained``);
 the layers whose shape depends on the number of classes start fresh.
 
 The state is cached per scan (:func:`load_cached` / :func:`save_cached`, keyed by
@@ -29,14 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from napari_sparseseg import __version__
-from napari_sparseseg.core.atomic import check_ours, replace_folder
-from napari_sparseseg.core.config import PretrainConfig
-from napari_sparseseg.core.device import resolve_device
-from napari_sparseseg.core.errors import ConfigError, SparseSegError
-from napari_sparseseg.core.grid import validate_spacing
-from napari_sparseseg.core.intensity import Normalization, choose_normalization, validate_image
-from napari_sparseseg.core.network import PATCH_VOXELS, NetworkConfig, build_network, size_for_device
-from napari_sparseseg.core.progress import Progress
+from napari_sparseseg.core.base.config import PretrainConfig
+from napari_sparseseg.core.base.device import resolve_device
+from napari_sparseseg.core.base.errors import ConfigError, SparseSegError
+from napari_sparseseg.core.base.grid import validate_spacing
+from napari_sparseseg.core.base.progress import Progress
+from napari_sparseseg.core.model.intensity import Normalization, choose_normalization, validate_image
+from napari_sparseseg.core.model.network import PATCH_VOXELS, NetworkConfig, build_network, size_for_device
+from napari_sparseseg.core.model.patches import auto_patch_size
+from napari_sparseseg.io.atomic import check_ours, replace_folder
 
 FORMAT_VERSION = 1
 STATE_JSON, STATE_PT = "pretrained.json", "pretrained.pt"
@@ -148,7 +149,6 @@ class Pretrainer:
     def _setup(self):
         import torch
 
-        from napari_sparseseg.core.train import auto_patch_size
 
         if self.start is not None:
             s = self.start

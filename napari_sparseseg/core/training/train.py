@@ -19,13 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from napari_sparseseg.core.checkpoint import SegModel, default_class_names
-from napari_sparseseg.core.config import TrainConfig
-from napari_sparseseg.core.device import resolve_device
-from napari_sparseseg.core.errors import CheckpointError, ConfigError, ScribbleError, SparseSegError
-from napari_sparseseg.core.grid import validate_spacing
-from napari_sparseseg.core.intensity import choose_normalization, validate_image
-from napari_sparseseg.core.labels import (
+from napari_sparseseg.core.annotations.holdout import holdout_mask
+from napari_sparseseg.core.annotations.labels import (
     balance_factors,
     class_counts,
     label_dtype,
@@ -35,9 +30,20 @@ from napari_sparseseg.core.labels import (
     validate_scribbles,
     weight_lookup,
 )
-from napari_sparseseg.core.network import PATCH_VOXELS, NetworkConfig, build_network, size_for_device
-from napari_sparseseg.core.progress import Progress
-from napari_sparseseg.core.refine import intensity_scale
+from napari_sparseseg.core.base.config import TrainConfig
+from napari_sparseseg.core.base.device import resolve_device
+from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, ScribbleError, SparseSegError
+from napari_sparseseg.core.base.grid import validate_spacing
+from napari_sparseseg.core.base.progress import Progress
+from napari_sparseseg.core.inference.postprocess import keep_stroke_regions
+from napari_sparseseg.core.inference.refine import intensity_scale
+from napari_sparseseg.core.model.checkpoint import SegModel, default_class_names
+from napari_sparseseg.core.model.forest import StrokeForest, feature_bytes, scan_features
+from napari_sparseseg.core.model.intensity import check_modality, choose_normalization, detect_modality, validate_image
+from napari_sparseseg.core.model.network import PATCH_VOXELS, NetworkConfig, build_network, size_for_device
+from napari_sparseseg.core.model.patches import auto_patch_size
+from napari_sparseseg.core.training.losses import sparse_loss
+from napari_sparseseg.core.training.pretrain import Pretrained, transfer
 
 
 @dataclass
@@ -88,34 +94,6 @@ class _Checked(NamedTuple):
     name: str | None
 
 
-def auto_patch_size(spacing, shape, divisor: int = 8, budget: int = 64**3, min_side: int = 16) -> tuple[int, int, int]:
-    """Patch shape covering about the same physical extent along each axis.
-
-    Sides are proportional to ``1 / spacing`` with ``prod(sides) ~ budget``, multiples of
-    ``divisor``, at least ``min_side`` and at most the volume (rounded up to ``divisor``);
-    budget freed by a short axis goes to the others.
-    """
-    sp = np.asarray(spacing, dtype=float)
-    cap = np.array([max(divisor, math.ceil(n / divisor) * divisor) for n in shape], dtype=float)
-    rel = sp.min() / sp
-    fixed = np.zeros(3, dtype=bool)
-    side = np.zeros(3)
-    for _ in range(3):
-        free = ~fixed
-        rest = budget / np.prod(side[fixed]) if fixed.any() else budget
-        s = (rest / np.prod(rel[free])) ** (1.0 / free.sum())
-        side[free] = np.maximum(rel[free] * s, min_side)
-        over = free & (side >= cap)
-        if not over.any():
-            break
-        side[over] = cap[over]
-        fixed |= over
-        if fixed.all():
-            break
-    side = np.minimum(side, cap)
-    return tuple(int(max(divisor, min(c, round(v / divisor) * divisor))) for v, c in zip(side, cap, strict=True))
-
-
 def _augmentation(spacing, seed: int):
     from monai.transforms import Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd, RandShiftIntensityd
 
@@ -157,7 +135,7 @@ class Trainer:
         cfg: the round's settings.
         corrections: optional, same convention; overrides scribbles with ``w_correction``.
         hints: optional pseudo-labels from boxes and clicks (same convention,
-            :func:`~napari_sparseseg.core.hints.hint_labels`); weigh ``w_hint`` where no stroke
+            :func:`~napari_sparseseg.core.annotations.hints.hint_labels`); weigh ``w_hint`` where no stroke
             or correction lies.
         init: warm start from this model (its classes, normalisation and patch size are kept).
         spacing: voxel size in mm, array order (drives the patch shape and augmentation).
@@ -167,10 +145,10 @@ class Trainer:
             are those of all scans together, the normalisation policy and patch are the first
             scan's (each scan of the model's modality), and the forest is fitted on all strokes.
         pretrained: a new model starts from this self-supervised state of the same scan
-            (:mod:`~napari_sparseseg.core.pretrain`): its architecture, normalisation and patch
+            (:mod:`~napari_sparseseg.core.training.pretrain`): its architecture, normalisation and patch
             are kept and its weights copied except the class head. Ignored with ``init``.
         preview: yield the forest's mask as an early prediction
-            (:attr:`Progress.preview <napari_sparseseg.core.progress.Progress.preview>`) as soon as
+            (:attr:`Progress.preview <napari_sparseseg.core.base.progress.Progress.preview>`) as soon as
             it is fitted, a few seconds after the start; it costs the network that much training
             time, so the widget asks for it only while no prediction is shown.
 
@@ -207,7 +185,6 @@ class Trainer:
         self.y, self.source = merge_annotations(scribbles, corrections, hints)
         self.y_all, self.heldout = self.y, None
         if self.cfg.holdout_every:  # kept out of training (and of the prediction's filter and CRF) this round
-            from napari_sparseseg.core.holdout import holdout_mask
 
             held = holdout_mask(self.y, self.source, self.cfg.holdout_round, self.cfg.holdout_every)
             if held.any():
@@ -254,7 +231,6 @@ class Trainer:
         """One normalisation policy per model: every scan must be of the model's modality."""
         if not self.more or (self.init is None and self.cfg.modality != "auto"):
             return  # a modality the user set applies to every scan
-        from napari_sparseseg.core.intensity import check_modality, detect_modality
 
         want = self.init.normalization.modality if self.init is not None else detect_modality(self.image)
         for scan in self.more:
@@ -269,7 +245,6 @@ class Trainer:
         """
         if self.init is not None:
             return
-        from napari_sparseseg.core.pretrain import Pretrained
 
         if not isinstance(pretrained, Pretrained):
             raise ConfigError(f"pretrained must be a pretraining result, got {type(pretrained).__name__}.")
@@ -289,7 +264,6 @@ class Trainer:
             return model
         torch.manual_seed(self.cfg.seed)
         if self.pretrained is not None:
-            from napari_sparseseg.core.pretrain import transfer
 
             pre = self.pretrained
             norm, patch = pre.normalization, tuple(pre.patch_size)
@@ -354,12 +328,10 @@ class Trainer:
         return out
 
     def _fit_forest(self, model: SegModel):
-        """A :class:`~napari_sparseseg.core.forest.StrokeForest` on this round's strokes.
+        """A :class:`~napari_sparseseg.core.model.forest.StrokeForest` on this round's strokes.
 
         ``None`` when the scan's features would exceed ``forest_max_feature_bytes``.
         """
-        from napari_sparseseg.core.forest import StrokeForest, feature_bytes, scan_features
-
         cfg = self.cfg
         scans = [(self.image, self.y, self.spacing)] + [(m.image, m.y, m.spacing) for m in self.more]
         if any(feature_bytes(image.shape) > cfg.forest_max_feature_bytes for image, _, _ in scans):
@@ -375,9 +347,6 @@ class Trainer:
 
     def _forest_mask(self, model: SegModel) -> np.ndarray:
         """The forest's own mask (stroke regions only), shown while the network trains."""
-        from napari_sparseseg.core.forest import scan_features
-        from napari_sparseseg.core.postprocess import keep_stroke_regions
-
         feats = scan_features(self.image, model.normalization.ranges(self.image), self.spacing)
         labels = model.forest.probabilities(feats).argmax(0).astype(label_dtype(self.num_classes - 1))
         keep_stroke_regions(labels, self.y)
@@ -396,7 +365,6 @@ class Trainer:
         import monai.transforms.utils  # noqa: F401 - the patch sampler's module: imported (~1 s cold) before the clock starts
         import torch
 
-        from napari_sparseseg.core.losses import sparse_loss
 
         cfg = self.cfg
         t0 = time.perf_counter()

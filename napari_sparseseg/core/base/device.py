@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from napari_sparseseg.core.config import Device, check_option, option_values
-from napari_sparseseg.core.errors import ConfigError, DeviceError
+from napari_sparseseg.core.base.config import Device, check_option, option_values
+from napari_sparseseg.core.base.errors import ConfigError, DeviceError
 
 DEVICES = option_values(Device)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from napari_sparseseg.core.config import ModelSize, check_option, option_values
+from napari_sparseseg.core.base.config import ModelSize, check_option, option_values
 
 # "small" is the CPU default. On 2 CPU cores, steps per minute decide the accuracy of an
 # interactive round: channels (8, 16, 32, 64) on ~40^3 patches make ~300 steps in 60 s and

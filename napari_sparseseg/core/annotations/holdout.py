@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_sparseseg.core.labels import SOURCE_CORRECTION, SOURCE_SCRIBBLE
+from napari_sparseseg.core.annotations.labels import SOURCE_CORRECTION, SOURCE_SCRIBBLE
 
 
 def holdout_mask(y: np.ndarray, source: np.ndarray, round_index: int, every: int) -> np.ndarray:

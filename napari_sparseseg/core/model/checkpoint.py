@@ -5,7 +5,7 @@ Layout of a model folder::
     model.json   format version, package version, network, normalisation, classes, patch size
     model.pt     the network's state_dict (loaded with ``weights_only=True``)
     forest.npz   optional: the random forest fused with the network, as its training set
-                 (:mod:`~napari_sparseseg.core.forest`; loaded with ``allow_pickle=False``)
+                 (:mod:`~napari_sparseseg.core.model.forest`; loaded with ``allow_pickle=False``)
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from napari_sparseseg import __version__
-from napari_sparseseg.core.atomic import check_ours, recover_folder, replace_folder
-from napari_sparseseg.core.errors import CheckpointError, OutputError
-from napari_sparseseg.core.intensity import Normalization
-from napari_sparseseg.core.network import NetworkConfig, build_network
+from napari_sparseseg.core.annotations.labels import MAX_CLASSES
+from napari_sparseseg.core.base.device import resolve_device
+from napari_sparseseg.core.base.errors import CheckpointError, InputError, OutputError
+from napari_sparseseg.core.base.grid import validate_spacing
+from napari_sparseseg.core.model.forest import N_FEATURES, StrokeForest
+from napari_sparseseg.core.model.intensity import Normalization
+from napari_sparseseg.core.model.network import NORMS, NetworkConfig, build_network
+from napari_sparseseg.io.atomic import check_ours, recover_folder, replace_folder
 
 FORMAT_VERSION = 1
 CONFIG_NAME, WEIGHTS_NAME, FOREST_NAME = "model.json", "model.pt", "forest.npz"
@@ -43,8 +47,8 @@ class SegModel:
         history: one dict per training round (steps, seconds, loss).
         intensity_scale: typical intensity difference between neighbouring voxels of one class
             on the strokes it was trained on (normalised units), for boundary refinement
-            (:mod:`~napari_sparseseg.core.refine`); ``None`` if unknown.
-        forest: a :class:`~napari_sparseseg.core.forest.StrokeForest` fitted to the same strokes,
+            (:mod:`~napari_sparseseg.core.inference.refine`); ``None`` if unknown.
+        forest: a :class:`~napari_sparseseg.core.model.forest.StrokeForest` fitted to the same strokes,
             fused with the network at prediction; ``None`` if there is none.
     """
 
@@ -169,9 +173,6 @@ def _int_list(v, length: int | None = None, low: int = 1) -> bool:
 
 def _network_config(meta: dict, folder: Path) -> NetworkConfig:
     """The ``network`` entry of ``model.json``, every field checked."""
-    from napari_sparseseg.core.labels import MAX_CLASSES
-    from napari_sparseseg.core.network import NORMS
-
     net = meta.get("network")
     if not isinstance(net, dict):
         raise _corrupt(folder, f"{CONFIG_NAME} is incomplete (no 'network' entry); save the model again.")
@@ -203,9 +204,6 @@ def _network_config(meta: dict, folder: Path) -> NetworkConfig:
 
 def _model_fields(meta: dict, folder: Path) -> tuple:
     """``(config, normalization, class_names, patch_size, spacing, history, intensity_scale)`` from ``model.json``, checked."""
-    from napari_sparseseg.core.errors import InputError
-    from napari_sparseseg.core.grid import validate_spacing
-
     config = _network_config(meta, folder)
     norm = meta.get("normalization")
     if not isinstance(norm, dict):
@@ -293,8 +291,6 @@ def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
             Every message names the folder and the file.
         DeviceError: ``device`` is unknown or not available.
     """
-    from napari_sparseseg.core.device import resolve_device
-
     folder = Path(folder)
     if not folder.exists():
         recover_folder(folder)  # a save that crashed between its two renames (not on Linux)
@@ -317,9 +313,7 @@ def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
 
 
 def _load_forest(folder: Path, meta: dict, config: NetworkConfig):
-    """The model's :class:`~napari_sparseseg.core.forest.StrokeForest` from ``forest.npz`` (refit on first use)."""
-    from napari_sparseseg.core.forest import N_FEATURES, StrokeForest
-
+    """The model's :class:`~napari_sparseseg.core.model.forest.StrokeForest` from ``forest.npz`` (refit on first use)."""
     path = folder / FOREST_NAME
     if not path.is_file():
         raise _corrupt(folder, f"{CONFIG_NAME} names a forest but {FOREST_NAME} is missing; retrain, or remove "

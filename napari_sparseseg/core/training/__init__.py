@@ -1,0 +1,1 @@
+"""Training: the trainer on sparse strokes (masked weighted cross-entropy), its losses, self-supervised pretraining."""
