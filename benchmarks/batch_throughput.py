@@ -39,10 +39,10 @@ def build(tmp: Path, n_small: int, n_large: int, train_seconds: float) -> dict:
     from benchmarks.cases import load_case
     from napari_sparseseg.core.base.config import TrainConfig
     from napari_sparseseg.core.base.progress import run_to_end
-    from napari_sparseseg.core.model.checkpoint import save_model
     from napari_sparseseg.core.training.train import Trainer
     from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
     from napari_sparseseg.io import Geometry, write_image
+    from napari_sparseseg.io.models import save_model
 
     image, geom, ref, names = load_case("ct_abdomen")
     crop = np.full((128, 128, 128), -1024, np.int16)

@@ -37,10 +37,10 @@ def main(argv=None):
     from napari_sparseseg._qt.cohort_widget import CohortWidget
     from napari_sparseseg.core.base.config import TrainConfig
     from napari_sparseseg.core.base.progress import run_to_end
-    from napari_sparseseg.core.model.checkpoint import save_model
     from napari_sparseseg.core.training.train import Trainer
     from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
     from napari_sparseseg.io import Geometry, write_image
+    from napari_sparseseg.io.models import save_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

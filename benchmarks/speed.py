@@ -131,9 +131,9 @@ def large_case(tmp: Path, device: str, train_seconds: float = 45.0) -> dict:
     from benchmarks.cases import load_case
     from napari_sparseseg.core.base.config import TrainConfig
     from napari_sparseseg.core.base.progress import run_to_end
-    from napari_sparseseg.core.model.checkpoint import save_model
     from napari_sparseseg.core.training.train import Trainer
     from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
+    from napari_sparseseg.io.models import save_model
 
     image, geom, ref, names = load_case("ct_abdomen")
     zoom = [b / n for b, n in zip(LARGE, image.shape, strict=True)]

@@ -148,8 +148,8 @@ def _read_inputs(args):
 
 def _write_outputs(args, geom, prediction, model=None) -> None:
     """Write mask, probabilities, then model, each atomically and recorded in ``args.log``."""
-    from napari_sparseseg.core.model.checkpoint import save_model
     from napari_sparseseg.io import write_labels, write_probabilities
+    from napari_sparseseg.io.models import save_model
 
     log = args.log
     log.write("mask", lambda: write_labels(args.output, prediction.labels, geom))
@@ -170,10 +170,10 @@ def cmd_segment(args) -> int:
     from napari_sparseseg.core.base.errors import ConfigError, ScribbleError
     from napari_sparseseg.core.base.progress import run_to_end
     from napari_sparseseg.core.inference.predict import predict
-    from napari_sparseseg.core.model.checkpoint import load_model
-    from napari_sparseseg.core.training.pretrain import default_cache_dir, pretrain
     from napari_sparseseg.core.training.train import Trainer
     from napari_sparseseg.io import check_format_limits
+    from napari_sparseseg.io.cache import cache_dir, pretrain
+    from napari_sparseseg.io.models import load_model
 
     device = resolve_device(args.device)
     cfg = TrainConfig(
@@ -211,7 +211,7 @@ def cmd_segment(args) -> int:
     with _progress(args) as show:
         if pre_cfg is not None:
             _say(args, f"pretraining on the scan itself ({pre_cfg.task}) up to {pre_cfg.seconds:g} s in all, "
-                       f"cached in {default_cache_dir()}")
+                       f"cached in {cache_dir('pretrained')}")
             pre = run_to_end(pretrain(image, pre_cfg, spacing=geom.spacing), show)
             show.finish()
             _say(args, f"pretrained {pre.steps} steps, {pre.seconds:.1f} s in all")
@@ -302,8 +302,8 @@ def cmd_predict(args) -> int:
     from napari_sparseseg.core.base.device import resolve_device
     from napari_sparseseg.core.base.progress import run_to_end
     from napari_sparseseg.core.inference.predict import predict
-    from napari_sparseseg.core.model.checkpoint import load_model
     from napari_sparseseg.io import check_format_limits
+    from napari_sparseseg.io.models import load_model
 
     pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False, refine=args.refine,
                          forest=args.forest, precision=args.precision)
@@ -324,10 +324,10 @@ def cmd_train(args) -> int:
     from napari_sparseseg.core.base.device import resolve_device
     from napari_sparseseg.core.base.errors import InputError, ScribbleError
     from napari_sparseseg.core.base.progress import run_to_end
-    from napari_sparseseg.core.model.checkpoint import load_model, save_model
     from napari_sparseseg.core.training.train import Trainer, TrainingScan
     from napari_sparseseg.io import check_outputs, read_scan
     from napari_sparseseg.io.cohort import expand_inputs, match_scribbles
+    from napari_sparseseg.io.models import load_model, save_model
 
     entries = expand_inputs(args.inputs)
     if args.scribbles:

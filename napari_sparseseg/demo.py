@@ -18,12 +18,12 @@ from napari_sparseseg.core.annotations.labels import merge_annotations
 from napari_sparseseg.core.base.config import DemoConfig, PredictConfig, TrainConfig
 from napari_sparseseg.core.base.progress import ProgressPrinter, run_to_end
 from napari_sparseseg.core.inference.predict import predict
-from napari_sparseseg.core.model.checkpoint import save_model
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.evaluation.metrics import dice_per_class
 from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections
 from napari_sparseseg.io import OutputLog, check_demo_folder, check_outputs, write_labels
 from napari_sparseseg.io.atomic import replace_folder
+from napari_sparseseg.io.models import save_model
 from napari_sparseseg.io.outputs import DEMO_FILES
 from napari_sparseseg.io.sample import find_sample_data, load_sample
 

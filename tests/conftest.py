@@ -47,9 +47,9 @@ def make_cohort_files(d: Path, sample_dir: Path, data_dir: Path, bad: bool = Tru
 
     from napari_sparseseg.core.base.config import TrainConfig
     from napari_sparseseg.core.base.progress import run_to_end
-    from napari_sparseseg.core.model.checkpoint import save_model
     from napari_sparseseg.core.training.train import Trainer
     from napari_sparseseg.io import Geometry, read_image, read_labels, write_image
+    from napari_sparseseg.io.models import save_model
 
     image, g = read_image(sample_dir / "image.nii.gz")
     scribbles, _ = read_labels(sample_dir / "scribbles.nii.gz", like=g)

@@ -37,8 +37,10 @@ from napari_sparseseg.core.annotations.hints import checked_hint_shapes
 from napari_sparseseg.core.annotations.labels import label_dtype
 from napari_sparseseg.core.base.config import RoundSettings
 from napari_sparseseg.core.base.errors import InputError, SparseSegError
-from napari_sparseseg.core.session.state import RoundResult, Session, autosave_folder, find_autosave, read_session_info
+from napari_sparseseg.core.session.rounds import RoundResult, accept_round
+from napari_sparseseg.core.session.state import Session
 from napari_sparseseg.io import Geometry, check_format_limits, check_outputs, write_labels
+from napari_sparseseg.io.sessions import autosave_folder, find_autosave, read_session_info
 
 __all__ = ["PREDICTION", "SCRIBBLES", "UNCERTAINTY", "SessionBinding", "grid_shape", "image_path", "layer_geometry"]
 
@@ -230,7 +232,7 @@ class SessionBinding:
     def accept(self, result: RoundResult, class_names: list[str], colors: list[str], settings: RoundSettings) -> None:
         """Apply a finished round: strokes painted meanwhile are kept, the prediction is shown."""
         self.sync(class_names, colors, settings)
-        self.session.accept(result)
+        accept_round(self.session, result)
         if result.prediction is not None:
             self.drop_preview()
             self.show_prediction(result.prediction.labels, result.prediction.uncertainty)

@@ -9,6 +9,7 @@ import numpy as np
 from napari_sparseseg.core.base.errors import InputError
 from napari_sparseseg.core.session.state import Session
 from napari_sparseseg.io import Geometry, read_image
+from napari_sparseseg.io.sessions import load_session
 
 
 def session_geometry(session: Session) -> Geometry:
@@ -24,7 +25,7 @@ def open_session(folder, image: np.ndarray | None = None) -> Session:
         CheckpointError: not a session, or corrupt.
         InputError: the referenced scan is gone (says where it was expected).
     """
-    s = Session.load(folder, image=image)
+    s = load_session(folder, image=image)
     if s.image is None:
         if not s.image_path or not Path(s.image_path).exists():
             raise InputError(

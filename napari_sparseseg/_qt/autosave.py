@@ -15,6 +15,7 @@ from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_sparseseg._qt.round_runner import error_message
 from napari_sparseseg.core.session.state import Session
+from napari_sparseseg.io.sessions import save_session
 
 __all__ = ["DEBOUNCE_MS", "Autosaver"]
 
@@ -68,7 +69,7 @@ class Autosaver(QObject):
         if job is None:
             return
         session, folder = job
-        self._worker = create_worker(session.save, folder, _start_thread=False, _ignore_errors=True)
+        self._worker = create_worker(save_session, session, folder, _start_thread=False, _ignore_errors=True)
         self._worker.returned.connect(self._on_saved)
         self._worker.errored.connect(lambda exc: self.failed.emit(error_message(exc)))
         self._worker.finished.connect(self._on_finished)

@@ -32,7 +32,7 @@ from napari_sparseseg.cohort.batch import read_summary
 from napari_sparseseg.cohort.project import Cohort
 from napari_sparseseg.core.base.config import BatchConfig, TrainConfig
 from napari_sparseseg.core.base.errors import SparseSegError
-from napari_sparseseg.core.model.checkpoint import load_model, save_model
+from napari_sparseseg.io.models import load_model, save_model
 
 __all__ = ["CohortWidget"]
 

@@ -12,7 +12,8 @@ from qtpy.QtCore import QObject, Signal
 
 from napari_sparseseg._qt.round_runner import WorkerOwner
 from napari_sparseseg.core.base.config import PretrainConfig
-from napari_sparseseg.core.training.pretrain import Pretrained, pretrain
+from napari_sparseseg.core.training.pretrain import Pretrained
+from napari_sparseseg.io.cache import pretrain
 
 __all__ = ["PretrainRunner"]
 

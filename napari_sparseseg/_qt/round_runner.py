@@ -23,6 +23,7 @@ from qtpy.QtCore import QCoreApplication, QElapsedTimer, QObject, QTimer, Signal
 from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
 from napari_sparseseg.core.base.errors import SparseSegError
 from napari_sparseseg.core.base.progress import Progress
+from napari_sparseseg.core.session.rounds import run_round
 from napari_sparseseg.core.session.state import Session
 
 __all__ = ["REFRESH_MS", "RoundRunner", "WorkerOwner", "error_message"]
@@ -124,10 +125,10 @@ class RoundRunner(WorkerOwner):
 
     def start(self, session: Session, train_config: TrainConfig | None, predict_config: PredictConfig,
               train: bool = True, pretrained=None, preview: bool = False) -> bool:
-        """Start ``session.run_round(train_config, predict_config, stop, train, pretrained, preview)`` in a worker.
+        """Start ``run_round(session, train_config, predict_config, stop, train, pretrained, preview)`` in a worker.
 
         The session is not changed by the round; apply the result on ``round_finished``
-        with :meth:`Session.accept`. Returns ``False`` (and does nothing) while a round runs.
+        with :func:`~napari_sparseseg.core.session.rounds.accept_round`. Returns ``False`` (and does nothing) while a round runs.
         """
         if self.busy:
             return False
@@ -135,7 +136,7 @@ class RoundRunner(WorkerOwner):
         self._latest, self._stage, self.losses = None, None, []
         # Created before the worker starts: napari's progress may process events.
         self._bar = napari_progress(total=1000, desc=_DESCRIPTION["train" if train else "predict"])
-        self._launch(session.run_round, train_config, predict_config, self._stop, train, pretrained, preview,
+        self._launch(run_round, session, train_config, predict_config, self._stop, train, pretrained, preview,
                      failed=self.round_failed, returned=self.round_finished.emit, announce=lambda: self.started.emit(train))
         return True
 

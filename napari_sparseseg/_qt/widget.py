@@ -42,6 +42,7 @@ from napari_sparseseg.core.base.errors import SparseSegError
 from napari_sparseseg.core.model.forest import prepare_features
 from napari_sparseseg.core.model.network import size_for_device
 from napari_sparseseg.core.session.state import Session
+from napari_sparseseg.io.sessions import save_session
 
 __all__ = ["SparseSegWidget"]
 
@@ -396,7 +397,7 @@ class SparseSegWidget(QWidget):
         try:
             s = self._sync()
             folder = folder or QFileDialog.getExistingDirectory(self, "Save session into folder")
-            out = s.save(folder) if folder else None
+            out = save_session(s, folder) if folder else None
         except SparseSegError as exc:
             return self._fail(exc)
         self.status.setText(f"Session saved to {out}." if out else self.status.text())

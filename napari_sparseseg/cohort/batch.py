@@ -29,9 +29,9 @@ from napari_sparseseg.cohort.summary import review_ranks
 from napari_sparseseg.cohort.work import ModelPayload, ScanTask, process_scan
 from napari_sparseseg.core.base.config import BatchConfig
 from napari_sparseseg.core.base.errors import CheckpointError, InputError, OutputError
-from napari_sparseseg.core.model.checkpoint import load_model
 from napari_sparseseg.io.atomic import atomic_file
 from napari_sparseseg.io.cohort import ScanEntry
+from napari_sparseseg.io.models import load_model
 from napari_sparseseg.io.outputs import check_outputs, files_of_input
 
 __all__ = ["SUMMARY_CSV", "SUMMARY_JSON", "BatchPlan", "ScanJob", "ScanResult", "plan_batch", "run_batch",

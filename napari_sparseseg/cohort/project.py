@@ -35,11 +35,12 @@ from napari_sparseseg.cohort.batch import BatchPlan, plan_batch, read_summary
 from napari_sparseseg.core.annotations.labels import corrections_from_edit
 from napari_sparseseg.core.base.config import BatchConfig, TrainConfig
 from napari_sparseseg.core.base.errors import InputError, OutputError, ScribbleError
-from napari_sparseseg.core.model.checkpoint import MODEL_FILES, check_model_folder, load_model, save_model
+from napari_sparseseg.core.model.checkpoint import MODEL_FILES
 from napari_sparseseg.core.training.train import Trainer, TrainingScan
 from napari_sparseseg.io import read_image, read_labels, write_labels
 from napari_sparseseg.io.atomic import atomic_file, replace_folder
 from napari_sparseseg.io.cohort import ScanEntry, expand_inputs
+from napari_sparseseg.io.models import check_model_folder, load_model, save_model
 
 __all__ = ["COHORT_FILE", "Cohort", "CohortScan"]
 

@@ -27,10 +27,10 @@ from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
 from napari_sparseseg.core.base.errors import ScribbleError, SparseSegError
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict
-from napari_sparseseg.core.model.checkpoint import load_model
 from napari_sparseseg.core.model.intensity import check_modality
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.io import read_scan, write_labels, write_probabilities
+from napari_sparseseg.io.models import load_model
 
 __all__ = ["ModelPayload", "ScanTask", "process_scan"]
 

@@ -34,7 +34,9 @@ from pathlib import Path
 
 from napari_sparseseg.core.base.errors import OutputError
 from napari_sparseseg.io.atomic import TMP_MARK, check_ours, data_file_of, file_identity
+from napari_sparseseg.io.models import check_model_folder
 from napari_sparseseg.io.paths import NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, file_suffix
+from napari_sparseseg.io.sessions import check_session_folder
 from napari_sparseseg.io.volumes import check_writable
 
 __all__ = [
@@ -168,8 +170,6 @@ def check_demo_folder(folder: str | os.PathLike) -> Path:
     Raises:
         OutputError: a file is there, or the folder holds anything an earlier demo did not write.
     """
-    from napari_sparseseg.core.model.checkpoint import check_model_folder
-
     folder = Path(folder)
     names = check_ours(folder, DEMO_FILES, "model", "demo output folder",
                        "give a new or empty folder, or an earlier demo output")
@@ -196,11 +196,9 @@ def _check_one(kind: str, path: Path) -> None:
     check_writable(path, kind)
     k = OUTPUT_KINDS[kind]
     if k == _MODEL:
-        from napari_sparseseg.core.model.checkpoint import check_model_folder
 
         check_model_folder(path, "model folder")
     elif k == _SESSION:
-        from napari_sparseseg.core.session.state import check_session_folder
 
         check_session_folder(path)
     elif k == _DEMO:

@@ -15,6 +15,7 @@ import numpy as np
 from napari_sparseseg.core.annotations.labels import label_dtype, validate_labels
 from napari_sparseseg.core.base.errors import InputError, OutputError
 from napari_sparseseg.core.base.grid import validate_affine, validate_spacing
+from napari_sparseseg.core.model.intensity import validate_image
 from napari_sparseseg.io._native import quiet_native_output, reason
 from napari_sparseseg.io.atomic import atomic_output, replace_folder
 from napari_sparseseg.io.dicom import read_dicom_series
@@ -129,8 +130,6 @@ def read_scan(image, scribbles=None, corrections=None):
         InputError: a file is unreadable, the image cannot be segmented, or strokes are on
             another grid (the message names the file).
     """
-    from napari_sparseseg.core.model.intensity import validate_image
-
     arr, geom = read_image(image)
     validate_image(arr, path=image)
     s = read_labels(scribbles, like=geom, what="scribbles")[0] if scribbles else None

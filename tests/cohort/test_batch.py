@@ -194,7 +194,7 @@ def test_batch_on_a_real_dask_scheduler_and_two_workers(cohort, tmp_path):
 
 
 def test_train_on_the_strokes_of_several_scans_from_a_manifest(cohort, tmp_path, capsys):
-    from napari_sparseseg.core.model.checkpoint import load_model
+    from napari_sparseseg.io.models import load_model
 
     strokes = tmp_path / "strokes.nii.gz"
     shutil.copy(cohort / "strokes" / "sample_scribbles.nii.gz", strokes)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from napari_sparseseg.core import atomic
 from napari_sparseseg.core.base.errors import OutputError
+from napari_sparseseg.io import atomic
 from napari_sparseseg.io.atomic import (
     TMP_MARK,
     atomic_file,

@@ -7,9 +7,10 @@ from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
 from napari_sparseseg.core.base.errors import CheckpointError
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict_volume
-from napari_sparseseg.core.model.checkpoint import FORMAT_VERSION, load_model, save_model
+from napari_sparseseg.core.model.checkpoint import FORMAT_VERSION
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
+from napari_sparseseg.io.models import load_model, save_model
 
 
 @pytest.fixture(scope="module")

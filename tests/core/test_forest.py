@@ -11,7 +11,7 @@ from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
 from napari_sparseseg.core.base.errors import CheckpointError
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict_volume
-from napari_sparseseg.core.model.checkpoint import FOREST_NAME, load_model, save_model
+from napari_sparseseg.core.model.checkpoint import FOREST_NAME
 from napari_sparseseg.core.model.forest import (
     N_FEATURES,
     FeatureSource,
@@ -24,6 +24,7 @@ from napari_sparseseg.core.model.forest import (
 )
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.evaluation.metrics import dice_per_class
+from napari_sparseseg.io.models import load_model, save_model
 
 
 def test_closed_form_eigenvalues_match_numpy():

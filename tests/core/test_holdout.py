@@ -8,6 +8,7 @@ import pytest
 
 from napari_sparseseg.core.annotations.holdout import format_estimate, holdout_dice, holdout_mask
 from napari_sparseseg.core.annotations.labels import SOURCE_HINT, merge_annotations
+from napari_sparseseg.core.session.rounds import accept_round, run_round
 
 
 def _strokes():
@@ -74,7 +75,7 @@ def test_a_round_with_the_estimate_trains_without_the_held_out_strokes_and_score
     ref, _ = read_labels(sample_dir / "reference.nii.gz", like=geom)
     s = Session(image, simulate_scribbles(ref, 2, seed=0), ["background", "liver", "spleen", "kidney_r", "kidney_l"],
                 geom.spacing, settings=RoundSettings(device="cpu", max_steps=120, estimate=True))
-    res = run_to_end(s.run_round(s.settings.train_config(0), PredictConfig(device="cpu", refine=False)))
+    res = run_to_end(run_round(s, s.settings.train_config(0), PredictConfig(device="cpu", refine=False)))
     assert res.estimate and all(0.0 <= e.dice <= 1.0 and e.pieces >= 1 for e in res.estimate.values())
     # The estimate is not a copy of the strokes (they were not trained on, filtered or clamped by the CRF):
     # it is about as good as the Dice against the full reference, and not perfect.
@@ -83,5 +84,5 @@ def test_a_round_with_the_estimate_trains_without_the_held_out_strokes_and_score
     true = dice_per_class(res.prediction.labels, ref, list(res.estimate))
     mean_est = np.mean([e.dice for e in res.estimate.values()])
     assert mean_est < 0.999 and abs(mean_est - np.mean(list(true.values()))) < 0.35
-    s.accept(res)
+    accept_round(s, res)
     assert set(s.history[-1]["held_out_dice"]) <= {"liver", "spleen", "kidney_r", "kidney_l"}

@@ -7,8 +7,9 @@ import torch
 from napari_sparseseg.core.base.config import PretrainConfig, TrainConfig
 from napari_sparseseg.core.base.errors import ConfigError, OutputError
 from napari_sparseseg.core.base.progress import run_to_end
-from napari_sparseseg.core.training.pretrain import Pretrainer, load_cached, pretrain, save_cached, transfer
+from napari_sparseseg.core.training.pretrain import Pretrainer, transfer
 from napari_sparseseg.core.training.train import Trainer
+from napari_sparseseg.io.cache import load_cached, pretrain, save_cached
 from tests.conftest import make_phantom
 
 SPACING = (1.0, 1.0, 1.0)

@@ -74,7 +74,7 @@ def test_strokes_are_hard_constraints_and_weight_zero_is_the_network():
 
 
 def test_kernels_kept_or_recomputed_and_chunking_give_the_same_answer(monkeypatch):
-    from napari_sparseseg.core import refine
+    from napari_sparseseg.core.inference import refine
 
     _, _, probs, channels = _edge_case(seed=1)
     kept = mean_field(probs, channels, (2.0, 1.0, 1.0), 0.1, iterations=4)

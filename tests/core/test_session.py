@@ -9,8 +9,10 @@ import pytest
 from napari_sparseseg.core.base.config import PredictConfig, RoundSettings, TrainConfig
 from napari_sparseseg.core.base.errors import CheckpointError, InputError, ScribbleError
 from napari_sparseseg.core.base.progress import run_to_end
-from napari_sparseseg.core.session.state import Session, autosave_folder, find_autosave
+from napari_sparseseg.core.session.rounds import accept_round, run_round
+from napari_sparseseg.core.session.state import Session
 from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
+from napari_sparseseg.io.sessions import autosave_folder, find_autosave, load_session, save_session
 
 NAMES = ["background", "ball", "box"]
 
@@ -29,8 +31,8 @@ def session(phantom):
 
 def test_edits_after_a_prediction_become_weighted_corrections(session):
     s, ref = session
-    res = run_to_end(s.run_round(_cfg(), PredictConfig(device="cpu")))
-    s.accept(res)
+    res = run_to_end(run_round(s, _cfg(), PredictConfig(device="cpu")))
+    accept_round(s, res)
     assert s.model is not None and s.prediction.shape == ref.shape and len(s.history) == 1
     assert s.absorb_edits() == 0 and not s.corrected.any()  # nothing painted yet
 
@@ -61,7 +63,7 @@ def test_edits_after_a_prediction_become_weighted_corrections(session):
 def test_stop_keeps_model_and_still_predicts(session):
     s, ref = session
     stop = threading.Event()
-    gen = s.run_round(_cfg(max_steps=1000), PredictConfig(device="cpu"), stop=stop)
+    gen = run_round(s, _cfg(max_steps=1000), PredictConfig(device="cpu"), stop=stop)
     seen = 0
     while True:
         try:
@@ -75,7 +77,7 @@ def test_stop_keeps_model_and_still_predicts(session):
                 stop.set()
     assert res.stopped == "training" and res.train.steps == 3 and res.train.stopped_by == "cancelled"
     assert res.prediction is not None and res.prediction.labels.shape == ref.shape
-    s.accept(res)
+    accept_round(s, res)
     assert s.history[-1]["stopped_by"] == "cancelled" and s.history[-1]["steps"] == 3
 
 
@@ -83,44 +85,44 @@ def test_round_rejects_classes_outside_the_table(phantom):
     image, ref = phantom
     s = Session(image, simulate_scribbles(ref, k=1, seed=0), ["background", "ball"])
     with pytest.raises(ScribbleError, match="class table has only 2"):
-        run_to_end(s.run_round(_cfg()))
+        run_to_end(run_round(s, _cfg()))
     s.scribbles[s.scribbles > 1] = 0
     with pytest.raises(ScribbleError):
-        run_to_end(s.run_round(_cfg()))  # background only
+        run_to_end(run_round(s, _cfg()))  # background only
 
 
 def test_save_load_restores_everything(session, tmp_path):
     s, ref = session
-    s.accept(run_to_end(s.run_round(_cfg(), PredictConfig(device="cpu"))))
+    accept_round(s, run_to_end(run_round(s, _cfg(), PredictConfig(device="cpu"))))
     s.scribbles[20, 15, 25:30] = 2
     s.absorb_edits()
     s.colors = ["#000000", "#ff0000", "#00ff00"]
     s.settings = RoundSettings(time_budget=12)
-    s.save(tmp_path / "sess")
+    save_session(s, tmp_path / "sess")
     assert (tmp_path / "sess" / "image.npy").is_file()  # no image_path: the image is stored
-    back = Session.load(tmp_path / "sess")
+    back = load_session(tmp_path / "sess")
     assert np.array_equal(back.image, s.image) and np.array_equal(back.scribbles, s.scribbles)
     assert np.array_equal(back.corrected, s.corrected) and np.array_equal(back.prediction, s.prediction)
     assert back.class_names == NAMES and back.colors == s.colors and back.settings == RoundSettings(time_budget=12)
     assert back.history == json.loads(json.dumps(s.history))
-    a = run_to_end(back.run_round(train=False, predict_cfg=PredictConfig(device="cpu")))
-    b = run_to_end(s.run_round(train=False, predict_cfg=PredictConfig(device="cpu")))
+    a = run_to_end(run_round(back, train=False, predict_cfg=PredictConfig(device="cpu")))
+    b = run_to_end(run_round(s, train=False, predict_cfg=PredictConfig(device="cpu")))
     assert np.array_equal(a.prediction.labels, b.prediction.labels)  # same weights
     # Painting after the reload still counts as a correction.
     back.scribbles[10, 10, 10] = 1
     assert back.absorb_edits() == 1
 
     with pytest.raises(ScribbleError, match="drawn on"):
-        Session.load(tmp_path / "sess", image=np.zeros((3, 3, 3), np.float32))
+        load_session(tmp_path / "sess", image=np.zeros((3, 3, 3), np.float32))
     meta = json.loads((tmp_path / "sess" / "session.json").read_text())
     (tmp_path / "sess" / "session.json").write_text(json.dumps({**meta, "hints": {"boxes": [{"class": 1, "vertices": "x"}]}}))
     with pytest.raises(CheckpointError, match="corrupt session: in session.json, a box needs three numbers"):
-        Session.load(tmp_path / "sess")
+        load_session(tmp_path / "sess")
     (tmp_path / "sess" / "session.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="corrupt session"):
-        Session.load(tmp_path / "sess")
+        load_session(tmp_path / "sess")
     with pytest.raises(CheckpointError, match="not a napari-sparseseg session"):
-        Session.load(tmp_path)
+        load_session(tmp_path)
 
 
 def test_autosave_folder_is_per_image(tmp_path, monkeypatch):
@@ -129,7 +131,7 @@ def test_autosave_folder_is_per_image(tmp_path, monkeypatch):
     assert a.parent == tmp_path and a.name.startswith("ct.nii.gz-")
     assert a != autosave_folder("ct", (4, 5, 6), "/data/b/ct.nii.gz") != autosave_folder("ct", (4, 5, 7), "/data/a/ct.nii.gz")
     assert find_autosave("ct", (4, 5, 6), "/data/a/ct.nii.gz") is None
-    Session(np.zeros((4, 5, 6), np.float32), np.zeros((4, 5, 6), np.uint8), image_path="/data/a/ct.nii.gz").save(a)
+    save_session(Session(np.zeros((4, 5, 6), np.float32), np.zeros((4, 5, 6), np.uint8), image_path="/data/a/ct.nii.gz"), a)
     assert find_autosave("ct", (4, 5, 6), "/data/a/ct.nii.gz") == a
     assert not (a / "image.npy").exists()  # referenced by path, not copied
 
@@ -142,8 +144,8 @@ def test_drawn_boxes_and_clicks_are_stored_and_train_the_next_round(session, tmp
               "clicks": [{"class": 1, "point": (lo + hi) / 2}]}
     s = Session(s0.image, np.zeros_like(s0.scribbles), NAMES, hint_shapes=shapes)
     assert s.hint_shapes["clicks"][0]["point"] == list((lo + hi) / 2)  # checked and normalised to lists
-    s.save(tmp_path / "sess")
-    back = Session.load(tmp_path / "sess")
+    save_session(s, tmp_path / "sess")
+    back = load_session(tmp_path / "sess")
     assert back.hint_shapes == s.hint_shapes
     hints = back.drawn_hints()
     centre = tuple(int(v) for v in (lo + hi) // 2)

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_sparseseg.core import session as session_mod
 from napari_sparseseg.core.base.config import TrainConfig
 from napari_sparseseg.core.base.errors import OutputError
 from napari_sparseseg.core.base.progress import run_to_end
-from napari_sparseseg.core.session.state import Session, check_session_folder
+from napari_sparseseg.core.session.state import Session
 from napari_sparseseg.core.training.train import Trainer
+from napari_sparseseg.io import sessions as session_mod
 from napari_sparseseg.io.atomic import TMP_MARK
+from napari_sparseseg.io.sessions import check_session_folder, load_session, save_session
 
 
 def tree_hash(folder: Path) -> dict:
@@ -49,16 +50,16 @@ def _session(trained, **kw):
 
 def test_save_reuses_unchanged_model_and_image_by_link(trained, tmp_path):
     s = _session(trained)
-    folder = s.save(tmp_path / "sess")
+    folder = save_session(s, tmp_path / "sess")
     ino = {n: os.stat(folder / n).st_ino for n in ("image.npy", "model/model.pt", "annotations.npz")}
     s.scribbles[3, 3, 3] = 1
-    s.save(folder)
+    save_session(s, folder)
     assert os.stat(folder / "image.npy").st_ino == ino["image.npy"]  # linked, not rewritten
     assert os.stat(folder / "model/model.pt").st_ino == ino["model/model.pt"]
     assert os.stat(folder / "annotations.npz").st_ino != ino["annotations.npz"]
-    assert Session.load(folder).scribbles[3, 3, 3] == 1
+    assert load_session(folder).scribbles[3, 3, 3] == 1
     s.set_model(trained[2])  # a new model revision is written again
-    s.save(folder)
+    save_session(s, folder)
     assert os.stat(folder / "model/model.pt").st_ino != ino["model/model.pt"]
     assert not any(TMP_MARK in p.name for p in tmp_path.iterdir())
 
@@ -66,9 +67,9 @@ def test_save_reuses_unchanged_model_and_image_by_link(trained, tmp_path):
 def test_image_of_another_session_with_the_same_shape_is_not_reused(trained, tmp_path):
     other = _session(trained)
     other.image = other.image + 1
-    other.save(tmp_path / "sess")
+    save_session(other, tmp_path / "sess")
     s = _session(trained)
-    s.save(tmp_path / "sess")  # the folder holds a session of ours: replaced
+    save_session(s, tmp_path / "sess")  # the folder holds a session of ours: replaced
     assert np.array_equal(np.load(tmp_path / "sess" / "image.npy"), s.image)
 
 
@@ -104,7 +105,7 @@ def _interrupt(*a, **k):
     ("swap", OutputError), ("swap-interrupted", KeyboardInterrupt)])
 def test_crash_during_save_keeps_the_old_session_loadable(trained, tmp_path, monkeypatch, where, exc):
     s = _session(trained)
-    folder = s.save(tmp_path / "sess")
+    folder = save_session(s, tmp_path / "sess")
     before = tree_hash(tmp_path)
     s.scribbles[5, 5, 5] = 2
     s.set_model(trained[2])  # the model must be written again
@@ -117,18 +118,18 @@ def test_crash_during_save_keeps_the_old_session_loadable(trained, tmp_path, mon
 
         monkeypatch.setattr(torch, "save", _fail_savez)
     elif where == "swap":
-        from napari_sparseseg.core import atomic
+        from napari_sparseseg.io import atomic
 
         monkeypatch.setattr(atomic, "_exchange", lambda a, b: _fail_savez())
     else:
-        from napari_sparseseg.core import atomic
+        from napari_sparseseg.io import atomic
 
         monkeypatch.setattr(atomic, "_exchange", _interrupt)
     with pytest.raises(exc):
-        s.save(folder)
+        save_session(s, folder)
     monkeypatch.undo()
     assert tree_hash(tmp_path) == before
-    back = Session.load(folder)
+    back = load_session(folder)
     assert back.scribbles[5, 5, 5] == 0 and back.model is not None
 
 

@@ -8,10 +8,10 @@ from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
 from napari_sparseseg.core.base.errors import ScribbleError
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict_volume
-from napari_sparseseg.core.model.checkpoint import load_model, save_model
 from napari_sparseseg.core.training.train import Trainer, auto_patch_size
 from napari_sparseseg.evaluation.metrics import dice_per_class
 from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
+from napari_sparseseg.io.models import load_model, save_model
 
 
 def _cfg(**kw):

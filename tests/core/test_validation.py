@@ -24,6 +24,7 @@ from napari_sparseseg.core.model.intensity import Normalization, validate_image
 from napari_sparseseg.core.model.network import NetworkConfig, build_network
 from napari_sparseseg.core.session.state import Session
 from napari_sparseseg.core.training.train import Trainer
+from napari_sparseseg.io.sessions import load_session, save_session
 
 SHAPE = (8, 9, 10)
 
@@ -293,8 +294,8 @@ def saved(tmp_path):
     s = Session(_image(), _scribbles(), ["bg", "a", "b"], spacing=(1.0, 2.0, 3.0),
                 geometry={"affine": np.diag([1.0, 2.0, 3.0, 1.0]).tolist(), "shape": list(SHAPE)})
     s.set_prediction(np.zeros(SHAPE, np.uint8))
-    folder = s.save(tmp_path / "sess")
-    assert Session.load(folder).scribbles.shape == SHAPE
+    folder = save_session(s, tmp_path / "sess")
+    assert load_session(folder).scribbles.shape == SHAPE
     return folder
 
 
@@ -377,28 +378,28 @@ DAMAGE = [
 def test_damaged_session_is_a_clear_error_naming_the_file(saved, name, damage, message):
     damage(saved)
     with pytest.raises(CheckpointError) as info:
-        Session.load(saved)
+        load_session(saved)
     assert message in info.value.message, info.value.message
     assert info.value.path == str(saved) and "corrupt session" in info.value.message
 
 
 def test_session_load_checks_the_image_it_is_given(saved):
     with pytest.raises(InputError, match="NaN/inf"):
-        Session.load(saved, image=np.full(SHAPE, np.nan, np.float32))
+        load_session(saved, image=np.full(SHAPE, np.nan, np.float32))
     with pytest.raises(ScribbleError, match="drawn on"):
-        Session.load(saved, image=np.zeros((2, 3, 4), np.float32))
-    s = Session.load(saved, image=np.ones(SHAPE, np.float32))
+        load_session(saved, image=np.zeros((2, 3, 4), np.float32))
+    s = load_session(saved, image=np.ones(SHAPE, np.float32))
     assert s.image.max() == 1
 
 
 def test_damaged_model_inside_a_session_names_the_model(saved, tmp_path):
-    from napari_sparseseg.core.model.checkpoint import save_model
+    from napari_sparseseg.io.models import save_model
 
     save_model(_model(), saved / "model")
     _edit_json(saved, has_model=True)
-    assert Session.load(saved).model.num_classes == 3
+    assert load_session(saved).model.num_classes == 3
     _truncate(saved / "model" / "model.pt")
     with pytest.raises(CheckpointError, match="model.pt") as info:
-        Session.load(saved)
+        load_session(saved)
     assert info.value.path == str(saved / "model")
     shutil.rmtree(saved / "model")

@@ -11,6 +11,8 @@ import json
 import numpy as np
 import pytest
 
+from napari_sparseseg.io.sessions import load_session
+
 pytestmark = pytest.mark.gui
 
 ROUND_MS = 300_000
@@ -93,7 +95,6 @@ def test_train_predict_correct_export_and_session(loop, qtbot, tmp_path, sample_
 
     from napari_sparseseg._napari.layers import grid_array
     from napari_sparseseg.core.inference.postprocess import keep_stroke_regions
-    from napari_sparseseg.core.session.state import Session
     from napari_sparseseg.io import read_image, read_labels
 
     viewer, widget = loop
@@ -159,7 +160,7 @@ def test_train_predict_correct_export_and_session(loop, qtbot, tmp_path, sample_
     widget.settings.stroke_regions_only.setChecked(False)  # a setting saved with the session
     folder = widget.save_session(str(tmp_path / "session"))
     widget.settings.stroke_regions_only.setChecked(True)
-    back = Session.load(folder)
+    back = load_session(folder)
     assert back.image is None and back.image_path.endswith("image.nii.gz")  # referenced, not copied
     assert np.array_equal(back.scribbles, s.scribbles) and np.array_equal(back.corrected, s.corrected)
     assert back.class_names == s.class_names and len(back.history) == 2 and back.model is not None
@@ -296,7 +297,7 @@ def test_pretraining_runs_while_painting_and_train_starts_from_it(make_napari_vi
                                                                   monkeypatch):
     """Picking the scan starts self-supervised pretraining; Train ends it and the first round starts from it."""
     from napari_sparseseg._qt.widget import SparseSegWidget
-    from napari_sparseseg.core.training.pretrain import load_cached
+    from napari_sparseseg.io.cache import load_cached
 
     monkeypatch.setenv("SPARSESEG_CACHE", str(tmp_path / "cache"))
     viewer = make_napari_viewer()

@@ -6,6 +6,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from napari_sparseseg.io.sessions import load_session, save_session
+
 pytestmark = pytest.mark.gui
 
 
@@ -108,7 +110,7 @@ def test_settings_round_trip_through_a_session_file(qtbot, tmp_path):
     assert shown == RoundSettings(device="cpu", model_size="medium", time_budget=42.5, seed=7, live=True,
                                   stroke_regions_only=False, refine=False, forest=False, max_steps=9)
     s = Session(np.zeros((4, 5, 6), np.float32), np.zeros((4, 5, 6), np.uint8), settings=shown)
-    back = Session.load(s.save(tmp_path / "session"))
+    back = load_session(save_session(s, tmp_path / "session"))
     other = SettingsPanel()
     qtbot.addWidget(other)
     assert other.settings() != shown

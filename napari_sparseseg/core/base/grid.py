@@ -11,7 +11,7 @@ import numpy as np
 
 from napari_sparseseg.core.base.errors import InputError
 
-__all__ = ["validate_affine", "validate_shape", "validate_spacing"]
+__all__ = ["validate_affine", "validate_geometry", "validate_shape", "validate_spacing"]
 
 
 def validate_spacing(spacing, path=None, what: str = "voxel spacing") -> tuple[float, float, float]:
@@ -78,3 +78,18 @@ def validate_affine(affine, path=None) -> np.ndarray:
         raise InputError("the header's direction matrix is singular (two voxel axes point the same way), so the voxels "
                          "have no place in space; fix the header.", path=path)
     return m
+
+
+def validate_geometry(geometry, shape: tuple) -> dict:
+    """A geometry dict (``io.Geometry.to_dict``): a finite, invertible 4x4 affine and the session's shape.
+
+    Raises:
+        InputError: another structure, an unusable affine, or another shape.
+    """
+    if not isinstance(geometry, dict) or "affine" not in geometry:
+        raise InputError(f"the geometry must be a dict with an 'affine' (4x4) and a 'shape', got {type(geometry).__name__}.")
+    affine = validate_affine(geometry["affine"])
+    gshape = geometry.get("shape", list(shape))
+    if not isinstance(gshape, (list, tuple)) or tuple(gshape) != tuple(shape):
+        raise InputError(f"the geometry is for shape {gshape}, the scribbles have {tuple(shape)}.")
+    return {**geometry, "affine": affine.tolist(), "shape": list(shape)}

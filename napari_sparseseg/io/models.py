@@ -1,0 +1,276 @@
+"""Model folders on disk: check, save (in one rename) and load a :class:`~napari_sparseseg.core.model.checkpoint.SegModel`.
+
+The folder layout and ``model.json`` content are the model's format
+(:mod:`napari_sparseseg.core.model.checkpoint`); here they are written atomically
+(:mod:`napari_sparseseg.io.atomic`) and every field read back is checked, so a damaged or
+forged folder is refused with a message that names it, and never runs code (weights load with
+``weights_only=True``, the forest with ``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from napari_sparseseg import __version__
+from napari_sparseseg.core.annotations.labels import MAX_CLASSES
+from napari_sparseseg.core.base.device import resolve_device
+from napari_sparseseg.core.base.errors import CheckpointError, InputError, OutputError
+from napari_sparseseg.core.base.grid import validate_spacing
+from napari_sparseseg.core.model.checkpoint import (
+    CONFIG_NAME,
+    FOREST_NAME,
+    FORMAT_VERSION,
+    MODEL_FILES,
+    WEIGHTS_NAME,
+    SegModel,
+)
+from napari_sparseseg.core.model.forest import N_FEATURES, StrokeForest
+from napari_sparseseg.core.model.intensity import Normalization
+from napari_sparseseg.core.model.network import NORMS, NetworkConfig, build_network
+from napari_sparseseg.io.atomic import check_ours, recover_folder, replace_folder
+
+__all__ = ["check_model_folder", "load_model", "read_tagged_json", "save_model"]
+
+
+def check_model_folder(folder: str | os.PathLike, what: str = "model folder") -> Path:
+    """Check that a model may be written at ``folder`` before any work starts.
+
+    Allowed: a path that does not exist yet (in an existing folder), an empty folder, or a
+    folder holding a model of ours and nothing else (it is replaced as a whole). Anything
+    else is refused, so writing a model never deletes a file of the user's.
+
+    Raises:
+        OutputError: a file is there, the folder holds other files, or the parent is missing.
+    """
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        raise OutputError(f"the folder {folder.parent} does not exist; create it first.", path=folder)
+    recover_folder(folder)  # a save that crashed between its two renames (not on Linux)
+    check_ours(folder, MODEL_FILES, CONFIG_NAME, what, "give a new or empty folder, or one written by --model-out")
+    return folder
+
+
+def save_model(model: SegModel, folder: str | os.PathLike) -> Path:
+    """Write ``model`` to ``folder``, replacing it in one rename (see :mod:`.atomic`).
+
+    ``folder`` must pass :func:`check_model_folder`: new, empty, or an earlier model of ours.
+
+    Raises:
+        OutputError: the folder may not be written (says why), or the write failed (the
+            previous model, if any, is then still there).
+    """
+    import torch
+
+    folder = check_model_folder(folder)
+    state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
+    meta = json.dumps(model.metadata(), indent=2)
+
+    def build(tmp: Path) -> None:
+        torch.save(state, tmp / WEIGHTS_NAME)
+        if model.forest is not None:
+            with open(tmp / FOREST_NAME, "wb") as f:
+                np.savez_compressed(f, **model.forest.to_arrays())
+        (tmp / CONFIG_NAME).write_text(meta)
+
+    return replace_folder(folder, build, check=check_model_folder)
+
+
+def read_tagged_json(path: Path, folder: Path, kind: str, expected_format: int, remedy: str) -> dict:
+    """Parse a metadata file (``model.json``, ``session.json``), checking its tag and format.
+
+    Raises:
+        CheckpointError: unparsable, not written by this package, or another format version.
+    """
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"corrupt {kind}: {path.name} cannot be parsed ({exc}).", path=folder) from exc
+    if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
+        raise CheckpointError(f"not a napari-sparseseg {kind} ({path.name} lacks the package tag).", path=folder)
+    fmt = meta.get("format_version")
+    if fmt != expected_format:
+        raise CheckpointError(
+            f"{kind} format {fmt} (saved by napari-sparseseg {meta.get('package_version', '?')}) cannot be read by "
+            f"napari-sparseseg {__version__}, which reads format {expected_format}; {remedy}.",
+            path=folder,
+        )
+    return meta
+
+
+def _corrupt(folder: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"corrupt model: {what}", path=folder)
+
+
+def _is_int(v, low: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _int_list(v, length: int | None = None, low: int = 1) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(_is_int(x, low) for x in v) and (length is None or len(v) == length)
+
+
+def _network_config(meta: dict, folder: Path) -> NetworkConfig:
+    """The ``network`` entry of ``model.json``, every field checked."""
+    net = meta.get("network")
+    if not isinstance(net, dict):
+        raise _corrupt(folder, f"{CONFIG_NAME} is incomplete (no 'network' entry); save the model again.")
+    missing = [k for k in ("in_channels", "out_channels", "channels", "strides") if k not in net]
+    if missing:
+        raise _corrupt(folder, f"{CONFIG_NAME} is incomplete (the network lacks {', '.join(missing)}); save the model again.")
+    arch = net.get("architecture", "monai.networks.nets.UNet")
+    if arch != "monai.networks.nets.UNet":
+        raise _corrupt(folder, f"{CONFIG_NAME} names the network {arch!r}; this version builds monai.networks.nets.UNet only.")
+    checks = [
+        ("in_channels", _is_int(net["in_channels"]), "a positive whole number"),
+        ("out_channels", _is_int(net["out_channels"], 2) and net["out_channels"] <= MAX_CLASSES, f"a whole number in 2..{MAX_CLASSES}"),
+        ("channels", _int_list(net["channels"]) and len(net["channels"]) >= 2, "a list of at least 2 positive whole numbers"),
+        ("strides", _int_list(net["strides"]), "a list of positive whole numbers"),
+        ("num_res_units", _is_int(net.get("num_res_units", 2), 0), "a whole number >= 0"),
+        ("norm", net.get("norm", "none") in NORMS, f"one of {', '.join(NORMS)}"),
+    ]
+    for key, ok, want in checks:
+        if not ok:
+            raise _corrupt(folder, f"{CONFIG_NAME} gives network {key} = {net.get(key)!r}; it must be {want}.")
+    if len(net["strides"]) != len(net["channels"]) - 1:
+        raise _corrupt(folder, f"{CONFIG_NAME} gives {len(net['channels'])} channel counts but {len(net['strides'])} strides; "
+                               "a U-Net needs one stride fewer than channel counts.")
+    try:
+        return NetworkConfig.from_dict(net)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _corrupt(folder, f"{CONFIG_NAME} is incomplete ({exc}).") from exc
+
+
+def _model_fields(meta: dict, folder: Path) -> tuple:
+    """``(config, normalization, class_names, patch_size, spacing, history, intensity_scale)`` from ``model.json``, checked."""
+    config = _network_config(meta, folder)
+    norm = meta.get("normalization")
+    if not isinstance(norm, dict):
+        raise _corrupt(folder, f"{CONFIG_NAME} is incomplete (no 'normalization' entry); save the model again.")
+    try:
+        normalization = Normalization.from_dict(norm)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _corrupt(folder, f"{CONFIG_NAME} has an unusable normalisation ({exc}).") from exc
+    if normalization.n_channels != config.in_channels:
+        raise _corrupt(folder, f"{CONFIG_NAME} contradicts itself: its {normalization.modality} normalisation makes "
+                               f"{normalization.n_channels} input channel(s) but the network takes {config.in_channels}.")
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _corrupt(folder, f"{CONFIG_NAME} gives class_names = {names!r}; it must be a list of names.")
+    if len(names) != config.out_channels:
+        raise _corrupt(folder, f"{CONFIG_NAME} contradicts itself: {len(names)} class names for {config.out_channels} "
+                               "network outputs.")
+    patch = meta.get("patch_size")
+    if not _int_list(patch, 3) or any(p % config.divisor for p in patch):
+        raise _corrupt(folder, f"{CONFIG_NAME} gives patch_size = {patch!r}; it must be 3 positive whole numbers, "
+                               f"multiples of {config.divisor} for this network.")
+    try:
+        spacing = validate_spacing(meta.get("spacing", (1.0, 1.0, 1.0)), what="training voxel spacing")
+    except InputError as exc:
+        raise _corrupt(folder, f"{CONFIG_NAME}: {exc.message}") from None
+    history = meta.get("history", [])
+    if not isinstance(history, list):
+        raise _corrupt(folder, f"{CONFIG_NAME} gives history = {history!r}; it must be a list.")
+    scale = meta.get("intensity_scale")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale)
+                              or scale <= 0):
+        raise _corrupt(folder, f"{CONFIG_NAME} gives intensity_scale = {scale!r}; it must be a positive number.")
+    return config, normalization, list(names), tuple(patch), spacing, list(history), scale
+
+
+def _load_weights(network, path: Path, folder: Path, config: NetworkConfig) -> None:
+    """Load ``model.pt`` into ``network``, explaining a file that does not fit ``model.json``."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle error, not a torch file
+        text = " ".join(str(exc).split())[:200]
+        raise _corrupt(folder, f"the weights in {WEIGHTS_NAME} cannot be loaded ({type(exc).__name__}: {text}); "
+                               "the file is truncated or damaged: copy the model folder again or retrain.") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise _corrupt(folder, f"{WEIGHTS_NAME} does not hold a network's weights (got {type(state).__name__}).")
+    expected = network.state_dict()
+    described = f"{CONFIG_NAME} describes a network with {config.in_channels} input channel(s) and {config.out_channels} classes"
+    missing, extra = [k for k in expected if k not in state], [k for k in state if k not in expected]
+    if missing or extra:
+        example = (missing or extra)[0]
+        raise _corrupt(folder, f"{described}, but {WEIGHTS_NAME} holds the weights of another network ({len(missing)} "
+                               f"missing and {len(extra)} unexpected entries, e.g. {example!r}); the two files do not "
+                               "belong together: copy the whole model folder again or retrain.")
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise _corrupt(folder, f"{described}, but in {WEIGHTS_NAME} {key!r} has shape {tuple(state[key].shape)} where "
+                                   f"that network needs {tuple(tensor.shape)}; the two files do not belong together: "
+                                   "copy the whole model folder again or retrain.")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise _corrupt(folder, f"{WEIGHTS_NAME} holds NaN or infinite weights (e.g. {bad[0]!r}); the training that saved "
+                               "it diverged: retrain.")
+    try:
+        network.load_state_dict(state)
+    except Exception as exc:  # dtype or other mismatch the checks above did not see
+        raise _corrupt(folder, f"the weights in {WEIGHTS_NAME} cannot be loaded ({exc}).") from exc
+
+
+def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
+    """Load a model folder written by :func:`save_model`, checking that its two files agree.
+
+    Args:
+        folder: the model folder (``model.json`` + ``model.pt``).
+        device: where to put the network (``cpu``, ``cuda``, ``auto``... or a ``torch.device``).
+
+    Raises:
+        CheckpointError: missing folder/files; a format version this package does not read
+            (names both versions); ``model.json`` unparsable, incomplete or with a field of
+            the wrong type (network sizes, class names, patch size not 3 positive multiples of
+            the network's divisor, spacing, history); ``model.json`` contradicting itself
+            (normalisation channels vs network inputs, class names vs outputs) or ``model.pt``
+            (another architecture or shape); ``model.pt`` truncated, not weights, or NaN/inf.
+            Every message names the folder and the file.
+        DeviceError: ``device`` is unknown or not available.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        recover_folder(folder)  # a save that crashed between its two renames (not on Linux)
+    if not folder.is_dir():
+        raise CheckpointError("model folder not found; give a folder holding a saved model (model.json and model.pt).",
+                              path=folder)
+    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise CheckpointError(f"not a napari-sparseseg model: {p.name} is missing.", path=folder)
+    meta = read_tagged_json(cfg_path, folder, "model", FORMAT_VERSION, "use a matching version or retrain")
+    config, normalization, class_names, patch_size, spacing, history, scale = _model_fields(meta, folder)
+    target = resolve_device(str(device))
+    network = build_network(config)
+    _load_weights(network, w_path, folder, config)
+    network.to(target).eval()
+    forest = _load_forest(folder, meta, config) if meta.get("forest") else None
+    return SegModel(network, config, normalization, class_names, patch_size, spacing, history,
+                    None if scale is None else float(scale), forest)
+
+
+def _load_forest(folder: Path, meta: dict, config: NetworkConfig):
+    """The model's :class:`~napari_sparseseg.core.model.forest.StrokeForest` from ``forest.npz`` (refit on first use)."""
+    path = folder / FOREST_NAME
+    if not path.is_file():
+        raise _corrupt(folder, f"{CONFIG_NAME} names a forest but {FOREST_NAME} is missing; retrain, or remove "
+                               f"\"forest\" from {CONFIG_NAME} to predict with the network alone.")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            forest = StrokeForest.from_arrays({k: z[k] for k in ("samples", "classes", "settings", "weight")})
+    except Exception as exc:  # truncated, not an npz, a key missing
+        raise _corrupt(folder, f"{FOREST_NAME} cannot be read ({exc}).") from exc
+    ok = (forest.samples.ndim == 2 and forest.samples.shape[1] == N_FEATURES and len(forest.classes) == len(forest.samples)
+          and forest.num_classes == config.out_channels and len(forest.classes) > 0
+          and int(forest.classes.max()) < config.out_channels and 0 <= forest.weight <= 1
+          and bool(np.isfinite(forest.samples).all()))
+    if not ok:
+        raise _corrupt(folder, f"{FOREST_NAME} does not fit the network ({forest.samples.shape} samples, "
+                               f"{forest.num_classes} classes, weight {forest.weight}); retrain.")
+    return forest
