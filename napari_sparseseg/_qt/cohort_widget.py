@@ -159,7 +159,6 @@ class CohortWidget(QWidget):
         """Use the annotation widget's model: in the open cohort, or in a new cohort in ``folder``."""
         import tempfile
 
-
         model = self.session_model()
         if model is None:
             self._fail("no trained model in the Sparse segmentation widget; train a round there, or pick a model folder.")

@@ -1,7 +1,6 @@
 """A cohort on disk: its scans, the shared model, each scan's correction strokes, the batch outputs.
 
 The Cohort widget is a view of this; everything is saved in one folder and resumes from it::
-
     FOLDER/cohort.json            scan list, reviewed flags, format tag
     FOLDER/model/                 the cohort's own copy of the shared model (Refine replaces it)
     FOLDER/strokes/NAME_strokes.nii.gz   corrections painted on scan NAME (scribble convention,
@@ -212,7 +211,6 @@ class Cohort:
     def mark_reviewed(self, name: str, labels: np.ndarray | None = None, geometry=None) -> None:
         """Accept scan ``name``'s mask (``labels``, if given, replaces it); later runs leave it alone."""
         if labels is not None:
-
             write_labels(self.mask_path(name), labels, geometry)
         self.scan(name).reviewed = True
         self.save()

@@ -113,7 +113,6 @@ def process_scan(task: ScanTask, payload: ModelPayload, settings, threads: int |
     """
     import warnings
 
-
     # On a daemon worker (an external cluster's default) scikit-learn says it uses one job; that is fine.
     warnings.filterwarnings("ignore", message="Inside a Dask worker with daemon=True")
     t0 = time.perf_counter()
@@ -137,7 +136,6 @@ def _segment(task: ScanTask, model, settings) -> dict:
     out = {"fine_tuned": False, "steps": 0}
     annotations = None
     if scribbles is not None:
-
         cfg = TrainConfig(time_budget=settings.fine_tune_seconds, max_steps=None, seed=settings.seed,
                           device=settings.device, forest=settings.forest)
         try:

@@ -193,7 +193,6 @@ def read_dicom_series(folder: Path) -> tuple[np.ndarray, Geometry]:
     """
     import SimpleITK as sitk
 
-
     folder = Path(folder)
     reader = sitk.ImageSeriesReader()
     with quiet_native_output():

@@ -196,10 +196,8 @@ def _check_one(kind: str, path: Path) -> None:
     check_writable(path, kind)
     k = OUTPUT_KINDS[kind]
     if k == _MODEL:
-
         check_model_folder(path, "model folder")
     elif k == _SESSION:
-
         check_session_folder(path)
     elif k == _DEMO:
         check_demo_folder(path)

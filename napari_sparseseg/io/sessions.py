@@ -146,15 +146,6 @@ def _same_image_on_disk(path: Path, image: np.ndarray) -> bool:
         return False
 
 
-def _same_image_on_disk(path: Path, image: np.ndarray) -> bool:
-    """Whether ``path`` (an ``image.npy``) holds exactly ``image``."""
-    try:
-        arr = np.load(path, mmap_mode="r")
-        return arr.shape == image.shape and arr.dtype == image.dtype and bool(np.array_equal(arr, image))
-    except (OSError, ValueError):
-        return False
-
-
 def load_session(folder, image: np.ndarray | None = None, device: str = "cpu") -> Session:
     """Read a session folder written by :func:`save_session`.
 

@@ -41,7 +41,7 @@ from napari_sparseseg.core.inference.refine import intensity_scale, mean_field, 
 from napari_sparseseg.core.model.checkpoint import SegModel
 from napari_sparseseg.core.model.forest import FeatureSource, fuse
 from napari_sparseseg.core.model.intensity import validate_image
-from napari_sparseseg.core.training.train import auto_patch_size
+from napari_sparseseg.core.model.patches import auto_patch_size
 
 
 @dataclass
@@ -121,14 +121,12 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
         return torch.from_numpy(model.normalization.apply(image[a:b], ranges, None if out is None else out.numpy()))
 
     if cfg.inferer == "tiles":
-
         tile = auto_patch_size(spacing, image.shape, model.config.divisor, cfg.tile_voxels)
         chunks = _tile_layers(net.predictor, rows, image.shape, tile, cfg.halo, model.config.divisor, k)
     else:
         chunks = _sliding_windows(net.predictor, rows, image.shape, patch, cfg.overlap, cfg.sw_batch_size, k)
     forest = model.forest if cfg.forest else None
     if forest is not None:
-
         features = FeatureSource(image, ranges, spacing, cfg.forest_max_feature_bytes)
     if reach or forest is not None:
         # Slabs of slab_voxels cut from the stream of rows, with the CRF's reach as margins (the
@@ -163,7 +161,6 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
             del p
             yield Progress("predict", stop, depth, time.perf_counter() - t0)
     if annotations is not None and cfg.stroke_regions_only:
-
         keep_stroke_regions(labels, annotations)
     return Prediction(labels, probs, unc)
 
@@ -354,7 +351,6 @@ def _tiled(predictor, x, rows: tuple, tile: tuple, halo: int, divisor: int, k: i
 def _refined(p, channels, spacing, model: SegModel, cfg: PredictConfig, strokes):
     """The slab's probabilities after the dense CRF (:mod:`~napari_sparseseg.core.inference.refine`)."""
     import torch
-
 
     scale = model.intensity_scale
     if scale is None and strokes is not None:  # a model saved before the scale was stored

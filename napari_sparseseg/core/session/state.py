@@ -131,7 +131,6 @@ class Session:
         self.saved: dict = {}
         self.lock = threading.Lock()
 
-
     # ------------------------------------------------------------- annotations
     @property
     def corrections(self) -> np.ndarray:

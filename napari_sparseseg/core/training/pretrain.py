@@ -136,7 +136,6 @@ class Pretrainer:
     def _setup(self):
         import torch
 
-
         if self.start is not None:
             s = self.start
             net = build_network(s.config).to(self.device)
