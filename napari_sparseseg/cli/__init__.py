@@ -594,6 +594,3 @@ def _ending(exc: BaseException, interrupted: bool, log) -> tuple[int | None, str
         return EXIT_BAD_INPUT, f"sparseseg: error: {' '.join(str(exc).split())}"
     return None, ""
 
-
-if __name__ == "__main__":
-    sys.exit(main())
