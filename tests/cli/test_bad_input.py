@@ -372,7 +372,7 @@ def test_crash_during_the_model_save_keeps_the_old_model(ws, capsys, monkeypatch
 
 
 def test_a_file_put_in_the_model_folder_during_training_is_kept(ws, capsys, monkeypatch):
-    from napari_sparseseg.core import progress
+    from napari_sparseseg.core.base import progress
 
     real = progress.ProgressPrinter.__call__
 
@@ -389,7 +389,7 @@ def test_a_file_put_in_the_model_folder_during_training_is_kept(ws, capsys, monk
 
 @pytest.mark.parametrize("stage", ["train", "predict"])
 def test_ctrl_c_during_a_stage_writes_nothing(ws, capsys, monkeypatch, stage):
-    from napari_sparseseg.core import progress
+    from napari_sparseseg.core.base import progress
 
     real = progress.ProgressPrinter.__call__
 
@@ -408,7 +408,7 @@ def test_ctrl_c_during_a_stage_writes_nothing(ws, capsys, monkeypatch, stage):
 def test_a_signal_that_surfaces_as_another_error_still_exits_130(ws, capsys, monkeypatch, sig):
     """A signal during a C extension's import reaches us as ImportError (pybind11 wraps the
     KeyboardInterrupt): seen in CI when Ctrl-C hit sklearn's first import. It is an interrupt."""
-    from napari_sparseseg.core import progress
+    from napari_sparseseg.core.base import progress
 
     real = progress.ProgressPrinter.__call__
 
@@ -428,7 +428,7 @@ def test_a_signal_that_surfaces_as_another_error_still_exits_130(ws, capsys, mon
 
 
 def test_an_error_without_a_signal_is_not_taken_for_an_interrupt(ws, capsys, monkeypatch):
-    from napari_sparseseg.core import progress
+    from napari_sparseseg.core.base import progress
 
     def call(self, p):
         raise ImportError("a real bug")
@@ -469,7 +469,7 @@ def test_a_signal_during_the_mask_write_lets_it_finish(ws, capsys, monkeypatch, 
 
 
 def test_crash_in_a_mhd_header_rename_keeps_the_old_pair(ws, capsys, monkeypatch):
-    from napari_sparseseg.core import atomic
+    from napari_sparseseg.io import atomic
 
     assert run(capsys, [*PREDQ, "-o", "old.mhd", "-q"])[0] == 0
     real, calls = atomic.os.replace, []
@@ -510,7 +510,7 @@ def test_library_write_error_in_the_middle_of_a_write(ws, capsys, monkeypatch, t
 
 
 def test_ctrl_c_during_the_demo(ws, capsys, monkeypatch):
-    from napari_sparseseg.core import progress
+    from napari_sparseseg.core.base import progress
 
     monkeypatch.setattr(progress.ProgressPrinter, "__call__", lambda self, p: (_ for _ in ()).throw(KeyboardInterrupt))
     check_refused(ws, capsys, [*DEMO, "-o", "newdemo", "--time-budget", "1", "--rounds", "1",
@@ -518,10 +518,9 @@ def test_ctrl_c_during_the_demo(ws, capsys, monkeypatch):
 
 
 def test_crash_during_session_save_keeps_the_old_session(ws, monkeypatch):
-    from napari_sparseseg.core import atomic
     from napari_sparseseg.core.base.errors import OutputError
     from napari_sparseseg.core.session.state import Session
-    from napari_sparseseg.io import read_image
+    from napari_sparseseg.io import atomic, read_image
 
     image, _ = read_image(ws / "image.nii.gz")
     s = Session(image, read_labels(ws / "scribbles.nii.gz")[0], ["bg", "fg"], model=load_model(ws / "model"))
