@@ -1,8 +1,9 @@
 """The training settings panel, built from :class:`~napari_sparseseg.core.base.config.RoundSettings`.
 
-Every control takes its choices (the option enums), range (``widget_range`` or the bounds) and
-tooltip (``help``) from the field's metadata, and its value from a ``RoundSettings``: no default
-is written here (cellfinder's containers, with the dataclass as the single source).
+Every control takes its choices (the option enums), range (the field's bounds, or the narrower
+one in :data:`~napari_sparseseg._qt.ranges.RANGES`) and tooltip (``help``) from the field, and
+its value from a ``RoundSettings``: no default is written here (cellfinder's containers, with
+the dataclass as the single source).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QSpinBox, QWidget
 
+from napari_sparseseg._qt.ranges import RANGES
 from napari_sparseseg.core.base.config import RoundSettings, field_info, option_values
 
 __all__ = ["SettingsPanel"]
@@ -36,10 +38,10 @@ def _tooltip(name: str) -> str:
 
 
 def _range(name: str) -> tuple[float, float]:
-    """The range a spin box offers: ``widget_range`` if given, else the field's bounds."""
+    """The range a spin box offers: its entry in :data:`RANGES` if it has one, else the field's bounds."""
+    if (RoundSettings, name) in RANGES:
+        return tuple(RANGES[RoundSettings, name])
     meta = field_info(RoundSettings, name).metadata
-    if "widget_range" in meta:
-        return tuple(meta["widget_range"])
     low = meta.get("ge", meta.get("gt", 0))
     high = meta.get("le", meta.get("lt", _LARGEST_INT))
     if "gt" in meta and "ge" not in meta:

@@ -70,7 +70,9 @@ def test_round_settings_derive_from_train_config_and_round_trip():
     s = RoundSettings()
     assert s.time_budget == TrainConfig.time_budget and s.device == TrainConfig.device
     assert s.stroke_regions_only == PredictConfig.stroke_regions_only
-    lo, hi = field_info(RoundSettings, "time_budget").metadata["widget_range"]
+    from napari_sparseseg._qt.ranges import RANGES
+
+    lo, hi = RANGES[RoundSettings, "time_budget"]
     assert lo <= s.time_budget <= hi
     t = RoundSettings(seed=5, max_steps=7).train_config(round_index=2)
     assert (t.seed, t.max_steps, t.time_budget) == (7, 7, TrainConfig.time_budget)

@@ -78,7 +78,9 @@ def test_settings_panel_is_built_from_round_settings(qtbot):
     assert panel.settings() == RoundSettings()  # no default of its own
     assert [panel.device.itemText(i) for i in range(panel.device.count())] == list(option_values(Device))
     assert [panel.model_size.itemText(i) for i in range(panel.model_size.count())] == list(option_values(ModelSize))
-    low, high = field_info(RoundSettings, "time_budget").metadata["widget_range"]
+    from napari_sparseseg._qt.ranges import RANGES
+
+    low, high = RANGES[RoundSettings, "time_budget"]
     assert (panel.time_budget.minimum(), panel.time_budget.maximum()) == (low, high)
     meta = field_info(RoundSettings, "seed").metadata
     assert (panel.seed.minimum(), panel.seed.maximum()) == (meta["ge"], meta["le"])

@@ -1,14 +1,15 @@
 """One typed settings source: every job's config dataclass, its defaults, ranges and options.
 
-The command line derives its flags (default, help, choices, metavar) from these fields, the
-widget its controls' ranges and choices, the session file stores :class:`RoundSettings`, and
+The command line derives its flags (default, type, help, choices) from these fields, the
+widget its controls' bounds and choices, the session file stores :class:`RoundSettings`, and
 the benchmarks construct the same classes. A default is written here and nowhere else.
 
 Each field's ``metadata`` describes it (see :func:`setting`): ``help``, the bounds checked in
-``__post_init__`` (``ge``/``gt``/``le``/``lt``), ``choices`` (an option enum, looked up with
-a "did you mean" message), the CLI ``flag``/``metavar`` and the ``widget_range`` offered in the
-GUI. An invalid value raises :class:`~napari_sparseseg.core.base.errors.ConfigError`, which is
-also a ``ValueError``.
+``__post_init__`` (``ge``/``gt``/``le``/``lt``) and ``choices`` (an option enum, looked up with
+a "did you mean" message). How a setting is shown lives beside what shows it: the flag
+names and metavars in ``napari_sparseseg/cli/flags.py``, the ranges a GUI control offers
+(within the bounds) in ``napari_sparseseg/_qt/ranges.py``. An invalid value raises
+:class:`~napari_sparseseg.core.base.errors.ConfigError`, which is also a ``ValueError``.
 
 Importing this module is cheap (no torch, no MONAI): the CLI builds its parser from it.
 """
@@ -152,8 +153,7 @@ def check_option(value: Any, options: type[enum.Enum], what: str) -> str:
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, ge: float | None = None,  # noqa: A002
             gt: float | None = None, le: float | None = None, lt: float | None = None,
-            choices: type[enum.Enum] | None = None, flag: str | None = None, metavar: str | None = None,
-            widget_range: tuple[float, float] | None = None) -> Any:
+            choices: type[enum.Enum] | None = None) -> Any:
     """A dataclass field that describes itself (see the module docstring).
 
     Args:
@@ -165,15 +165,11 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any 
         le: inclusive upper bound.
         lt: exclusive upper bound.
         choices: an option enum the value must belong to.
-        flag: the command-line flag, e.g. ``"--time-budget"``.
-        metavar: the flag's value name in ``--help``.
-        widget_range: the range a GUI control offers (within the bounds).
 
     Returns:
         A ``dataclasses.field``.
     """
-    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "flag": flag,
-            "metavar": metavar, "widget_range": widget_range}
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
     meta = {k: v for k, v in meta.items() if v is not None and v != ""}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -270,22 +266,18 @@ class TrainConfig:
     ``time_budget=None`` are identical on the CPU.
     """
 
-    max_steps: int | None = setting(1000, "training step bound", ge=1,
-                                    flag="--max-steps", metavar="N")
-    time_budget: float | None = setting(60.0, "training wall-time bound in seconds", gt=0, flag="--time-budget",
-                                        metavar="SECONDS", widget_range=(1.0, 3600.0))
+    max_steps: int | None = setting(1000, "training step bound", ge=1)
+    time_budget: float | None = setting(60.0, "training wall-time bound in seconds", gt=0)
     batch_size: int = setting(2, "patches per step", ge=1)
     patch_voxels: int | None = setting(None, "voxel budget of an automatic patch (None: the model size's)", ge=16**3)
     patch_size: tuple | None = setting(None, "explicit patch shape in voxels, array order (None: automatic)")
     learning_rate: float = setting(3e-3, "Adam learning rate", gt=0)
     background_prior: float = setting(0.9, "probability of background a fresh network starts with", gt=0, lt=1)
     weight_ema: float = setting(0.95, "decay of the moving average of the weights (0: the last step's)", ge=0, lt=1)
-    seed: int = setting(0, "seeds numpy, torch and MONAI", ge=0, le=2**31 - 1, flag="--seed", metavar="N")
-    device: str = setting("auto", "compute device", choices=Device, flag="--device")
-    model_size: str = setting("auto", "network size of a new model (auto: small on CPU, medium on GPU)",
-                              choices=ModelSize, flag="--model-size")
-    modality: str = setting("auto", "intensity normalisation (auto: detect CT by its HU range)", choices=Modality,
-                            flag="--modality")
+    seed: int = setting(0, "seeds numpy, torch and MONAI", ge=0, le=2**31 - 1)
+    device: str = setting("auto", "compute device", choices=Device)
+    model_size: str = setting("auto", "network size of a new model (auto: small on CPU, medium on GPU)", choices=ModelSize)
+    modality: str = setting("auto", "intensity normalisation (auto: detect CT by its HU range)", choices=Modality)
     weights: WeightConfig = setting(help="voxel weighting (scribble/correction weights, class balancing)",
                                     factory=WeightConfig)
     dice_weight: float = setting(0.0, "add this times a soft Dice on labelled voxels to the loss", ge=0)
@@ -294,7 +286,7 @@ class TrainConfig:
     holdout_round: int = setting(0, "which pieces are held out (the round's index)", ge=0)
     augment: bool = setting(True, "random affine + intensity augmentation (MONAI)")
     forest: bool = setting(True, "also fit a random forest on image filters to the same strokes; prediction fuses it "
-                           "with the network (core/model/forest.py)", flag="--forest")
+                           "with the network (core/model/forest.py)")
     forest_weight: float = setting(0.5, "the forest's share of the fused (log-linear) probabilities", ge=0, le=1)
     forest_max_samples: int = setting(60_000, "stroke voxels the forest is fitted on at most (even over classes)", ge=100)
     forest_max_feature_bytes: int = setting(3 * 2**30, "no forest for a scan whose filter features would need more memory",
@@ -323,10 +315,9 @@ class PretrainConfig:
     many is used as it is (:mod:`~napari_sparseseg.core.training.pretrain`).
     """
 
-    seconds: float | None = setting(120.0, "pretraining wall time in seconds (total for the scan, cache included)",
-                                    gt=0, flag="--pretrain", metavar="SECONDS")
+    seconds: float | None = setting(120.0, "pretraining wall time in seconds (total for the scan, cache included)", gt=0)
     max_steps: int | None = setting(None, "pretraining step bound (None: the time alone)", ge=1)
-    task: str = setting("inpaint", "pretext task", choices=Pretext, flag="--pretrain-task")
+    task: str = setting("inpaint", "pretext task", choices=Pretext)
     batch_size: int = setting(2, "patches per step", ge=1)
     learning_rate: float = setting(1e-3, "Adam learning rate", gt=0)
     seed: int = setting(0, "seeds the patches and corruptions", ge=0, le=2**31 - 1)
@@ -349,7 +340,7 @@ class PredictConfig:
     (:func:`~napari_sparseseg.core.inference.postprocess.keep_stroke_regions`); only the mask changes.
     """
 
-    device: str = setting("auto", "compute device", choices=Device, flag="--device")
+    device: str = setting("auto", "compute device", choices=Device)
     inferer: str = setting("sliding_window", "how the network covers the volume: 'sliding_window' (MONAI's Gaussian-"
                            "blended patch-sized windows, the same numbers as over the whole volume at once, streamed so "
                            "memory does not grow with the volume) or 'tiles' (large tiles with a halo of context, no "
@@ -363,20 +354,19 @@ class PredictConfig:
                                  "windows per second of 2, and 4x those of 1)", ge=1)
     precision: str = setting("auto", "the network's arithmetic: auto (bfloat16 on CUDA and on CPUs with native "
                              "bfloat16, float32 elsewhere; masks agree to Dice 0.99+), float32 (MONAI's numbers exactly) or bfloat16",
-                             choices=Precision, flag="--precision")
+                             choices=Precision)
     probabilities: bool = setting(False, "also return per-class probabilities (uint8, p x 255)")
     uncertainty: bool = setting(True, "also return the normalised entropy (float16, 0 certain .. 1 uniform)")
     slab_voxels: int = setting(8_000_000, "voxels per slab before margins (at least twice the CRF's reach in rows); "
                                "bounds memory", ge=1)
     stroke_regions_only: bool = setting(True, "keep only predicted regions that touch a stroke of their class")
-    refine: bool = setting(True, "refine the outlines with a dense CRF on the image's edges (core/inference/refine.py)",
-                           flag="--refine")
+    refine: bool = setting(True, "refine the outlines with a dense CRF on the image's edges (core/inference/refine.py)")
     refine_weight: float = setting(15.0, "strength of the CRF's pairwise term against the network's log-probabilities",
                                    ge=0)
     refine_iterations: int = setting(10, "mean-field iterations of the CRF", ge=1, le=100)
     refine_radius_mm: float = setting(3.5, "reach of the CRF's neighbourhood in mm (at most 4 voxels a direction)", gt=0)
     forest: bool = setting(TrainConfig.forest, "fuse the model's random forest (if it has one) with the network "
-                           "(core/model/forest.py)", flag="--forest")
+                           "(core/model/forest.py)")
     forest_max_feature_bytes: int = setting(TrainConfig.forest_max_feature_bytes, "keep a scan's filter features up to "
                                             "this size (else they are computed per slab)", ge=0)
 
@@ -394,8 +384,7 @@ class RoundSettings:
 
     device: str = setting(TrainConfig.device, "compute device", choices=Device)
     model_size: str = setting(TrainConfig.model_size, "network size of a new model", choices=ModelSize)
-    time_budget: float = setting(TrainConfig.time_budget, "training time per round", gt=0,
-                                 widget_range=field_info(TrainConfig, "time_budget").metadata["widget_range"])
+    time_budget: float = setting(TrainConfig.time_budget, "training time per round", gt=0)
     seed: int = setting(TrainConfig.seed, "seed of the first round (round n uses seed + n)", ge=0, le=2**31 - 1)
     stroke_regions_only: bool = setting(PredictConfig.stroke_regions_only, "keep only regions touching a stroke")
     refine: bool = setting(PredictConfig.refine, "refine the outlines along the image's edges (dense CRF)")
@@ -406,9 +395,9 @@ class RoundSettings:
     pretrain_seconds: float = setting(PretrainConfig.seconds, "pretraining time per scan, in all", gt=0)
     fill_between: bool = setting(False, "interpolate a structure outlined on two or more parallel slices between them "
                                  "(ITK's morphological contour interpolation, as Slicer's Fill between slices) into "
-                                 "low-weight pseudo-labels", flag="--fill-between")
+                                 "low-weight pseudo-labels")
     estimate: bool = setting(False, "hold out a fifth of the stroke pieces of each class each round (rotating) and "
-                             "show the Dice on them: an estimate on your own strokes", flag="--estimate")
+                             "show the Dice on them: an estimate on your own strokes")
     live: bool = setting(False, "retrain for a few seconds after every finished stroke")
     live_seconds: float = setting(5.0, "training seconds of a Live round", gt=0)
     max_steps: int | None = setting(None, "step bound of a round (None: the time budget alone)", ge=1)
@@ -459,12 +448,10 @@ class RoundSettings:
 class DemoConfig:
     """``sparseseg demo``: the whole loop on the bundled sample, headless."""
 
-    rounds: int = setting(2, "training rounds: 1 + correction rounds", ge=1, flag="--rounds", metavar="N")
-    time_budget: float = setting(TrainConfig.time_budget, "training seconds per round", gt=0, flag="--time-budget",
-                                 metavar="SECONDS")
-    device: str = setting(TrainConfig.device, "compute device", choices=Device, flag="--device")
-    seed: int = setting(TrainConfig.seed, "seed of the simulated annotator and the training", ge=0, flag="--seed",
-                        metavar="N")
+    rounds: int = setting(2, "training rounds: 1 + correction rounds", ge=1)
+    time_budget: float = setting(TrainConfig.time_budget, "training seconds per round", gt=0)
+    device: str = setting(TrainConfig.device, "compute device", choices=Device)
+    seed: int = setting(TrainConfig.seed, "seed of the simulated annotator and the training", ge=0)
 
     def __post_init__(self):
         _validate(self)
@@ -505,7 +492,7 @@ class SuggestConfig:
     neighbourhood like a stroke would, the first three in the three orientations.
     """
 
-    count: int = setting(5, "slices to suggest", ge=1, le=100, flag="--suggest", metavar="N")
+    count: int = setting(5, "slices to suggest", ge=1, le=100)
     band_mm: float = setting(2.0, "margin around the predicted structures whose uncertainty counts", ge=0)
     reach_mm: float = setting(10.0, "how far a stroke informs the next round: a voxel this far from every stroke (and "
                               "from every suggested slice) counts 63 % of its uncertainty, rising to all of it "
@@ -527,25 +514,19 @@ class BatchConfig:
     shared model for ``fine_tune_seconds`` (warm start), then predicted.
     """
 
-    workers: int | None = setting(None, "Dask workers of the local cluster (default: sized to the machine)", ge=1,
-                                  flag="--workers", metavar="N")
-    threads: int | None = setting(None, "torch threads per worker (default: the host's cores / its workers)", ge=1,
-                                  flag="--threads", metavar="N")
-    device: str = setting(PredictConfig.device, "compute device of each worker", choices=Device, flag="--device")
+    workers: int | None = setting(None, "Dask workers of the local cluster (default: sized to the machine)", ge=1)
+    threads: int | None = setting(None, "torch threads per worker (default: the host's cores / its workers)", ge=1)
+    device: str = setting(PredictConfig.device, "compute device of each worker", choices=Device)
     probabilities: bool = setting(False, "also write each scan's class probabilities (uint8, p x 255)")
     overwrite: bool = setting(False, "re-run scans whose outputs exist and replace them (default: keep done scans, "
-                              "refuse to replace anything else)", flag="--overwrite")
-    fine_tune_seconds: float = setting(30.0, "training seconds of a per-scan fine-tune from that scan's strokes", gt=0,
-                                       flag="--fine-tune-seconds", metavar="SECONDS")
-    seed: int = setting(TrainConfig.seed, "seed of the per-scan fine-tunes", ge=0, le=2**31 - 1, flag="--seed",
-                        metavar="N")
-    refine: bool = setting(PredictConfig.refine, "refine the outlines with the dense CRF", flag="--refine")
-    precision: str = setting(PredictConfig.precision, "the network's arithmetic at inference", choices=Precision,
-                             flag="--precision")
-    forest: bool = setting(PredictConfig.forest, "fuse the model's forest (if it has one)", flag="--forest")
+                              "refuse to replace anything else)")
+    fine_tune_seconds: float = setting(30.0, "training seconds of a per-scan fine-tune from that scan's strokes", gt=0)
+    seed: int = setting(TrainConfig.seed, "seed of the per-scan fine-tunes", ge=0, le=2**31 - 1)
+    refine: bool = setting(PredictConfig.refine, "refine the outlines with the dense CRF")
+    precision: str = setting(PredictConfig.precision, "the network's arithmetic at inference", choices=Precision)
+    forest: bool = setting(PredictConfig.forest, "fuse the model's forest (if it has one)")
     retries: int = setting(1, "times a scan is retried after an unexpected error or a lost worker", ge=0, le=10)
-    connect_timeout: float = setting(10.0, "seconds to wait for a --scheduler to answer and have a worker", gt=0,
-                                     flag="--connect-timeout", metavar="SECONDS")
+    connect_timeout: float = setting(10.0, "seconds to wait for a --scheduler to answer and have a worker", gt=0)
     worker_memory_gib: float = setting(6.0, "memory a local worker is given (bounds the workers sized to the machine)",
                                        gt=0)
 

@@ -1,0 +1,47 @@
+"""``sparseseg batch``: one model over many scans on Dask; a summary CSV/JSON; resumes."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+from napari_sparseseg.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, say
+from napari_sparseseg.cohort.batch import SUMMARY_CSV, SUMMARY_JSON, plan_batch, run_batch
+from napari_sparseseg.cohort.cluster import local_workers
+from napari_sparseseg.core.base.config import BatchConfig
+from napari_sparseseg.io.cohort import expand_inputs, match_scribbles
+
+__all__ = ["run"]
+
+
+def run(args) -> int:
+    """``sparseseg batch``: one model over many scans on Dask; a summary CSV/JSON; resumes."""
+    cfg = BatchConfig(workers=args.workers, threads=args.threads, device=args.device, probabilities=args.probabilities,
+                      overwrite=args.overwrite, fine_tune_seconds=args.fine_tune_seconds, seed=args.seed,
+                      refine=args.refine, forest=args.forest, precision=args.precision, connect_timeout=args.connect_timeout)
+    entries = expand_inputs(args.inputs)
+    if args.fine_tune_scribbles:
+        entries = match_scribbles(entries, args.fine_tune_scribbles)
+    plan = plan_batch(entries, args.model, args.out_dir, cfg)
+    where = f"the Dask scheduler {args.scheduler}" if args.scheduler else f"a local Dask cluster of {local_workers(cfg)} workers"
+    tuned = sum(j.entry.scribbles is not None for j in plan.to_run)
+    say(args, f"{len(plan.jobs)} scans: {len(plan.to_run)} to segment ({tuned} fine-tuned on their strokes first), "
+               f"{len(plan.skipped)} already done; on {where}")
+    counts = {"done": 0, "skipped": 0, "failed": 0, "queued": 0}
+    bar = tqdm(total=len(plan.jobs), unit="scan", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+    try:
+        with bar:
+            for r in run_batch(plan, scheduler=args.scheduler):
+                counts[r.status] = counts.get(r.status, 0) + 1
+                if r.status == "failed":
+                    bar.write(f"sparseseg: scan '{r.name}' failed: {r.reason}", file=sys.stderr)
+                bar.set_postfix(done=counts["done"], skipped=counts["skipped"], failed=counts["failed"], refresh=False)
+                bar.update(1)
+    except KeyboardInterrupt:
+        print(f"sparseseg: interrupted; {counts['done']} scans finished and recorded in "
+              f"{plan.out_dir / SUMMARY_JSON}; run the same command again to resume.", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    say(args, f"{counts['done']} done, {counts['skipped']} skipped (already done), {counts['failed']} failed; summary "
+               f"in {plan.out_dir / SUMMARY_CSV} and {SUMMARY_JSON}")
+    return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
