@@ -1,4 +1,4 @@
-"""Runs one round (:meth:`Session.run_round`) in a napari worker and reports it through signals.
+"""Runs one round (:func:`~napari_sparseseg.core.session.rounds.run_round`) in a napari worker and reports it through signals.
 
 The generator yields a :class:`~napari_sparseseg.core.base.progress.Progress` per training step and
 per prediction slab and ``return``s a :class:`~napari_sparseseg.core.session.state.RoundResult`

@@ -2,7 +2,7 @@
 
 Scribbles and corrections (``validate_labels``), images (``validate_image``), spacing and
 affines (``core.grid``), class tables; then the public entry points that call them:
-``Trainer``, ``predict``/``predict_volume``, ``Session`` and ``Session.load`` (damaged session
+``Trainer``, ``predict``/``predict_volume``, ``Session`` and ``load_session`` (damaged session
 folders). Damaged model folders are in tests/core/test_checkpoint.py.
 """
 

@@ -1,4 +1,4 @@
-"""Session.save: one rename for the whole folder, only into a new/empty folder or a session of ours,
+"""save_session: one rename for the whole folder, only into a new/empty folder or a session of ours,
 unchanged model and image reused by hard link, and a crash at any point keeps the old session."""
 
 import errno
@@ -88,7 +88,7 @@ def test_save_refuses_a_folder_that_is_not_ours(trained, tmp_path, setup, messag
     with pytest.raises(OutputError, match=message):
         check_session_folder(f)
     with pytest.raises(OutputError, match=message):
-        _session(trained).save(f)
+        save_session(_session(trained), f)
     assert tree_hash(tmp_path) == before
 
 
@@ -135,7 +135,7 @@ def test_crash_during_save_keeps_the_old_session_loadable(trained, tmp_path, mon
 
 def test_saving_into_an_empty_folder_and_creating_parents(trained, tmp_path):
     (tmp_path / "empty").mkdir()
-    _session(trained).save(tmp_path / "empty")
+    save_session(_session(trained), tmp_path / "empty")
     assert (tmp_path / "empty" / "session.json").is_file()
-    _session(trained, image_path="/data/ct.nii.gz").save(tmp_path / "a" / "b" / "autosave")
+    save_session(_session(trained, image_path="/data/ct.nii.gz"), tmp_path / "a" / "b" / "autosave")
     assert not (tmp_path / "a" / "b" / "autosave" / "image.npy").exists()  # the scan has a file: not stored
