@@ -18,6 +18,7 @@ from napari_sparseseg.core.annotations.labels import merge_annotations
 from napari_sparseseg.core.base.config import DemoConfig, PredictConfig, TrainConfig
 from napari_sparseseg.core.base.progress import ProgressPrinter, run_to_end
 from napari_sparseseg.core.inference.predict import predict
+from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.evaluation.metrics import dice_per_class
 from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections
@@ -64,16 +65,17 @@ def run_demo(data_dir=None, out_dir="sparseseg_demo_out", cfg: DemoConfig | None
     print(header, file=out, flush=True)
 
     model, corrections, rows, t_start = None, None, [], time.perf_counter()
+    features = FeatureCache()  # the forest's filters of the scan: computed once for every round
     for r in range(1, cfg.rounds + 1):
         tcfg = TrainConfig(time_budget=cfg.time_budget, max_steps=None, seed=cfg.seed + r, device=cfg.device)
         trainer = Trainer(image, sample["scribbles"], tcfg, corrections=corrections, init=model, spacing=geom.spacing,
-                          class_names=names)
+                          class_names=names, features=features)
         with ProgressPrinter(quiet=quiet) as show:
             result = run_to_end(trainer.run(), show)
             model = result.model
             t0 = time.perf_counter()
             pred = run_to_end(predict(model, image, PredictConfig(device=cfg.device, uncertainty=False), trainer.y,
-                                      geom.spacing), show)
+                                      geom.spacing, features=features), show)
         t_pred = time.perf_counter() - t0
         dice = dice_per_class(pred.labels, ref, classes)
         mean = float(np.mean(list(dice.values())))

@@ -37,6 +37,7 @@ from napari_sparseseg.core.annotations.hints import checked_hint_shapes
 from napari_sparseseg.core.annotations.labels import label_dtype
 from napari_sparseseg.core.base.config import RoundSettings
 from napari_sparseseg.core.base.errors import InputError, SparseSegError
+from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.session.rounds import RoundResult, accept_round
 from napari_sparseseg.core.session.state import Session
 from napari_sparseseg.io import Geometry, check_format_limits, check_outputs, write_labels
@@ -92,6 +93,7 @@ class SessionBinding:
         self.image_layer = None
         self.scribbles_layer = None
         self._watched: weakref.WeakSet = weakref.WeakSet()
+        self._features: tuple | None = None  # (weak image layer, its FeatureCache)
 
     # ------------------------------------------------------------------ layers
     def layer(self, name: str):
@@ -178,6 +180,18 @@ class SessionBinding:
         return note
 
     # ------------------------------------------------------------------ session
+    def features_for(self, image) -> FeatureCache:
+        """The forest-feature cache of ``image``: the one its sessions get, and a head start fills.
+
+        One image's at a time (memory: one scan's features): asking for another image's
+        empties the previous one, which its session then fills again if it needs it.
+        """
+        if self._features is None or self._features[0]() is not image:
+            if self._features is not None:
+                self._features[1].clear()
+            self._features = (weakref.ref(image), FeatureCache())
+        return self._features[1]
+
     def bind(self, image, scribbles, class_names: list[str], colors: list[str]) -> Session:
         """The session of ``image`` + ``scribbles``, created on first use.
 
@@ -203,7 +217,8 @@ class SessionBinding:
         model = self.session.model if self.is_bound(image) else None
         history = self.session.history if model is not None else []
         self.session = Session(grid_array(image.data, meta), grid_array(scribbles.data, meta), list(class_names),
-                               tuple(geom.spacing), geom.to_dict(), image_path(image), list(colors), model=model, history=history)
+                               tuple(geom.spacing), geom.to_dict(), image_path(image), list(colors), model=model, history=history,
+                               features=self.features_for(image))
         self.image_layer, self.scribbles_layer = image, scribbles
         pred = self.prediction_layer
         if model is not None and pred is not None and pred.data.shape == scribbles.data.shape:
@@ -463,6 +478,7 @@ class SessionBinding:
             scr.data = shown
         else:
             scr = self.viewer.add_labels(shown, **kwargs_like(image, SCRIBBLES if scr is None else f"{SCRIBBLES} (session)"))
+        session.features = self.features_for(image)
         self.session, self.image_layer, self.scribbles_layer = session, image, scr
         if session.prediction is not None:
             self.show_prediction(np.array(session.prediction, copy=True))

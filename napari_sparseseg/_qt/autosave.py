@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from napari_sparseseg._qt.round_runner import error_message
+from napari_sparseseg._qt.workers import WorkerOwner
 from napari_sparseseg.core.session.state import Session
 from napari_sparseseg.io.sessions import save_session
 
@@ -22,7 +21,7 @@ __all__ = ["DEBOUNCE_MS", "Autosaver"]
 DEBOUNCE_MS = 300
 
 
-class Autosaver(QObject):
+class Autosaver(WorkerOwner):
     """Debounced, coalesced background saves of one session.
 
     Args:
@@ -39,28 +38,27 @@ class Autosaver(QObject):
     failed = Signal(str)
 
     def __init__(self, target: Callable[[], tuple[Session, Path] | None], parent: QObject | None = None):
-        super().__init__(parent)
+        super().__init__(None, parent)
         self.target = target
         self.last_folder: Path | None = None
-        self._worker = None
         self._again = False
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(DEBOUNCE_MS)
-        self._timer.timeout.connect(self.save_now)
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(DEBOUNCE_MS)
+        self._debounce.timeout.connect(self.save_now)
 
     @property
     def busy(self) -> bool:
         """True while a save runs or one is scheduled."""
-        return self._worker is not None or self._timer.isActive() or self._again
+        return self._worker is not None or self._debounce.isActive() or self._again
 
     def schedule(self) -> None:
         """Save after :data:`DEBOUNCE_MS` without a further request (after each stroke)."""
-        self._timer.start()
+        self._debounce.start()
 
     def save_now(self) -> None:
         """Save now, or right after the save that is running (after each round)."""
-        self._timer.stop()
+        self._debounce.stop()
         if self._worker is not None:
             self._again = True
             return
@@ -69,17 +67,13 @@ class Autosaver(QObject):
         if job is None:
             return
         session, folder = job
-        self._worker = create_worker(save_session, session, folder, _start_thread=False, _ignore_errors=True)
-        self._worker.returned.connect(self._on_saved)
-        self._worker.errored.connect(lambda exc: self.failed.emit(error_message(exc)))
-        self._worker.finished.connect(self._on_finished)
-        self._worker.start()
+        self._launch(save_session, session, folder, failed=self.failed, returned=self._on_saved)
 
     def _on_saved(self, folder) -> None:
         self.last_folder = Path(folder)
         self.saved.emit(self.last_folder)
 
     def _on_finished(self) -> None:
-        self._worker = None
+        super()._on_finished()
         if self._again:
             self.save_now()

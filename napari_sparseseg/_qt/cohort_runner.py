@@ -11,7 +11,8 @@ from __future__ import annotations
 from napari.utils import progress as napari_progress
 from qtpy.QtCore import QObject, Signal
 
-from napari_sparseseg._qt.round_runner import REFRESH_MS, WorkerOwner
+from napari_sparseseg._qt.round_runner import REFRESH_MS
+from napari_sparseseg._qt.workers import WorkerOwner
 from napari_sparseseg.cohort.batch import ScanResult, run_batch
 from napari_sparseseg.cohort.project import Cohort
 from napari_sparseseg.core.base.config import BatchConfig, TrainConfig
@@ -102,8 +103,9 @@ class CohortRunner(WorkerOwner):
 
     def _on_finished(self) -> None:
         self._timer.stop()
-        if self._bar is not None:
+        if self._bar is not None:  # may process events: still busy, so nothing starts in there
             self._bar.close()
             self._bar = None
-        self._worker, self._latest = None, None
+        super()._on_finished()
+        self._latest = None
         self.idle.emit()

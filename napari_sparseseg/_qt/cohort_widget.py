@@ -26,8 +26,8 @@ from qtpy.QtWidgets import (
 
 from napari_sparseseg._napari.cohort_layers import OpenedScan, edited_mask, open_scan
 from napari_sparseseg._qt.cohort_runner import CohortRunner
-from napari_sparseseg._qt.round_runner import error_message
 from napari_sparseseg._qt.widget import SparseSegWidget
+from napari_sparseseg._qt.workers import error_message
 from napari_sparseseg.cohort.batch import read_summary
 from napari_sparseseg.cohort.project import Cohort
 from napari_sparseseg.core.base.config import BatchConfig, TrainConfig

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from qtpy.QtCore import QObject, Signal
 
-from napari_sparseseg._qt.round_runner import WorkerOwner
+from napari_sparseseg._qt.workers import WorkerOwner
 from napari_sparseseg.core.base.config import PretrainConfig
 from napari_sparseseg.core.training.pretrain import Pretrained
 from napari_sparseseg.io.cache import pretrain
@@ -77,6 +77,5 @@ class PretrainRunner(WorkerOwner):
         self.state = state
 
     def _on_finished(self) -> None:
-        self._timer.stop()
-        self._worker = None
+        super()._on_finished()
         self.finished.emit(self.state)

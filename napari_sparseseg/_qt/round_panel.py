@@ -8,6 +8,7 @@ from __future__ import annotations
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from napari_sparseseg._qt.loss_plot import LossPlot
+from napari_sparseseg.core.annotations.holdout import format_estimate
 from napari_sparseseg.core.base.progress import Progress
 
 __all__ = ["RoundPanel", "round_summary"]
@@ -90,3 +91,13 @@ class RoundPanel(QWidget):
             self.progress_bar.setFormat(f"training: step {p.step}, loss {p.loss:.3f}, {p.elapsed:.0f} s")
         else:
             self.progress_bar.setFormat(f"predicting: row {p.step}/{p.total}")
+
+    def show_result(self, result, losses: list[float]) -> None:
+        """A finished round: its held-out estimate (if any) and, after training, its loss curve."""
+        if result.estimate:
+            self.estimate.setText("Held-out strokes (estimate on your own strokes): "
+                                  + format_estimate(result.estimate, result.class_names))
+        elif result.train is not None:
+            self.estimate.setText("")
+        if result.train is not None:
+            self.loss_plot.set_current(losses)

@@ -2,7 +2,8 @@
 
 The generator yields a :class:`~napari_sparseseg.core.base.progress.Progress` per training step and
 per prediction slab and ``return``s a :class:`~napari_sparseseg.core.session.state.RoundResult`
-(the stardist-napari pattern with ``GeneratorWorker.returned``). The runner owns that worker,
+(the stardist-napari pattern with ``GeneratorWorker.returned``). The runner (a
+:class:`~napari_sparseseg._qt.workers.WorkerOwner`) owns that worker,
 the Stop event and napari's progress bar in the activity dock; it never touches layers.
 
 Progress is re-emitted at a few hertz, not per step: every repaint of the window costs the
@@ -13,79 +14,21 @@ rest being napari's own activity indicator).
 
 from __future__ import annotations
 
-import threading
 import time
 
-from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
-from qtpy.QtCore import QCoreApplication, QElapsedTimer, QObject, QTimer, Signal
+from qtpy.QtCore import QCoreApplication, QElapsedTimer, QObject, Signal
 
+from napari_sparseseg._qt.workers import WorkerOwner
 from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
-from napari_sparseseg.core.base.errors import SparseSegError
 from napari_sparseseg.core.base.progress import Progress
 from napari_sparseseg.core.session.rounds import run_round
 from napari_sparseseg.core.session.state import Session
 
-__all__ = ["REFRESH_MS", "RoundRunner", "WorkerOwner", "error_message"]
+__all__ = ["REFRESH_MS", "RoundRunner"]
 
 REFRESH_MS = 500  # progress re-emitted at 2 Hz while a round runs
 _DESCRIPTION = {"train": "sparseseg: training", "predict": "sparseseg: predicting"}
-
-
-def error_message(exc: BaseException) -> str:
-    """One line for a notification: our errors' own text, else the exception's type and text."""
-    return exc.one_line() if isinstance(exc, SparseSegError) else f"{type(exc).__name__}: {exc}"
-
-
-class WorkerOwner(QObject):
-    """Owns at most one napari worker, its Stop event and a timer that re-emits progress.
-
-    Args:
-        refresh_ms: the timer's interval; subclasses re-emit their latest progress in ``_refresh``.
-        parent: the owning QObject.
-    """
-
-    def __init__(self, refresh_ms: int, parent: QObject | None = None):
-        super().__init__(parent)
-        self._worker = None
-        self._stop = threading.Event()
-        self._latest: Progress | None = None
-        self._timer = QTimer(self)
-        self._timer.setInterval(refresh_ms)
-        self._timer.timeout.connect(self._refresh)
-
-    @property
-    def busy(self) -> bool:
-        """True while the worker runs (from ``start`` until its last signal)."""
-        return self._worker is not None
-
-    def _launch(self, fn, *args, failed, returned=None, announce=None, **kwargs) -> None:
-        """Run ``fn(*args, **kwargs)`` in a napari worker owned by this object.
-
-        Yields go to ``_on_yielded``, an error to the ``failed`` signal as one line, the
-        return value to ``returned``, the end to ``_on_finished``; the refresh timer starts and
-        ``announce()`` runs before the thread does.
-        """
-        self._worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True, **kwargs)
-        self._worker.yielded.connect(self._on_yielded)
-        if returned is not None:
-            self._worker.returned.connect(returned)
-        self._worker.errored.connect(lambda exc: failed.emit(error_message(exc)))
-        self._worker.finished.connect(self._on_finished)
-        self._timer.start()
-        if announce is not None:
-            announce()
-        self._worker.start()
-
-    def stop(self):
-        """Ask the worker to stop (it ends at its next check); returns whether one was running."""
-        if not self.busy:
-            return False
-        self._stop.set()
-        return True
-
-    def _refresh(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
 
 
 class RoundRunner(WorkerOwner):
@@ -195,8 +138,9 @@ class RoundRunner(WorkerOwner):
 
     def _on_finished(self) -> None:
         self._timer.stop()
-        if self._bar is not None:
+        if self._bar is not None:  # may process events: still busy, so nothing starts in there
             self._bar.close()
             self._bar = None
-        self._worker, self._latest, self._stage = None, None, None
+        super()._on_finished()
+        self._latest, self._stage = None, None
         self.idle.emit()

@@ -35,3 +35,11 @@ class SuggestionList(QWidget):
             item = QListWidgetItem(text)
             item.setData(Qt.ItemDataRole.UserRole, suggestion)
             self.list.addItem(item)
+
+    def show_suggestions(self, suggestions, describe) -> None:
+        """Show a round's suggested slices; ``describe(axis, index)`` names one as ``(plane, position)``."""
+        rows = []
+        for s in suggestions:
+            plane, position = describe(s.axis, s.index)
+            rows.append((f"{plane} slice {position}: {s.uncertain_mm2 / 100:.1f} cm² unsure", s))
+        self.set_suggestions(rows)

@@ -2,8 +2,8 @@
 
 It only lays out and wires its parts (as brainglobe-segmentation composes its panels): the
 layer pickers (magicgui), :class:`ClassTable`, :class:`SettingsPanel`, :class:`RoundPanel`,
-:class:`ResumeBox`, the :class:`RoundRunner` (the training worker), the :class:`Autosaver`,
-and the Qt-free :class:`~napari_sparseseg._napari.binding.SessionBinding` (layers <-> session).
+:class:`ResumeBox`, :class:`FilePanel`, the :class:`RoundRunner` (the training worker),
+:class:`ScanPrep` (head starts on the picked scan), the :class:`Autosaver`, and the Qt-free :class:`~napari_sparseseg._napari.binding.SessionBinding` (layers <-> session).
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (
-    QFileDialog,
     QFrame,
-    QHBoxLayout,
     QLabel,
-    QPushButton,
     QScrollArea,
     QVBoxLayout,
     QWidget,
@@ -27,22 +24,19 @@ from qtpy.QtWidgets import (
 from napari_sparseseg._napari.binding import PREDICTION, SessionBinding
 from napari_sparseseg._qt.autosave import Autosaver
 from napari_sparseseg._qt.class_table import ClassTable
+from napari_sparseseg._qt.file_panel import FilePanel
 from napari_sparseseg._qt.hints_panel import HintsPanel
 from napari_sparseseg._qt.layer_panel import LayerPanel
-from napari_sparseseg._qt.pretrain_runner import PretrainRunner
 from napari_sparseseg._qt.resume_box import ResumeBox
 from napari_sparseseg._qt.round_panel import RoundPanel, round_summary
-from napari_sparseseg._qt.round_runner import RoundRunner, error_message
+from napari_sparseseg._qt.round_runner import RoundRunner
+from napari_sparseseg._qt.scan_prep import ScanPrep
 from napari_sparseseg._qt.settings_panel import SettingsPanel
 from napari_sparseseg._qt.suggest_list import SuggestionList
-from napari_sparseseg.core.annotations.holdout import format_estimate
+from napari_sparseseg._qt.workers import error_message
 from napari_sparseseg.core.annotations.labels import MAX_CLASSES
-from napari_sparseseg.core.base.device import resolve_device
 from napari_sparseseg.core.base.errors import SparseSegError
-from napari_sparseseg.core.model.forest import prepare_features
-from napari_sparseseg.core.model.network import size_for_device
 from napari_sparseseg.core.session.state import Session
-from napari_sparseseg.io.sessions import save_session
 
 __all__ = ["SparseSegWidget"]
 
@@ -53,10 +47,12 @@ class SparseSegWidget(QWidget):
     Its parts are public: ``layer_panel`` (:class:`LayerPanel`: the magicgui pickers), ``classes``
     (:class:`ClassTable`), ``settings`` (:class:`SettingsPanel`), ``rounds`` (:class:`RoundPanel`),
     ``runner`` (:class:`RoundRunner`: ``started``, ``progress``, ``round_finished``,
-    ``round_failed``, ``idle``), ``pretrainer`` (:class:`PretrainRunner`: self-supervised
-    pretraining on the picked scan while the user paints; ``finished``), ``autosaver``
-    (:class:`Autosaver`: ``saved``, ``failed``), ``resume_box``, ``binding`` and ``feature_pass``
-    (the thread computing the picked scan's forest features while the user paints, or ``None``).
+    ``round_failed``, ``idle``), ``prep`` (:class:`ScanPrep`: the head starts on the picked
+    scan while the user paints) with its ``pretrainer`` (:class:`PretrainRunner`: self-supervised
+    pretraining; ``finished``) and ``feature_pass`` (:class:`FeaturePass`: the forest's features
+    into the cache the scan's session uses; ``busy``, ``done``), ``autosaver`` (:class:`Autosaver`:
+    ``saved``, ``failed``), ``files`` (:class:`FilePanel`: export, save, load), ``resume_box`` and
+    ``binding``. Background work all runs through :class:`~napari_sparseseg._qt.workers.WorkerOwner`.
 
     Args:
         napari_viewer: the viewer it works in.
@@ -68,9 +64,6 @@ class SparseSegWidget(QWidget):
         self.viewer = napari_viewer
         self.binding = SessionBinding(napari_viewer, on_stroke=self._on_stroke)
         self.runner = RoundRunner(self)
-        self.pretrainer = PretrainRunner(self)
-        self._pending_round: tuple | None = None  # Train pressed while pretraining: starts when it has stopped
-        self.feature_pass = None
         self.autosaver = Autosaver(self._autosave_target, self)
         self._live_pending = False
         self.layer_panel = LayerPanel(napari_viewer, exclude=(PREDICTION,))
@@ -79,6 +72,8 @@ class SparseSegWidget(QWidget):
         self.classes = ClassTable(lambda value: self.binding.stroke_count(self.scribbles_layer, value))
         self.classes.set_classes(["background", "structure 1"])  # before the wiring: a picked layer's names win
         self.settings = SettingsPanel()
+        self.prep = ScanPrep(self.binding, self.settings, lambda: self.image_layer, lambda: self.runner.busy, self)
+        self.pretrainer, self.feature_pass = self.prep.pretrainer, self.prep.feature_pass
         self.rounds = RoundPanel()
         self.suggestions = SuggestionList()
         self.hints = HintsPanel()
@@ -86,19 +81,14 @@ class SparseSegWidget(QWidget):
         self.status.setWordWrap(True)
         self.pretrain_status = QLabel("")
         self.pretrain_status.setWordWrap(True)
-        self.export_button, self.save_button, self.load_button = (
-            QPushButton(text) for text in ("Export mask…", "Save session…", "Load session…"))
-        files = QHBoxLayout()
-        for w in (self.export_button, self.save_button, self.load_button):
-            files.addWidget(w)
+        self.files = FilePanel(self.binding, self._sync, lambda: self.runner.busy)
         # The parts keep their natural heights and the dock scrolls: squeezed into a short dock,
         # the settings form's rows overlapped (seen in a screenshot).
         inner = QWidget()
         root = QVBoxLayout(inner)
         for w in (self.layer_panel, self.resume_box, self.classes, self.hints, self.settings, self.pretrain_status,
-                  self.rounds, self.suggestions, self.status):
+                  self.rounds, self.suggestions, self.status, self.files):
             root.addWidget(w)
-        root.addLayout(files)
         root.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -119,8 +109,7 @@ class SparseSegWidget(QWidget):
         self.classes.class_removed.connect(lambda value: self.binding.shift_down(self.scribbles_layer, value))
         r = self.rounds
         for button, slot in ((r.train_button, self.train), (r.stop_button, self.stop), (r.predict_button, self.predict),
-                             (r.reset_button, self.reset_model), (self.export_button, self.export_mask),
-                             (self.save_button, self.save_session), (self.load_button, self.load_session)):
+                             (r.reset_button, self.reset_model)):
             button.clicked.connect(lambda _=False, slot=slot: slot())
         self.runner.started.connect(self._on_started)
         self.runner.progress.connect(lambda p: self.rounds.show_progress(p, self.runner.losses))
@@ -130,13 +119,11 @@ class SparseSegWidget(QWidget):
         self.runner.round_failed.connect(self._fail)
         self.runner.idle.connect(self._on_idle)
         self.autosaver.failed.connect(self._fail)
-        self.pretrainer.progress.connect(
-            lambda p: self.pretrain_status.setText(f"Learning the scan while you paint: {p.elapsed:.0f} s "
-                                                   "(self-supervised; Train starts from it)"))
-        self.pretrainer.finished.connect(self._on_pretrained)
-        self.pretrainer.failed.connect(lambda text: self.pretrain_status.setText(f"Pretraining stopped: {text}"))
-        self.settings.pretrain.toggled.connect(lambda on: self._pretrain(self.image_layer) if on else self.pretrainer.stop())
-        self.settings.forest.toggled.connect(lambda on: self._prepare_features(self.image_layer) if on else None)
+        self.files.message.connect(self.status.setText)
+        self.files.failed.connect(self._fail)
+        self.files.loaded.connect(self._on_loaded)
+        self.prep.status.connect(self.pretrain_status.setText)
+        self.prep.resume.connect(lambda pending: self._start(*pending))
         self._on_image_changed()
         self._on_scribbles_changed()
 
@@ -165,59 +152,7 @@ class SparseSegWidget(QWidget):
         offer = self.binding.autosave_offer(img)
         if offer is not None:
             self.resume_box.offer(offer[0], f"Scribbles for '{img.name}' were autosaved on {offer[1]}. Resume them?")
-        self._pretrain(img)
-        self._prepare_features(img)
-
-    def _prepare_features(self, img) -> None:
-        """Compute the forest's filters of ``img`` in the background, so Train finds them ready."""
-        if img is None or not self.settings.forest.isChecked():
-            return
-        try:
-            self.binding.check_image(img)
-            scan, spacing = self.binding.scan(img)
-        except (ValueError, SparseSegError):
-            return  # Train reports what is wrong with the image
-        import threading
-
-
-        def run():
-            try:
-                prepare_features(scan, spacing)
-            except Exception:  # noqa: BLE001 - only a head start: Train computes them and reports errors
-                pass
-
-        # A plain daemon thread: no signals to outlive the widget; it only fills the feature cache.
-        self.feature_pass = threading.Thread(target=run, name="sparseseg-features", daemon=True)
-        self.feature_pass.start()
-
-    # ------------------------------------------------------------------ pretraining
-    def _pretrain(self, img) -> None:
-        """Start background pretraining on ``img`` unless it is off, running, or a model of this scan exists."""
-        if self.pretrainer.busy:
-            if self.pretrainer.key is not img:
-                self.pretrainer.stop()  # another scan was picked: _on_pretrained starts this one
-            return
-        if (img is None or not self.settings.pretrain.isChecked() or self.runner.busy
-                or self.pretrainer.state_for(img) is not None
-                or (self.binding.is_bound(img) and self.session.model is not None)):
-            return
-        try:
-            self.binding.check_image(img)
-            scan, spacing = self.binding.scan(img)
-            cfg = self.settings.settings().pretrain_config()
-        except (ValueError, SparseSegError):
-            return  # Train reports what is wrong with the image
-        self.pretrainer.start(img, scan, spacing, cfg)
-
-    def _on_pretrained(self, state) -> None:
-        if state is not None:
-            self.pretrain_status.setText(f"Learned the scan for {state.seconds:.0f} s ({state.steps} steps, cached); "
-                                         "the first round starts from it.")
-        pending, self._pending_round = self._pending_round, None
-        if pending is not None:
-            self._start(*pending)
-        elif self.image_layer is not self.pretrainer.key:
-            self._pretrain(self.image_layer)
+        self.prep.scan_picked(img)
 
     def _on_scribbles_changed(self, *_):
         lay = self.scribbles_layer
@@ -289,26 +224,13 @@ class SparseSegWidget(QWidget):
             return self._fail(exc) or False
         if train and s.model is not None and s.model.num_classes != len(s.class_names):
             show_info(f"The class table now has {len(s.class_names)} classes, the model {s.model.num_classes}: training a new model.")
-        pretrained = None
-        if train and (s.model is None or s.model.num_classes != len(s.class_names)):
-            if self.pretrainer.busy:  # ends within one step; the round starts from what it learned
-                self._pending_round = (train, time_budget)
-                self.pretrainer.stop()
-                self.status.setText("Starting from what was learned of the scan…")
-                return True
-            pretrained = self._usable_pretraining(s.settings)
-        elif self.pretrainer.busy:
-            self.pretrainer.stop()
+        new_model = train and (s.model is None or s.model.num_classes != len(s.class_names))
+        held, pretrained = self.prep.round_start(new_model, s.settings, (train, time_budget))
+        if held:  # pretraining ends within one step; the round starts from what it learned
+            self.status.setText("Starting from what was learned of the scan…")
+            return True
         # While no mask is shown, the forest's appears a few seconds after Train.
         return self.runner.start(s, tcfg, pcfg, train, pretrained, preview=train and s.prediction is None)
-
-    def _usable_pretraining(self, settings):
-        """The pretrained state of the picked scan if it suits the round's settings (device type and size)."""
-        state = self.pretrainer.state_for(self.image_layer)
-        if state is None or not settings.pretrain:
-            return None
-
-        return state if size_for_device(settings.model_size, resolve_device(settings.device).type) == state.size else None
 
     def stop(self) -> None:
         """First press: end training within one step (model kept, prediction follows). Second: skip the prediction."""
@@ -324,7 +246,7 @@ class SparseSegWidget(QWidget):
 
     def _set_running(self, running: bool):
         self.layer_panel.set_enabled(not running)
-        self.load_button.setEnabled(not running)
+        self.files.load_button.setEnabled(not running)
         self.settings.set_running(running)
         self.rounds.set_running(running, has_model=self.session is not None and self.session.model is not None)
 
@@ -336,19 +258,8 @@ class SparseSegWidget(QWidget):
     def _on_round_finished(self, result):
         self.binding.accept(result, self.classes.names, self.classes.colors, self.settings.settings())
         if result.prediction is not None:
-            rows = []
-            for s in result.suggestions:
-                plane, position = self.binding.describe_slice(s.axis, s.index)
-                rows.append((f"{plane} slice {position}: {s.uncertain_mm2 / 100:.1f} cm² unsure", s))
-            self.suggestions.set_suggestions(rows)
-        if result.estimate:
-
-            self.rounds.estimate.setText("Held-out strokes (estimate on your own strokes): "
-                                         + format_estimate(result.estimate, result.class_names))
-        elif result.train is not None:
-            self.rounds.estimate.setText("")
-        if result.train is not None:
-            self.rounds.loss_plot.set_current(self.runner.losses)
+            self.suggestions.show_suggestions(result.suggestions, self.binding.describe_slice)
+        self.rounds.show_result(result, self.runner.losses)
         self.status.setText(round_summary(result, len(self.session.history)))
         self.autosaver.save_now()
 
@@ -382,40 +293,17 @@ class SparseSegWidget(QWidget):
     # ------------------------------------------------------------------ files
     def export_mask(self, path: str | None = None) -> Path | None:
         """Write the (possibly edited) prediction on the scan's own grid and geometry (NIfTI/NRRD/MHA)."""
-        if self.binding.prediction_layer is None or self.session is None:
-            return self._fail("There is no prediction yet: press Train first.")
-        path = path or QFileDialog.getSaveFileName(self, "Export mask", "mask.nii.gz", "Masks (*.nii.gz *.nii *.nrrd *.mha *.mhd)")[0]
-        try:
-            out = self.binding.export_mask(path) if path else None
-        except (SparseSegError, ValueError, OSError) as exc:
-            return self._fail(exc)
-        self.status.setText(f"Mask written to {out}." if out else self.status.text())
-        return out
+        return self.files.export_mask(path)
 
     def save_session(self, folder: str | None = None) -> Path | None:
         """Save the scan reference, scribbles, corrections, model, classes and history to a folder."""
-        try:
-            s = self._sync()
-            folder = folder or QFileDialog.getExistingDirectory(self, "Save session into folder")
-            out = save_session(s, folder) if folder else None
-        except SparseSegError as exc:
-            return self._fail(exc)
-        self.status.setText(f"Session saved to {out}." if out else self.status.text())
-        return out
+        return self.files.save_session(folder)
 
     def load_session(self, folder: str | None = None) -> bool:
         """Open a saved session: its scan (reused if already open), scribbles, prediction, model, classes."""
-        if self.runner.busy:
-            show_info("Stop training before loading a session.")
-            return False
-        folder = folder or QFileDialog.getExistingDirectory(self, "Load session from folder")
-        try:
-            s, img = self.binding.load(folder) if folder else (None, None)
-        except SparseSegError as exc:
-            return self._fail(exc) or False
-        if s is None:
-            return False
-        img, scr = self.binding.install(s, img)
+        return self.files.load_session(folder)
+
+    def _on_loaded(self, s: Session, img, scr, folder: str) -> None:
         self.image_picker.value, self.scribbles_picker.value = img, scr
         self.classes.set_classes(s.class_names, s.colors)
         self.settings.set_settings(s.settings)
@@ -424,7 +312,6 @@ class SparseSegWidget(QWidget):
         self.resume_box.clear()
         self.status.setText(f"Session loaded from {folder}: {len(s.history)} round(s), "
                             f"{int((s.scribbles > 0).sum())} labelled voxels. Continue training or keep painting.")
-        return True
 
     def resume(self) -> bool:
         """Resume the autosaved session offered for the picked image (the Resume button)."""
@@ -433,5 +320,5 @@ class SparseSegWidget(QWidget):
     def closeEvent(self, event):  # noqa: N802 (Qt API)
         """Stop a running round and pretraining when the widget closes."""
         self.runner.stop()
-        self.pretrainer.stop()
+        self.prep.stop()
         super().closeEvent(event)

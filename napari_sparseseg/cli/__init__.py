@@ -1,6 +1,6 @@
 """The ``sparseseg`` command (built on ``core`` and ``io`` only).
 
-Contract (DESIGN.md)::
+Contract (the README's "Command line")::
 
     sparseseg segment IMAGE SCRIBBLES -o MASK [--corrections CORR] [--init-model DIR]
                       [--model-out DIR] [--time-budget SECONDS] [--max-steps N]

@@ -16,10 +16,11 @@ from napari_sparseseg.core.base.device import resolve_device
 from napari_sparseseg.core.base.errors import ConfigError, InputError, ScribbleError
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict
+from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.io import check_format_limits
 from napari_sparseseg.io.atomic import atomic_file
-from napari_sparseseg.io.cache import cache_dir, pretrain
+from napari_sparseseg.io.cache import cache_folder, pretrain
 from napari_sparseseg.io.hints import read_boxes, read_clicks
 from napari_sparseseg.io.models import load_model
 
@@ -50,8 +51,10 @@ def run(args) -> int:
     hints = read_hints(args, image, geom, names or (init.class_names if init else None), scribbles, painted)
     try:
         # Checks the strokes before any pretraining is paid for; the pretrained state is given later.
+        # One feature cache for the scan: the forest's filters are computed once for training and prediction.
+        features = FeatureCache()
         trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=init, spacing=geom.spacing, class_names=names,
-                          hints=hints)
+                          hints=hints, features=features)
     except ScribbleError as exc:  # name the file the user gave
         exc.path = exc.path or str(args.scribbles)
         raise
@@ -64,7 +67,7 @@ def run(args) -> int:
     with progress_printer(args) as show:
         if pre_cfg is not None:
             say(args, f"pretraining on the scan itself ({pre_cfg.task}) up to {pre_cfg.seconds:g} s in all, "
-                       f"cached in {cache_dir('pretrained')}")
+                       f"cached in {cache_folder('pretrained')}")
             pre = run_to_end(pretrain(image, pre_cfg, spacing=geom.spacing), show)
             show.finish()
             say(args, f"pretrained {pre.steps} steps, {pre.seconds:.1f} s in all")
@@ -73,7 +76,7 @@ def run(args) -> int:
         result = run_to_end(trainer.run(), show)
         show.finish()
         say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})")
-        pred = run_to_end(predict(result.model, image, pcfg, trainer.y, geom.spacing), show)
+        pred = run_to_end(predict(result.model, image, pcfg, trainer.y, geom.spacing, features=features), show)
     if trainer.heldout is not None:
         est = holdout_dice(pred.labels, trainer.y_all, trainer.heldout, result.model.num_classes)
         say(args, "Dice on the strokes held out of this round (an estimate on your own strokes; one piece is a rough "

@@ -27,6 +27,7 @@ from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
 from napari_sparseseg.core.base.errors import ScribbleError, SparseSegError
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict
+from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.model.intensity import check_modality
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.io import read_scan, write_labels, write_probabilities
@@ -135,11 +136,13 @@ def _segment(task: ScanTask, model, settings) -> dict:
                    "segment it with a model of its modality")
     out = {"fine_tuned": False, "steps": 0}
     annotations = None
+    features = FeatureCache()  # the forest's filters of this scan, computed once for fine-tuning and prediction
     if scribbles is not None:
         cfg = TrainConfig(time_budget=settings.fine_tune_seconds, max_steps=None, seed=settings.seed,
                           device=settings.device, forest=settings.forest)
         try:
-            trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing)
+            trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing,
+                              features=features)
         except ScribbleError as exc:
             exc.path = exc.path or task.scribbles
             raise
@@ -148,7 +151,7 @@ def _segment(task: ScanTask, model, settings) -> dict:
         out.update(fine_tuned=True, steps=int(result.steps))
     pcfg = PredictConfig(device=settings.device, probabilities=bool(task.probabilities), uncertainty=True,
                          refine=settings.refine, forest=settings.forest, precision=settings.precision)
-    pred = run_to_end(predict(model, image, pcfg, annotations, geom.spacing))
+    pred = run_to_end(predict(model, image, pcfg, annotations, geom.spacing, features=features))
     write_labels(task.mask, pred.labels, geom)
     if task.probabilities:
         write_probabilities(task.probabilities, pred.probabilities, geom)

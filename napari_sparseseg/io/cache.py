@@ -1,6 +1,6 @@
 """Caches on the user's disk: one root for all of them, and the pretraining cache.
 
-:func:`cache_dir` is the one place a cache folder is named: ``$XDG_CACHE_HOME/napari-sparseseg/<kind>``
+:func:`cache_folder` is the one place a cache folder is named: ``$XDG_CACHE_HOME/napari-sparseseg/<kind>``
 (``~/.cache`` without it), or the folder an environment variable names for that kind
 (``SPARSESEG_CACHE`` for pretrained states, ``SPARSESEG_AUTOSAVE_DIR`` for autosaved sessions).
 
@@ -35,13 +35,13 @@ from napari_sparseseg.core.training.pretrain import (
 )
 from napari_sparseseg.io.atomic import check_ours, replace_folder
 
-__all__ = ["CACHE_ENV", "cache_dir", "load_cached", "pretrain", "save_cached"]
+__all__ = ["CACHE_ENV", "cache_folder", "load_cached", "pretrain", "save_cached"]
 
 # The environment variable that moves each kind of cache elsewhere.
 CACHE_ENV = {"pretrained": "SPARSESEG_CACHE", "autosave": "SPARSESEG_AUTOSAVE_DIR"}
 
 
-def cache_dir(kind: str) -> Path:
+def cache_folder(kind: str) -> Path:
     """The cache folder of ``kind`` (``"pretrained"`` or ``"autosave"``); see the module docstring."""
     env = os.environ.get(CACHE_ENV[kind])
     if env:
@@ -54,7 +54,7 @@ def save_cached(state: Pretrained, cache_dir: str | os.PathLike | None = None) -
     """Write ``state`` to ``cache_dir/<fingerprint>/`` (replacing an older one there) and return that folder."""
     import torch
 
-    root = Path(cache_dir) if cache_dir is not None else cache_dir("pretrained")
+    root = Path(cache_dir) if cache_dir is not None else cache_folder("pretrained")
     root.mkdir(parents=True, exist_ok=True)
     folder = root / state.fingerprint
 
@@ -78,7 +78,7 @@ def load_cached(key: str, cache_dir: str | os.PathLike | None = None) -> Pretrai
     """
     import torch
 
-    folder = (Path(cache_dir) if cache_dir is not None else cache_dir("pretrained")) / key
+    folder = (Path(cache_dir) if cache_dir is not None else cache_folder("pretrained")) / key
     try:
         meta = json.loads((folder / STATE_JSON).read_text())
         if meta.get("format_version") != FORMAT_VERSION or meta.get("fingerprint") != key:
@@ -108,7 +108,7 @@ def pretrain(image, cfg: PretrainConfig | None = None, *, spacing=(1.0, 1.0, 1.0
         image: raw intensities, 3-D.
         cfg: the settings; ``seconds`` is the scan's total, cached seconds included.
         spacing: voxel size in mm, array order.
-        cache_dir: the cache folder (default :func:`cache_dir` ``("pretrained")``).
+        cache_dir: the cache folder (default :func:`cache_folder` ``("pretrained")``).
         use_cache: read and write the cache.
         stop: set it to end after the current step and return the state so far.
     """

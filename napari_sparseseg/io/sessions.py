@@ -34,7 +34,7 @@ from napari_sparseseg.core.model.checkpoint import CONFIG_NAME, MODEL_FILES, WEI
 from napari_sparseseg.core.model.intensity import validate_image
 from napari_sparseseg.core.session.state import Session
 from napari_sparseseg.io.atomic import check_ours, file_identity, recover_folder, replace_folder
-from napari_sparseseg.io.cache import cache_dir
+from napari_sparseseg.io.cache import cache_folder
 from napari_sparseseg.io.models import check_model_folder, load_model, read_tagged_json, save_model
 
 __all__ = ["SESSION_FILES", "autosave_folder", "check_session_folder", "find_autosave", "load_session",
@@ -330,7 +330,7 @@ def autosave_folder(name: str, shape, image_path: str | None = None) -> Path:
     """The autosave folder of one image: readable name + a hash of its path (or name) and shape."""
     key = f"{os.path.abspath(image_path) if image_path else name}|{tuple(int(s) for s in shape)}"
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(image_path).name if image_path else name)[:40] or "image"
-    return cache_dir("autosave") / f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    return cache_folder("autosave") / f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
 def find_autosave(name: str, shape, image_path: str | None = None) -> Path | None:

@@ -14,6 +14,7 @@ from napari_sparseseg.core.inference.predict import predict_volume
 from napari_sparseseg.core.model.checkpoint import FOREST_NAME
 from napari_sparseseg.core.model.forest import (
     N_FEATURES,
+    FeatureCache,
     FeatureSource,
     StrokeForest,
     _eigvals_sym3,
@@ -50,9 +51,11 @@ def test_slab_features_equal_whole_volume_features(spacing):
     assert per_slab.cached is None
     for lo, hi in ((0, 9), (9, 30), (30, 37)):
         np.testing.assert_allclose(per_slab.block(lo, hi), whole[:, lo:hi], atol=1e-4)
-    cached = scan_features(image, ranges, spacing)  # float16, computed in slabs of 16
+    cache = FeatureCache()
+    cached = cache.get(image, ranges, spacing)  # float16, computed in slabs of 16
     np.testing.assert_allclose(cached.astype(np.float32), whole, rtol=2e-3, atol=2e-3)
-    assert scan_features(image, ranges, spacing) is cached  # paid once per scan
+    assert cache.get(image, ranges, spacing) is cached  # paid once per scan
+    assert FeatureSource(image, ranges, spacing, max_bytes=1 << 40, cache=cache).cached is cached
 
 
 def test_forest_separates_intensity_classes_from_one_slice_of_strokes():
@@ -178,16 +181,31 @@ def test_preview_is_the_forests_mask_a_few_seconds_in(phantom):
     assert all(p.preview is None for p in seen)
 
 
-def test_features_prepared_ahead_are_what_the_first_round_uses(phantom):
-    from napari_sparseseg.core.model.forest import features_cached, prepare_features
+def test_features_prepared_ahead_are_what_the_first_round_uses(phantom, monkeypatch):
     from napari_sparseseg.core.model.intensity import choose_normalization
 
     image, _ = phantom
-    image = image + 0.25  # not the array another test cached
+    image = image + 0.25
     ranges = choose_normalization(image).ranges(image)
-    assert not features_cached(image, ranges, (1.0, 1.0, 1.0))
-    assert not prepare_features(image, (1.0, 1.0, 1.0), max_bytes=1000)  # too large: nothing kept
-    assert not features_cached(image, ranges, (1.0, 1.0, 1.0))
-    assert prepare_features(image, (1.0, 1.0, 1.0))
-    assert features_cached(image, ranges, (1.0, 1.0, 1.0))
-    assert not features_cached(image, ranges, (2.0, 1.0, 1.0))  # another spacing, other features
+    cache = FeatureCache()
+    assert not cache.has(image, ranges, (1.0, 1.0, 1.0))
+    assert not cache.prepare(image, (1.0, 1.0, 1.0), max_bytes=1000)  # too large: nothing kept
+    assert not cache.has(image, ranges, (1.0, 1.0, 1.0))
+    assert cache.prepare(image, (1.0, 1.0, 1.0))
+    assert cache.has(image, ranges, (1.0, 1.0, 1.0))
+    assert not cache.has(image, ranges, (2.0, 1.0, 1.0))  # another spacing, other features
+    # The first round's trainer and prediction read them from the cache they are given: no pass more.
+    import napari_sparseseg.core.model.forest as forest_module
+
+    passes = []
+    real = forest_module.scan_features
+    monkeypatch.setattr(forest_module, "scan_features", lambda *a, **k: passes.append(1) or real(*a, **k))
+    strokes = np.zeros(image.shape, np.uint8)
+    strokes[image.shape[0] // 2, 2:6, 2:6] = 1
+    strokes[image.shape[0] // 2][image[image.shape[0] // 2] > image.mean()] = 2
+    result = run_to_end(Trainer(image, strokes, TrainConfig(max_steps=1, time_budget=None, device="cpu"),
+                                spacing=(1.0, 1.0, 1.0), features=cache).run())
+    assert result.model.forest is not None
+    predict_volume(result.model, image, PredictConfig(device="cpu", uncertainty=False), strokes, (1.0, 1.0, 1.0),
+                   features=cache)
+    assert passes == []

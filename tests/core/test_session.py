@@ -81,6 +81,17 @@ def test_stop_keeps_model_and_still_predicts(session):
     assert s.history[-1]["stopped_by"] == "cancelled" and s.history[-1]["steps"] == 3
 
 
+def test_a_round_keeps_its_features_in_its_own_session(session):
+    """A round computes the forest's features once, into its session's cache; another session's stays empty."""
+    s, ref = session
+    other = Session(s.image.copy(), simulate_scribbles(ref, k=1, seed=1), NAMES, spacing=(1.0, 1.0, 1.0))
+    assert s.features is not other.features
+    result = run_to_end(run_round(s, _cfg(max_steps=1), PredictConfig(device="cpu", uncertainty=False)))
+    ranges = result.model.normalization.ranges(s.image)
+    assert s.features.has(s.image, ranges, s.spacing)
+    assert not other.features.has(other.image, ranges, other.spacing)
+
+
 def test_round_rejects_classes_outside_the_table(phantom):
     image, ref = phantom
     s = Session(image, simulate_scribbles(ref, k=1, seed=0), ["background", "ball"])

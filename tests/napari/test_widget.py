@@ -37,7 +37,7 @@ def _finish(widget, qtbot):
         with qtbot.waitSignal(widget.pretrainer.finished, timeout=60_000):
             widget.pretrainer.stop()
     qtbot.waitUntil(lambda: not widget.autosaver.busy, timeout=60_000)
-    qtbot.waitUntil(lambda: widget.feature_pass is None or not widget.feature_pass.is_alive(), timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.feature_pass.busy, timeout=60_000)
 
 
 @pytest.fixture
@@ -99,19 +99,19 @@ def test_train_predict_correct_export_and_session(loop, qtbot, tmp_path, sample_
 
     viewer, widget = loop
     # Picking the scan started its forest features in the background: Train finds them ready.
-    from napari_sparseseg.core.model.forest import features_cached
     from napari_sparseseg.core.model.intensity import choose_normalization
 
-    assert widget.feature_pass is not None
-    qtbot.waitUntil(lambda: not widget.feature_pass.is_alive(), timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.feature_pass.busy, timeout=60_000)
     scan, spacing = widget.binding.scan(viewer.layers["image"])
-    assert features_cached(scan, choose_normalization(scan).ranges(scan), spacing)
+    cache = widget.binding.features_for(viewer.layers["image"])  # the cache the scan's session gets
+    assert cache.has(scan, choose_normalization(scan).ranges(scan), spacing)
     progress, previews = [], []
     widget.runner.progress.connect(progress.append)
     # The forest's mask is shown as soon as it is fitted, while the network trains on.
     widget.runner.preview.connect(lambda labels: previews.append(("preview (forest)" in viewer.layers, labels)))
     result = _run(widget, qtbot)
     s = widget.session
+    assert s.features is cache  # the round read them from the head start's cache
     img = viewer.layers["image"]
     pred, unc = viewer.layers["prediction"], viewer.layers["uncertainty"]
     assert len(previews) == 1 and previews[0][0] and previews[0][1].shape == s.image.shape

@@ -39,7 +39,7 @@ from napari_sparseseg.core.base.progress import Progress, run_to_end
 from napari_sparseseg.core.inference.postprocess import keep_stroke_regions
 from napari_sparseseg.core.inference.refine import intensity_scale, mean_field, stencil
 from napari_sparseseg.core.model.checkpoint import SegModel
-from napari_sparseseg.core.model.forest import FeatureSource, fuse
+from napari_sparseseg.core.model.forest import FeatureCache, FeatureSource, fuse
 from napari_sparseseg.core.model.intensity import validate_image
 from napari_sparseseg.core.model.patches import auto_patch_size
 
@@ -66,7 +66,7 @@ def _slabs(depth: int, core: int, margin: int):
 
 
 def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None, annotations: np.ndarray | None = None,
-            spacing=None) -> Generator[Progress, None, Prediction]:
+            spacing=None, features: FeatureCache | None = None) -> Generator[Progress, None, Prediction]:
     """Segment ``image`` with ``model``; yields progress per slab, returns a :class:`Prediction`.
 
     The inputs are checked when this is called; the returned generator does the work.
@@ -81,6 +81,9 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
             also the CRF's hard constraints.
         spacing: the image's voxel size in mm (array order), for the refinement's neighbourhood;
             default: the spacing the model was trained on.
+        features: the :class:`~napari_sparseseg.core.model.forest.FeatureCache` the forest's filter
+            features are read from (a session's: computed once for its training and prediction);
+            ``None``: computed for this prediction only.
 
     Raises:
         InputError: the image is not a 3-D real array, is too thin, or holds NaN/inf (the
@@ -99,10 +102,11 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
     if annotations is not None:
         annotations = validate_labels(annotations, "scribbles", shape=image.shape)
     spacing = validate_spacing(model.spacing if spacing is None else spacing)
-    return _predict(model, image, cfg, annotations, spacing)  # checked now, when called, not at the first step
+    return _predict(model, image, cfg, annotations, spacing, features)  # checked now, when called, not at the first step
 
 
-def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations, spacing) -> Generator[Progress, None, Prediction]:
+def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations, spacing,
+             cache: FeatureCache | None) -> Generator[Progress, None, Prediction]:
     import torch
 
     t0 = time.perf_counter()
@@ -127,7 +131,7 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
         chunks = _sliding_windows(net.predictor, rows, image.shape, patch, cfg.overlap, cfg.sw_batch_size, k)
     forest = model.forest if cfg.forest else None
     if forest is not None:
-        features = FeatureSource(image, ranges, spacing, cfg.forest_max_feature_bytes)
+        features = FeatureSource(image, ranges, spacing, cfg.forest_max_feature_bytes, cache)
     if reach or forest is not None:
         # Slabs of slab_voxels cut from the stream of rows, with the CRF's reach as margins (the
         # forest's filters, computed per slab on a large scan, want slabs that are not thin either).
@@ -364,6 +368,6 @@ def _refined(p, channels, spacing, model: SegModel, cfg: PredictConfig, strokes)
 
 
 def predict_volume(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None, annotations: np.ndarray | None = None,
-                   spacing=None) -> Prediction:
+                   spacing=None, features: FeatureCache | None = None) -> Prediction:
     """Synchronous :func:`predict` (same checks, same errors)."""
-    return run_to_end(predict(model, image, cfg, annotations, spacing))
+    return run_to_end(predict(model, image, cfg, annotations, spacing, features))

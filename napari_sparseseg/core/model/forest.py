@@ -16,7 +16,7 @@ smoothing, Laplacian of Gaussian, gradient magnitude, difference of Gaussians an
 Hessian eigenvalues, plus the intensity itself (36 features). The scales are in voxels of the
 finest axis and stretched per axis by the spacing, so a 6.5 mm slice gap is not smoothed as if
 it were 0.8 mm. They are computed once per scan in slabs along axis 0 (with a halo, so slab
-edges are exact) and kept as float16; a scan whose features would exceed
+edges are exact) and kept as float16 in the session's :class:`FeatureCache`; a scan whose features would exceed
 ``ForestConfig.max_feature_bytes`` gets no forest (the network alone predicts).
 
 The forest is stored in the model folder as its training set (``forest.npz``: the stroke
@@ -39,8 +39,8 @@ from scipy import ndimage as ndi
 from napari_sparseseg.core.base.config import TrainConfig
 from napari_sparseseg.core.model.intensity import choose_normalization
 
-__all__ = ["SIGMAS", "FeatureSource", "StrokeForest", "feature_halo", "features_cached", "filter_features",
-           "forest_input", "fuse", "prepare_features", "scan_features"]
+__all__ = ["SIGMAS", "FeatureCache", "FeatureSource", "StrokeForest", "feature_halo", "filter_features",
+           "forest_input", "fuse", "scan_features"]
 
 SIGMAS = (0.7, 1.0, 1.6, 3.5, 5.0)  # ilastik's default scales, in voxels of the finest axis
 TRUNCATE = 3.0  # Gaussian kernels end at 3 sigma (ilastik's default)
@@ -104,73 +104,90 @@ def feature_bytes(shape) -> int:
     return int(np.prod(shape)) * N_FEATURES * 2
 
 
-_cache_lock = threading.Lock()  # guards the dict
-_compute_lock = threading.Lock()  # one feature pass at a time: a second caller waits, then reads the cache
-_cache: dict = {}
-
-
 def _key(image: np.ndarray, ranges, spacing) -> tuple:
     digest = hashlib.blake2b(np.ascontiguousarray(image).view(np.uint8).reshape(-1), digest_size=16).hexdigest()
     return digest, image.shape, str(image.dtype), tuple(tuple(r) for r in ranges), tuple(float(s) for s in spacing)
 
 
 def scan_features(image: np.ndarray, ranges, spacing, slab: int = 16) -> np.ndarray:
-    """``(N_FEATURES, *image.shape)`` float16 features of a whole scan, computed slab by slab.
-
-    The last scan's features are kept in memory (keyed by a hash of the image, its
-    normalisation range and spacing), so every round and prediction on one scan pays once,
-    and a pass started in the background (:func:`prepare_features`) is not repeated.
-    """
-    key = _key(image, ranges, spacing)
-    with _compute_lock:
-        with _cache_lock:
-            if key in _cache:
-                return _cache[key]
-        x = forest_input(image, ranges)
-        halo = feature_halo(spacing)
-        out = np.empty((N_FEATURES,) + image.shape, np.float16)
-        depth = image.shape[0]
-        for start in range(0, depth, slab):
-            stop = min(depth, start + slab)
-            lo, hi = max(0, start - halo), min(depth, stop + halo)
-            out[:, start:stop] = filter_features(x[lo:hi], spacing)[:, start - lo : stop - lo]
-        with _cache_lock:
-            _cache.clear()  # one scan at a time: the memory is bounded by one scan's features
-            _cache[key] = out
+    """``(N_FEATURES, *image.shape)`` float16 features of a whole scan, computed slab by slab (not kept)."""
+    x = forest_input(image, ranges)
+    halo = feature_halo(spacing)
+    out = np.empty((N_FEATURES,) + image.shape, np.float16)
+    depth = image.shape[0]
+    for start in range(0, depth, slab):
+        stop = min(depth, start + slab)
+        lo, hi = max(0, start - halo), min(depth, stop + halo)
+        out[:, start:stop] = filter_features(x[lo:hi], spacing)[:, start - lo : stop - lo]
     return out
 
 
-def prepare_features(image: np.ndarray, spacing, modality: str = "auto", max_bytes: int | None = None) -> bool:
-    """Compute a scan's features ahead of the first round (the widget does it while the user paints).
+class FeatureCache:
+    """The filter features of the scan last asked for, kept in memory (thread-safe).
 
-    Uses the normalisation a new model of this scan gets, so the first round finds them cached.
-    Returns whether they were computed (``False`` when they would exceed ``max_bytes``,
-    default ``TrainConfig.forest_max_feature_bytes``).
+    A :class:`~napari_sparseseg.core.session.state.Session` owns one, so every round and
+    prediction on its scan pays once (the trainer and the prediction of a round share it),
+    and a head start (:meth:`prepare`, the widget's while the user paints) is not repeated.
+    Entries are keyed by a hash of the image, its normalisation range and spacing; one scan is
+    kept at a time, so the memory is bounded by one scan's features.
     """
-    limit = TrainConfig.forest_max_feature_bytes if max_bytes is None else max_bytes
-    if feature_bytes(image.shape) > limit:
-        return False
-    scan_features(image, choose_normalization(image, modality).ranges(image), spacing)
-    return True
 
+    def __init__(self):
+        self._lock = threading.Lock()  # guards the dict
+        self._compute = threading.Lock()  # one feature pass at a time: a second caller waits, then reads
+        self._entries: dict = {}
 
-def features_cached(image: np.ndarray, ranges, spacing) -> bool:
-    """Whether :func:`scan_features` of this scan would be read from memory."""
-    key = _key(image, ranges, spacing)
-    with _cache_lock:
-        return key in _cache
+    def get(self, image: np.ndarray, ranges, spacing, slab: int = 16) -> np.ndarray:
+        """:func:`scan_features` of this scan, computed on the first call and kept."""
+        key = _key(image, ranges, spacing)
+        with self._compute:
+            with self._lock:
+                if key in self._entries:
+                    return self._entries[key]
+            out = scan_features(image, ranges, spacing, slab)
+            with self._lock:
+                self._entries.clear()  # one scan at a time
+                self._entries[key] = out
+        return out
+
+    def has(self, image: np.ndarray, ranges, spacing) -> bool:
+        """Whether :meth:`get` of this scan would be read from memory."""
+        key = _key(image, ranges, spacing)
+        with self._lock:
+            return key in self._entries
+
+    def prepare(self, image: np.ndarray, spacing, modality: str = "auto", max_bytes: int | None = None) -> bool:
+        """Compute a scan's features ahead of the first round.
+
+        Uses the normalisation a new model of this scan gets, so the first round finds them here.
+        Returns whether they were computed (``False`` when they would exceed ``max_bytes``,
+        default ``TrainConfig.forest_max_feature_bytes``).
+        """
+        limit = TrainConfig.forest_max_feature_bytes if max_bytes is None else max_bytes
+        if feature_bytes(image.shape) > limit:
+            return False
+        self.get(image, choose_normalization(image, modality).ranges(image), spacing)
+        return True
+
+    def clear(self) -> None:
+        """Forget the features kept (they are recomputed when asked for again)."""
+        with self._lock:
+            self._entries.clear()
 
 
 class FeatureSource:
     """Features of axis-0 ranges of a scan.
 
-    From the whole-scan cache when it fits in ``max_bytes``, else computed per range with its
-    halo (memory bounded by the range).
+    The whole scan's features (kept in ``cache`` when given, else computed for this source only)
+    when they fit in ``max_bytes``, else computed per range with its halo (memory bounded by
+    the range).
     """
 
-    def __init__(self, image: np.ndarray, ranges, spacing, max_bytes: int):
+    def __init__(self, image: np.ndarray, ranges, spacing, max_bytes: int, cache: FeatureCache | None = None):
         self.image, self.ranges, self.spacing = image, ranges, spacing
-        self.cached = scan_features(image, ranges, spacing) if feature_bytes(image.shape) <= max_bytes else None
+        fits = feature_bytes(image.shape) <= max_bytes
+        whole = cache.get if cache is not None else scan_features
+        self.cached = whole(image, ranges, spacing) if fits else None
 
     def block(self, lo: int, hi: int) -> np.ndarray:
         """``(N_FEATURES, hi - lo, ...)`` features of ``image[lo:hi]``."""

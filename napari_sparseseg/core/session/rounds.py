@@ -96,7 +96,7 @@ def run_round(session: Session, train_cfg: TrainConfig | None = None, predict_cf
             hints = combine_hints(fill_between(scribbles), hints)
         trainer = Trainer(session.image, scribbles, train_cfg, corrections=corrections, init=session.init_model(),
                           spacing=session.spacing, class_names=names, pretrained=pretrained, preview=preview,
-                          hints=hints)
+                          hints=hints, features=session.features)
         try:
             result, halted = yield from until_stopped(trainer.run(), stop)  # Stop keeps the averaged weights
         except Exception as exc:
@@ -118,7 +118,8 @@ def run_round(session: Session, train_cfg: TrainConfig | None = None, predict_cf
     else:
         annotations = scribbles if hints is None else merge_annotations(scribbles, None, hints)[0]
     try:
-        prediction, halted = yield from until_stopped(predict(model, session.image, predict_cfg, annotations, session.spacing),
+        prediction, halted = yield from until_stopped(predict(model, session.image, predict_cfg, annotations, session.spacing,
+                                                              features=session.features),
                                                       stop)
     except Exception as exc:
         raise _explain(exc) from exc

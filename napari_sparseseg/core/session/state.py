@@ -30,6 +30,7 @@ from napari_sparseseg.core.base.config import RoundSettings
 from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, ScribbleError
 from napari_sparseseg.core.base.grid import validate_geometry, validate_spacing
 from napari_sparseseg.core.model.checkpoint import SegModel, default_class_names
+from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.model.intensity import validate_image
 
 __all__ = ["Session"]
@@ -61,6 +62,10 @@ class Session:
         hint_shapes: the boxes and clicks the user drew, on the file's grid
             (:func:`~napari_sparseseg.core.annotations.hints.checked_hint_shapes`); stored in
             ``session.json``, so a resumed session shows them again.
+        features: the :class:`~napari_sparseseg.core.model.forest.FeatureCache` of the forest's
+            filter features of :attr:`image`, shared by a round's training and prediction and
+            kept from round to round (default: a new, empty one of this session's own; the
+            widget passes the one its head start fills while the user paints). Not stored.
 
     Besides these, a session has:
 
@@ -78,7 +83,8 @@ class Session:
                  spacing: tuple = (1.0, 1.0, 1.0), geometry: dict | None = None, image_path: str | None = None,
                  colors: list | None = None, corrected: np.ndarray | None = None, model: SegModel | None = None,
                  prediction: np.ndarray | None = None, history: list | None = None,
-                 settings: RoundSettings | None = None, hints: np.ndarray | None = None, hint_shapes: dict | None = None):
+                 settings: RoundSettings | None = None, hints: np.ndarray | None = None, hint_shapes: dict | None = None,
+                 features: FeatureCache | None = None):
         self.image = image
         self.scribbles = scribbles
         self.class_names = default_class_names(2) if class_names is None else class_names
@@ -93,6 +99,7 @@ class Session:
         self.settings = RoundSettings() if settings is None else settings
         self.hints = hints
         self.hint_shapes = hint_shapes
+        self.features = FeatureCache() if features is None else features
         if self.image is not None:
             self.image = validate_image(self.image)
         self.scribbles = validate_labels(self.scribbles, "scribbles", shape=None if self.image is None else self.image.shape)
@@ -114,6 +121,8 @@ class Session:
             raise CheckpointError(f"model must be a model (load_model or a training result), got {type(self.model).__name__}.")
         if not isinstance(self.settings, RoundSettings):
             self.settings = RoundSettings.from_dict(self.settings)
+        if not isinstance(self.features, FeatureCache):
+            raise ConfigError(f"features must be a FeatureCache, got {type(self.features).__name__}.")
         if self.hints is not None:
             self.hints = validate_labels(self.hints, "hints", shape=shape)
         self.hint_shapes = checked_hint_shapes(self.hint_shapes)

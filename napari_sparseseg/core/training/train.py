@@ -38,7 +38,7 @@ from napari_sparseseg.core.base.progress import Progress
 from napari_sparseseg.core.inference.postprocess import keep_stroke_regions
 from napari_sparseseg.core.inference.refine import intensity_scale
 from napari_sparseseg.core.model.checkpoint import SegModel, default_class_names
-from napari_sparseseg.core.model.forest import StrokeForest, feature_bytes, scan_features
+from napari_sparseseg.core.model.forest import FeatureCache, StrokeForest, feature_bytes
 from napari_sparseseg.core.model.intensity import check_modality, choose_normalization, detect_modality, validate_image
 from napari_sparseseg.core.model.network import PATCH_VOXELS, NetworkConfig, build_network, size_for_device
 from napari_sparseseg.core.model.patches import auto_patch_size
@@ -151,6 +151,9 @@ class Trainer:
             (:attr:`Progress.preview <napari_sparseseg.core.base.progress.Progress.preview>`) as soon as
             it is fitted, a few seconds after the start; it costs the network that much training
             time, so the widget asks for it only while no prediction is shown.
+        features: the :class:`~napari_sparseseg.core.model.forest.FeatureCache` the forest's filter
+            features are read from and kept in (a session's, so the round's prediction reuses
+            them); ``None``: a cache of this trainer's own.
 
     Every input is checked here, with the command line's checks, before any work starts.
 
@@ -167,7 +170,7 @@ class Trainer:
     """
 
     def __init__(self, image, scribbles, cfg: TrainConfig | None = None, *, corrections=None, init: SegModel | None = None, spacing=(1.0, 1.0, 1.0), class_names=None,
-                 pretrained=None, preview: bool = False, more_scans=(), hints=None):
+                 pretrained=None, preview: bool = False, more_scans=(), hints=None, features: FeatureCache | None = None):
         if cfg is not None and not isinstance(cfg, TrainConfig):
             raise ConfigError(f"cfg must be a TrainConfig, got {type(cfg).__name__}.")
         if init is not None and not isinstance(init, SegModel):
@@ -209,6 +212,7 @@ class Trainer:
         self._check_modalities()
         self.model: SegModel | None = init
         self.pretrained, self.preview = None, bool(preview)
+        self.features = FeatureCache() if features is None else features
         if pretrained is not None:
             self.use_pretrained(pretrained)
 
@@ -340,14 +344,14 @@ class Trainer:
 
         def pairs():  # one scan's features at a time (the cache keeps one scan)
             for image, y, spacing in scans:
-                yield scan_features(image, norm.ranges(image), spacing), y
+                yield self.features.get(image, norm.ranges(image), spacing), y
 
         return StrokeForest.fit_many(pairs(), self.num_classes, len(scans), max_samples=cfg.forest_max_samples,
                                      seed=cfg.seed, weight=cfg.forest_weight)
 
     def _forest_mask(self, model: SegModel) -> np.ndarray:
         """The forest's own mask (stroke regions only), shown while the network trains."""
-        feats = scan_features(self.image, model.normalization.ranges(self.image), self.spacing)
+        feats = self.features.get(self.image, model.normalization.ranges(self.image), self.spacing)
         labels = model.forest.probabilities(feats).argmax(0).astype(label_dtype(self.num_classes - 1))
         keep_stroke_regions(labels, self.y)
         return labels
