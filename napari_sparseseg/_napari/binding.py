@@ -273,6 +273,13 @@ class SessionBinding:
         self.viewer.layers.selection.active = layer
         return layer
 
+    def paint_class(self, layer, value: int) -> None:
+        """Make ``layer`` (the scribbles) the active layer, painting scribble ``value``."""
+        if layer is not None:
+            layer.selected_label = value
+            self.viewer.layers.selection.active = layer
+            layer.mode = "paint"
+
     def set_hint_class(self, label: int) -> None:
         """The class new boxes and clicks get (boxes need a structure: background is skipped for them)."""
         for name in (BOXES, CLICKS):

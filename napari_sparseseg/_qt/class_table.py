@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
@@ -165,6 +166,23 @@ class ClassTable(QGroupBox):
     def select(self, value: int) -> None:
         """Select the row of scribble ``value`` (emits ``class_selected``)."""
         self.table.selectRow(value - 1)
+
+    def follow_layer(self, layer, take_names: bool) -> None:
+        """Fit the table to a picked scribbles layer: its class names (when ``take_names``) and a row per painted value.
+
+        A layer holding values above :data:`MAX_CLASSES` (a mask or an atlas picked as
+        scribbles) gets a warning rather than rows.
+        """
+        names = (layer.metadata or {}).get("class_names")
+        if names and take_names:
+            self.set_classes(list(names))
+        top = int(np.asarray(layer.data).max(initial=0))
+        if top > MAX_CLASSES:
+            show_warning(f"'{layer.name}' holds the value {top}, but scribbles use 1..{MAX_CLASSES} (1 = background, "
+                         "c + 1 = class c); pick a scribbles layer, or press New.")
+            top = MAX_CLASSES
+        while len(self.names) < top:  # every painted value gets a row
+            self.add_class()
 
     # ------------------------------------------------------------------ internals
     def _append_row(self, name: str, color: str) -> None:

@@ -10,16 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import (
-    QFrame,
-    QLabel,
-    QScrollArea,
-    QVBoxLayout,
-    QWidget,
-)
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QLabel, QWidget
 
 from napari_sparseseg._napari.binding import PREDICTION, SessionBinding
 from napari_sparseseg._qt.autosave import Autosaver
@@ -27,6 +20,7 @@ from napari_sparseseg._qt.class_table import ClassTable
 from napari_sparseseg._qt.file_panel import FilePanel
 from napari_sparseseg._qt.hints_panel import HintsPanel
 from napari_sparseseg._qt.layer_panel import LayerPanel
+from napari_sparseseg._qt.layout import scrolling_column
 from napari_sparseseg._qt.resume_box import ResumeBox
 from napari_sparseseg._qt.round_panel import RoundPanel, round_summary
 from napari_sparseseg._qt.round_runner import RoundRunner
@@ -34,7 +28,6 @@ from napari_sparseseg._qt.scan_prep import ScanPrep
 from napari_sparseseg._qt.settings_panel import SettingsPanel
 from napari_sparseseg._qt.suggest_list import SuggestionList
 from napari_sparseseg._qt.workers import error_message
-from napari_sparseseg.core.annotations.labels import MAX_CLASSES
 from napari_sparseseg.core.base.errors import SparseSegError
 from napari_sparseseg.core.session.state import Session
 
@@ -82,28 +75,15 @@ class SparseSegWidget(QWidget):
         self.pretrain_status = QLabel("")
         self.pretrain_status.setWordWrap(True)
         self.files = FilePanel(self.binding, self._sync, lambda: self.runner.busy)
-        # The parts keep their natural heights and the dock scrolls: squeezed into a short dock,
-        # the settings form's rows overlapped (seen in a screenshot).
-        inner = QWidget()
-        root = QVBoxLayout(inner)
-        for w in (self.layer_panel, self.resume_box, self.classes, self.hints, self.settings, self.pretrain_status,
-                  self.rounds, self.suggestions, self.status, self.files):
-            root.addWidget(w)
-        root.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(inner)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        scrolling_column(self, (self.layer_panel, self.resume_box, self.classes, self.hints, self.settings,
+                                self.pretrain_status, self.rounds, self.suggestions, self.status, self.files))
 
         self.image_picker.changed.connect(self._on_image_changed)
         self.scribbles_picker.changed.connect(self._on_scribbles_changed)
         self.layer_panel.new_button.clicked.connect(lambda: self.new_scribbles_layer())
         self.resume_box.resume_requested.connect(lambda folder: self.load_session(str(folder)))
         self.classes.classes_changed.connect(lambda names, colors: self.binding.set_classes(self.scribbles_layer, names, colors))
-        self.classes.class_selected.connect(self._paint_class)
+        self.classes.class_selected.connect(lambda value: self.binding.paint_class(self.scribbles_layer, value))
         self.classes.class_selected.connect(lambda value: self.binding.set_hint_class(value - 1))
         self.hints.requested.connect(self.add_hint_layer)
         self.classes.class_removed.connect(lambda value: self.binding.shift_down(self.scribbles_layer, value))
@@ -158,16 +138,7 @@ class SparseSegWidget(QWidget):
         lay = self.scribbles_layer
         if lay is None or self.runner.busy:
             return
-        names = (lay.metadata or {}).get("class_names")
-        if names and not (self.session is not None and self.binding.scribbles_layer is lay):
-            self.classes.set_classes(list(names))
-        top = int(np.asarray(lay.data).max(initial=0))
-        if top > MAX_CLASSES:  # a mask or an atlas picked as scribbles: say so rather than add rows
-            show_warning(f"'{lay.name}' holds the value {top}, but scribbles use 1..{MAX_CLASSES} (1 = background, "
-                         "c + 1 = class c); pick a scribbles layer, or press New.")
-            top = MAX_CLASSES
-        while len(self.classes.names) < top:  # every painted value gets a row
-            self.classes.add_class()
+        self.classes.follow_layer(lay, take_names=not (self.session is not None and self.binding.scribbles_layer is lay))
         self.binding.style_scribbles(lay, self.classes.colors)
 
     def add_hint_layer(self, kind: str):
@@ -179,13 +150,6 @@ class SparseSegWidget(QWidget):
         value = int(self.scribbles_layer.selected_label)
         label = value - 1 if kind == "clicks" else max(1, value - 1)
         return self.binding.add_hint_layer(kind, label)
-
-    def _paint_class(self, value: int):
-        lay = self.scribbles_layer
-        if lay is not None:
-            lay.selected_label = value
-            self.viewer.layers.selection.active = lay
-            lay.mode = "paint"
 
     def new_scribbles_layer(self) -> Labels | None:
         """Add an empty scribbles layer over the picked image, and pick it."""
