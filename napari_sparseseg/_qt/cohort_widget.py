@@ -45,7 +45,9 @@ class CohortWidget(QWidget):
 
     Public parts: ``runner`` (:class:`CohortRunner`: ``scan_finished``, ``idle``...), ``table``
     (scan, status, review rank, reviewed, one column of volume in mL per class), ``cohort`` (the
-    open :class:`Cohort` or ``None``) and ``opened`` (the scan shown for correction).
+    open :class:`Cohort` or ``None``), ``opened`` (the scan shown for correction),
+    ``refine_seconds`` (Refine's training time) and ``refine_max_steps`` (a step bound of Refine
+    besides its seconds, ``None`` by default: set it for the same Refine on any machine).
 
     Signals:
         scan_opened(str): a scan and its mask were added to the viewer.
@@ -80,6 +82,9 @@ class CohortWidget(QWidget):
         self.refine_seconds.setValue(int(TrainConfig.time_budget))
         self.refine_seconds.setSuffix(" s")
         self.refine_seconds.setToolTip("training time of Refine (all scans' corrections, from the shared model)")
+        # A step bound of Refine besides its seconds (None: the seconds alone): a script or a test
+        # that wants the same Refine on any machine sets it (the seconds then only cap it).
+        self.refine_max_steps: int | None = None
         self.table = QTableWidget(0, len(_FIXED))
         self.table.setHorizontalHeaderLabels(list(_FIXED))
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
@@ -188,7 +193,7 @@ class CohortWidget(QWidget):
         if self.cohort is None or self.runner.busy:
             return False
         self.save_corrections()
-        cfg = TrainConfig(time_budget=float(self.refine_seconds.value()), max_steps=None)
+        cfg = TrainConfig(time_budget=float(self.refine_seconds.value()), max_steps=self.refine_max_steps)
         return self.runner.start(self.cohort, self._config(), cfg)
 
     # ------------------------------------------------------------------ one scan

@@ -75,7 +75,10 @@ def test_run_review_correct_refine_rerun(cohort_widget, qtbot, tmp_path):
     strokes, _ = read_labels(folder / "strokes" / f"{worst}_strokes.nii.gz", like=geom)
     assert set(np.unique(strokes)) == {0, 2, 3}  # scribble convention: class + 1, on the file's grid
 
-    widget.refine_seconds.setValue(10)
+    # Bounded by steps, not seconds: on a slow machine 10 s gave Refine one step after the forest's
+    # features, and the re-run's mask could not change (the seconds only cap it here).
+    widget.refine_seconds.setValue(600)
+    widget.refine_max_steps = 60
     _run(widget, qtbot, widget.refine)
     after, _ = read_labels(folder / f"{worst}_mask.nii.gz", like=geom)
     assert (after != before).any(), "the refined model's re-run left the corrected scan's mask as it was"
