@@ -43,6 +43,7 @@ from napari_sparseseg.core.base.config import (
 from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
 from napari_sparseseg.core.inference.postprocess import keep_stroke_regions  # noqa: E402
 from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.training.pretrain import Pretrainer  # noqa: E402
 from napari_sparseseg.core.training.train import Trainer  # noqa: E402
 from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
@@ -53,6 +54,7 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, re
              correction_budget=None):
     """All rounds for each seed and k on one case; the image and the forest's features are computed once."""
     image, geom, ref, names = load_case(name)
+    features = FeatureCache()  # the forest's filters of this scan, once for every round (as a session keeps them)
     classes = list(range(1, len(names)))
     t = time.perf_counter()
     feats = ilastik_features(image)
@@ -77,25 +79,25 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, re
                 seconds = budget if r == 0 or correction_budget is None else correction_budget
                 cfg = TrainConfig(time_budget=seconds, max_steps=None, seed=seed + r, device=device, forest=forest)
                 res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr["unet"], init=model, spacing=geom.spacing,
-                                         class_names=names, pretrained=pre).run())
+                                         class_names=names, pretrained=pre, features=features).run())
                 model = res.model
                 t0 = time.perf_counter()
                 pcfg = PredictConfig(device=device, uncertainty=False, stroke_regions_only=regions_only, refine=refine,
                                      forest=forest)
-                pred = predict_volume(model, image, pcfg, y, geom.spacing).labels
+                pred = predict_volume(model, image, pcfg, y, geom.spacing, features=features).labels
                 row["unet"] = {"dice": dice_per_class(pred, ref, classes), "steps": res.steps, "train_s": res.elapsed, "predict_s": time.perf_counter() - t0,
                                "labelled_voxels": int((y > 0).sum())}
                 # The same network without boundary refinement (ablation in the same run; the
                 # corrections follow the default path above).
-                plain = predict_volume(model, image, dataclasses.replace(pcfg, refine=not refine), y, geom.spacing).labels
+                plain = predict_volume(model, image, dataclasses.replace(pcfg, refine=not refine), y, geom.spacing, features=features).labels
                 row["unet_other_refine"] = {"dice": dice_per_class(plain, ref, classes), "refine": not refine}
                 # The same network without its forest (when it has one): what the fusion adds.
                 if model.forest is not None:
-                    alone = predict_volume(model, image, dataclasses.replace(pcfg, forest=False), y, geom.spacing).labels
+                    alone = predict_volume(model, image, dataclasses.replace(pcfg, forest=False), y, geom.spacing, features=features).labels
                     row["unet_without_forest"] = {"dice": dice_per_class(alone, ref, classes),
                                                   "forest_fit_s": model.forest.fit_seconds}
                     bare = predict_volume(model, image, dataclasses.replace(pcfg, forest=False, refine=False), y,
-                                          geom.spacing).labels
+                                          geom.spacing, features=features).labels
                     row["unet_without_either"] = {"dice": dice_per_class(bare, ref, classes)}
                 # Random forest on the same kind of strokes (its own corrections)
                 y_rf, _ = merge_annotations(scribbles, corr["rf"])

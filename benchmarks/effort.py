@@ -40,6 +40,7 @@ from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: 
 from napari_sparseseg.core.base.config import PredictConfig, SuggestConfig, TrainConfig  # noqa: E402
 from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
 from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.training.train import Trainer  # noqa: E402
 from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
 from napari_sparseseg.evaluation.simulated_annotator import correct_slices, simulate_scribbles  # noqa: E402
@@ -99,6 +100,7 @@ def start_hints(image, ref, spacing, start: str, seed: int):
 def run(case: str, seed: int, strategy: str, rounds: int, per_round: int, steps: int, log, start: str = "strokes",
         keep_cores: bool = False) -> dict:
     image, geom, ref, names = load_case(case)
+    features = FeatureCache()  # the forest's filters of this scan, once for every round (as a session keeps them)
     classes = list(range(1, len(names)))
     scribbles, boxes, clicks, strokes = start_hints(image, ref, geom.spacing, start, seed)
     corrections, model, rows, used = None, None, [], 0
@@ -110,9 +112,9 @@ def run(case: str, seed: int, strategy: str, rounds: int, per_round: int, steps:
                                 num_classes=len(names))
         cfg = TrainConfig(max_steps=steps, time_budget=None, seed=seed + r, device="cpu")
         model = run_to_end(Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing,
-                                   class_names=names, hints=hints).run()).model
+                                   class_names=names, hints=hints, features=features).run()).model
         y, _ = merge_annotations(scribbles, corrections, hints)
-        pred = predict_volume(model, image, PredictConfig(device="cpu"), y, geom.spacing)
+        pred = predict_volume(model, image, PredictConfig(device="cpu"), y, geom.spacing, features=features)
         dice = float(np.mean(list(dice_per_class(pred.labels, ref, classes).values())))
         rows.append({"round": r, "strokes": strokes, "mean_dice": dice})
         log(f"{case} seed {seed} {start}+{strategy} round {r}: Dice {dice:.3f} after {strokes} strokes")

@@ -29,6 +29,7 @@ from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: 
 from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
 from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
 from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.training.train import Trainer  # noqa: E402
 from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
 from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
@@ -49,15 +50,16 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     for case in args.cases:
         image, geom, ref, names = load_case(case)
+        features = FeatureCache()  # the forest's filters of this scan, once for every round (as a session keeps them)
         for seed in args.seeds:
             scribbles, corrections, model = simulate_scribbles(ref, args.k, seed=seed), None, None
             for r in range(args.rounds + 1):
                 cfg = TrainConfig(max_steps=args.steps, time_budget=None, seed=seed + r, device="cpu", holdout_every=5,
                                   holdout_round=r)
                 trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing,
-                                  class_names=names)
+                                  class_names=names, features=features)
                 model = run_to_end(trainer.run()).model
-                pred = predict_volume(model, image, PredictConfig(device="cpu"), trainer.y, geom.spacing).labels
+                pred = predict_volume(model, image, PredictConfig(device="cpu"), trainer.y, geom.spacing, features=features).labels
                 est = {} if trainer.heldout is None else holdout_dice(pred, trainer.y_all, trainer.heldout, len(names))
                 true = dice_per_class(pred, ref, list(range(1, len(names))))
                 for c, e in est.items():

@@ -29,6 +29,7 @@ from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: 
 from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
 from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
 from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.training.train import Trainer  # noqa: E402
 from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
 from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
@@ -63,6 +64,7 @@ def main(argv=None):
     rows = []
     for case in args.cases:
         image, geom, ref, names = load_case(case)
+        features = FeatureCache()  # the forest's filters of this scan, once for every round (as a session keeps them)
         classes = list(range(1, len(names)))
         for k in args.k:
             for seed in args.seeds:
@@ -72,7 +74,7 @@ def main(argv=None):
                     y, _ = merge_annotations(scribbles, corrections)
                     cfg = TrainConfig(max_steps=args.steps, time_budget=None, seed=seed + r)
                     model = run_to_end(Trainer(image, scribbles, cfg, corrections=corrections, init=model,
-                                               spacing=geom.spacing, class_names=names).run()).model
+                                               spacing=geom.spacing, class_names=names, features=features).run()).model
                     base = PredictConfig(device="cpu", uncertainty=False)
                     row = {"case": case, "k": k, "seed": seed, "round": r}
 
