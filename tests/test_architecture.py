@@ -132,6 +132,7 @@ def test_import_is_cheap_and_core_pulls_no_gui():
         "import sys, napari_sparseseg, napari_sparseseg.io, napari_sparseseg.cli;"
         "napari_sparseseg.cli.build_parser();"
         "assert 'torch' not in sys.modules, 'torch imported eagerly';"
+        "assert 'scipy' not in sys.modules, 'scipy imported eagerly (io reads model folders through core.model.forest)';"
         "import napari_sparseseg.core.training.train, napari_sparseseg.core.inference.predict, napari_sparseseg.core.session.rounds, napari_sparseseg.io.sessions;"
         "bad=[m for m in sys.modules if m.split('.')[0] in ('napari','qtpy','magicgui','PyQt6','PyQt5')];"
         "assert not bad, bad"

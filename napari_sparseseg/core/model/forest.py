@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from napari_sparseseg.core.base.config import TrainConfig
 from napari_sparseseg.core.model.intensity import choose_normalization
@@ -75,6 +74,8 @@ def _eigvals_sym3(a00, a01, a02, a11, a12, a22) -> list:
 
 def filter_features(x: np.ndarray, spacing) -> np.ndarray:
     """``(N_FEATURES, *x.shape)`` float32 filter responses of one block of intensities."""
+    from scipy import ndimage as ndi  # here, not at import: io reads model folders through this module
+
     x = np.asarray(x, np.float32)
     feats = [x]
     for s in SIGMAS:
