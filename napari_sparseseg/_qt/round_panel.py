@@ -19,8 +19,7 @@ def round_summary(result, rounds_done: int) -> str:
     parts = []
     if result.train is not None:
         t = result.train
-        parts.append(f"Round {rounds_done}: {t.steps} steps in {t.elapsed:.0f} s"
-                     + (" (stopped; model kept)" if t.stopped_by == "cancelled" else ""))
+        parts.append(f"Round {rounds_done}: {t.steps} steps in {t.elapsed:.0f} s ({t.reason})")
     parts.append("prediction skipped" if result.prediction is None else "prediction updated")
     return "; ".join(parts) + ". Repaint wrong regions (in the scribbles or the prediction), then Continue."
 

@@ -20,12 +20,14 @@ from napari_sparseseg.core.base.device import resolve_device
 from napari_sparseseg.core.base.errors import SparseSegError
 from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.model.network import size_for_device
+from napari_sparseseg.core.training.train import preload
 
 __all__ = ["FeaturePass", "ScanPrep"]
 
 
 def _prepare(cache: FeatureCache, scan, spacing) -> bool:
     try:
+        preload()  # the round's libraries, so Train starts at once
         return cache.prepare(scan, spacing)
     except Exception:  # noqa: BLE001 - only a head start: Train computes them and reports errors
         return False

@@ -19,7 +19,7 @@ from napari_sparseseg.core.base.config import RoundSettings, field_info, option_
 __all__ = ["SettingsPanel"]
 
 # Row labels (layout only); checkboxes carry their label as text.
-_LABELS = {"device": "Device", "model_size": "Model size", "time_budget": "Time per round", "seed": "Seed"}
+_LABELS = {"device": "Device", "model_size": "Model size", "time_budget": "Time per round at most", "seed": "Seed"}
 # GUI-only advice appended to a field's help.
 _NOTES = {"model_size": "A trained model keeps its size; 'New model' starts over.",
           "stroke_regions_only": "A region you want kept needs one stroke of its class.",
@@ -50,7 +50,7 @@ def _range(name: str) -> tuple[float, float]:
 
 
 class SettingsPanel(QGroupBox):
-    """Device, model size, time per round, seed, Live, regions, "Refine outlines" and "Learn the scan" (pretraining).
+    """Device, model size, time per round, stop on plateau, seed, Live, regions, "Refine outlines" and "Learn the scan" (pretraining).
 
     Fields without a control (``max_steps``, ``live_seconds``) keep the values of the last
     :meth:`set_settings`, so scripts and tests can bound a round by steps.
@@ -73,6 +73,7 @@ class SettingsPanel(QGroupBox):
         self.time_budget = QDoubleSpinBox()
         self.time_budget.setRange(*_range("time_budget"))
         self.time_budget.setSuffix(" s")
+        self.plateau = QCheckBox("Stop when the network has learned the strokes")
         self.seed = QSpinBox()
         self.seed.setRange(*(int(v) for v in _range("seed")))
         self.live = QCheckBox()
@@ -83,7 +84,7 @@ class SettingsPanel(QGroupBox):
         self.fill_between = QCheckBox("Fill between outlined slices (low weight)")
         self.estimate = QCheckBox("Estimate quality on held-out strokes")
         form = QFormLayout(self)
-        for name in ("device", "model_size", "time_budget", "seed", "live", "stroke_regions_only", "refine", "forest",
+        for name in ("device", "model_size", "time_budget", "plateau", "seed", "live", "stroke_regions_only", "refine", "forest",
                      "pretrain", "fill_between", "estimate"):
             control = getattr(self, name)
             control.setToolTip(_tooltip(name))
@@ -93,7 +94,7 @@ class SettingsPanel(QGroupBox):
                 form.addRow(control)
         self.set_settings(settings or self._base)
         for signal in (self.device.currentTextChanged, self.model_size.currentTextChanged, self.time_budget.valueChanged,
-                       self.seed.valueChanged, self.live.toggled, self.stroke_regions_only.toggled, self.refine.toggled,
+                       self.plateau.toggled, self.seed.valueChanged, self.live.toggled, self.stroke_regions_only.toggled, self.refine.toggled,
                        self.forest.toggled, self.pretrain.toggled, self.fill_between.toggled, self.estimate.toggled):
             signal.connect(self._emit)
 
@@ -107,7 +108,8 @@ class SettingsPanel(QGroupBox):
         """The settings shown (validated; raises ``ConfigError`` for an impossible value)."""
         return dataclasses.replace(
             self._base, device=self.device.currentText(), model_size=self.model_size.currentText(),
-            time_budget=self.time_budget.value(), seed=self.seed.value(), live=self.live.isChecked(),
+            time_budget=self.time_budget.value(), plateau=self.plateau.isChecked(), seed=self.seed.value(),
+            live=self.live.isChecked(),
             stroke_regions_only=self.stroke_regions_only.isChecked(), refine=self.refine.isChecked(),
             forest=self.forest.isChecked(), pretrain=self.pretrain.isChecked(),
             fill_between=self.fill_between.isChecked(), estimate=self.estimate.isChecked())
@@ -115,7 +117,7 @@ class SettingsPanel(QGroupBox):
     def set_settings(self, settings: RoundSettings) -> None:
         """Show ``settings`` (a device not in the list, e.g. ``cuda:1``, is added to it)."""
         self._base = settings
-        controls = (self.device, self.model_size, self.time_budget, self.seed, self.live, self.stroke_regions_only,
+        controls = (self.device, self.model_size, self.time_budget, self.plateau, self.seed, self.live, self.stroke_regions_only,
                     self.refine, self.forest, self.pretrain, self.fill_between, self.estimate)
         for control in controls:
             control.blockSignals(True)
@@ -124,6 +126,7 @@ class SettingsPanel(QGroupBox):
                 combo.addItem(value)
             combo.setCurrentText(value)
         self.time_budget.setValue(float(settings.time_budget))
+        self.plateau.setChecked(bool(settings.plateau))
         self.seed.setValue(int(settings.seed))
         self.live.setText(f"Live: retrain {settings.live_seconds:g} s after each stroke")
         self.live.setChecked(bool(settings.live))

@@ -29,6 +29,7 @@ FLAGS: dict[tuple[type, str], tuple[str, str | None]] = {
     (TrainConfig, "model_size"): ("--model-size", None),
     (TrainConfig, "modality"): ("--modality", None),
     (TrainConfig, "forest"): ("--forest", None),
+    (TrainConfig, "plateau"): ("--plateau", None),
     (PretrainConfig, "seconds"): ("--pretrain", "SECONDS"),
     (PretrainConfig, "task"): ("--pretrain-task", None),
     (PredictConfig, "device"): ("--device", None),

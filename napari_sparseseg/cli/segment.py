@@ -31,7 +31,7 @@ def run(args) -> int:
     """``sparseseg segment``: train on the strokes (optionally warm-started), write the mask."""
     device = resolve_device(args.device)
     cfg = TrainConfig(
-        max_steps=args.max_steps, time_budget=args.time_budget, seed=args.seed, device=args.device,
+        max_steps=args.max_steps, time_budget=args.time_budget, plateau=args.plateau, seed=args.seed, device=args.device,
         model_size=args.model_size, modality=args.modality, forest=args.forest,
         holdout_every=5 if args.estimate else None,
     )
@@ -75,7 +75,7 @@ def run(args) -> int:
         say(args, f"training on {device.type} for at most {bounds} (Ctrl-C aborts; nothing is written before the end)")
         result = run_to_end(trainer.run(), show)
         show.finish()
-        say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})")
+        say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s: {result.reason}")
         pred = run_to_end(predict(result.model, image, pcfg, trainer.y, geom.spacing, features=features), show)
     if trainer.heldout is not None:
         est = holdout_dice(pred.labels, trainer.y_all, trainer.heldout, result.model.num_classes)

@@ -35,7 +35,7 @@ def run(args) -> int:
     for e in used:
         image, geom, scribbles, corrections = read_scan(e.image, e.scribbles, e.corrections)
         scans.append(TrainingScan(image, scribbles, corrections, geom.spacing, str(e.image)))
-    cfg = TrainConfig(max_steps=args.max_steps, time_budget=args.time_budget, seed=args.seed, device=args.device,
+    cfg = TrainConfig(max_steps=args.max_steps, time_budget=args.time_budget, plateau=args.plateau, seed=args.seed, device=args.device,
                       model_size=args.model_size, modality=args.modality, forest=args.forest)
     init = load_model(args.init_model) if args.init_model else None
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
@@ -50,7 +50,7 @@ def run(args) -> int:
     with progress_printer(args) as show:
         result = run_to_end(trainer.run(), show)
         show.finish()
-    say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s (stopped by {result.stopped_by})")
+    say(args, f"trained {result.steps} steps in {result.elapsed:.1f}s: {result.reason}")
     args.log.write("model", lambda: save_model(result.model, args.model_out))
     say(args, f"saved model {args.model_out}")
     return EXIT_OK

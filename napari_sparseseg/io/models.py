@@ -263,13 +263,16 @@ def _load_forest(folder: Path, meta: dict, config: NetworkConfig):
                                f"\"forest\" from {CONFIG_NAME} to predict with the network alone.")
     try:
         with np.load(path, allow_pickle=False) as z:
-            forest = StrokeForest.from_arrays({k: z[k] for k in ("samples", "classes", "settings", "weight")})
+            keys = ("samples", "classes", "settings", "weight") + (("trust",) if "trust" in z.files else ())
+            forest = StrokeForest.from_arrays({k: z[k] for k in keys})
     except Exception as exc:  # truncated, not an npz, a key missing
         raise _corrupt(folder, f"{FOREST_NAME} cannot be read ({exc}).") from exc
     ok = (forest.samples.ndim == 2 and forest.samples.shape[1] == N_FEATURES and len(forest.classes) == len(forest.samples)
           and forest.num_classes == config.out_channels and len(forest.classes) > 0
           and int(forest.classes.max()) < config.out_channels and 0 <= forest.weight <= 1
-          and bool(np.isfinite(forest.samples).all()))
+          and bool(np.isfinite(forest.samples).all())
+          and (forest.trust is None or (forest.trust.shape == (forest.num_classes,)
+                                        and bool(((forest.trust >= 0) & (forest.trust <= 1)).all()))))
     if not ok:
         raise _corrupt(folder, f"{FOREST_NAME} does not fit the network ({forest.samples.shape} samples, "
                                f"{forest.num_classes} classes, weight {forest.weight}); retrain.")

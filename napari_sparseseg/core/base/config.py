@@ -285,6 +285,15 @@ class TrainConfig:
                                         "(rotating with holdout_round) to estimate Dice on them; None: off", ge=2)
     holdout_round: int = setting(0, "which pieces are held out (the round's index)", ge=0)
     augment: bool = setting(True, "random affine + intensity augmentation (MONAI)")
+    plateau: bool = setting(True, "end the round once the network has learned what the strokes teach: its averaged "
+                            "weights, checked on a fixed probe of stroke patches, stop changing the mask and stop "
+                            "agreeing better with the strokes (core/training/monitor.py); time_budget and max_steps "
+                            "stay caps. Off: train to the caps")
+    check_every: int | None = setting(None, "steps between plateau checks (None: the weights' moving-average horizon, "
+                                      "1 / (1 - weight_ema) steps)", ge=1)
+    plateau_tolerance: float = setting(0.01, "largest change of the probe's mask (1 - Dice) and rise of the agreement "
+                                       "with the strokes between checks that counts as learned", gt=0, lt=1)
+    plateau_patience: int = setting(2, "checks in a row that must not move before the round ends", ge=1)
     forest: bool = setting(True, "also fit a random forest on image filters to the same strokes; prediction fuses it "
                            "with the network (core/model/forest.py)")
     forest_weight: float = setting(0.5, "the forest's share of the fused (log-linear) probabilities", ge=0, le=1)
@@ -384,7 +393,9 @@ class RoundSettings:
 
     device: str = setting(TrainConfig.device, "compute device", choices=Device)
     model_size: str = setting(TrainConfig.model_size, "network size of a new model", choices=ModelSize)
-    time_budget: float = setting(TrainConfig.time_budget, "training time per round", gt=0)
+    time_budget: float = setting(TrainConfig.time_budget, "training time per round at most", gt=0)
+    plateau: bool = setting(TrainConfig.plateau, "end a round as soon as the network has learned the strokes (the time "
+                            "per round is then a cap)")
     seed: int = setting(TrainConfig.seed, "seed of the first round (round n uses seed + n)", ge=0, le=2**31 - 1)
     stroke_regions_only: bool = setting(PredictConfig.stroke_regions_only, "keep only regions touching a stroke")
     refine: bool = setting(PredictConfig.refine, "refine the outlines along the image's edges (dense CRF)")
@@ -413,7 +424,7 @@ class RoundSettings:
             time_budget: this round's seconds instead of :attr:`time_budget` (a Live round
                 passes :attr:`live_seconds`).
         """
-        return TrainConfig(max_steps=self.max_steps, time_budget=time_budget or self.time_budget,
+        return TrainConfig(max_steps=self.max_steps, time_budget=time_budget or self.time_budget, plateau=self.plateau,
                            seed=self.seed + round_index, device=self.device, model_size=self.model_size,
                            forest=self.forest, holdout_every=5 if self.estimate else None, holdout_round=round_index)
 

@@ -148,7 +148,7 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
     with torch.inference_mode():
         for start, stop, lo, hi, p in slabs:
             if forest is not None:
-                p = fuse(p, torch.from_numpy(features.probabilities(forest, lo, hi)), forest.weight)
+                p = fuse(p, torch.from_numpy(features.probabilities(forest, lo, hi)), forest.weight, forest.trust)
             if cfg.refine:
                 p = _refined(p, rows(lo, hi), spacing, model, cfg, None if annotations is None else annotations[lo:hi])
             p = p[:, start - lo : stop - lo]

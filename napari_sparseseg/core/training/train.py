@@ -3,8 +3,10 @@
 The loss only sees labelled voxels (weight 0 elsewhere). Patches are centred on labelled
 voxels with classes sampled evenly (MONAI's ``generate_label_classes_crop_centers``), shaped
 after the voxel spacing (thin slices -> flat patches), and augmented with MONAI transforms.
-Training stops at ``max_steps`` or ``time_budget`` seconds, whichever comes first, or when
-the caller closes the generator; the model kept is the moving average of the weights.
+Training stops when the network has learned what the strokes teach (a plateau of its
+averaged weights on a probe of stroke patches, :mod:`~napari_sparseseg.core.training.monitor`),
+at ``max_steps`` or after ``time_budget`` seconds, whichever comes first, or when the caller
+closes the generator; the model kept is the moving average of the weights.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import itertools
 import math
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +45,7 @@ from napari_sparseseg.core.model.intensity import check_modality, choose_normali
 from napari_sparseseg.core.model.network import PATCH_VOXELS, NetworkConfig, build_network, size_for_device
 from napari_sparseseg.core.model.patches import auto_patch_size
 from napari_sparseseg.core.training.losses import sparse_loss
+from napari_sparseseg.core.training.monitor import Plateau, Probe
 from napari_sparseseg.core.training.pretrain import Pretrained, transfer
 
 
@@ -54,8 +57,11 @@ class TrainResult:
         model: the trained model (moving average of the weights), in eval mode.
         steps: optimisation steps done.
         elapsed: seconds.
-        stopped_by: ``"max_steps"``, ``"time_budget"`` or ``"cancelled"``.
+        stopped_by: ``"plateau"`` (the network had learned, :mod:`~napari_sparseseg.core.training.monitor`),
+            ``"max_steps"``, ``"time_budget"`` or ``"cancelled"``.
         losses: the loss of every step.
+        checks: the :class:`~napari_sparseseg.core.training.monitor.Check` of the averaged network
+            on the probe, every ``check_every`` steps and at the end.
     """
 
     model: SegModel
@@ -63,6 +69,20 @@ class TrainResult:
     elapsed: float
     stopped_by: str
     losses: list
+    checks: list = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        """Why the round ended, in words (the widget's and the command line's status)."""
+        return STOP_REASONS.get(self.stopped_by, self.stopped_by)
+
+
+STOP_REASONS = {
+    "plateau": "the network had learned the strokes (its mask and its agreement with them stopped changing)",
+    "time_budget": "the time budget ran out",
+    "max_steps": "the step bound was reached",
+    "cancelled": "stopped by you; model kept",
+}
 
 
 @dataclass
@@ -349,10 +369,16 @@ class Trainer:
         return StrokeForest.fit_many(pairs(), self.num_classes, len(scans), max_samples=cfg.forest_max_samples,
                                      seed=cfg.seed, weight=cfg.forest_weight)
 
-    def _forest_mask(self, model: SegModel) -> np.ndarray:
-        """The forest's own mask (stroke regions only), shown while the network trains."""
-        feats = self.features.get(self.image, model.normalization.ranges(self.image), self.spacing)
-        labels = model.forest.probabilities(feats).argmax(0).astype(label_dtype(self.num_classes - 1))
+    def _forest_mask(self, model: SegModel, mask: bool) -> np.ndarray | None:
+        """The forest's probabilities of the scan, kept for the round's prediction; its mask if ``mask``.
+
+        The mask (stroke regions only) is the preview shown while the network trains.
+        """
+        probs = self.features.forest_probabilities(model.forest, self.image, model.normalization.ranges(self.image),
+                                                   self.spacing)
+        if not mask:
+            return None
+        labels = probs.argmax(0).astype(label_dtype(self.num_classes - 1))
         keep_stroke_regions(labels, self.y)
         return labels
 
@@ -384,7 +410,7 @@ class Trainer:
         # for its features), a warm start's forest of earlier strokes is dropped, not reused.
         model.forest = self._fit_forest(model) if cfg.forest else None
         if model.forest is not None:
-            early = self._forest_mask(model) if self.preview else None
+            early = self._forest_mask(model, self.preview)
             yield Progress("train", 0, cfg.max_steps or 0, time.perf_counter() - t0, None, cfg.time_budget, early)
         patch = model.patch_size
         augment = _augmentation(self.spacing, cfg.seed) if cfg.augment else None
@@ -403,6 +429,10 @@ class Trainer:
         averaged = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.weight_ema), use_buffers=True)
         losses: list[float] = []
         stopped_by, step = "max_steps", 0
+        # Its own random state, so the patches drawn for training are those of a run without it.
+        probe = Probe(x, y, src, patch, self.num_classes, np.random.RandomState(cfg.seed + 7919))
+        every = cfg.check_every or max(1, round(1.0 / (1.0 - cfg.weight_ema)))
+        plateau, checks = Plateau(cfg.plateau_tolerance, cfg.plateau_patience), []
         t_loop = time.perf_counter()  # after the setup (and the forest): what a step costs is measured from here
         try:
             for step in itertools.count(1):
@@ -450,6 +480,11 @@ class Trainer:
                 value = float(loss.detach())
                 losses.append(value)
                 yield Progress("train", step, cfg.max_steps or 0, time.perf_counter() - t0, value, cfg.time_budget)
+                if cfg.plateau and step % every == 0:
+                    checks.append(probe.check(averaged.module, step, time.perf_counter() - t0))
+                    if plateau.reached(checks[-1]):
+                        stopped_by = "plateau"
+                        break
         except GeneratorExit:
             stopped_by = "cancelled"
             raise
@@ -457,12 +492,29 @@ class Trainer:
             if losses:
                 net.load_state_dict(averaged.module.state_dict())
             net.eval()
+            if losses and (not checks or checks[-1].step != len(losses)):
+                checks.append(probe.check(net, len(losses), time.perf_counter() - t0))
+            if model.forest is not None and checks:  # how far prediction trusts the network, per class
+                model.forest.trust = np.array([1.0 if a is None else a for a in checks[-1].agreement])
             model.history.append(
                 {"round": sum("round" in h for h in model.history) + 1, "steps": step if losses else 0, "seconds": round(time.perf_counter() - t0, 2),
                  "final_loss": losses[-1] if losses else None, "stopped_by": stopped_by,
-                 "forest_samples": None if model.forest is None else int(len(model.forest.classes))}
+                 "forest_samples": None if model.forest is None else int(len(model.forest.classes)),
+                 "agreement": checks[-1].to_dict()["agreement"] if checks else None}
             )
-        return TrainResult(model, len(losses), time.perf_counter() - t0, stopped_by, losses)
+        return TrainResult(model, len(losses), time.perf_counter() - t0, stopped_by, losses, checks)
+
+
+def preload() -> None:
+    """Import what a round needs (MONAI's networks and transforms, scikit-learn's forest).
+
+    Cold, these imports take seconds (6 s of a round's start-up on a 2-core machine); a
+    widget calls this in the background when a scan is picked, so Train does not wait for them.
+    """
+    import monai.networks.nets  # noqa: F401
+    import monai.transforms  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+    import torch.optim.swa_utils  # noqa: F401
 
 
 def train(image, scribbles, cfg: TrainConfig | None = None, **kwargs) -> Generator[Progress, None, TrainResult]:

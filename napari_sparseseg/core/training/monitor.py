@@ -1,0 +1,165 @@
+"""When a round has learned: the averaged network checked on a fixed probe of stroke patches.
+
+A round used to train for a fixed number of seconds. That is wrong both ways: a scan whose
+strokes the network has fitted after 15 s waits another 45 s for nothing, and a short round
+on a large scan stops before the network agrees with the strokes at all. :class:`Probe` picks,
+once per round, a few patches centred on strokes (each class alike, the newest corrections
+first) and every ``check_every`` steps runs the moving average of the weights (the model a
+round returns) on them, without augmentation. Each :class:`Check` records
+
+* ``agreement``: the F1 of the network's classes on the labelled probe voxels, per class — how
+  well it fits what the user drew (in-sample, but a network that does not fit its strokes yet
+  is certainly not done, and not to be trusted where the forest fits them);
+* ``change``: how much the predicted mask on the probe (every voxel, not only the strokes)
+  moved since the previous check, as 1 - Dice per structure, averaged over structures.
+
+:class:`Plateau` ends the round when, for ``patience`` checks in a row, the mask moved less
+than ``tolerance`` and the agreement rose by less than ``tolerance``: the network has learned
+what these strokes teach. The check interval is a number of steps (what learning is measured
+in; a GPU simply gets there sooner), about the horizon of the weights' moving average
+(``1 / (1 - weight_ema)`` steps), so consecutive checks see largely new averages.
+
+The last check's agreement per class is the network's *trust*
+(:attr:`~napari_sparseseg.core.model.forest.StrokeForest.trust`): prediction weighs the network
+by it when fusing with the forest, so a network that has not learned a class yet cannot drag
+the forest's mask of that class down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_sparseseg.core.annotations.labels import SOURCE_CORRECTION
+
+__all__ = ["Check", "Plateau", "Probe"]
+
+
+@dataclass
+class Check:
+    """The averaged network on the probe at one step.
+
+    Args:
+        step: optimisation steps done.
+        seconds: since the round started.
+        agreement: per class index, the F1 on the labelled probe voxels (``None`` for a class
+            without probe strokes).
+        change: 1 - Dice of the probe's predicted structures against the previous check,
+            averaged over structures (``None`` at the first check).
+    """
+
+    step: int
+    seconds: float
+    agreement: list
+    change: float | None
+
+    @property
+    def mean_agreement(self) -> float:
+        """Mean of :attr:`agreement` over the classes that have probe strokes."""
+        values = [a for a in self.agreement if a is not None]
+        return float(np.mean(values)) if values else 0.0
+
+    def to_dict(self) -> dict:
+        """Plain, rounded numbers (model history, benchmark files)."""
+        return {"step": self.step, "seconds": round(self.seconds, 2),
+                "agreement": [None if a is None else round(float(a), 4) for a in self.agreement],
+                "change": None if self.change is None else round(float(self.change), 4)}
+
+
+class Probe:
+    """A fixed batch of stroke-centred patches of one scan, and the network's agreement with them.
+
+    Args:
+        x: the normalised scan ``(C, D, H, W)`` (padded to the patch).
+        y: its target (scribble convention: 0 unlabelled, c + 1 class c), same grid.
+        source: the source map of ``y`` (corrections are picked first).
+        patch: the patch shape.
+        num_classes: classes of the network.
+        rng: a ``numpy.random.RandomState`` (the round's, so the probe is reproducible).
+        per_class: patches centred on each class's strokes (and as many on its corrections).
+        max_patches: at most this many patches in all.
+    """
+
+    def __init__(self, x, y, source, patch, num_classes: int, rng, per_class: int = 2, max_patches: int = 16):
+        self.num_classes = int(num_classes)
+        centres = []
+        for value in range(1, self.num_classes + 1):
+            is_value = y == value
+            # Each class's strokes, and as many patches again on its corrections (what the round must learn).
+            for pool in (is_value, is_value & (source == SOURCE_CORRECTION)):
+                where = np.flatnonzero(pool)
+                if where.size:
+                    picked = rng.choice(where, min(per_class, where.size), replace=False)
+                    centres += [np.unravel_index(i, y.shape) for i in picked]
+        rng.shuffle(centres)
+        centres = centres[:max_patches]
+        xs, ys = [], []
+        for c in centres:
+            start = [min(max(0, int(ci) - p // 2), n - p) for ci, p, n in zip(c, patch, y.shape, strict=True)]
+            sl = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
+            xs.append(x[(slice(None),) + sl])
+            ys.append(y[sl])
+        self.x = np.stack(xs).astype(np.float32) if xs else None
+        self.y = np.stack(ys).astype(np.int64) if ys else None
+        self.previous = None
+
+    def check(self, network, step: int, seconds: float, batch: int = 4) -> Check:
+        """Run ``network`` (eval mode, no gradients) on the probe; compare with the strokes and the previous check."""
+        import torch
+
+        if self.x is None:
+            return Check(step, seconds, [None] * self.num_classes, None)
+        was_training = network.training
+        network.eval()
+        device = next(network.parameters()).device
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(self.x), batch):
+                logits = network(torch.from_numpy(self.x[i : i + batch]).to(device))
+                out.append(logits.argmax(1).cpu().numpy().astype(np.int64))
+        network.train(was_training)
+        pred = np.concatenate(out)
+        labelled = self.y > 0
+        truth, guess = self.y[labelled] - 1, pred[labelled]
+        agreement = []
+        for c in range(self.num_classes):
+            t, g = truth == c, guess == c
+            if not t.any():
+                agreement.append(None)
+                continue
+            tp = int(np.count_nonzero(t & g))
+            agreement.append(2.0 * tp / (int(np.count_nonzero(t)) + int(np.count_nonzero(g))))
+        change = None
+        if self.previous is not None:
+            moved = []
+            for c in range(1, self.num_classes):
+                a, b = self.previous == c, pred == c
+                both = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+                if both:
+                    moved.append(1.0 - 2.0 * int(np.count_nonzero(a & b)) / both)
+            change = float(np.mean(moved)) if moved else 0.0
+        self.previous = pred
+        return Check(step, seconds, agreement, change)
+
+
+class Plateau:
+    """Ends a round once the probe's mask and agreement stop moving (module docstring).
+
+    Args:
+        tolerance: largest change of the mask (1 - Dice) and rise of the mean agreement
+            between two checks that still counts as "not moving".
+        patience: checks in a row that must not move.
+    """
+
+    def __init__(self, tolerance: float, patience: int):
+        self.tolerance, self.patience = float(tolerance), int(patience)
+        self.calm, self.last = 0, None
+
+    def reached(self, check: Check) -> bool:
+        """Record ``check``; whether the round has learned what it can."""
+        still = (check.change is not None and self.last is not None and check.change < self.tolerance
+                 and check.mean_agreement - self.last.mean_agreement < self.tolerance)
+        self.calm = self.calm + 1 if still else 0
+        self.last = check
+        return self.calm >= self.patience
