@@ -51,7 +51,7 @@ from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections
 
 
 def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, refine=True, pretrain=None, forest=True,
-             correction_budget=None):
+             correction_budget=None, plateau=TrainConfig.plateau, ablations=True):
     """All rounds for each seed and k on one case; the image and the forest's features are computed once."""
     image, geom, ref, names = load_case(name)
     features = FeatureCache()  # the forest's filters of this scan, once for every round (as a session keeps them)
@@ -77,7 +77,8 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, re
                 # U-Net
                 y, _ = merge_annotations(scribbles, corr["unet"])
                 seconds = budget if r == 0 or correction_budget is None else correction_budget
-                cfg = TrainConfig(time_budget=seconds, max_steps=None, seed=seed + r, device=device, forest=forest)
+                cfg = TrainConfig(time_budget=seconds, max_steps=None, seed=seed + r, device=device, forest=forest,
+                                  plateau=plateau)
                 res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr["unet"], init=model, spacing=geom.spacing,
                                          class_names=names, pretrained=pre, features=features).run())
                 model = res.model
@@ -85,20 +86,28 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, re
                 pcfg = PredictConfig(device=device, uncertainty=False, stroke_regions_only=regions_only, refine=refine,
                                      forest=forest)
                 pred = predict_volume(model, image, pcfg, y, geom.spacing, features=features).labels
-                row["unet"] = {"dice": dice_per_class(pred, ref, classes), "steps": res.steps, "train_s": res.elapsed, "predict_s": time.perf_counter() - t0,
+                predict_s = time.perf_counter() - t0
+                row["unet"] = {"dice": dice_per_class(pred, ref, classes), "steps": res.steps, "train_s": res.elapsed,
+                               "predict_s": predict_s, "wall_s": res.elapsed + predict_s, "stopped_by": res.stopped_by,
                                "labelled_voxels": int((y > 0).sum())}
-                # The same network without boundary refinement (ablation in the same run; the
-                # corrections follow the default path above).
-                plain = predict_volume(model, image, dataclasses.replace(pcfg, refine=not refine), y, geom.spacing, features=features).labels
-                row["unet_other_refine"] = {"dice": dice_per_class(plain, ref, classes), "refine": not refine}
-                # The same network without its forest (when it has one): what the fusion adds.
-                if model.forest is not None:
-                    alone = predict_volume(model, image, dataclasses.replace(pcfg, forest=False), y, geom.spacing, features=features).labels
-                    row["unet_without_forest"] = {"dice": dice_per_class(alone, ref, classes),
-                                                  "forest_fit_s": model.forest.fit_seconds}
-                    bare = predict_volume(model, image, dataclasses.replace(pcfg, forest=False, refine=False), y,
-                                          geom.spacing, features=features).labels
-                    row["unet_without_either"] = {"dice": dice_per_class(bare, ref, classes)}
+                if model.forest is not None:  # the round's own forest alone: same strokes, same run
+                    fp = features.forest_probabilities(model.forest, image, model.normalization.ranges(image), geom.spacing)
+                    forest_mask = fp.argmax(0).astype(np.uint8)
+                    keep_stroke_regions(forest_mask, y)
+                    row["forest"] = {"dice": dice_per_class(forest_mask, ref, classes)}
+                if ablations:
+                    # The same network without boundary refinement (ablation in the same run; the
+                    # corrections follow the default path above).
+                    plain = predict_volume(model, image, dataclasses.replace(pcfg, refine=not refine), y, geom.spacing, features=features).labels
+                    row["unet_other_refine"] = {"dice": dice_per_class(plain, ref, classes), "refine": not refine}
+                    # The same network without its forest (when it has one): what the fusion adds.
+                    if model.forest is not None:
+                        alone = predict_volume(model, image, dataclasses.replace(pcfg, forest=False), y, geom.spacing, features=features).labels
+                        row["unet_without_forest"] = {"dice": dice_per_class(alone, ref, classes),
+                                                      "forest_fit_s": model.forest.fit_seconds}
+                        bare = predict_volume(model, image, dataclasses.replace(pcfg, forest=False, refine=False), y,
+                                              geom.spacing, features=features).labels
+                        row["unet_without_either"] = {"dice": dice_per_class(bare, ref, classes)}
                 # Random forest on the same kind of strokes (its own corrections)
                 y_rf, _ = merge_annotations(scribbles, corr["rf"])
                 t0 = time.perf_counter()
@@ -109,12 +118,15 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, re
                 pred_rf_cc = pred_rf.copy()
                 keep_stroke_regions(pred_rf_cc, y_rf)
                 row["rf_regions"] = {"dice": dice_per_class(pred_rf_cc, ref, classes)}
-                for m in ("unet", "unet_other_refine", "unet_without_forest", "unet_without_either", "rf", "rf_regions"):
+                for m in ("unet", "forest", "unet_other_refine", "unet_without_forest", "unet_without_either", "rf", "rf_regions"):
                     if m in row:
                         row[m]["mean_dice"] = float(np.mean(list(row[m]["dice"].values())))
                 alone = f"; without forest {row['unet_without_forest']['mean_dice']:.3f}" if "unet_without_forest" in row else ""
-                log(f"  k={k} round {r}: U-Net {row['unet']['mean_dice']:.3f} ({res.steps} steps; "
-                    f"{'without' if refine else 'with'} refinement {row['unet_other_refine']['mean_dice']:.3f}{alone})  RF {row['rf']['mean_dice']:.3f}"
+                other = (f"; {'without' if refine else 'with'} refinement {row['unet_other_refine']['mean_dice']:.3f}"
+                         if "unet_other_refine" in row else "")
+                own = f"  its forest {row['forest']['mean_dice']:.3f}" if "forest" in row else ""
+                log(f"  k={k} round {r}: U-Net {row['unet']['mean_dice']:.3f} ({res.steps} steps, {res.stopped_by}, "
+                    f"{row['unet']['wall_s']:.1f} s{other}{alone}){own}  RF {row['rf']['mean_dice']:.3f}"
                     f" (RF + region filter {row['rf_regions']['mean_dice']:.3f})  "
                     + "  ".join(f"{names[c]} {row['unet']['dice'][c]:.2f}/{row['rf']['dice'][c]:.2f}" for c in classes))
                 results.append(row)
@@ -143,6 +155,11 @@ def main(argv=None):
     ap.add_argument("--no-forest", action="store_true",
                     help="the U-Net without the random forest fused into its predictions (otherwise the same net without "
                          "it is the ablation)")
+    ap.add_argument("--plateau", action=argparse.BooleanOptionalAction, default=TrainConfig.plateau,
+                    help="end rounds on the plateau rule, --budget being a cap (default: TrainConfig's); "
+                         "--no-plateau trains every round for the whole budget")
+    ap.add_argument("--no-ablations", action="store_true",
+                    help="skip the same net's other refinement and without-forest predictions (a faster run)")
     ap.add_argument("--pretrain", type=float, default=None, metavar="SECONDS",
                     help="pretrain each seed's network on the scan for this long before round 0 (default off)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "accuracy.json"))
@@ -159,26 +176,26 @@ def main(argv=None):
     all_rows = {}
     for name in args.cases:
         rows, names = run_case(name, args.k, args.rounds, args.budget, args.seeds, args.device, log, not args.keep_all_regions,
-                               not args.no_refine, args.pretrain, not args.no_forest, args.correction_budget)
+                               not args.no_refine, args.pretrain, not args.no_forest, args.correction_budget,
+                               args.plateau, not args.no_ablations)
         all_rows[name] = {"class_names": names, "rows": rows}
-    other = "without" if not args.no_refine else "with"
-    log(f"\nsummary: mean Dice (± sd over seeds), U-Net {{same net {other} refinement}} <same net without its forest> "
-        "vs RF baseline (difference) [RF + the same region filter]")
-    log(f"{'case':<18}{'k':>3}{'seed':>6}" + "".join(f"{'round ' + str(r):>52}" for r in range(args.rounds + 1)))
+    log("\nsummary: mean Dice (± sd over seeds) of the U-Net round [median wall seconds per round] vs the round's own "
+        "forest alone (same strokes) and the RF baseline (its own corrections)")
+    log(f"{'case':<18}{'k':>3}{'seed':>6}" + "".join(f"{'round ' + str(r):>44}" for r in range(args.rounds + 1)))
     for name, block in all_rows.items():
         for k in args.k:
             for seed in args.seeds + (["mean"] if len(args.seeds) > 1 else []):
-                # One seed's rows, or every seed's for the "mean" line.
                 of_seed = [x for x in block["rows"] if x["k"] == k and (seed == "mean" or x["seed"] == seed)]
                 cells = ""
                 for r in range(args.rounds + 1):
                     rows = [x for x in of_seed if x["round"] == r]
-                    u, uo, f, fr = (float(np.mean([x[m]["mean_dice"] for x in rows]))
-                                    for m in ("unet", "unet_other_refine", "rf", "rf_regions"))
+                    u = float(np.mean([x["unet"]["mean_dice"] for x in rows]))
                     sd = f"±{np.std([x['unet']['mean_dice'] for x in rows]):.3f}" if len(rows) > 1 else " " * 6
-                    alone = [x["unet_without_forest"]["mean_dice"] for x in rows if "unet_without_forest" in x]
-                    uf = f"<{np.mean(alone):.3f}>" if len(alone) == len(rows) else "<  -  >"
-                    cells += f"{u:>8.3f}{sd} {{{uo:.3f}}} {uf} {f:>6.3f} ({u - f:+.2f}) [{fr:.3f}]"
+                    wall = float(np.median([x["unet"]["wall_s"] for x in rows]))
+                    own = [x["forest"]["mean_dice"] for x in rows if "forest" in x]
+                    fo = f"{np.mean(own):.3f}" if len(own) == len(rows) else "  -  "
+                    rf = float(np.mean([x["rf"]["mean_dice"] for x in rows]))
+                    cells += f"{u:>8.3f}{sd} [{wall:>4.0f}s] forest {fo} RF {rf:.3f}"
                 log(f"{name:<18}{k:>3}{seed:>6}{cells}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

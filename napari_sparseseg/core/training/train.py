@@ -78,7 +78,7 @@ class TrainResult:
 
 
 STOP_REASONS = {
-    "plateau": "the network had learned the strokes (its mask and its agreement with them stopped changing)",
+    "plateau": "the network had learned the strokes (its agreement with them stopped rising)",
     "time_budget": "the time budget ran out",
     "max_steps": "the step bound was reached",
     "cancelled": "stopped by you; model kept",

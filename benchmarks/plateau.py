@@ -1,0 +1,126 @@
+"""Does the plateau rule stop where the Dice stops rising? The full-volume Dice at every probe check.
+
+    .venv/bin/python benchmarks/plateau.py [--cases ct_abdomen mr_abdomen] [--seeds 0 1] [--rounds 2]
+                                           [--budget 60] [--out benchmarks/results/plateau.json]
+
+Each round trains to ``--budget`` seconds with the plateau rule *recording* but not stopping
+(``plateau_tolerance`` tiny), and keeps the averaged weights at every check. After the round,
+each kept state predicts the whole scan as a round would (its own agreement as the fusion's
+trust, forest, CRF, region filter), so one run shows, per check: the steps and seconds, the
+agreement with the strokes, the probe mask's change, the Dice against the reference — and
+where the default rule (``TrainConfig``'s tolerance and patience) would have stopped, with the
+Dice there and at the end. Correction rounds follow the simulated annotator on the round's
+final mask (3 slices per axis, like ``benchmarks/accuracy.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.cases import CASES, load_case  # noqa: E402
+from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: E402
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
+from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
+from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.model.forest import FeatureCache  # noqa: E402
+from napari_sparseseg.core.training.monitor import Plateau, Probe  # noqa: E402
+from napari_sparseseg.core.training.train import Trainer  # noqa: E402
+from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
+from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
+
+
+class _Recorder:
+    """Wraps :meth:`Probe.check` to keep the averaged weights of every check."""
+
+    def __init__(self):
+        self.states, self._check = [], Probe.check
+
+    def __enter__(self):
+        recorder = self
+
+        def check(probe, network, step, seconds, batch=4):
+            result = recorder._check(probe, network, step, seconds, batch)
+            recorder.states.append((result, copy.deepcopy(network.state_dict())))
+            return result
+
+        Probe.check = check
+        return self
+
+    def __exit__(self, *exc):
+        Probe.check = self._check
+
+
+def _dice(model, state, check, image, geom, y, ref, classes, features) -> float:
+    net = copy.copy(model)
+    net.network = copy.deepcopy(model.network)
+    net.network.load_state_dict(state)
+    if model.forest is not None:
+        net.forest = copy.copy(model.forest)
+        net.forest.trust = np.array([1.0 if a is None else a for a in check.agreement])
+    pred = predict_volume(net, image, PredictConfig(device="cpu", uncertainty=False), y, geom.spacing,
+                          features=features).labels
+    return float(np.mean(list(dice_per_class(pred, ref, classes).values())))
+
+
+def run(case: str, seed: int, rounds: int, budget: float, log) -> list[dict]:
+    image, geom, ref, names = load_case(case)
+    features = FeatureCache()
+    features.prepare(image, geom.spacing)
+    classes = list(range(1, len(names)))
+    scribbles, corrections, model, out = simulate_scribbles(ref, 3, seed=seed), None, None, []
+    default = TrainConfig()
+    for r in range(rounds + 1):
+        cfg = TrainConfig(time_budget=budget, max_steps=None, seed=seed + r, device="cpu", plateau=True,
+                          plateau_tolerance=1e-9)
+        trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing,
+                          class_names=names, features=features)
+        with _Recorder() as rec:
+            result = run_to_end(trainer.run())
+        model, rule, stop_at = result.model, Plateau(default.plateau_tolerance, default.plateau_patience), None
+        rows = []
+        for check, state in rec.states:
+            row = {**check.to_dict(), "dice": round(_dice(model, state, check, image, geom, trainer.y, ref, classes,
+                                                          features), 4)}
+            if stop_at is None and rule.reached(check):
+                stop_at = check.step
+            row["rule_stops_here"] = stop_at == check.step
+            rows.append(row)
+        at = next((x for x in rows if x["rule_stops_here"]), rows[-1])
+        log(f"{case} seed {seed} round {r}: rule stops at step {at['step']} ({at['seconds']:.0f} s) with Dice "
+            f"{at['dice']:.3f}; the end ({rows[-1]['step']} steps, {rows[-1]['seconds']:.0f} s): {rows[-1]['dice']:.3f}; "
+            f"best check {max(x['dice'] for x in rows):.3f}")
+        out.append({"case": case, "seed": seed, "round": r, "checks": rows, "stop_step": stop_at})
+        if r < rounds:
+            pred = predict_volume(model, image, PredictConfig(device="cpu", uncertainty=False), trainer.y, geom.spacing,
+                                  features=features).labels
+            new = simulate_corrections(pred, ref, 3, seed=seed + 17 * (r + 1))
+            corrections = new if corrections is None else merge_annotations(corrections, new)[0]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="+", default=[c for c in CASES if c != "sample_ct_crop"], choices=list(CASES))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--rounds", type=int, default=1, help="correction rounds after the first (default 1)")
+    ap.add_argument("--budget", type=float, default=60.0)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "plateau.json"))
+    args = ap.parse_args(argv)
+    rows = []
+    for case in args.cases:
+        for seed in args.seeds:
+            rows += run(case, seed, args.rounds, args.budget, lambda m: print(m, flush=True))
+    Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
