@@ -90,5 +90,6 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _pretraining_cache(tmp_path_factory, monkeypatch):
-    """Keep every test's pretraining cache out of the user's ~/.cache (subprocesses inherit it)."""
+    """Keep every test's pretraining and feature caches out of the user's ~/.cache (subprocesses inherit them)."""
     monkeypatch.setenv("SPARSESEG_CACHE", str(tmp_path_factory.mktemp("pretrain-cache")))
+    monkeypatch.setenv("SPARSESEG_FEATURE_CACHE", str(tmp_path_factory.mktemp("feature-cache")))

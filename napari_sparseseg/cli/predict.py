@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 from napari_sparseseg.cli.common import EXIT_OK, plan_outputs, progress_printer, read_inputs, say
 from napari_sparseseg.core.base.config import PredictConfig
 from napari_sparseseg.core.base.device import resolve_device
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict
+from napari_sparseseg.core.model.forest import FeatureCache, feature_bytes
 from napari_sparseseg.io import check_format_limits, write_labels, write_probabilities
+from napari_sparseseg.io.cache import cache_folder, cache_scan_features
 from napari_sparseseg.io.models import load_model, save_model
 
-__all__ = ["run", "write_outputs"]
+__all__ = ["run", "scan_features_cached", "write_outputs"]
 
 
 def run(args) -> int:
@@ -22,10 +26,31 @@ def run(args) -> int:
     image, geom, _, _ = read_inputs(args)
     model = load_model(args.model, device=device)
     check_format_limits(outputs, image.shape, model.num_classes)
+    features = None
+    if model.forest is not None and pcfg.forest and feature_bytes(image.shape) <= pcfg.forest_max_feature_bytes:
+        features = FeatureCache()
+        scan_features_cached(args, features, image, model.normalization.ranges(image), geom.spacing)
     with progress_printer(args) as show:
-        pred = run_to_end(predict(model, image, pcfg, spacing=geom.spacing), show)
+        pred = run_to_end(predict(model, image, pcfg, spacing=geom.spacing, features=features), show)
     write_outputs(args, geom, pred)
     return EXIT_OK
+
+
+def scan_features_cached(args, features: FeatureCache, image, ranges, spacing) -> str:
+    """The forest's filter features of the scan into ``features``, through the cache on disk (``segment`` too).
+
+    One status line says whether they were read from the cache or computed (and cached). A
+    cache that cannot be written gives a warning; the command goes on.
+    """
+    t0 = time.perf_counter()
+    how = cache_scan_features(features, image, ranges, spacing)
+    seconds = time.perf_counter() - t0
+    if how == "read":
+        say(args, f"[features] read from the cache in {cache_folder('features')} ({seconds:.1f} s)")
+    else:
+        say(args, f"[features] computed ({seconds:.1f} s), "
+                  + (f"cached in {cache_folder('features')}" if how == "written" else "not cached"))
+    return how
 
 
 def write_outputs(args, geom, prediction, model=None) -> None:

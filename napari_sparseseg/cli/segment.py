@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from napari_sparseseg.cli.common import EXIT_OK, plan_outputs, progress_printer, read_inputs, say
-from napari_sparseseg.cli.predict import write_outputs
+from napari_sparseseg.cli.predict import scan_features_cached, write_outputs
 from napari_sparseseg.core.annotations.fill import fill_between
 from napari_sparseseg.core.annotations.guide import suggest_slices
 from napari_sparseseg.core.annotations.hints import hint_labels
@@ -16,7 +16,8 @@ from napari_sparseseg.core.base.device import resolve_device
 from napari_sparseseg.core.base.errors import ConfigError, InputError, ScribbleError
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict
-from napari_sparseseg.core.model.forest import FeatureCache
+from napari_sparseseg.core.model.forest import FeatureCache, feature_bytes
+from napari_sparseseg.core.model.intensity import choose_normalization
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.io import check_format_limits
 from napari_sparseseg.io.atomic import atomic_file
@@ -65,6 +66,7 @@ def run(args) -> int:
     bounds = " and ".join(b for b in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
                                       f"{cfg.time_budget:g} s" if cfg.time_budget else "") if b)
     with progress_printer(args) as show:
+        pre = None
         if pre_cfg is not None:
             say(args, f"pretraining on the scan itself ({pre_cfg.task}) up to {pre_cfg.seconds:g} s in all, "
                        f"cached in {cache_folder('pretrained')}")
@@ -72,6 +74,10 @@ def run(args) -> int:
             show.finish()
             say(args, f"pretrained {pre.steps} steps, {pre.seconds:.1f} s in all")
             trainer.use_pretrained(pre)
+        if cfg.forest and feature_bytes(image.shape) <= cfg.forest_max_feature_bytes:
+            # The forest's features in the normalisation of the model this round trains, from the cache on disk.
+            norm = init.normalization if init else pre.normalization if pre else choose_normalization(image, cfg.modality)
+            scan_features_cached(args, features, trainer.image, norm.ranges(trainer.image), trainer.spacing)
         say(args, f"training on {device.type} for at most {bounds} (Ctrl-C aborts; nothing is written before the end)")
         result = run_to_end(trainer.run(), show)
         show.finish()

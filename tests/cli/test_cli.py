@@ -116,7 +116,7 @@ def test_quiet_prints_nothing_and_stderr_gets_one_line_per_stage(case, tmp_path,
     code, err = _run(capsys, *argv)  # stderr is not a terminal here: one line per stage, no bar
     assert code == 0, err
     lines = err.strip().splitlines()
-    assert [ln.split()[0] for ln in lines if ln.startswith("[")] == ["[train]", "[predict]"]
+    assert [ln.split()[0] for ln in lines if ln.startswith("[")] == ["[features]", "[train]", "[predict]"]
     assert "\r" not in err and "%|" not in err
     assert lines[-3:] == [f"wrote mask {tmp_path / 'm.nii.gz'}", f"wrote probabilities {tmp_path / 'p.nii.gz'}",
                           f"saved model {tmp_path / 'model'}"]

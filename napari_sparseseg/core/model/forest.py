@@ -16,7 +16,8 @@ smoothing, Laplacian of Gaussian, gradient magnitude, difference of Gaussians an
 Hessian eigenvalues, plus the intensity itself (36 features). The scales are in voxels of the
 finest axis and stretched per axis by the spacing, so a 6.5 mm slice gap is not smoothed as if
 it were 0.8 mm. They are computed once per scan in slabs along axis 0 (with a halo, so slab
-edges are exact) and kept as float16 in the session's :class:`FeatureCache`; a scan whose features would exceed
+edges are exact) and kept as float16 in the session's :class:`FeatureCache` (the command line also keeps them
+on disk, :func:`napari_sparseseg.io.cache.cache_scan_features`); a scan whose features would exceed
 ``ForestConfig.max_feature_bytes`` gets no forest (the network alone predicts).
 
 The forest is stored in the model folder as its training set (``forest.npz``: the stroke
@@ -38,12 +39,14 @@ import numpy as np
 from napari_sparseseg.core.base.config import TrainConfig
 from napari_sparseseg.core.model.intensity import choose_normalization
 
-__all__ = ["SIGMAS", "FeatureCache", "FeatureSource", "StrokeForest", "feature_halo", "filter_features",
-           "forest_input", "fuse", "scan_features"]
+__all__ = ["FEATURES_VERSION", "N_FEATURES", "SIGMAS", "FeatureCache", "FeatureSource", "StrokeForest", "feature_halo",
+           "feature_key", "filter_features", "forest_input", "fuse", "scan_features"]
 
 SIGMAS = (0.7, 1.0, 1.6, 3.5, 5.0)  # ilastik's default scales, in voxels of the finest axis
 TRUNCATE = 3.0  # Gaussian kernels end at 3 sigma (ilastik's default)
 N_FEATURES = 1 + 7 * len(SIGMAS)
+# Bump when what filter_features computes changes: features cached on disk are checked against it.
+FEATURES_VERSION = 1
 
 
 def _axis_sigmas(s: float, spacing) -> tuple:
@@ -105,7 +108,12 @@ def feature_bytes(shape) -> int:
     return int(np.prod(shape)) * N_FEATURES * 2
 
 
-def _key(image: np.ndarray, ranges, spacing) -> tuple:
+def feature_key(image: np.ndarray, ranges, spacing) -> tuple:
+    """What a scan's features depend on: a hash of its voxels, its shape and dtype, the ranges and spacing.
+
+    :class:`FeatureCache` keeps features under it, and the cache on disk
+    (:func:`napari_sparseseg.io.cache.cache_scan_features`) names its entries by it.
+    """
     digest = hashlib.blake2b(np.ascontiguousarray(image).view(np.uint8).reshape(-1), digest_size=16).hexdigest()
     return digest, image.shape, str(image.dtype), tuple(tuple(r) for r in ranges), tuple(float(s) for s in spacing)
 
@@ -141,7 +149,7 @@ class FeatureCache:
 
     def get(self, image: np.ndarray, ranges, spacing, slab: int = 16) -> np.ndarray:
         """:func:`scan_features` of this scan, computed on the first call and kept."""
-        key = _key(image, ranges, spacing)
+        key = feature_key(image, ranges, spacing)
         with self._compute:
             with self._lock:
                 if key in self._entries:
@@ -160,14 +168,14 @@ class FeatureCache:
         """
         if features.shape != (N_FEATURES,) + image.shape or features.dtype != np.float16:
             raise ValueError(f"features must be ({N_FEATURES}, *{image.shape}) float16, got {features.shape} {features.dtype}.")
-        key = _key(image, ranges, spacing)
+        key = feature_key(image, ranges, spacing)
         with self._lock:
             self._entries.clear()
             self._entries[key] = features
 
     def has(self, image: np.ndarray, ranges, spacing) -> bool:
         """Whether :meth:`get` of this scan would be read from memory."""
-        key = _key(image, ranges, spacing)
+        key = feature_key(image, ranges, spacing)
         with self._lock:
             return key in self._entries
 
@@ -191,7 +199,7 @@ class FeatureCache:
         network has trained), and the round's prediction reads them here instead of running
         the forest again while the user waits. One forest's are kept, beside one scan's features.
         """
-        key = _key(image, ranges, spacing)
+        key = feature_key(image, ranges, spacing)
         with self._lock:
             kept = self._forest
             if kept is not None and kept[0] is forest and kept[1] == key:
@@ -208,7 +216,7 @@ class FeatureCache:
         """What :meth:`forest_probabilities` holds for this forest and scan, or ``None`` (nothing computed)."""
         with self._lock:
             kept = self._forest
-        if kept is None or kept[0] is not forest or kept[1] != _key(image, ranges, spacing):
+        if kept is None or kept[0] is not forest or kept[1] != feature_key(image, ranges, spacing):
             return None
         return kept[2]
 
