@@ -112,6 +112,7 @@ def test_train_predict_correct_export_and_session(loop, qtbot, tmp_path, sample_
     result = _run(widget, qtbot)
     s = widget.session
     assert s.features is cache  # the round read them from the head start's cache
+    assert result.train.stopped_by == "max_steps" and result.train.reason in widget.status.text()  # why it ended
     img = viewer.layers["image"]
     pred, unc = viewer.layers["prediction"], viewer.layers["uncertainty"]
     assert len(previews) == 1 and previews[0][0] and previews[0][1].shape == s.image.shape
@@ -191,7 +192,7 @@ def test_stop_mid_run_keeps_a_usable_model(loop, qtbot):
     result = got.all_signals_and_args[0].args[0]
     h = widget.session.history[-1]
     assert result.stopped == "training" and h["stopped_by"] == "cancelled" and 3 <= h["steps"] < 100
-    assert "prediction" in viewer.layers and "stopped; model kept" in widget.status.text()  # the kept model predicted
+    assert "prediction" in viewer.layers and "stopped by you; model kept" in widget.status.text()  # the kept model predicted
     assert _run(widget, qtbot, widget.predict).train is None  # and it can be used again
 
 
