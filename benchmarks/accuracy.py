@@ -3,13 +3,17 @@
 For each case and each k, the simulated annotator draws strokes on k slices per axis; each
 method trains on them, predicts, and gets correction strokes on its own errors (k slices per
 axis with most errors) for the next round. The U-Net is warm-started between rounds and
-trains for --budget seconds per round on the CPU; the forest is retrained on all strokes.
+trains until the plateau rule ends the round (``core/training/monitor.py``), --budget seconds at
+most (``--no-plateau``: for the whole budget), on the CPU; the forest is retrained on all strokes.
+Each round is also scored by its own forest alone (same strokes, same run: the mask the fusion
+must never fall below), and its wall time (training + prediction) is recorded.
 
     python benchmarks/accuracy.py                      # all cases, k = 1 2 3, 2 correction rounds, 60 s
     python benchmarks/accuracy.py --cases ct_abdomen --k 3 --budget 30
     python benchmarks/accuracy.py --cases mr_abdomen --k 3 --seeds 0 1 2   # spread over annotators
     python benchmarks/accuracy.py --k 1 3 --seeds 0 1 2 --pretrain 120      # first rounds start from pretraining
     python benchmarks/accuracy.py --k 3 --seeds 0 1 2 --correction-budget 15  # short correction rounds
+    python benchmarks/accuracy.py --k 3 --no-plateau --budget 15 --no-ablations  # fixed 15 s rounds, faster run
 
 With ``--pretrain SECONDS`` each seed's network is first pretrained on the scan itself (the
 self-supervised task of ``core/training/pretrain.py``; in the widget this runs while the user paints),

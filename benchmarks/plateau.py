@@ -85,7 +85,8 @@ def run(case: str, seed: int, rounds: int, budget: float, log) -> list[dict]:
                           class_names=names, features=features)
         with _Recorder() as rec:
             result = run_to_end(trainer.run())
-        model, rule, stop_at = result.model, Plateau(default.plateau_tolerance, default.plateau_patience), None
+        model, rule, stop_at = result.model, Plateau(default.plateau_tolerance, default.plateau_patience,
+                                                              default.plateau_stall), None
         rows = []
         for check, state in rec.states:
             row = {**check.to_dict(), "dice": round(_dice(model, state, check, image, geom, trainer.y, ref, classes,

@@ -89,20 +89,30 @@ def _check(step, agreement):
     return Check(step, float(step), agreement, 0.5)
 
 
-def test_plateau_needs_every_class_started_and_a_flat_agreement():
+def test_plateau_ends_a_round_that_reproduces_its_strokes():
     rule = Plateau(0.01, 2)
-    # Flat, but the network has not started on class 1: never "learned".
-    assert not any(rule.reached(_check(s, [0.8, 0.0])) for s in (20, 40, 60, 80))
+    for step, a in ((20, [0.8, 0.55]), (40, [0.9, 0.85]), (60, [0.95, 0.95]), (80, [0.99, 0.985])):
+        assert not rule.reached(_check(step, a))
+    assert not rule.reached(_check(100, [0.995, 0.99]))  # one check at 0.99
+    assert rule.reached(_check(120, [0.99, 0.995])) and rule.why == "fitted"  # two in a row
+    # A dip below starts the count again.
     rule = Plateau(0.01, 2)
-    rising = [[0.8, 0.55], [0.85, 0.7], [0.9, 0.85], [0.95, 0.95]]
-    assert not any(rule.reached(_check(20 * (i + 1), a)) for i, a in enumerate(rising))
-    assert not rule.reached(_check(100, [0.955, 0.95]))  # one calm check
-    assert rule.reached(_check(120, [0.95, 0.955]))  # two in a row
-    # A rise in between starts the count again.
-    rule = Plateau(0.01, 2)
-    for step, a, done in ((20, [0.9, 0.9], False), (40, [0.9, 0.9], False), (60, [0.95, 0.95], False),
-                          (80, [0.95, 0.95], False), (100, [0.95, 0.95], True)):
+    for step, a, done in ((20, [1.0, 0.99], False), (40, [0.99, 0.97], False), (60, [1.0, 0.99], False),
+                          (80, [1.0, 0.99], True)):
         assert rule.reached(_check(step, a)) is done
+
+
+def test_plateau_waits_for_a_slow_rise_and_ends_a_stalled_round():
+    # Flat early on, but the network has not started on class 1: it is not stalled.
+    rule = Plateau(0.01, 2, stall=3)
+    assert not any(rule.reached(_check(20 * i, [0.8, 0.0])) for i in range(1, 8))
+    # A slow, steady rise (0.005 a check, 0.01 every other) is progress: no end.
+    rule = Plateau(0.01, 2, stall=3)
+    assert not any(rule.reached(_check(20 * i, [0.9 + 0.005 * i, 0.9 + 0.005 * i])) for i in range(1, 15))
+    # Stuck at 0.95 (strokes that contradict each other): ends after `stall` checks without progress.
+    rule = Plateau(0.01, 2, stall=3)
+    ends = [rule.reached(_check(20 * i, [0.95, 0.95])) for i in range(1, 6)]
+    assert ends == [False, False, False, True, True] and rule.why == "stalled"
 
 
 def test_plateau_settings_are_checked():

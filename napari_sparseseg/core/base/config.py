@@ -285,15 +285,16 @@ class TrainConfig:
                                         "(rotating with holdout_round) to estimate Dice on them; None: off", ge=2)
     holdout_round: int = setting(0, "which pieces are held out (the round's index)", ge=0)
     augment: bool = setting(True, "random affine + intensity augmentation (MONAI)")
-    plateau: bool = setting(True, "end the round once the network has learned what the strokes teach: its averaged "
-                            "weights, checked on a fixed probe of stroke patches, stop agreeing better with the "
-                            "strokes (core/training/monitor.py); time_budget and max_steps stay caps. Off: train to "
-                            "the caps")
+    plateau: bool = setting(True, "end the round once the network has learned the strokes: its averaged weights, "
+                            "checked on a fixed probe of stroke patches, reproduce them (mean F1 at least 1 - "
+                            "plateau_tolerance) or stop getting closer (core/training/monitor.py); time_budget and "
+                            "max_steps stay caps. Off: train to the caps")
     check_every: int | None = setting(None, "steps between plateau checks (None: the weights' moving-average horizon, "
                                       "1 / (1 - weight_ema) steps)", ge=1)
-    plateau_tolerance: float = setting(0.01, "largest rise of the mean agreement with the strokes between checks that "
-                                       "counts as learned", gt=0, lt=1)
-    plateau_patience: int = setting(2, "checks in a row that must not rise before the round ends", ge=1)
+    plateau_tolerance: float = setting(0.01, "the round has learned at a mean agreement with the strokes of 1 - this; "
+                                       "smaller rises are no progress", gt=0, lt=1)
+    plateau_patience: int = setting(2, "checks in a row at that agreement before the round ends", ge=1)
+    plateau_stall: int = setting(10, "checks without progress after which a round that cannot reach it ends", ge=1)
     forest: bool = setting(True, "also fit a random forest on image filters to the same strokes; prediction fuses it "
                            "with the network (core/model/forest.py)")
     forest_weight: float = setting(0.5, "the forest's share of the fused (log-linear) probabilities", ge=0, le=1)

@@ -78,7 +78,7 @@ class TrainResult:
 
 
 STOP_REASONS = {
-    "plateau": "the network had learned the strokes (its agreement with them stopped rising)",
+    "plateau": "the network had learned the strokes (it reproduced them, or stopped getting closer)",
     "time_budget": "the time budget ran out",
     "max_steps": "the step bound was reached",
     "cancelled": "stopped by you; model kept",
@@ -432,7 +432,7 @@ class Trainer:
         # Its own random state, so the patches drawn for training are those of a run without it.
         probe = Probe(x, y, src, patch, self.num_classes, np.random.RandomState(cfg.seed + 7919))
         every = cfg.check_every or max(1, round(1.0 / (1.0 - cfg.weight_ema)))
-        plateau, checks = Plateau(cfg.plateau_tolerance, cfg.plateau_patience), []
+        plateau, checks = Plateau(cfg.plateau_tolerance, cfg.plateau_patience, cfg.plateau_stall), []
         t_loop = time.perf_counter()  # after the setup (and the forest): what a step costs is measured from here
         try:
             for step in itertools.count(1):
