@@ -54,6 +54,7 @@ def test_segment_then_predict_then_refine(case, tmp_path, capsys):
     p = np.asanyarray(nib.load(str(probs)).dataobj)
     assert p.shape == gi.shape[::-1] + (5,) and np.allclose(p.sum(-1), 1.0, atol=0.02)
     assert "[train]" in err  # progress on stderr
+    assert "trained 3 steps" in err and "the step bound was reached" in err  # and why the round ended
 
     # `predict` has no strokes, so it gives the network's mask; `segment` then keeps only the
     # regions touching a stroke of their class (unless --keep-all-regions). Without the CRF

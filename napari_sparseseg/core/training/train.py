@@ -418,6 +418,10 @@ class Trainer:
         net = model.network
         net.train()
         opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=1e-5)
+        # A warm start restarts Adam with empty moment estimates, whose first steps move every
+        # weight of the trained network by about the learning rate: ramp the rate up instead.
+        ramp = cfg.warmup_steps if self.init is not None else 0
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / ramp) if ramp else 1.0)
         amp = self.device.type == "cuda"
         amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
@@ -476,6 +480,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)  # no blow-ups from one odd patch
                 scaler.step(opt)
                 scaler.update()
+                schedule.step()
                 averaged.update_parameters(net)
                 value = float(loss.detach())
                 losses.append(value)
