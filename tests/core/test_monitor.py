@@ -194,3 +194,22 @@ def test_a_forged_trust_is_refused(phantom, tmp_path):
     folder = save_model(model, tmp_path / "m")
     with pytest.raises(CheckpointError, match="forest.npz"):
         load_model(folder)
+
+
+def test_a_warm_start_ramps_its_learning_rate_up(phantom):
+    """Adam restarts empty: without the ramp its first step moves every weight of the trained network by ~lr."""
+    import torch
+
+    image, ref = phantom
+    strokes = simulate_scribbles(ref, k=1, seed=0)
+    trained = run_to_end(Trainer(image, strokes, TrainConfig(max_steps=5, time_budget=None, device="cpu")).run()).model
+    before = torch.cat([p.detach().flatten() for p in trained.network.parameters()])
+
+    def moved(warmup):
+        cfg = TrainConfig(max_steps=1, time_budget=None, device="cpu", seed=3, warmup_steps=warmup, weight_ema=0.0)
+        model = run_to_end(Trainer(image, strokes, cfg, init=trained).run()).model
+        return float((torch.cat([p.detach().flatten() for p in model.network.parameters()]) - before).abs().mean())
+
+    full, ramped = moved(0), moved(20)
+    assert full > 0 and ramped < 0.1 * full, (ramped, full)  # the first step at lr / 20
+    assert TrainConfig().warmup_steps == 20
