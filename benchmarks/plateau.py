@@ -80,7 +80,7 @@ def run(case: str, seed: int, rounds: int, budget: float, log) -> list[dict]:
     default = TrainConfig()
     for r in range(rounds + 1):
         cfg = TrainConfig(time_budget=budget, max_steps=None, seed=seed + r, device="cpu", plateau=True,
-                          plateau_tolerance=1e-9)
+                          plateau_tolerance=1e-9, plateau_stall=10**6)  # checks recorded, never stopping
         trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing,
                           class_names=names, features=features)
         with _Recorder() as rec:

@@ -83,6 +83,11 @@ def test_probe_patches_cover_every_class_and_the_corrections():
     probe = Probe(truth[None].astype(np.float32), y, source, (4, 4, 4), 3, np.random.RandomState(0))
     covered = probe.y > 0
     assert {int(v) for v in np.unique(probe.y[covered])} == {1, 2, 3}
+    # The correction (background at (3, 2, 2)) is scored on its own: the oracle gets it right
+    # (truth is background there), a network saying "structure 1" everywhere does not.
+    assert probe.corrected.sum() >= 1
+    assert probe.check(_Oracle(3), 20, 1.0).corrections == 1.0
+    assert probe.check(_Oracle(3, fixed=1), 40, 2.0).corrections == 0.0
 
 
 def _check(step, agreement):
@@ -100,6 +105,13 @@ def test_plateau_ends_a_round_that_reproduces_its_strokes():
     for step, a, done in ((20, [1.0, 0.99], False), (40, [0.99, 0.97], False), (60, [1.0, 0.99], False),
                           (80, [1.0, 0.99], True)):
         assert rule.reached(_check(step, a)) is done
+
+
+def test_a_correction_round_has_learned_only_once_it_gets_the_corrections_right():
+    rule = Plateau(0.01, 2)
+    seen = [rule.reached(Check(s, float(s), [1.0, 1.0], 0.1, corrections=c))
+            for s, c in ((20, 0.6), (40, 0.9), (60, 0.995), (80, 1.0))]
+    assert seen == [False, False, False, True]
 
 
 def test_plateau_waits_for_a_slow_rise_and_ends_a_stalled_round():
