@@ -93,3 +93,20 @@ def _pretraining_cache(tmp_path_factory, monkeypatch):
     """Keep every test's pretraining and feature caches out of the user's ~/.cache (subprocesses inherit them)."""
     monkeypatch.setenv("SPARSESEG_CACHE", str(tmp_path_factory.mktemp("pretrain-cache")))
     monkeypatch.setenv("SPARSESEG_FEATURE_CACHE", str(tmp_path_factory.mktemp("feature-cache")))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt in the tests, also when they run as a background job.
+
+    A shell starts a background job (``nohup ... &``) with SIGINT ignored, and Python then
+    installs no handler of its own: the tests that send SIGINT to check how a command ends
+    would see nothing happen.
+    """
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

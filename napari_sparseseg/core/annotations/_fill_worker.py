@@ -17,6 +17,9 @@ def main(argv=None) -> int:
     src, dst = (argv or sys.argv[1:])[:2]
     import itk
 
+    # One thread: the filter's parallel writes have corrupted the heap before (ITKContourInterpolation
+    # issues #33/#40; here "malloc_consolidate(): unaligned fastbin chunk" in about one full test run in four).
+    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(1)
     with np.load(src) as z:
         lab, axis = z["lab"], int(z["axis"])
     f = itk.MorphologicalContourInterpolator.New(itk.image_from_array(lab))
