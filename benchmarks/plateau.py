@@ -65,7 +65,7 @@ def _dice(model, state, check, image, geom, y, ref, classes, features) -> float:
     net.network.load_state_dict(state)
     if model.forest is not None:
         net.forest = copy.copy(model.forest)
-        net.forest.trust = np.array([1.0 if a is None else a for a in check.agreement])
+        net.forest.trust = check.trust
     pred = predict_volume(net, image, PredictConfig(device="cpu", uncertainty=False), y, geom.spacing,
                           features=features).labels
     return float(np.mean(list(dice_per_class(pred, ref, classes).values())))

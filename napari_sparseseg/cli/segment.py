@@ -17,7 +17,6 @@ from napari_sparseseg.core.base.errors import ConfigError, InputError, ScribbleE
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict
 from napari_sparseseg.core.model.forest import FeatureCache, feature_bytes
-from napari_sparseseg.core.model.intensity import choose_normalization
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.io import check_format_limits
 from napari_sparseseg.io.atomic import atomic_file
@@ -76,8 +75,8 @@ def run(args) -> int:
             trainer.use_pretrained(pre)
         if cfg.forest and feature_bytes(image.shape) <= cfg.forest_max_feature_bytes:
             # The forest's features in the normalisation of the model this round trains, from the cache on disk.
-            norm = init.normalization if init else pre.normalization if pre else choose_normalization(image, cfg.modality)
-            scan_features_cached(args, features, trainer.image, norm.ranges(trainer.image), trainer.spacing)
+            scan_features_cached(args, features, trainer.image, trainer.normalization.ranges(trainer.image),
+                                 trainer.spacing)
         say(args, f"training on {device.type} for at most {bounds} (Ctrl-C aborts; nothing is written before the end)")
         result = run_to_end(trainer.run(), show)
         show.finish()

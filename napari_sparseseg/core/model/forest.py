@@ -237,6 +237,7 @@ class FeatureSource:
 
     def __init__(self, image: np.ndarray, ranges, spacing, max_bytes: int, cache: FeatureCache | None = None):
         self.image, self.ranges, self.spacing, self.cache = image, ranges, spacing, cache
+        self._kept_for, self._kept = None, None  # the forest probabilities the cache holds, and whose
         fits = feature_bytes(image.shape) <= max_bytes
         whole = cache.get if cache is not None else scan_features
         self.cached = whole(image, ranges, spacing) if fits else None
@@ -256,10 +257,11 @@ class FeatureSource:
         depth, about ``chunk_voxels`` voxels), so the float32 features of a large slab are
         never held at once: memory stays bounded as the network's prediction is.
         """
-        if self.cache is not None:
-            kept = self.cache.kept_forest_probabilities(forest, self.image, self.ranges, self.spacing)
-            if kept is not None:  # the round's own forest: computed when it was fitted
-                return kept[:, lo:hi].astype(np.float32)
+        if self.cache is not None and self._kept_for is not forest:  # looked up once per forest, not per slab
+            self._kept_for = forest
+            self._kept = self.cache.kept_forest_probabilities(forest, self.image, self.ranges, self.spacing)
+        if self._kept is not None and self._kept_for is forest:  # the round's own forest: computed when it was fitted
+            return self._kept[:, lo:hi].astype(np.float32)
         plane = int(np.prod(self.image.shape[1:]))
         step = hi - lo if self.cached is not None else max(feature_halo(self.spacing), chunk_voxels // max(plane, 1), 1)
         out = np.empty((forest.num_classes, hi - lo) + self.image.shape[1:], np.float32)

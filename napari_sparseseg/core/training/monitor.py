@@ -77,6 +77,11 @@ class Check:
         values = [a for a in self.agreement if a is not None]
         return float(np.mean(values)) if values else 0.0
 
+    @property
+    def trust(self) -> np.ndarray:
+        """The network's trust per class in the fusion: its :attr:`agreement` (1 for a class without probe strokes)."""
+        return np.array([1.0 if a is None else float(a) for a in self.agreement])
+
     def to_dict(self) -> dict:
         """Plain, rounded numbers (model history, benchmark files)."""
         return {"step": self.step, "seconds": round(self.seconds, 2),

@@ -277,6 +277,19 @@ class Trainer:
                               f"not {tuple(self.spacing)}; pretrain on this scan.")
         self.pretrained = pretrained
 
+    @property
+    def normalization(self):
+        """The intensity normalisation of the model this round trains.
+
+        The warm start's, the pretrained state's, or the one chosen for the scan; the forest's
+        features are computed in it.
+        """
+        if self.init is not None:
+            return self.init.normalization
+        if self.pretrained is not None:
+            return self.pretrained.normalization
+        return choose_normalization(self.image, self.cfg.modality)
+
     # ------------------------------------------------------------------ setup
     def _build_model(self) -> SegModel:
         import torch
@@ -290,10 +303,10 @@ class Trainer:
         if self.pretrained is not None:
 
             pre = self.pretrained
-            norm, patch = pre.normalization, tuple(pre.patch_size)
+            norm, patch = self.normalization, tuple(pre.patch_size)
             config = NetworkConfig.from_dict({**pre.config.to_dict(), "out_channels": self.num_classes})
         else:
-            norm = choose_normalization(self.image, self.cfg.modality)
+            norm = self.normalization
             size = size_for_device(self.cfg.model_size, self.device.type)
             config = NetworkConfig.of_size(size, norm.n_channels, self.num_classes)
             budget = self.cfg.patch_voxels or PATCH_VOXELS[size]
@@ -500,7 +513,7 @@ class Trainer:
             if losses and (not checks or checks[-1].step != len(losses)):
                 checks.append(probe.check(net, len(losses), time.perf_counter() - t0))
             if model.forest is not None and checks:  # how far prediction trusts the network, per class
-                model.forest.trust = np.array([1.0 if a is None else a for a in checks[-1].agreement])
+                model.forest.trust = checks[-1].trust
             model.history.append(
                 {"round": sum("round" in h for h in model.history) + 1, "steps": step if losses else 0, "seconds": round(time.perf_counter() - t0, 2),
                  "final_loss": losses[-1] if losses else None, "stopped_by": stopped_by,
