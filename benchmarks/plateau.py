@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/plateau.py [--cases ct_abdomen mr_abdomen] [--seeds 0 1] [--rounds 2]
                                            [--budget 60 | --steps 600] [--out benchmarks/results/plateau.json]
+    .venv/bin/python benchmarks/plateau.py --score benchmarks/results/plateau.json   # replay other rules
 
 Each round trains to ``--budget`` seconds with the plateau rule *recording* but not stopping
 (``plateau_tolerance`` tiny), and keeps the averaged weights at every check. After the round,
@@ -32,7 +33,7 @@ from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa
 from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
 from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
 from napari_sparseseg.core.model.forest import FeatureCache  # noqa: E402
-from napari_sparseseg.core.training.monitor import Plateau, Probe  # noqa: E402
+from napari_sparseseg.core.training.monitor import Check, Plateau, Probe  # noqa: E402
 from napari_sparseseg.core.training.train import Trainer  # noqa: E402
 from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
 from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
@@ -108,6 +109,32 @@ def run(case: str, seed: int, rounds: int, budget: float, log, steps: int | None
     return out
 
 
+def score(rows: list[dict], rules, log) -> None:
+    """Replay recorded checks under other (tolerance, patience) rules: where each would stop, and its Dice there.
+
+    Steps, not seconds, are compared (a busy machine's seconds say nothing about a rule). The
+    Dice of a stop is set against the round's last check (``--steps``: the bound), and the
+    checkpoint-to-checkpoint spread of the Dice after step 300 is printed as the noise floor.
+    """
+    for tol, patience in rules:
+        stops = []
+        for r in rows:
+            rule = Plateau(tol, patience, TrainConfig().plateau_stall)
+            at = next((c for c in r["checks"] if rule.reached(Check(c["step"], c["seconds"], c["agreement"], c["change"],
+                                                                     c["corrections"]))), r["checks"][-1])
+            stops.append((r, at, at["dice"] - r["checks"][-1]["dice"]))
+        gaps = [g for _, _, g in stops]
+        log(f"tolerance {tol} patience {patience}: median {np.median([a['step'] for _, a, _ in stops]):.0f} steps, "
+            f"Dice vs the end mean {np.mean(gaps):+.4f}, worst {min(gaps):+.3f}")
+        for r, at, gap in stops:
+            log(f"    {r['case']:<16} seed {r['seed']} round {r['round']}: step {at['step']:4d}  Dice {at['dice']:.3f} ({gap:+.3f})")
+    for r in rows:
+        late = [c["dice"] for c in r["checks"] if c["step"] >= 300]
+        if late:
+            log(f"  noise floor {r['case']:<16} seed {r['seed']} round {r['round']}: Dice sd {np.std(late):.3f} "
+                f"over {len(late)} checks after step 300 (range {min(late):.3f}-{max(late):.3f})")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=[c for c in CASES if c != "sample_ct_crop"], choices=list(CASES))
@@ -118,7 +145,13 @@ def main(argv=None):
                     help="train every round this many steps instead of --budget seconds (a bound that does not "
                          "depend on the machine's load; compare rules by steps)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "plateau.json"))
+    ap.add_argument("--score", metavar="JSON", default=None,
+                    help="no training: replay the checks recorded in JSON under other tolerances and patiences")
     args = ap.parse_args(argv)
+    if args.score:
+        score(json.loads(Path(args.score).read_text()), [(0.01, 2), (0.01, 1), (0.02, 2), (0.03, 2), (0.05, 1)],
+              lambda m: print(m, flush=True))
+        return
     rows = []
     for case in args.cases:
         for seed in args.seeds:
