@@ -510,6 +510,32 @@ def test_library_write_error_in_the_middle_of_a_write(ws, capsys, monkeypatch, t
     assert line.endswith("; nothing was written")  # a third DICOM slice / the NRRD: no half series, no half file
 
 
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".mhd", ".nhdr"])
+@pytest.mark.parametrize("damage", ["empty header", "empty data"])
+def test_a_writer_that_fails_silently_on_a_full_disk_replaces_no_mask(ws, capsys, monkeypatch, suffix, damage):
+    """SimpleITK on a full disk may leave a 0-byte file and return normally: it printed "wrote mask" and the
+    empty file replaced the old mask (an .mhd's old header became 0 bytes and a temporary data file stayed)."""
+    import SimpleITK as sitk
+
+    from napari_sparseseg.io.atomic import data_file_of
+
+    old = read_labels(ws / "old_mask.nii.gz")
+    write_labels(ws / f"old{suffix}", old[0], old[1])
+    real = sitk.WriteImage
+
+    def write_image(img, fname, *a, **k):
+        real(img, fname, *a, **k)
+        head = Path(fname)
+        target = head if damage == "empty header" else (data_file_of(head) if suffix in (".mhd", ".nhdr") else head)
+        target.write_bytes(b"")
+
+    monkeypatch.setattr(sitk, "WriteImage", write_image)
+    line = check_refused(ws, capsys, [*PREDQ, "-o", f"old{suffix}"], f"old{suffix}: the ")
+    assert "Free some space" in line and line.endswith("; nothing was written")
+    monkeypatch.undo()
+    assert np.array_equal(read_labels(ws / f"old{suffix}")[0], old[0])
+
+
 def test_ctrl_c_during_the_demo(ws, capsys, monkeypatch):
     from napari_sparseseg.core.base import progress
 
