@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +33,9 @@ from napari_sparseseg.core.model.checkpoint import (
 from napari_sparseseg.core.model.forest import N_FEATURES, StrokeForest
 from napari_sparseseg.core.model.intensity import Normalization
 from napari_sparseseg.core.model.network import NORMS, NetworkConfig, build_network
-from napari_sparseseg.io.atomic import check_ours, recover_folder, replace_folder
+from napari_sparseseg.io.atomic import check_ours, check_written, recover_folder, replace_folder
 
-__all__ = ["check_model_folder", "load_model", "read_tagged_json", "save_model"]
+__all__ = ["check_model_folder", "load_model", "read_tagged_json", "save_model", "save_tensors"]
 
 
 def check_model_folder(folder: str | os.PathLike, what: str = "model folder") -> Path:
@@ -64,20 +65,69 @@ def save_model(model: SegModel, folder: str | os.PathLike) -> Path:
         OutputError: the folder may not be written (says why), or the write failed (the
             previous model, if any, is then still there).
     """
-    import torch
-
     folder = check_model_folder(folder)
     state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
     meta = json.dumps(model.metadata(), indent=2)
 
     def build(tmp: Path) -> None:
-        torch.save(state, tmp / WEIGHTS_NAME)
+        save_tensors(state, tmp / WEIGHTS_NAME, folder)
         if model.forest is not None:
             with open(tmp / FOREST_NAME, "wb") as f:
                 np.savez_compressed(f, **model.forest.to_arrays())
         (tmp / CONFIG_NAME).write_text(meta)
 
     return replace_folder(folder, build, check=check_model_folder)
+
+
+# Less free space than this after a failed write means the disk is full.
+_FULL_BYTES = 1 << 20
+
+
+def save_tensors(state: dict, path: Path, target: str | os.PathLike | None = None) -> None:
+    """``torch.save`` a dict of tensors (weights, a pretrained state) into a folder being built, and read it back.
+
+    torch reports a full disk as a ``RuntimeError`` ("PytorchStreamWriter failed writing file",
+    "unexpected pos ..."), which would end the command in a traceback; it becomes an
+    :class:`OutputError` saying which file and what to do. The file written is then opened
+    again (memory-mapped, ``weights_only``) and must hold every tensor with its shape.
+
+    Args:
+        state: name -> tensor.
+        path: the file to write (inside the temporary folder of :func:`~napari_sparseseg.io.atomic.replace_folder`).
+        target: the folder the user named, for the message (default ``path``'s folder).
+
+    Raises:
+        OutputError: the write failed or did not read back (the disk is full, or the folder not writable).
+    """
+    import torch
+
+    target = Path(target) if target is not None else path.parent
+    name = path.name
+
+    def failed(exc: BaseException, what: str) -> OutputError:
+        try:
+            full = shutil.disk_usage(path.parent).free < _FULL_BYTES
+        except OSError:
+            full = False
+        text = " ".join(str(exc).split())[:160]
+        cause = "the disk is full" if full or "No space left" in text else f"{what}: {text}; is the disk full?"
+        return OutputError(f"cannot write {name} ({cause}); the previous files, if any, are unchanged. Free some space or "
+                           "choose a folder on another disk.", path=target)
+
+    try:
+        torch.save(state, path)
+    except RuntimeError as exc:
+        raise failed(exc, "torch could not write it") from exc
+    check_written(path, name, target=target)
+    try:
+        back = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ok = isinstance(back, dict) and set(back) == set(state) and all(
+            tuple(back[k].shape) == tuple(v.shape) for k, v in state.items())
+    except Exception as exc:  # noqa: BLE001 - a truncated or damaged zip: the write failed
+        raise failed(exc, "it does not read back") from exc
+    if not ok:
+        raise OutputError(f"cannot write {name} (it does not read back whole; is the disk full?); the previous files, if "
+                          "any, are unchanged. Free some space or choose a folder on another disk.", path=target)
 
 
 def read_tagged_json(path: Path, folder: Path, kind: str, expected_format: int, remedy: str) -> dict:

@@ -358,7 +358,12 @@ def test_disk_full_during_the_probabilities_after_the_mask(ws, capsys, monkeypat
     assert read_labels(ws / "new.mhd")[0].shape == (24, 24, 24)
 
 
-@pytest.mark.parametrize("exc, code", [(ENOSPC, 2), (KeyboardInterrupt(), 130)], ids=["disk full", "Ctrl-C"])
+TORCH_FULL = RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+                          "file write failed")  # how torch reports a full disk
+
+
+@pytest.mark.parametrize("exc, code", [(ENOSPC, 2), (TORCH_FULL, 2), (KeyboardInterrupt(), 130)],
+                         ids=["disk full", "disk full, as torch says it", "Ctrl-C"])
 def test_crash_during_the_model_save_keeps_the_old_model(ws, capsys, monkeypatch, exc, code):
     import torch
 
@@ -370,6 +375,31 @@ def test_crash_during_the_model_save_keeps_the_old_model(ws, capsys, monkeypatch
     assert err.strip().endswith("wrote mask new.nii.gz; the model was not written")
     assert {k: v for k, v in tree_hash(ws).items() if k != "new.nii.gz"} == before
     assert load_model(ws / "model").num_classes == 2  # still loadable under its own name
+
+
+def test_train_on_a_full_disk_is_one_line_and_keeps_the_old_model(ws, capsys, monkeypatch):
+    """`sparseseg train` ended in torch's traceback when the disk filled up during the model save."""
+    import torch
+
+    (ws / "cohort.csv").write_text("image,scribbles\nimage.nii.gz,scribbles.nii.gz\n")
+    _raise_in(monkeypatch, torch, "save", TORCH_FULL, after=lambda real, obj, f, *a, **k: Path(f).write_bytes(b"half"))
+    line = check_refused(ws, capsys, ["train", "cohort.csv", "--model-out", "model", "--max-steps", "1", "--device", "cpu",
+                                      "--no-forest", "-q"], "model: cannot write model.pt (")
+    assert "Free some space" in line and line.endswith("; nothing was written")
+    monkeypatch.undo()
+    assert load_model(ws / "model").num_classes == 2
+
+
+def test_a_pretraining_cache_on_a_full_disk_never_fails_segment(ws, capsys, monkeypatch):
+    """The docs promise that a cache that cannot be written never fails the command: torch's RuntimeError did."""
+    import torch
+
+    _raise_in(monkeypatch, torch, "save", TORCH_FULL)
+    before = tree_hash(ws)
+    with pytest.warns(UserWarning, match="pretraining could not be cached .*PytorchStreamWriter"):
+        code, _, err = run(capsys, [*SEG, "--pretrain", "0.2", "-o", "new.nii.gz"])
+    assert code == 0 and "wrote mask new.nii.gz" in err, err
+    assert {k: v for k, v in tree_hash(ws).items() if k != "new.nii.gz"} == before
 
 
 def test_a_file_put_in_the_model_folder_during_training_is_kept(ws, capsys, monkeypatch):

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from napari_sparseseg.core.base.errors import OutputError
-from napari_sparseseg.io import Geometry, read_labels, write_labels, write_probabilities
-from napari_sparseseg.io import volumes
+from napari_sparseseg.io import Geometry, read_labels, volumes, write_labels, write_probabilities
 from napari_sparseseg.io.atomic import TMP_MARK, payload_bytes
 
 FORMATS = [".nrrd", ".mha", ".mhd", ".nhdr", ".nii.gz", ".nii"]
@@ -221,3 +220,63 @@ def test_payload_bytes_reads_gzip_and_zlib_streams(tmp_path):
     (tmp_path / "cut.gz").write_bytes(gzip.compress(raw)[:100])
     with pytest.raises(OutputError, match="ends early"):
         payload_bytes(tmp_path / "cut.gz", compressed=True)
+
+
+# ------------------------------------------------------------------------------ model folders (torch)
+TORCH_FULL = RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+                          "file write failed")
+
+
+def tiny_model():
+    from napari_sparseseg.core.model.checkpoint import SegModel
+    from napari_sparseseg.core.model.intensity import Normalization
+    from napari_sparseseg.core.model.network import NetworkConfig, build_network
+
+    norm = Normalization("ct")
+    cfg = NetworkConfig(norm.n_channels, 2, channels=(2, 4), strides=(2,), num_res_units=0)
+    return SegModel(build_network(cfg), cfg, norm, ["background", "organ"], (8, 8, 8))
+
+
+def tree_bytes(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*")) if p.name != FILLER}
+
+
+def test_a_real_full_disk_during_a_model_save_keeps_the_old_model(small_disk):
+    from napari_sparseseg.io.models import load_model, save_model
+
+    save_model(tiny_model(), small_disk / "model")
+    (small_disk / "notes.txt").write_text("the user's notes")
+    before = tree_bytes(small_disk)
+    fill(small_disk)
+    with pytest.raises(OutputError, match="Free some space"):
+        save_model(tiny_model(), small_disk / "model")
+    assert tree_bytes(small_disk) == before
+    os.unlink(small_disk / FILLER)
+    assert load_model(small_disk / "model").num_classes == 2
+
+
+@pytest.mark.parametrize("how", ["torch raises", "file cut short"])
+def test_torch_reporting_a_full_disk_is_one_line_and_keeps_the_old_model(tmp_path, monkeypatch, how):
+    import torch
+
+    from napari_sparseseg.io import models
+    from napari_sparseseg.io.models import save_model
+
+    save_model(tiny_model(), tmp_path / "model")
+    before = tree_bytes(tmp_path)
+    real = torch.save
+
+    def save(obj, f, *a, **k):
+        real(obj, f, *a, **k)
+        if how == "torch raises":
+            raise TORCH_FULL
+        Path(f).write_bytes(Path(f).read_bytes()[:300])  # returned normally, but the zip is cut
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(models, "_FULL_BYTES", 2**62)  # the disk counts as full
+    with pytest.raises(OutputError) as info:
+        save_model(tiny_model(), tmp_path / "model")
+    assert info.value.one_line() == (f"{tmp_path / 'model'}: cannot write model.pt (the disk is full); the previous files, "
+                                     "if any, are unchanged. Free some space or choose a folder on another disk.")
+    assert tree_bytes(tmp_path) == before
