@@ -455,26 +455,34 @@ def recover_folder(folder: str | os.PathLike) -> bool:
 
 
 def check_ours(folder: str | os.PathLike, allowed: frozenset[str] | set[str], marker: str, what: str,
-               remedy: str) -> set[str]:
+               remedy: str, dirs: frozenset[str] | set[str] = frozenset(),
+               magic: dict[str, bytes] | None = None) -> set[str]:
     """Check that ``folder`` may be replaced as a whole: new, empty, or one of ours.
 
     One of ours holds only ``allowed`` names, among them ``marker``, a JSON file written by
-    napari-sparseseg (its ``package`` tag), or a folder when ``marker`` names one. Used for
-    model, session and demo folders, so replacing one never deletes a file of the user's.
+    napari-sparseseg (its ``package`` tag), or a folder when ``marker`` names one. Names alone
+    do not make a folder ours: each entry must also be of the kind napari-sparseseg writes
+    there (a real folder for the names in ``dirs``, a regular file for the others; never a
+    symbolic link or a special file), and a file named in ``magic`` must start with those
+    bytes (a zip, a NumPy array, a gzip stream). So a ``model.json/`` or ``annotations.npz/``
+    folder of the user's, or a link, is never deleted by a save. Used for model, session, demo
+    and cache folders, so replacing one never deletes a file of the user's.
 
     Args:
         folder: the folder to be written.
         allowed: the names such a folder may hold.
-        marker: the name that must be there (a tagged JSON file or a sub-folder).
+        marker: the name that must be there (a tagged JSON file, or a sub-folder if in ``dirs``).
         what: the folder's name in messages ("model folder", "session folder"...).
         remedy: what the user should give instead, ending the message.
+        dirs: the allowed names that are folders.
+        magic: name -> the bytes such a file of ours starts with.
 
     Returns:
         The names the folder holds (empty when it is new or empty).
 
     Raises:
-        OutputError: a file is there, the folder holds other files (a few are named), or its
-            marker was not written by napari-sparseseg.
+        OutputError: a file is there, the folder holds other files (a few are named), an entry
+            of another kind or content than ours, or its marker was not written by napari-sparseseg.
     """
     import json
 
@@ -491,7 +499,32 @@ def check_ours(folder: str | os.PathLike, allowed: frozenset[str] | set[str], ma
         shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
         raise OutputError(f"the {what} already holds other files ({shown or f'no {marker}'}); {remedy} "
                           "(nothing here is deleted).", path=folder)
-    if (folder / marker).is_dir():
+    for name in sorted(names):
+        try:
+            mode = os.lstat(folder / name).st_mode
+        except OSError as exc:
+            raise OutputError(f"the {what}'s {name} cannot be examined ({exc.strerror or exc}); {remedy} (nothing here is "
+                              "deleted).", path=folder) from exc
+        want_dir = name in dirs
+        if stat.S_ISLNK(mode):
+            kind = "a symbolic link"
+        elif want_dir and not stat.S_ISDIR(mode):
+            kind = "a file, where napari-sparseseg writes a folder"
+        elif not want_dir and not stat.S_ISREG(mode):
+            kind = ("a folder" if stat.S_ISDIR(mode) else "a special file") + ", where napari-sparseseg writes a file"
+        else:
+            kind = None
+        if kind is None and magic and name in magic:
+            try:
+                with open(folder / name, "rb") as f:
+                    head = f.read(len(magic[name]))
+            except OSError:
+                head = b""
+            if head != magic[name]:
+                kind = "a file napari-sparseseg did not write (not the format it writes there)"
+        if kind is not None:
+            raise OutputError(f"the {what} holds {name} as {kind}; {remedy} (nothing here is deleted).", path=folder)
+    if marker in dirs:
         return names
     try:
         meta = json.loads((folder / marker).read_text())

@@ -38,6 +38,10 @@ from napari_sparseseg.io.atomic import check_ours, check_written, recover_folder
 __all__ = ["check_model_folder", "load_model", "read_tagged_json", "save_model", "save_tensors"]
 
 
+#: What the binary files of a model folder start with (both are zip archives), checked before one is replaced.
+MODEL_MAGIC = {WEIGHTS_NAME: b"PK\x03\x04", FOREST_NAME: b"PK\x03\x04"}
+
+
 def check_model_folder(folder: str | os.PathLike, what: str = "model folder") -> Path:
     """Check that a model may be written at ``folder`` before any work starts.
 
@@ -52,7 +56,8 @@ def check_model_folder(folder: str | os.PathLike, what: str = "model folder") ->
     if not folder.parent.is_dir():
         raise OutputError(f"the folder {folder.parent} does not exist; create it first.", path=folder)
     recover_folder(folder)  # a save that crashed between its two renames (not on Linux)
-    check_ours(folder, MODEL_FILES, CONFIG_NAME, what, "give a new or empty folder, or one written by --model-out")
+    check_ours(folder, MODEL_FILES, CONFIG_NAME, what, "give a new or empty folder, or one written by --model-out",
+               magic=MODEL_MAGIC)
     return folder
 
 

@@ -172,7 +172,8 @@ def check_demo_folder(folder: str | os.PathLike) -> Path:
     """
     folder = Path(folder)
     names = check_ours(folder, DEMO_FILES, "model", "demo output folder",
-                       "give a new or empty folder, or an earlier demo output")
+                       "give a new or empty folder, or an earlier demo output", dirs={"model"},
+                       magic={"mask.nii.gz": b"\x1f\x8b", "corrections.nii.gz": b"\x1f\x8b"})
     if not names:
         return folder
     try:

@@ -313,7 +313,8 @@ def check_session_folder(folder) -> Path:
     folder = Path(folder)
     recover_folder(folder)  # a save that crashed between its two renames (not on Linux)
     names = check_ours(folder, SESSION_FILES, SESSION_JSON, "session folder",
-                       "save the session into a new or empty folder, or one saved by napari-sparseseg")
+                       "save the session into a new or empty folder, or one saved by napari-sparseseg",
+                       dirs={MODEL_DIR}, magic={ANNOTATIONS: b"PK\x03\x04", IMAGE_NPY: b"\x93NUMPY"})
     if MODEL_DIR in names:
         check_model_folder(folder / MODEL_DIR, "session's model folder")
     return folder

@@ -283,6 +283,9 @@ BAD = [
     ("model onto a file", None, [*SEG, "-o", "out.nii.gz", "--model-out", "afile"], "afile: a file exists where the model folder"),
     ("model with a foreign model.json", _foreign_model, [*SEG, "-o", "out.nii.gz", "--model-out", "theirs"],
      "theirs: the model folder holds a model.json that napari-sparseseg did not write"),
+    ("model.json/ a folder of the user's", lambda w: (_mk("mdir/model.json")(w), (w / "mdir/model.json/data.csv").write_text("x")),
+     [*SEG, "-o", "out.nii.gz", "--model-out", "mdir"],
+     "mdir: the model folder holds model.json as a folder, where napari-sparseseg writes a file"),
     ("model parent missing", None, [*SEG, "-o", "out.nii.gz", "--model-out", "no/model"], "no/model: the model folder no does not exist"),
     # -- demo
     ("demo onto a user folder", None, [*DEMO, "-o", "keep"], "keep: the demo output folder already holds other files"),
