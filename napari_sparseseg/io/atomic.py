@@ -87,20 +87,25 @@ def _keep_mode(old: Path, new: Path) -> None:
         pass
 
 
-def atomic_file(path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb") -> Path:
+def atomic_file(path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb",
+                exclusive: bool = False) -> Path:
     """Write ``path`` through ``write(fileobj)`` into a temporary file, then rename it into place.
 
     Args:
         path: the file to write.
         write: called with the open temporary file.
         mode: ``"wb"`` or ``"w"``.
+        exclusive: never replace an existing ``path`` (a file the user did not name): the
+            temporary file is hard-linked to ``path``, which fails if anything is there, even
+            a file that appeared a moment before (checked, then renamed, where the file system
+            has no hard links).
 
     Returns:
         ``path``.
 
     Raises:
-        OutputError: the folder is missing or not writable, or the disk is full (an existing
-            ``path`` is then unchanged).
+        OutputError: the folder is missing or not writable, the disk is full (an existing
+            ``path`` is then unchanged), or ``exclusive`` and ``path`` exists.
     """
     path = Path(path)
     tmp = _tmp_name(path)
@@ -114,15 +119,36 @@ def atomic_file(path: str | os.PathLike, write: Callable[[object], None], mode: 
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        _keep_mode(path, tmp)
-        os.replace(tmp, path)
+        if exclusive:
+            _link_new(tmp, path)
+        else:
+            _keep_mode(path, tmp)
+            os.replace(tmp, path)
         _fsync(path.parent)
     except OSError as exc:
+        if isinstance(exc, OutputError):
+            raise
         raise OutputError(_cannot(exc), path=path) from exc
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Put ``tmp`` at ``path`` only if nothing is there (a hard link fails on an existing name)."""
+    exists = OutputError(f"{path.name} exists and was not named to be replaced; move it, or name it as the output "
+                         "to replace it (nothing was replaced).", path=path)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise exists from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        if os.path.lexists(path):  # no hard links on this file system
+            raise exists from None
+        os.replace(tmp, path)
 
 
 def _header_sep(header: Path) -> str:

@@ -370,6 +370,6 @@ class OutputLog:
         missing = [k for k in self.planned if k not in self.written]
         if missing:
             names = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
-            verb = "were" if len(missing) > 1 or missing[0] == "probabilities" else "was"
+            verb = "were" if len(missing) > 1 or missing[0] in ("probabilities", "suggestions") else "was"
             text += f"; the {names} {verb} not written"
         return text

@@ -277,6 +277,10 @@ BAD = [
     ("mask too wide for DICOM", None,
      ["segment", "wide.nrrd", "wide_scr.nrrd", "--max-steps", "1", "--device", "cpu", "-o", "outdir"],
      "outdir: DICOM slices hold at most 65535 rows and columns"),
+    ("--suggest's default file exists", lambda w: (w / "out_suggestions.json").write_text("the user's notes"),
+     [*SEG, "--suggest", "2", "-o", "out.nii.gz"],
+     "out_suggestions.json: --suggest writes out_suggestions.json beside the mask, and a file of that name exists; "
+     "it is never replaced unless named: move it, or pass --suggestions out_suggestions.json"),
     # -- the model folder
     ("model onto a user folder", None, [*SEG, "-o", "out.nii.gz", "--model-out", "keep"],
      "keep: the model folder already holds other files (notes.txt)"),
@@ -403,6 +407,30 @@ def test_a_pretraining_cache_on_a_full_disk_never_fails_segment(ws, capsys, monk
         code, _, err = run(capsys, [*SEG, "--pretrain", "0.2", "-o", "new.nii.gz"])
     assert code == 0 and "wrote mask new.nii.gz" in err, err
     assert {k: v for k, v in tree_hash(ws).items() if k != "new.nii.gz"} == before
+
+
+def test_suggestions_replace_only_a_file_the_user_named(ws, capsys, monkeypatch):
+    """--suggest replaced an existing NAME_suggestions.json the user never named; it now refuses before any work
+    (the table above) and, should the file appear during the work, at the end; naming it replaces it."""
+    from napari_sparseseg.core.base import progress
+
+    real = progress.ProgressPrinter.__call__
+
+    def call(self, p):
+        if not (ws / "new_suggestions.json").exists():
+            (ws / "new_suggestions.json").write_text("the user's file, saved meanwhile")
+        return real(self, p)
+
+    monkeypatch.setattr(progress.ProgressPrinter, "__call__", call)
+    code, _, err = run(capsys, [*SEGQ, "--suggest", "2", "-o", "new.nii.gz"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "new_suggestions.json: new_suggestions.json exists and was not named to be replaced" in err
+    assert err.strip().endswith("; wrote mask new.nii.gz; the suggestions were not written")
+    assert (ws / "new_suggestions.json").read_text() == "the user's file, saved meanwhile"
+    monkeypatch.setattr(progress.ProgressPrinter, "__call__", real)
+    code, _, err = run(capsys, [*SEGQ, "--suggest", "2", "-o", "new.nii.gz", "--suggestions", "new_suggestions.json"])
+    assert code == 0, err
+    assert json.loads((ws / "new_suggestions.json").read_text())["suggestions"]
 
 
 def test_a_file_put_in_the_model_folder_during_training_is_kept(ws, capsys, monkeypatch):
