@@ -180,6 +180,13 @@ def _foreign_model(w):
     (w / "theirs" / "model.json").write_text('{"package": "someone-else"}')
 
 
+def _forged_patch(w):
+    shutil.copytree(w / "model", w / "forged")
+    meta = json.loads((w / "forged" / "model.json").read_text())
+    meta["patch_size"] = [4096] * 3  # MONAI's window would have needed 274 GB
+    (w / "forged" / "model.json").write_text(json.dumps(meta))
+
+
 def _foreign_demo(w):
     (w / "demo").mkdir()
     (w / "demo" / "model").mkdir()
@@ -210,6 +217,8 @@ BAD = [
     ("init model not a model", None, [*SEG, "--init-model", "keep", "-o", "out.nii.gz"], "keep: not a napari-sparseseg model"),
     ("init model corrupt", None, [*SEG, "--init-model", "corrupt_model", "-o", "out.nii.gz"],
      "corrupt_model: corrupt model: the weights in model.pt cannot be loaded"),
+    ("predict with a forged patch size", _forged_patch, ["predict", "image.nii.gz", "--model", "forged", "-o", "out.nii.gz"],
+     "forged: corrupt model: model.json gives patch_size = [4096, 4096, 4096]"),
     ("predict model missing", None, ["predict", "image.nii.gz", "--model", "nomodel", "-o", "out.nii.gz"],
      "nomodel: model folder not found"),
     # -- an output equal to an input, by any path
