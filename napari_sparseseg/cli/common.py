@@ -7,11 +7,13 @@ for :func:`~napari_sparseseg.cli.main`'s signal handling before any subcommand i
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from napari_sparseseg.core.base.errors import OutputError
 from napari_sparseseg.core.base.progress import ProgressPrinter
 from napari_sparseseg.io import check_outputs, read_scan
 from napari_sparseseg.io.paths import file_suffix
@@ -114,10 +116,24 @@ def inputs_of(args) -> dict:
 
 
 def outputs_of(args) -> dict:
-    """The outputs of ``segment``/``predict``, by kind (:data:`napari_sparseseg.io.outputs.OUTPUT_KINDS`)."""
+    """The outputs of ``segment``/``predict``, by kind (:data:`napari_sparseseg.io.outputs.OUTPUT_KINDS`).
+
+    ``--suggest`` without ``--suggestions`` writes ``NAME_suggestions.json`` beside the mask, a
+    file the user did not name: it is never replaced (refused here, before any work, and
+    written with :func:`~napari_sparseseg.io.atomic.atomic_file`'s ``exclusive`` at the end).
+
+    Raises:
+        OutputError: that default suggestions file exists already.
+    """
     out = {"mask": args.output, "probabilities": args.probabilities, "model": getattr(args, "model_out", None)}
     if getattr(args, "suggest", None):
+        args.suggestions_named = bool(args.suggestions)
         out["suggestions"] = args.suggestions or suggestions_path(args.output)
+        if not args.suggestions_named and os.path.lexists(out["suggestions"]):
+            name = Path(out["suggestions"]).name
+            raise OutputError(f"--suggest writes {name} beside the mask, and a file of that name exists; it is never "
+                              f"replaced unless named: move it, or pass --suggestions {name} to replace it (or another "
+                              "name).", path=out["suggestions"])
         args.suggestions = out["suggestions"]
     return out
 

@@ -136,6 +136,6 @@ def write_suggestions(args, geom, pred, strokes) -> None:
                    "(the uncertain share of the structures' volumes within reach of the slice, away from the strokes "
                    "and the slices listed before it); uncertain_mm2 is the uncertain area on the slice itself"}
     args.log.write("suggestions", lambda: atomic_file(args.suggestions, lambda f: f.write(json.dumps(doc, indent=1)),
-                                                     mode="w"))
+                                                     mode="w", exclusive=not getattr(args, "suggestions_named", True)))
     say(args, f"wrote {len(rows)} suggested slices {args.suggestions}: " + ", ".join(
         f"{r['orientation']} {r['index']}" for r in rows))

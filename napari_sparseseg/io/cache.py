@@ -60,6 +60,7 @@ from napari_sparseseg.core.training.pretrain import (
     seconds_left,
 )
 from napari_sparseseg.io.atomic import TMP_MARK, check_ours, replace_folder
+from napari_sparseseg.io.models import save_tensors
 
 __all__ = ["CACHE_ENV", "FEATURE_CACHE_BYTES", "cache_folder", "cache_scan_features", "feature_entry", "load_cached",
            "load_features", "pretrain", "save_cached", "save_features", "trim_feature_cache"]
@@ -77,10 +78,15 @@ def cache_folder(kind: str) -> Path:
     return Path(base) / "napari-sparseseg" / kind
 
 
+def _why(exc: Exception) -> str:
+    """One line on why a cache could not be written (the error's own line, or its type and text)."""
+    if isinstance(exc, SparseSegError):
+        return exc.one_line()
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
 def save_cached(state: Pretrained, cache_dir: str | os.PathLike | None = None) -> Path:
     """Write ``state`` to ``cache_dir/<fingerprint>/`` (replacing an older one there) and return that folder."""
-    import torch
-
     root = Path(cache_dir) if cache_dir is not None else cache_folder("pretrained")
     root.mkdir(parents=True, exist_ok=True)
     folder = root / state.fingerprint
@@ -92,7 +98,7 @@ def save_cached(state: Pretrained, cache_dir: str | os.PathLike | None = None) -
     ours(folder)
 
     def build(tmp: Path) -> None:
-        torch.save(state.state, tmp / STATE_PT)
+        save_tensors(state.state, tmp / STATE_PT, folder)
         (tmp / STATE_JSON).write_text(json.dumps(state.metadata(), indent=1))
 
     return replace_folder(folder, build, check=ours)
@@ -150,8 +156,8 @@ def pretrain(image, cfg: PretrainConfig | None = None, *, spacing=(1.0, 1.0, 1.0
         if use_cache and worker.result is not None and worker.result is not start:
             try:
                 save_cached(worker.result, cache_dir)
-            except (OSError, SparseSegError) as exc:  # the cache is a convenience: never fail the user's work
-                warnings.warn(f"pretraining could not be cached ({exc}); it will be redone next time.", stacklevel=2)
+            except Exception as exc:  # noqa: BLE001 - the cache is a convenience: never fail the user's work
+                warnings.warn(f"pretraining could not be cached ({_why(exc)}); it will be redone next time.", stacklevel=2)
     return result
 
 
@@ -384,8 +390,8 @@ def cache_scan_features(cache: FeatureCache, image: np.ndarray, ranges, spacing,
                           f"{free / 2**30:.1f} GiB free; they will be computed again next time.", stacklevel=2)
             return "computed"
         folder = save_features(image, ranges, spacing, features, cache_dir, seconds)
-    except (OSError, SparseSegError) as exc:  # the cache is a convenience: never fail the user's work
-        warnings.warn(f"the filter features could not be cached ({exc}); they will be computed again next time.",
+    except Exception as exc:  # noqa: BLE001 - the cache is a convenience: never fail the user's work
+        warnings.warn(f"the filter features could not be cached ({_why(exc)}); they will be computed again next time.",
                       stacklevel=2)
         return "computed"
     trim_feature_cache(root, max_bytes, keep=[folder])

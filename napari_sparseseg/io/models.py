@@ -12,14 +12,25 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from napari_sparseseg import __version__
 from napari_sparseseg.core.annotations.labels import MAX_CLASSES
+from napari_sparseseg.core.base.config import (
+    MAX_FOREST_SAMPLES,
+    MAX_FOREST_TREES,
+    MAX_IN_CHANNELS,
+    MAX_NETWORK_CHANNELS,
+    MAX_NETWORK_LEVELS,
+    MAX_NETWORK_STRIDE,
+    MAX_RES_UNITS,
+    check_patch_size,
+)
 from napari_sparseseg.core.base.device import resolve_device
-from napari_sparseseg.core.base.errors import CheckpointError, InputError, OutputError
+from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, InputError, OutputError
 from napari_sparseseg.core.base.grid import validate_spacing
 from napari_sparseseg.core.model.checkpoint import (
     CONFIG_NAME,
@@ -32,9 +43,13 @@ from napari_sparseseg.core.model.checkpoint import (
 from napari_sparseseg.core.model.forest import N_FEATURES, StrokeForest
 from napari_sparseseg.core.model.intensity import Normalization
 from napari_sparseseg.core.model.network import NORMS, NetworkConfig, build_network
-from napari_sparseseg.io.atomic import check_ours, recover_folder, replace_folder
+from napari_sparseseg.io.atomic import check_ours, check_written, recover_folder, replace_folder
 
-__all__ = ["check_model_folder", "load_model", "read_tagged_json", "save_model"]
+__all__ = ["check_model_folder", "load_model", "npy_shapes", "read_tagged_json", "save_model", "save_tensors"]
+
+
+#: What the binary files of a model folder start with (both are zip archives), checked before one is replaced.
+MODEL_MAGIC = {WEIGHTS_NAME: b"PK\x03\x04", FOREST_NAME: b"PK\x03\x04"}
 
 
 def check_model_folder(folder: str | os.PathLike, what: str = "model folder") -> Path:
@@ -51,7 +66,8 @@ def check_model_folder(folder: str | os.PathLike, what: str = "model folder") ->
     if not folder.parent.is_dir():
         raise OutputError(f"the folder {folder.parent} does not exist; create it first.", path=folder)
     recover_folder(folder)  # a save that crashed between its two renames (not on Linux)
-    check_ours(folder, MODEL_FILES, CONFIG_NAME, what, "give a new or empty folder, or one written by --model-out")
+    check_ours(folder, MODEL_FILES, CONFIG_NAME, what, "give a new or empty folder, or one written by --model-out",
+               magic=MODEL_MAGIC)
     return folder
 
 
@@ -64,20 +80,69 @@ def save_model(model: SegModel, folder: str | os.PathLike) -> Path:
         OutputError: the folder may not be written (says why), or the write failed (the
             previous model, if any, is then still there).
     """
-    import torch
-
     folder = check_model_folder(folder)
     state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
     meta = json.dumps(model.metadata(), indent=2)
 
     def build(tmp: Path) -> None:
-        torch.save(state, tmp / WEIGHTS_NAME)
+        save_tensors(state, tmp / WEIGHTS_NAME, folder)
         if model.forest is not None:
             with open(tmp / FOREST_NAME, "wb") as f:
                 np.savez_compressed(f, **model.forest.to_arrays())
         (tmp / CONFIG_NAME).write_text(meta)
 
     return replace_folder(folder, build, check=check_model_folder)
+
+
+# Less free space than this after a failed write means the disk is full.
+_FULL_BYTES = 1 << 20
+
+
+def save_tensors(state: dict, path: Path, target: str | os.PathLike | None = None) -> None:
+    """``torch.save`` a dict of tensors (weights, a pretrained state) into a folder being built, and read it back.
+
+    torch reports a full disk as a ``RuntimeError`` ("PytorchStreamWriter failed writing file",
+    "unexpected pos ..."), which would end the command in a traceback; it becomes an
+    :class:`OutputError` saying which file and what to do. The file written is then opened
+    again (memory-mapped, ``weights_only``) and must hold every tensor with its shape.
+
+    Args:
+        state: name -> tensor.
+        path: the file to write (inside the temporary folder of :func:`~napari_sparseseg.io.atomic.replace_folder`).
+        target: the folder the user named, for the message (default ``path``'s folder).
+
+    Raises:
+        OutputError: the write failed or did not read back (the disk is full, or the folder not writable).
+    """
+    import torch
+
+    target = Path(target) if target is not None else path.parent
+    name = path.name
+
+    def failed(exc: BaseException, what: str) -> OutputError:
+        try:
+            full = shutil.disk_usage(path.parent).free < _FULL_BYTES
+        except OSError:
+            full = False
+        text = " ".join(str(exc).split())[:160]
+        cause = "the disk is full" if full or "No space left" in text else f"{what}: {text}; is the disk full?"
+        return OutputError(f"cannot write {name} ({cause}); the previous files, if any, are unchanged. Free some space or "
+                           "choose a folder on another disk.", path=target)
+
+    try:
+        torch.save(state, path)
+    except RuntimeError as exc:
+        raise failed(exc, "torch could not write it") from exc
+    check_written(path, name, target=target)
+    try:
+        back = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ok = isinstance(back, dict) and set(back) == set(state) and all(
+            tuple(back[k].shape) == tuple(v.shape) for k, v in state.items())
+    except Exception as exc:  # noqa: BLE001 - a truncated or damaged zip: the write failed
+        raise failed(exc, "it does not read back") from exc
+    if not ok:
+        raise OutputError(f"cannot write {name} (it does not read back whole; is the disk full?); the previous files, if "
+                          "any, are unchanged. Free some space or choose a folder on another disk.", path=target)
 
 
 def read_tagged_json(path: Path, folder: Path, kind: str, expected_format: int, remedy: str) -> dict:
@@ -125,12 +190,18 @@ def _network_config(meta: dict, folder: Path) -> NetworkConfig:
     arch = net.get("architecture", "monai.networks.nets.UNet")
     if arch != "monai.networks.nets.UNet":
         raise _corrupt(folder, f"{CONFIG_NAME} names the network {arch!r}; this version builds monai.networks.nets.UNet only.")
-    checks = [
-        ("in_channels", _is_int(net["in_channels"]), "a positive whole number"),
+    channels, strides = net["channels"], net["strides"]
+    checks = [  # the limits: core/base/config.py
+        ("in_channels", _is_int(net["in_channels"]) and net["in_channels"] <= MAX_IN_CHANNELS,
+         f"a whole number in 1..{MAX_IN_CHANNELS}"),
         ("out_channels", _is_int(net["out_channels"], 2) and net["out_channels"] <= MAX_CLASSES, f"a whole number in 2..{MAX_CLASSES}"),
-        ("channels", _int_list(net["channels"]) and len(net["channels"]) >= 2, "a list of at least 2 positive whole numbers"),
-        ("strides", _int_list(net["strides"]), "a list of positive whole numbers"),
-        ("num_res_units", _is_int(net.get("num_res_units", 2), 0), "a whole number >= 0"),
+        ("channels", _int_list(channels) and 2 <= len(channels) <= MAX_NETWORK_LEVELS
+         and max(channels) <= MAX_NETWORK_CHANNELS,
+         f"a list of 2..{MAX_NETWORK_LEVELS} whole numbers in 1..{MAX_NETWORK_CHANNELS}"),
+        ("strides", _int_list(strides) and max(strides) <= MAX_NETWORK_STRIDE,
+         f"a list of whole numbers in 1..{MAX_NETWORK_STRIDE}"),
+        ("num_res_units", _is_int(net.get("num_res_units", 2), 0) and net.get("num_res_units", 2) <= MAX_RES_UNITS,
+         f"a whole number in 0..{MAX_RES_UNITS}"),
         ("norm", net.get("norm", "none") in NORMS, f"one of {', '.join(NORMS)}"),
     ]
     for key, ok, want in checks:
@@ -165,9 +236,11 @@ def _model_fields(meta: dict, folder: Path) -> tuple:
         raise _corrupt(folder, f"{CONFIG_NAME} contradicts itself: {len(names)} class names for {config.out_channels} "
                                "network outputs.")
     patch = meta.get("patch_size")
-    if not _int_list(patch, 3) or any(p % config.divisor for p in patch):
+    try:
+        check_patch_size(patch if isinstance(patch, list) else None, config.divisor)
+    except ConfigError as exc:
         raise _corrupt(folder, f"{CONFIG_NAME} gives patch_size = {patch!r}; it must be 3 positive whole numbers, "
-                               f"multiples of {config.divisor} for this network.")
+                               f"multiples of {config.divisor} for this network ({exc.message})") from None
     try:
         spacing = validate_spacing(meta.get("spacing", (1.0, 1.0, 1.0)), what="training voxel spacing")
     except InputError as exc:
@@ -182,8 +255,45 @@ def _model_fields(meta: dict, folder: Path) -> tuple:
     return config, normalization, list(names), tuple(patch), spacing, list(history), scale
 
 
-def _load_weights(network, path: Path, folder: Path, config: NetworkConfig) -> None:
-    """Load ``model.pt`` into ``network``, explaining a file that does not fit ``model.json``."""
+def npy_shapes(path: Path) -> dict[str, tuple]:
+    """The shape of every array in a ``.npz`` (or of the one ``.npy``), read from the headers alone.
+
+    Lets a reader refuse an array of a forged size before NumPy allocates it.
+
+    Raises:
+        ValueError: not an ``.npz``/``.npy`` NumPy can read (a damaged file).
+    """
+    import zipfile
+
+    fmt = np.lib.format
+
+    def header(f) -> tuple:
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        return tuple(int(n) for n in read(f)[0])
+
+    with open(path, "rb") as f:
+        if f.read(6) == b"\x93NUMPY":
+            f.seek(0)
+            return {"": header(f)}
+    try:
+        with zipfile.ZipFile(path) as z:
+            out = {}
+            for name in z.namelist():
+                with z.open(name) as f:
+                    out[name[:-4] if name.endswith(".npy") else name] = header(f)
+            return out
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(f"not a NumPy archive ({exc})") from exc
+
+
+def _load_weights(path: Path, folder: Path, config: NetworkConfig):
+    """The network ``model.json`` describes with the weights of ``model.pt``, explaining a file that does not fit.
+
+    The weights are checked against the network built on torch's ``meta`` device (no memory)
+    before the real one is built, so a forged ``model.json`` describing a huge network is
+    refused without allocating it.
+    """
     import torch
 
     try:
@@ -194,7 +304,8 @@ def _load_weights(network, path: Path, folder: Path, config: NetworkConfig) -> N
                                "the file is truncated or damaged: copy the model folder again or retrain.") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise _corrupt(folder, f"{WEIGHTS_NAME} does not hold a network's weights (got {type(state).__name__}).")
-    expected = network.state_dict()
+    with torch.device("meta"):
+        expected = build_network(config).state_dict()
     described = f"{CONFIG_NAME} describes a network with {config.in_channels} input channel(s) and {config.out_channels} classes"
     missing, extra = [k for k in expected if k not in state], [k for k in state if k not in expected]
     if missing or extra:
@@ -211,10 +322,12 @@ def _load_weights(network, path: Path, folder: Path, config: NetworkConfig) -> N
     if bad:
         raise _corrupt(folder, f"{WEIGHTS_NAME} holds NaN or infinite weights (e.g. {bad[0]!r}); the training that saved "
                                "it diverged: retrain.")
+    network = build_network(config)
     try:
         network.load_state_dict(state)
     except Exception as exc:  # dtype or other mismatch the checks above did not see
         raise _corrupt(folder, f"the weights in {WEIGHTS_NAME} cannot be loaded ({exc}).") from exc
+    return network
 
 
 def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
@@ -247,8 +360,7 @@ def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
     meta = read_tagged_json(cfg_path, folder, "model", FORMAT_VERSION, "use a matching version or retrain")
     config, normalization, class_names, patch_size, spacing, history, scale = _model_fields(meta, folder)
     target = resolve_device(str(device))
-    network = build_network(config)
-    _load_weights(network, w_path, folder, config)
+    network = _load_weights(w_path, folder, config)
     network.to(target).eval()
     forest = _load_forest(folder, meta, config) if meta.get("forest") else None
     return SegModel(network, config, normalization, class_names, patch_size, spacing, history,
@@ -262,9 +374,24 @@ def _load_forest(folder: Path, meta: dict, config: NetworkConfig):
         raise _corrupt(folder, f"{CONFIG_NAME} names a forest but {FOREST_NAME} is missing; retrain, or remove "
                                f"\"forest\" from {CONFIG_NAME} to predict with the network alone.")
     try:
+        shapes = npy_shapes(path)
+        n = shapes.get("samples", (0,))[0]
+        sizes = [int(np.prod(v, dtype=np.int64)) for v in shapes.values()]
+        if n > MAX_FOREST_SAMPLES or max(sizes, default=0) > MAX_FOREST_SAMPLES * N_FEATURES:
+            raise _corrupt(folder, f"{FOREST_NAME} claims {n} samples (arrays of {shapes}); at most {MAX_FOREST_SAMPLES} "
+                                   "are read: retrain.")
         with np.load(path, allow_pickle=False) as z:
             keys = ("samples", "classes", "settings", "weight") + (("trust",) if "trust" in z.files else ())
-            forest = StrokeForest.from_arrays({k: z[k] for k in keys})
+            arrays = {k: z[k] for k in keys}
+        settings = np.asarray(arrays["settings"]).reshape(-1)
+        if settings.size != 3 or not (0 < int(settings[1]) <= MAX_FOREST_TREES and 0 <= int(settings[2]) < 2**32
+                                      and 0 < int(settings[0]) <= MAX_CLASSES):
+            raise _corrupt(folder, f"{FOREST_NAME} gives the forest's settings (classes, trees, seed) = "
+                                   f"{settings.tolist()}; at most {MAX_CLASSES} classes and {MAX_FOREST_TREES} trees: "
+                                   "retrain.")
+        forest = StrokeForest.from_arrays(arrays)
+    except CheckpointError:
+        raise
     except Exception as exc:  # truncated, not an npz, a key missing
         raise _corrupt(folder, f"{FOREST_NAME} cannot be read ({exc}).") from exc
     ok = (forest.samples.ndim == 2 and forest.samples.shape[1] == N_FEATURES and len(forest.classes) == len(forest.samples)

@@ -172,7 +172,8 @@ def check_demo_folder(folder: str | os.PathLike) -> Path:
     """
     folder = Path(folder)
     names = check_ours(folder, DEMO_FILES, "model", "demo output folder",
-                       "give a new or empty folder, or an earlier demo output")
+                       "give a new or empty folder, or an earlier demo output", dirs={"model"},
+                       magic={"mask.nii.gz": b"\x1f\x8b", "corrections.nii.gz": b"\x1f\x8b"})
     if not names:
         return folder
     try:
@@ -369,6 +370,6 @@ class OutputLog:
         missing = [k for k in self.planned if k not in self.written]
         if missing:
             names = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
-            verb = "were" if len(missing) > 1 or missing[0] == "probabilities" else "was"
+            verb = "were" if len(missing) > 1 or missing[0] in ("probabilities", "suggestions") else "was"
             text += f"; the {names} {verb} not written"
         return text

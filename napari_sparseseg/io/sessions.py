@@ -27,7 +27,7 @@ import numpy as np
 from napari_sparseseg import __version__
 from napari_sparseseg.core.annotations.hints import checked_hint_shapes
 from napari_sparseseg.core.annotations.labels import MAX_CLASSES, validate_class_names, validate_labels
-from napari_sparseseg.core.base.config import RoundSettings
+from napari_sparseseg.core.base.config import MAX_SCAN_VOXELS, RoundSettings
 from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, InputError, OutputError, ScribbleError
 from napari_sparseseg.core.base.grid import validate_geometry, validate_spacing
 from napari_sparseseg.core.model.checkpoint import CONFIG_NAME, MODEL_FILES, WEIGHTS_NAME
@@ -35,7 +35,7 @@ from napari_sparseseg.core.model.intensity import validate_image
 from napari_sparseseg.core.session.state import Session
 from napari_sparseseg.io.atomic import check_ours, file_identity, recover_folder, replace_folder
 from napari_sparseseg.io.cache import cache_folder
-from napari_sparseseg.io.models import check_model_folder, load_model, read_tagged_json, save_model
+from napari_sparseseg.io.models import check_model_folder, load_model, npy_shapes, read_tagged_json, save_model
 
 __all__ = ["SESSION_FILES", "autosave_folder", "check_session_folder", "find_autosave", "load_session",
            "read_session_info", "save_session"]
@@ -193,6 +193,8 @@ def _read_annotations(folder: Path, shape: tuple) -> tuple:
     path = folder / ANNOTATIONS
     if not path.is_file():
         raise CheckpointError(f"corrupt session: {ANNOTATIONS} is missing; copy the whole session folder again.", path=folder)
+    n = int(np.prod(shape))
+    _refuse_oversized(path, folder, {"scribbles": n, "prediction": n, "corrected": (n + 7) // 8}, n)
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in ("scribbles", "corrected") if k not in z.files]
@@ -206,7 +208,6 @@ def _read_annotations(folder: Path, shape: tuple) -> tuple:
         text = " ".join(str(exc).split())[:200]
         raise CheckpointError(f"corrupt session: {ANNOTATIONS} cannot be read ({type(exc).__name__}: {text}); the file is "
                               "truncated or damaged.", path=folder) from exc
-    n = int(np.prod(shape))
     try:
         scribbles = validate_labels(scribbles, "scribbles", shape=shape)
         if prediction is not None:
@@ -220,12 +221,34 @@ def _read_annotations(folder: Path, shape: tuple) -> tuple:
     return scribbles, corrected, prediction
 
 
+def _refuse_oversized(path: Path, folder: Path, most: dict[str, int], other: int) -> None:
+    """Refuse an array file whose headers claim more values than the session's shape allows, before loading it.
+
+    Args:
+        path: the ``.npz`` or ``.npy``.
+        folder: the session folder (for the message).
+        most: array name -> the most values it may hold (``""``: the one array of a ``.npy``).
+        other: the most values of any other array in the file.
+    """
+    try:
+        shapes = npy_shapes(path)
+    except (OSError, ValueError):
+        return  # damaged: reading it reports that
+    for name, shp in shapes.items():
+        size = int(np.prod(shp, dtype=object))
+        if size > most.get(name, other):
+            what = f"the array {name!r} of {path.name}" if name else path.name
+            raise CheckpointError(f"corrupt session: {what} claims shape {shp}, more than the session's "
+                                  f"{SESSION_JSON} allows; copy the whole session folder again.", path=folder)
+
+
 def _read_stored_image(folder: Path, shape: tuple) -> np.ndarray:
     """The image the session stored (``image.npy``), checked like any image."""
     path = folder / IMAGE_NPY
     if not path.is_file():
         raise CheckpointError(f"corrupt session: {SESSION_JSON} says the image was stored but {IMAGE_NPY} is missing; open "
                               "the scan and load the session again, or copy the whole session folder.", path=folder)
+    _refuse_oversized(path, folder, {"": int(np.prod(shape))}, int(np.prod(shape)))
     try:
         image = np.load(path, allow_pickle=False)
     except Exception as exc:  # truncated or damaged .npy
@@ -264,6 +287,8 @@ def read_session_info(folder) -> dict:
     shape = meta.get("shape")
     if not isinstance(shape, list) or len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
         raise bad(f"shape is {shape!r}; it must be 3 positive whole numbers.")
+    if shape[0] * shape[1] * shape[2] > MAX_SCAN_VOXELS:
+        raise bad(f"shape is {shape!r}, more than the {MAX_SCAN_VOXELS} voxels of any scan this package reads.")
     try:
         validate_class_names(meta.get("class_names"))
         validate_spacing(meta.get("spacing", (1.0, 1.0, 1.0)))
@@ -313,7 +338,8 @@ def check_session_folder(folder) -> Path:
     folder = Path(folder)
     recover_folder(folder)  # a save that crashed between its two renames (not on Linux)
     names = check_ours(folder, SESSION_FILES, SESSION_JSON, "session folder",
-                       "save the session into a new or empty folder, or one saved by napari-sparseseg")
+                       "save the session into a new or empty folder, or one saved by napari-sparseseg",
+                       dirs={MODEL_DIR}, magic={ANNOTATIONS: b"PK\x03\x04", IMAGE_NPY: b"\x93NUMPY"})
     if MODEL_DIR in names:
         check_model_folder(folder / MODEL_DIR, "session's model folder")
     return folder

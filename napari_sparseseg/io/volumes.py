@@ -17,7 +17,7 @@ from napari_sparseseg.core.base.errors import InputError, OutputError
 from napari_sparseseg.core.base.grid import validate_affine, validate_spacing
 from napari_sparseseg.core.model.intensity import validate_image
 from napari_sparseseg.io._native import quiet_native_output, reason
-from napari_sparseseg.io.atomic import atomic_output, replace_folder
+from napari_sparseseg.io.atomic import atomic_output, check_written, data_file_of, payload_bytes, replace_folder
 from napari_sparseseg.io.dicom import read_dicom_series
 from napari_sparseseg.io.geometry import Geometry, sitk_geometry
 from napari_sparseseg.io.paths import (
@@ -447,7 +447,103 @@ def _write_volume(p: Path, arr: np.ndarray, geometry: Geometry) -> Path:
     suffix = file_suffix(p)
     check_writable(p)
     with _sitk_errors(p):
-        return atomic_output(p, lambda tmp: _write_array(tmp, suffix, arr, geometry))
+        return atomic_output(p, lambda tmp: _write_array(tmp, suffix, arr, geometry),
+                             verify=lambda tmp: verify_volume(tmp, arr.shape, target=p))
+
+
+def verify_volume(path: str | os.PathLike, shape, components: int = 1, target: str | os.PathLike | None = None) -> None:
+    """Read a volume file just written back, cheaply: its header, then the count of its voxel bytes.
+
+    A library writer may fail without raising (SimpleITK on a full disk leaves a 0-byte
+    header, a header without its data, or a truncated compressed stream, and returns
+    normally), so every file :func:`write_labels`, :func:`write_image` and
+    :func:`write_probabilities` write passes this before it replaces anything. The header is
+    read with nibabel (NIfTI) or SimpleITK's ``ReadImageInformation`` and must give the shape
+    and components written; the voxel bytes (the data file of a ``.mhd``/``.nhdr``, the rest of
+    the file otherwise) are counted, decompressed as a stream when compressed
+    (:func:`~napari_sparseseg.io.atomic.payload_bytes`), and must be all there. Memory stays
+    small whatever the volume's size; nothing is decoded into an array.
+
+    Args:
+        path: the file written (for a header, its data file is found through it).
+        shape: the array's shape, array order ``(k, j, i)``.
+        components: values per voxel (a probability map's classes).
+        target: the path the user named (for the message), default ``path``.
+
+    Raises:
+        OutputError: the file is empty, its header unreadable or not what was written, or its
+            voxel data short or damaged.
+    """
+    p, target = Path(path), Path(target or path)
+    shape = tuple(int(n) for n in shape)
+
+    def bad(detail: str) -> OutputError:
+        return OutputError(f"the file did not verify after writing ({detail}); the disk may be full. The previous file, "
+                           "if any, is unchanged. Free some space or choose a writable folder.", path=target)
+
+    check_written(p, target=target)
+    try:
+        if file_suffix(p) in NIFTI_SUFFIXES:
+            found, need, data, offset, compressed = _nifti_layout(p, shape, components)
+        else:
+            found, need, data, offset, compressed = _sitk_layout(p, shape, components)
+    except OutputError:
+        raise
+    except Exception as exc:  # nibabel/SimpleITK: any failure to read the header back
+        raise bad(f"its header cannot be read back: {' '.join(str(exc).split())[:160]}") from exc
+    if found is not None:
+        raise bad(f"the header read back gives {found}")
+    try:
+        got = payload_bytes(data, offset, compressed)
+    except OutputError as exc:
+        raise bad(exc.message.split(";")[0]) from exc
+    except OSError as exc:
+        raise bad(f"its data cannot be read back: {exc.strerror or exc}") from exc
+    if got < need:
+        raise bad(f"{got} of its {need} voxel bytes are there")
+
+
+def _nifti_layout(p: Path, shape: tuple, components: int) -> tuple:
+    """``(mismatch or None, voxel bytes needed, data file, offset, compressed)`` of a NIfTI file."""
+    import nibabel as nib
+
+    img = nib.load(str(p))
+    want = shape[::-1] + ((components,) if components > 1 else ())
+    got = tuple(int(n) for n in img.shape)
+    offset = int(img.header.get("vox_offset", 0) or 0)
+    need = offset + int(np.prod(got, dtype=np.int64)) * img.get_data_dtype().itemsize
+    return (None if got == want else f"size {got}, not {want}"), need, p, 0, p.name.lower().endswith(".gz")
+
+
+def _sitk_layout(p: Path, shape: tuple, components: int) -> tuple:
+    """``(mismatch or None, voxel bytes needed, data file, offset, compressed)`` of a SimpleITK file."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    with quiet_native_output():
+        reader.ReadImageInformation()
+    size = tuple(int(n) for n in reader.GetSize())
+    comps = int(reader.GetNumberOfComponents())
+    if size != shape[::-1] or comps != components:
+        return f"size {size} x {comps}, not {shape[::-1]} x {components}", 0, p, 0, False
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    itemsize = next((b for k, b in _SITK_BYTES.items() if k in pixel), 1)
+    need = int(np.prod(size, dtype=np.int64)) * comps * itemsize
+    suffix = file_suffix(p)
+    head = p.read_bytes()[:65536]
+    if suffix in (".mhd", ".nhdr"):
+        data, offset = data_file_of(p), 0
+        if data is None:
+            raise OutputError("the header names no data file", path=p)
+    else:
+        data = p
+        end = (head.find(b"\n\n") + 2 if suffix == ".nrrd"
+               else head.lower().find(b"elementdatafile"))
+        if end < (2 if suffix == ".nrrd" else 0):
+            return "no end of header", 0, p, 0, False
+        offset = end if suffix == ".nrrd" else head.index(b"\n", end) + 1
+    return None, need, data, offset, _header_says_compressed(p)
 
 
 def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geometry: Geometry) -> Path:
@@ -481,7 +577,8 @@ def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geomet
             sitk.WriteImage(img, str(tmp), useCompression=True)
 
     with _sitk_errors(p):
-        return atomic_output(p, write)
+        return atomic_output(p, write, verify=lambda tmp: verify_volume(tmp, probs_uint8.shape[1:], probs_uint8.shape[0],
+                                                                        target=p))
 
 
 @contextmanager
@@ -578,6 +675,7 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
             writer.SetFileName(str(tmp / f"slice_{z:04d}.dcm"))
             with _sitk_errors(folder):
                 writer.Execute(sl)
+            check_written(tmp / f"slice_{z:04d}.dcm", "DICOM slice", target=folder)  # GDCM may fail silently
 
     # GDCM's writer sets the process's C locale to "C" and leaves it so; Python then decodes
     # subprocess output as ASCII. Put the locale back.

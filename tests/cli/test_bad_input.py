@@ -180,6 +180,13 @@ def _foreign_model(w):
     (w / "theirs" / "model.json").write_text('{"package": "someone-else"}')
 
 
+def _forged_patch(w):
+    shutil.copytree(w / "model", w / "forged")
+    meta = json.loads((w / "forged" / "model.json").read_text())
+    meta["patch_size"] = [4096] * 3  # MONAI's window would have needed 274 GB
+    (w / "forged" / "model.json").write_text(json.dumps(meta))
+
+
 def _foreign_demo(w):
     (w / "demo").mkdir()
     (w / "demo" / "model").mkdir()
@@ -210,6 +217,8 @@ BAD = [
     ("init model not a model", None, [*SEG, "--init-model", "keep", "-o", "out.nii.gz"], "keep: not a napari-sparseseg model"),
     ("init model corrupt", None, [*SEG, "--init-model", "corrupt_model", "-o", "out.nii.gz"],
      "corrupt_model: corrupt model: the weights in model.pt cannot be loaded"),
+    ("predict with a forged patch size", _forged_patch, ["predict", "image.nii.gz", "--model", "forged", "-o", "out.nii.gz"],
+     "forged: corrupt model: model.json gives patch_size = [4096, 4096, 4096]"),
     ("predict model missing", None, ["predict", "image.nii.gz", "--model", "nomodel", "-o", "out.nii.gz"],
      "nomodel: model folder not found"),
     # -- an output equal to an input, by any path
@@ -277,12 +286,19 @@ BAD = [
     ("mask too wide for DICOM", None,
      ["segment", "wide.nrrd", "wide_scr.nrrd", "--max-steps", "1", "--device", "cpu", "-o", "outdir"],
      "outdir: DICOM slices hold at most 65535 rows and columns"),
+    ("--suggest's default file exists", lambda w: (w / "out_suggestions.json").write_text("the user's notes"),
+     [*SEG, "--suggest", "2", "-o", "out.nii.gz"],
+     "out_suggestions.json: --suggest writes out_suggestions.json beside the mask, and a file of that name exists; "
+     "it is never replaced unless named: move it, or pass --suggestions out_suggestions.json"),
     # -- the model folder
     ("model onto a user folder", None, [*SEG, "-o", "out.nii.gz", "--model-out", "keep"],
      "keep: the model folder already holds other files (notes.txt)"),
     ("model onto a file", None, [*SEG, "-o", "out.nii.gz", "--model-out", "afile"], "afile: a file exists where the model folder"),
     ("model with a foreign model.json", _foreign_model, [*SEG, "-o", "out.nii.gz", "--model-out", "theirs"],
      "theirs: the model folder holds a model.json that napari-sparseseg did not write"),
+    ("model.json/ a folder of the user's", lambda w: (_mk("mdir/model.json")(w), (w / "mdir/model.json/data.csv").write_text("x")),
+     [*SEG, "-o", "out.nii.gz", "--model-out", "mdir"],
+     "mdir: the model folder holds model.json as a folder, where napari-sparseseg writes a file"),
     ("model parent missing", None, [*SEG, "-o", "out.nii.gz", "--model-out", "no/model"], "no/model: the model folder no does not exist"),
     # -- demo
     ("demo onto a user folder", None, [*DEMO, "-o", "keep"], "keep: the demo output folder already holds other files"),
@@ -358,7 +374,12 @@ def test_disk_full_during_the_probabilities_after_the_mask(ws, capsys, monkeypat
     assert read_labels(ws / "new.mhd")[0].shape == (24, 24, 24)
 
 
-@pytest.mark.parametrize("exc, code", [(ENOSPC, 2), (KeyboardInterrupt(), 130)], ids=["disk full", "Ctrl-C"])
+TORCH_FULL = RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+                          "file write failed")  # how torch reports a full disk
+
+
+@pytest.mark.parametrize("exc, code", [(ENOSPC, 2), (TORCH_FULL, 2), (KeyboardInterrupt(), 130)],
+                         ids=["disk full", "disk full, as torch says it", "Ctrl-C"])
 def test_crash_during_the_model_save_keeps_the_old_model(ws, capsys, monkeypatch, exc, code):
     import torch
 
@@ -370,6 +391,55 @@ def test_crash_during_the_model_save_keeps_the_old_model(ws, capsys, monkeypatch
     assert err.strip().endswith("wrote mask new.nii.gz; the model was not written")
     assert {k: v for k, v in tree_hash(ws).items() if k != "new.nii.gz"} == before
     assert load_model(ws / "model").num_classes == 2  # still loadable under its own name
+
+
+def test_train_on_a_full_disk_is_one_line_and_keeps_the_old_model(ws, capsys, monkeypatch):
+    """`sparseseg train` ended in torch's traceback when the disk filled up during the model save."""
+    import torch
+
+    (ws / "cohort.csv").write_text("image,scribbles\nimage.nii.gz,scribbles.nii.gz\n")
+    _raise_in(monkeypatch, torch, "save", TORCH_FULL, after=lambda real, obj, f, *a, **k: Path(f).write_bytes(b"half"))
+    line = check_refused(ws, capsys, ["train", "cohort.csv", "--model-out", "model", "--max-steps", "1", "--device", "cpu",
+                                      "--no-forest", "-q"], "model: cannot write model.pt (")
+    assert "Free some space" in line and line.endswith("; nothing was written")
+    monkeypatch.undo()
+    assert load_model(ws / "model").num_classes == 2
+
+
+def test_a_pretraining_cache_on_a_full_disk_never_fails_segment(ws, capsys, monkeypatch):
+    """The docs promise that a cache that cannot be written never fails the command: torch's RuntimeError did."""
+    import torch
+
+    _raise_in(monkeypatch, torch, "save", TORCH_FULL)
+    before = tree_hash(ws)
+    with pytest.warns(UserWarning, match="pretraining could not be cached .*PytorchStreamWriter"):
+        code, _, err = run(capsys, [*SEG, "--pretrain", "0.2", "-o", "new.nii.gz"])
+    assert code == 0 and "wrote mask new.nii.gz" in err, err
+    assert {k: v for k, v in tree_hash(ws).items() if k != "new.nii.gz"} == before
+
+
+def test_suggestions_replace_only_a_file_the_user_named(ws, capsys, monkeypatch):
+    """--suggest replaced an existing NAME_suggestions.json the user never named; it now refuses before any work
+    (the table above) and, should the file appear during the work, at the end; naming it replaces it."""
+    from napari_sparseseg.core.base import progress
+
+    real = progress.ProgressPrinter.__call__
+
+    def call(self, p):
+        if not (ws / "new_suggestions.json").exists():
+            (ws / "new_suggestions.json").write_text("the user's file, saved meanwhile")
+        return real(self, p)
+
+    monkeypatch.setattr(progress.ProgressPrinter, "__call__", call)
+    code, _, err = run(capsys, [*SEGQ, "--suggest", "2", "-o", "new.nii.gz"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "new_suggestions.json: new_suggestions.json exists and was not named to be replaced" in err
+    assert err.strip().endswith("; wrote mask new.nii.gz; the suggestions were not written")
+    assert (ws / "new_suggestions.json").read_text() == "the user's file, saved meanwhile"
+    monkeypatch.setattr(progress.ProgressPrinter, "__call__", real)
+    code, _, err = run(capsys, [*SEGQ, "--suggest", "2", "-o", "new.nii.gz", "--suggestions", "new_suggestions.json"])
+    assert code == 0, err
+    assert json.loads((ws / "new_suggestions.json").read_text())["suggestions"]
 
 
 def test_a_file_put_in_the_model_folder_during_training_is_kept(ws, capsys, monkeypatch):
@@ -508,6 +578,32 @@ def test_library_write_error_in_the_middle_of_a_write(ws, capsys, monkeypatch, t
     monkeypatch.setattr(sitk, "WriteImage", write_image)
     line = check_refused(ws, capsys, [*PREDQ, "-o", target], f"{target}: cannot write the file (Could not write file)")
     assert line.endswith("; nothing was written")  # a third DICOM slice / the NRRD: no half series, no half file
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".mhd", ".nhdr"])
+@pytest.mark.parametrize("damage", ["empty header", "empty data"])
+def test_a_writer_that_fails_silently_on_a_full_disk_replaces_no_mask(ws, capsys, monkeypatch, suffix, damage):
+    """SimpleITK on a full disk may leave a 0-byte file and return normally: it printed "wrote mask" and the
+    empty file replaced the old mask (an .mhd's old header became 0 bytes and a temporary data file stayed)."""
+    import SimpleITK as sitk
+
+    from napari_sparseseg.io.atomic import data_file_of
+
+    old = read_labels(ws / "old_mask.nii.gz")
+    write_labels(ws / f"old{suffix}", old[0], old[1])
+    real = sitk.WriteImage
+
+    def write_image(img, fname, *a, **k):
+        real(img, fname, *a, **k)
+        head = Path(fname)
+        target = head if damage == "empty header" else (data_file_of(head) if suffix in (".mhd", ".nhdr") else head)
+        target.write_bytes(b"")
+
+    monkeypatch.setattr(sitk, "WriteImage", write_image)
+    line = check_refused(ws, capsys, [*PREDQ, "-o", f"old{suffix}"], f"old{suffix}: the ")
+    assert "Free some space" in line and line.endswith("; nothing was written")
+    monkeypatch.undo()
+    assert np.array_equal(read_labels(ws / f"old{suffix}")[0], old[0])
 
 
 def test_ctrl_c_during_the_demo(ws, capsys, monkeypatch):

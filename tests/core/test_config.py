@@ -26,13 +26,18 @@ from napari_sparseseg.core.model.network import SIZES, size_for_device
     (dict(device="gpu"), "unknown device 'gpu'; use one of auto, cpu, cuda, mps. Did you mean 'cpu'?"),
     (dict(model_size="medum"), "unknown model size 'medum'; use one of auto, small, medium, large. Did you mean 'medium'?"),
     (dict(modality="mr"), "unknown modality 'mr'; use one of auto, ct, mri."),
-    (dict(time_budget=0), "time_budget must be > 0, got 0"),
+    (dict(time_budget=0), "time_budget must be > 0 and <= 604800.0, got 0"),
+    (dict(time_budget=1e12), "time_budget must be > 0 and <= 604800.0, got 1000000000000.0"),
     (dict(time_budget=float("nan")), "time_budget must be a number > 0"),
     (dict(max_steps=2.5), "max_steps must be a whole number"),
     (dict(max_steps=None, time_budget=None), "a round needs a bound"),
     (dict(seed=-3), "seed must be >= 0"),
     (dict(learning_rate="fast"), "learning_rate must be a number"),
     (dict(patch_size=(16, 16)), "patch_size must be three positive whole numbers"),
+    (dict(patch_size=(4096, 4096, 4096)), "patch_size [4096, 4096, 4096] is beyond the limits (at most 1024 voxels a "
+                                          "side and 16777216 in all)"),
+    (dict(patch_voxels=10**9), "patch_voxels must be >= 4096 and <= 16777216"),
+    (dict(forest_max_samples=10**9), "forest_max_samples must be >= 100 and <= 2000000"),
 ])
 def test_bad_train_settings_say_what_is_allowed(kwargs, message):
     with pytest.raises(ConfigError) as err:

@@ -131,6 +131,24 @@ def test_cache_never_replaces_a_folder_of_the_users(image, tmp_path):
     assert load_cached(pre.fingerprint, tmp_path).steps == 1
 
 
+@pytest.mark.parametrize("exc", [RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"),
+                                 OSError(28, "No space left on device")], ids=["torch", "os"])
+def test_a_cache_that_cannot_be_written_never_fails_pretraining(image, tmp_path, monkeypatch, exc):
+    """torch reports a full disk as RuntimeError: it ended `segment --pretrain` in a traceback. The cache is a
+    convenience: a warning, the pretrained state, and the old entry byte-identical."""
+    first = run_to_end(pretrain(image, _cfg(max_steps=1), spacing=SPACING, cache_dir=tmp_path))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    def save(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.warns(UserWarning, match="pretraining could not be cached .*it will be redone next time"):
+        more = run_to_end(pretrain(image, _cfg(max_steps=3), spacing=SPACING, cache_dir=tmp_path))
+    assert first.steps == 1 and more.steps == 4  # continued from the cached step
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 def test_config_is_checked():
     with pytest.raises(ConfigError, match="(?i)did you mean"):
         PretrainConfig(task="inpait")

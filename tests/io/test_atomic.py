@@ -100,6 +100,21 @@ def test_atomic_file_failed_rename_keeps_the_old_file(tmp_path, monkeypatch):
     assert p.read_bytes() == b"old" and no_temp(tmp_path)
 
 
+def test_atomic_file_exclusive_never_replaces(tmp_path, monkeypatch):
+    p = tmp_path / "a_suggestions.json"
+    atomic_file(p, lambda f: f.write("new"), mode="w", exclusive=True)
+    assert p.read_text() == "new"
+    with pytest.raises(OutputError, match="exists and was not named to be replaced"):
+        atomic_file(p, lambda f: f.write("newer"), mode="w", exclusive=True)
+    assert p.read_text() == "new" and no_temp(tmp_path)
+    # A file system without hard links: checked, then renamed.
+    monkeypatch.setattr(atomic.os, "link", lambda a, b: (_ for _ in ()).throw(OSError(errno.EPERM, "no links")))
+    with pytest.raises(OutputError, match="exists and was not named to be replaced"):
+        atomic_file(p, lambda f: f.write("newer"), mode="w", exclusive=True)
+    atomic_file(tmp_path / "b.json", lambda f: f.write("b"), mode="w", exclusive=True)
+    assert p.read_text() == "new" and (tmp_path / "b.json").read_text() == "b" and no_temp(tmp_path)
+
+
 def test_atomic_file_missing_folder(tmp_path):
     with pytest.raises(OutputError, match="choose a writable folder"):
         atomic_file(tmp_path / "nope" / "a.bin", lambda f: f.write(b"x"))

@@ -73,3 +73,122 @@ def test_a_dicom_series_leaves_the_process_locale_alone(tmp_path):
     write_labels(tmp_path / "dcm", np.arange(60, dtype=np.int16).reshape(3, 4, 5), Geometry(np.eye(4), (3, 4, 5)))
     assert read_image(tmp_path / "dcm")[0].shape == (3, 4, 5)
     assert locale.setlocale(locale.LC_ALL) == before  # GDCM had left it at "C" (ASCII subprocess output)
+
+
+# ------------------------------------------------------------------------------ ours by kind and content, not names
+def _tree(folder):
+    """relative path -> bytes, 'dir' or 'link -> target' (links not followed)."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            rel = os.path.relpath(p, folder)
+            if os.path.islink(p):
+                out[rel] = "link -> " + os.readlink(p)
+            elif os.path.isdir(p):
+                out[rel] = "dir"
+            else:
+                with open(p, "rb") as f:
+                    out[rel] = f.read()
+    return out
+
+
+def _tiny_model():
+    from napari_sparseseg.core.model.checkpoint import SegModel
+    from napari_sparseseg.core.model.intensity import Normalization
+    from napari_sparseseg.core.model.network import NetworkConfig, build_network
+
+    norm = Normalization("ct")
+    cfg = NetworkConfig(norm.n_channels, 2, channels=(2, 4), strides=(2,), num_res_units=0)
+    return SegModel(build_network(cfg), cfg, norm, ["background", "organ"], (8, 8, 8))
+
+
+def _session():
+    import numpy as np
+
+    from napari_sparseseg.core.session.state import Session
+
+    image = np.random.default_rng(0).normal(size=(8, 9, 10)).astype(np.float32)
+    scribbles = np.zeros(image.shape, np.uint8)
+    scribbles[4, 1:3, 1:3], scribbles[4, 5:7, 5:7] = 1, 2
+    return Session(image, scribbles, ["bg", "fg"])
+
+
+def _user_folder_as(name):
+    def setup(f):
+        (f / name).unlink() if (f / name).is_file() else None
+        (f / name).mkdir()
+        (f / name / "results.csv").write_text("the user's results")
+
+    return setup
+
+
+def _link_as(name):
+    def setup(f):
+        (f.parent / "user.bin").write_bytes(b"the user's own file")
+        (f / name).unlink()
+        (f / name).symlink_to(f.parent / "user.bin")
+
+    return setup
+
+
+def _replace_with(name, content):
+    def setup(f):
+        if (f / name).is_dir():
+            import shutil
+
+            shutil.rmtree(f / name)
+        (f / name).write_bytes(content)
+
+    return setup
+
+
+KINDS = [
+    # (what, first write of ours or None, setup, save again, message)
+    ("model.json/ folder of the user's, nothing else", None,
+     lambda f: (f.mkdir(), _user_folder_as("model.json")(f)), "model", "holds model.json as a folder"),
+    ("model.pt as a folder", "model", _user_folder_as("model.pt"), "model", "holds model.pt as a folder"),
+    ("model.pt a link to a user's file", "model", _link_as("model.pt"), "model", "holds model.pt as a symbolic link"),
+    ("model.pt not a torch file", "model", _replace_with("model.pt", b"the user's data"), "model",
+     "holds model.pt as a file napari-sparseseg did not write"),
+    ("annotations.npz/ folder of the user's", "session", _user_folder_as("annotations.npz"), "session",
+     "holds annotations.npz as a folder"),
+    ("annotations.npz not a zip", "session", _replace_with("annotations.npz", b"the user's data"), "session",
+     "holds annotations.npz as a file napari-sparseseg did not write"),
+    ("the session's model/ is a file", "session", _replace_with("model", b"the user's data"), "session",
+     "holds model as a file, where napari-sparseseg writes a folder"),
+]
+
+
+@pytest.mark.parametrize("what, first, setup, again, message", KINDS, ids=[k[0] for k in KINDS])
+def test_a_folder_is_ours_by_kind_and_content_not_names(tmp_path, what, first, setup, again, message):
+    from napari_sparseseg.io.models import save_model
+    from napari_sparseseg.io.sessions import save_session
+
+    f = tmp_path / "out"
+    save = {"model": lambda: save_model(_tiny_model(), f), "session": lambda: save_session(_session(), f)}
+    if first is not None:
+        save[first]()
+    setup(f)
+    before = _tree(tmp_path)
+    with pytest.raises(OutputError, match=message):
+        save[again]()
+    kind = {"model": "model", "session": "session"}[again]
+    with pytest.raises(OutputError, match=message):
+        check_outputs({kind: f})
+    assert _tree(tmp_path) == before  # byte-identical, nothing deleted or added
+
+
+def test_a_demo_folder_is_ours_by_kind_too(tmp_path):
+    from napari_sparseseg.io import check_demo_folder
+
+    f = tmp_path / "demo"
+    f.mkdir()
+    (f / "model").write_text("the user's notes")
+    with pytest.raises(OutputError, match="holds model as a file, where napari-sparseseg writes a folder"):
+        check_demo_folder(f)
+    (f / "model").unlink()
+    (f / "model").mkdir()
+    (f / "mask.nii.gz").write_text("not a gzip file")
+    with pytest.raises(OutputError, match="holds mask.nii.gz as a file napari-sparseseg did not write"):
+        check_demo_folder(f)

@@ -25,6 +25,18 @@ from typing import Any
 from napari_sparseseg.core.base.errors import ConfigError
 
 __all__ = [
+    "MAX_FOREST_SAMPLES",
+    "MAX_FOREST_TREES",
+    "MAX_IN_CHANNELS",
+    "MAX_NETWORK_CHANNELS",
+    "MAX_NETWORK_LEVELS",
+    "MAX_NETWORK_STRIDE",
+    "MAX_PATCH_SIDE",
+    "MAX_PATCH_VOXELS",
+    "MAX_RES_UNITS",
+    "MAX_SCAN_VOXELS",
+    "MAX_SECONDS",
+    "MAX_STEPS",
     "BatchConfig",
     "ConfigError",
     "DemoConfig",
@@ -42,6 +54,7 @@ __all__ = [
     "TrainConfig",
     "WeightConfig",
     "check_option",
+    "check_patch_size",
     "field_info",
     "option_values",
     "setting",
@@ -149,6 +162,53 @@ def check_option(value: Any, options: type[enum.Enum], what: str) -> str:
     except ImportError:  # pragma: no cover - MONAI is a dependency
         pass
     raise ConfigError(f"unknown {what} {str(value)!r}; use one of {', '.join(allowed)}.{hint}")
+
+
+# ------------------------------------------------------------------------------------------ limits
+# The bounds on every number that decides how much memory or time is spent, in one place. The
+# settings below use them, and so does everything read back from a file (a model folder's
+# model.json and forest.npz, a session's session.json and arrays: napari_sparseseg/io/models.py
+# and io/sessions.py), before anything is allocated: a forged model.json with patch_size
+# [4096]*3 asked for a 274 GB window, a forged forest for 10**9 trees. Each is far above what
+# napari-sparseseg itself writes.
+#: The most voxels of a training or inference patch (256^3; the "large" network trains on 96^3).
+MAX_PATCH_VOXELS = 256**3
+#: The longest side of a patch, in voxels.
+MAX_PATCH_SIDE = 1024
+#: The U-Net: most levels (``len(channels)``; "large" has 5), widest level ("large": 320), largest
+#: stride, residual units per level (2 in every size) and input channels (a normalisation's, 1 or 2).
+MAX_NETWORK_LEVELS, MAX_NETWORK_CHANNELS, MAX_NETWORK_STRIDE, MAX_RES_UNITS, MAX_IN_CHANNELS = 8, 1024, 4, 8, 16
+#: The random forest: most trees (32 are fitted) and most stroke voxels it is fitted on and stores.
+MAX_FOREST_TREES, MAX_FOREST_SAMPLES = 1024, 2_000_000
+#: The most voxels of a scan or a session (2**31: a 512 x 512 x 8192 scan).
+MAX_SCAN_VOXELS = 2**31
+#: The longest time bound of a round or of pretraining (a week), and the most steps.
+MAX_SECONDS, MAX_STEPS = 7 * 24 * 3600.0, 10**9
+
+
+def check_patch_size(patch, divisor: int = 1, what: str = "patch_size") -> tuple[int, int, int]:
+    """``patch`` as three whole numbers within :data:`MAX_PATCH_SIDE` and :data:`MAX_PATCH_VOXELS`.
+
+    Args:
+        patch: three sides, array order.
+        divisor: each side must be a multiple of it (the network's).
+        what: the name in the message.
+
+    Raises:
+        ConfigError: not three positive whole numbers, not multiples of ``divisor``, or beyond the limits.
+    """
+    try:
+        ps = tuple(patch)
+    except TypeError:
+        ps = ()
+    if len(ps) != 3 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in ps):
+        raise ConfigError(f"{what} must be three positive whole numbers, got {patch!r}.")
+    if any(p % divisor for p in ps):
+        raise ConfigError(f"{what} must be multiples of {divisor} for this network, got {list(ps)}.")
+    if max(ps) > MAX_PATCH_SIDE or ps[0] * ps[1] * ps[2] > MAX_PATCH_VOXELS:
+        raise ConfigError(f"{what} {list(ps)} is beyond the limits (at most {MAX_PATCH_SIDE} voxels a side and "
+                          f"{MAX_PATCH_VOXELS} in all).")
+    return ps
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, ge: float | None = None,  # noqa: A002
@@ -266,10 +326,11 @@ class TrainConfig:
     ``time_budget=None`` are identical on the CPU.
     """
 
-    max_steps: int | None = setting(1000, "training step bound", ge=1)
-    time_budget: float | None = setting(60.0, "training wall-time bound in seconds", gt=0)
+    max_steps: int | None = setting(1000, "training step bound", ge=1, le=MAX_STEPS)
+    time_budget: float | None = setting(60.0, "training wall-time bound in seconds", gt=0, le=MAX_SECONDS)
     batch_size: int = setting(2, "patches per step", ge=1)
-    patch_voxels: int | None = setting(None, "voxel budget of an automatic patch (None: the model size's)", ge=16**3)
+    patch_voxels: int | None = setting(None, "voxel budget of an automatic patch (None: the model size's)", ge=16**3,
+                                       le=MAX_PATCH_VOXELS)
     patch_size: tuple | None = setting(None, "explicit patch shape in voxels, array order (None: automatic)")
     learning_rate: float = setting(3e-3, "Adam learning rate", gt=0)
     warmup_steps: int = setting(20, "steps over which a warm-started round ramps its learning rate up from zero "
@@ -302,7 +363,8 @@ class TrainConfig:
     forest: bool = setting(True, "also fit a random forest on image filters to the same strokes; prediction fuses it "
                            "with the network (core/model/forest.py)")
     forest_weight: float = setting(0.5, "the forest's share of the fused (log-linear) probabilities", ge=0, le=1)
-    forest_max_samples: int = setting(60_000, "stroke voxels the forest is fitted on at most (even over classes)", ge=100)
+    forest_max_samples: int = setting(60_000, "stroke voxels the forest is fitted on at most (even over classes)", ge=100,
+                                      le=MAX_FOREST_SAMPLES)
     forest_max_feature_bytes: int = setting(3 * 2**30, "no forest for a scan whose filter features would need more memory",
                                             ge=0)
 
@@ -311,10 +373,11 @@ class TrainConfig:
         if self.max_steps is None and self.time_budget is None:
             raise ConfigError("set max_steps, time_budget or both; a round needs a bound.")
         if self.patch_size is not None:
-            ps = tuple(self.patch_size)
-            if len(ps) != 3 or not all(isinstance(p, (int,)) or float(p).is_integer() for p in ps) or min(ps) < 1:
-                raise ConfigError(f"patch_size must be three positive whole numbers, got {self.patch_size}.")
-            self.patch_size = tuple(int(p) for p in ps)
+            try:
+                ps = tuple(int(p) if not isinstance(p, bool) and float(p).is_integer() else p for p in self.patch_size)
+            except (TypeError, ValueError, OverflowError):
+                ps = self.patch_size
+            self.patch_size = check_patch_size(ps)
         if not isinstance(self.weights, WeightConfig):
             self.weights = WeightConfig(**dict(self.weights))
 
@@ -329,8 +392,9 @@ class PretrainConfig:
     many is used as it is (:mod:`~napari_sparseseg.core.training.pretrain`).
     """
 
-    seconds: float | None = setting(120.0, "pretraining wall time in seconds (total for the scan, cache included)", gt=0)
-    max_steps: int | None = setting(None, "pretraining step bound (None: the time alone)", ge=1)
+    seconds: float | None = setting(120.0, "pretraining wall time in seconds (total for the scan, cache included)", gt=0,
+                                    le=MAX_SECONDS)
+    max_steps: int | None = setting(None, "pretraining step bound (None: the time alone)", ge=1, le=MAX_STEPS)
     task: str = setting("inpaint", "pretext task", choices=Pretext)
     batch_size: int = setting(2, "patches per step", ge=1)
     learning_rate: float = setting(1e-3, "Adam learning rate", gt=0)
@@ -398,7 +462,7 @@ class RoundSettings:
 
     device: str = setting(TrainConfig.device, "compute device", choices=Device)
     model_size: str = setting(TrainConfig.model_size, "network size of a new model", choices=ModelSize)
-    time_budget: float = setting(TrainConfig.time_budget, "training time per round at most", gt=0)
+    time_budget: float = setting(TrainConfig.time_budget, "training time per round at most", gt=0, le=MAX_SECONDS)
     plateau: bool = setting(TrainConfig.plateau, "end a round as soon as the network has learned the strokes (the time "
                             "per round is then a cap)")
     seed: int = setting(TrainConfig.seed, "seed of the first round (round n uses seed + n)", ge=0, le=2**31 - 1)
@@ -408,15 +472,15 @@ class RoundSettings:
                            "with the network")
     pretrain: bool = setting(False, "pretrain on the scan itself while you paint (self-supervised, cached per scan); "
                              "the first round starts from it (off: it did not pay on the benchmark cases)")
-    pretrain_seconds: float = setting(PretrainConfig.seconds, "pretraining time per scan, in all", gt=0)
+    pretrain_seconds: float = setting(PretrainConfig.seconds, "pretraining time per scan, in all", gt=0, le=MAX_SECONDS)
     fill_between: bool = setting(False, "interpolate a structure outlined on two or more parallel slices between them "
                                  "(ITK's morphological contour interpolation, as Slicer's Fill between slices) into "
                                  "low-weight pseudo-labels")
     estimate: bool = setting(False, "hold out a fifth of the stroke pieces of each class each round (rotating) and "
                              "show the Dice on them: an estimate on your own strokes")
     live: bool = setting(False, "retrain for a few seconds after every finished stroke")
-    live_seconds: float = setting(5.0, "training seconds of a Live round", gt=0)
-    max_steps: int | None = setting(None, "step bound of a round (None: the time budget alone)", ge=1)
+    live_seconds: float = setting(5.0, "training seconds of a Live round", gt=0, le=MAX_SECONDS)
+    max_steps: int | None = setting(None, "step bound of a round (None: the time budget alone)", ge=1, le=MAX_STEPS)
 
     def __post_init__(self):
         _validate(self)
