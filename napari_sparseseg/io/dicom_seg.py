@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -344,8 +345,13 @@ def write_dicom_seg_probabilities(path: str | os.PathLike, probabilities: np.nda
         pydicom = _pydicom()
         ds = _open(pydicom, tmp, path)
         got = np.zeros_like(probs[1:])
-        for number, k, j0, i0, frame in _placed_frames(ds, series, tmp):
-            got[number - 1, k, j0:j0 + frame.shape[0], i0:i0 + frame.shape[1]] = frame
+        try:
+            for number, k, j0, i0, frame in _placed_frames(ds, series, tmp):
+                got[number - 1, k, j0:j0 + frame.shape[0], i0:i0 + frame.shape[1]] = frame
+        except SparseSegError:
+            raise
+        except Exception as exc:  # a damaged file: see _segment_numbers
+            raise _unverified(path, f"it cannot be read back: {type(exc).__name__}") from exc
         if not np.array_equal(got, probs[1:]):
             raise _unverified(path, f"{int((got != probs[1:]).sum())} values read back differ")
 
@@ -422,6 +428,18 @@ def _open(pydicom, path, target=None):
     return ds
 
 
+@contextmanager
+def _damaged(path):
+    """One InputError for a damaged SEG: pydicom parses sequences lazily, so it fails while it is read, in many ways."""
+    try:
+        yield
+    except SparseSegError:
+        raise
+    except Exception as exc:
+        raise InputError(f"the DICOM SEG is damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); export "
+                         "it again.", path=path) from exc
+
+
 def _segments(ds, path) -> dict[int, str]:
     found = {}
     for item in getattr(ds, "SegmentSequence", []) or []:
@@ -437,7 +455,8 @@ def _segments(ds, path) -> dict[int, str]:
 def seg_class_names(path: str | os.PathLike) -> list[str]:
     """The classes a SEG holds, background first: its segment labels in segment-number order."""
     ds = _open(_pydicom(), path)
-    labels = list(_segments(ds, path).values())
+    with _damaged(path):
+        labels = list(_segments(ds, path).values())
     background = [n for n in labels if n.strip().lower() == "background"]
     return (background or ["background"]) + [n for n in labels if n.strip().lower() != "background"]
 
@@ -584,12 +603,13 @@ def read_dicom_seg(path: str | os.PathLike, scan, class_names=None, what: str = 
     target = path
     series = _series(scan, geometry)
     ds = _open(_pydicom(), path, target)
-    classes = _segment_classes(_segments(ds, target), class_names, target)
-    strokes = what in _STROKE_KINDS
-    top = max(classes.values(), default=0) + (1 if strokes else 0)
-    if strokes and top > MAX_CLASSES:
-        raise InputError(f"the DICOM SEG has {top - 1} classes; scribbles hold at most {MAX_CLASSES - 1}.", path=target)
-    numbers = _segment_numbers(ds, series, target)
+    with _damaged(target):
+        classes = _segment_classes(_segments(ds, target), class_names, target)
+        strokes = what in _STROKE_KINDS
+        top = max(classes.values(), default=0) + (1 if strokes else 0)
+        if strokes and top > MAX_CLASSES:
+            raise InputError(f"the DICOM SEG has {top - 1} classes; scribbles hold at most {MAX_CLASSES - 1}.", path=target)
+        numbers = _segment_numbers(ds, series, target)
     lut = np.zeros(max(classes) + 1, label_dtype(top))
     for number, c in classes.items():
         lut[number] = c + 1 if strokes else c
@@ -600,7 +620,8 @@ def _segment_numbers(ds, series: DicomSeries, path) -> np.ndarray:
     """The segment number covering each voxel of the scan's grid (0: none; the higher number where segments overlap)."""
     out = np.zeros(series.geometry.shape, label_dtype(max(_segments(ds, path))))
     half = float(getattr(ds, "MaximumFractionalValue", 255) or 255) / 2.0
-    placed = sorted(_placed_frames(ds, series, path), key=lambda t: t[0])  # higher segment numbers win
+    with _damaged(path):
+        placed = sorted(_placed_frames(ds, series, path), key=lambda t: t[0])  # higher segment numbers win
     for number, k, j0, i0, frame in placed:
         on = frame if frame.dtype == bool else frame > half
         out[k, j0:j0 + frame.shape[0], i0:i0 + frame.shape[1]][on] = number
