@@ -53,6 +53,7 @@ __all__ = [
     "dicom_series",
     "is_dicom_seg",
     "is_seg_path",
+    "made_on",
     "read_dicom_seg",
     "seg_class_names",
     "segment_codes",
@@ -459,6 +460,22 @@ def seg_class_names(path: str | os.PathLike) -> list[str]:
         labels = list(_segments(ds, path).values())
     background = [n for n in labels if n.strip().lower() == "background"]
     return (background or ["background"]) + [n for n in labels if n.strip().lower() != "background"]
+
+
+def made_on(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether the SEG at ``path`` names the series in ``folder`` (a DICOM series folder) among its sources.
+
+    Reads two headers only (the SEG's and one slice's); ``False`` for anything unreadable.
+    """
+    pydicom = _pydicom()
+    folder = Path(folder)
+    try:
+        refs = _referenced(pydicom.dcmread(path, stop_before_pixels=True))[0]
+        first = next((p for p in sorted(folder.iterdir()) if _is_dicom_candidate(p)), None)
+        uid = str(pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).SeriesInstanceUID)
+    except Exception:  # an unreadable file or folder is not the scan
+        return False
+    return uid in refs
 
 
 def _referenced(ds) -> tuple[set, set]:
