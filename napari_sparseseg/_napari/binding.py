@@ -412,7 +412,7 @@ class SessionBinding:
             self.session.model = None
 
     def export_mask(self, path) -> Path:
-        """Write the (possibly edited) prediction on the scan's own grid and geometry.
+        """Write the (possibly edited) prediction on the scan's own grid and geometry (a ``.dcm`` path: a DICOM SEG).
 
         Raises:
             SparseSegError: no prediction yet, or the file cannot be written.
@@ -424,7 +424,9 @@ class SessionBinding:
         inputs = {"scan": self.session.image_path, "scribbles": image_path(self.scribbles_layer) if self.scribbles_layer is not None else None}
         check_outputs({"mask": path}, inputs)
         check_format_limits({"mask": path}, self.session.scribbles.shape, len(self.session.class_names))
-        return Path(write_labels(path, self.to_grid(pred.data), session_geometry(self.session)))
+        # A .dcm path is a DICOM SEG of the scan's series (check_outputs refused it for any other scan).
+        return Path(write_labels(path, self.to_grid(pred.data), session_geometry(self.session),
+                                 source=self.session.image_path, class_names=self.session.class_names))
 
     # ------------------------------------------------------------------ files
     def autosave_target(self) -> tuple[Session, Path]:

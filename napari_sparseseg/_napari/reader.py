@@ -1,4 +1,4 @@
-"""npe2 reader: NIfTI, NRRD, MHA/MHD and DICOM series folders, with geometry."""
+"""npe2 reader: NIfTI, NRRD, MHA/MHD and DICOM series folders, with geometry; DICOM SEGs over their open scan."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_sparseseg._napari.binding import image_path, kwargs_like, layer_geometry
 from napari_sparseseg._napari.layers import display_array, layer_kwargs
 from napari_sparseseg.core.annotations.labels import label_dtype
+from napari_sparseseg.core.base.errors import InputError
 from napari_sparseseg.io import SUPPORTED_SUFFIXES, is_supported_path, read_image
+from napari_sparseseg.io.dicom_seg import is_dicom_seg, made_on, read_dicom_seg, seg_class_names
 
 _LABEL_WORDS = ("label", "mask", "seg", "scribble", "annot", "correction", "reference")
 
@@ -39,9 +42,46 @@ def get_reader(path):
         if len(path) != 1:
             return None
         path = path[0]
-    if not isinstance(path, (str, Path)) or not is_supported_path(path):
+    if not isinstance(path, (str, Path)):
+        return None
+    if is_dicom_seg(path):
+        return read_seg_layers
+    if not is_supported_path(path):
         return None
     return read_layers
+
+
+def read_seg_layers(path, viewer=None):
+    """A DICOM SEG as a Labels layer over the open scan it was made on (class of each voxel; its class names).
+
+    The SEG is placed on the grid of that scan (a DICOM series image layer of ``viewer``, by
+    default the current viewer) by its plane positions and referenced slices; it is shown
+    exactly over the scan, so it can be picked as scribbles or compared with a prediction.
+
+    Raises:
+        InputError: no open scan is the series the SEG references (open that series first),
+            or the SEG cannot be placed on it.
+    """
+    from napari.layers import Image
+
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    p = Path(path)
+    if viewer is None:
+        import napari
+
+        viewer = napari.current_viewer()
+    scans = [lay for lay in (viewer.layers if viewer is not None else []) if isinstance(lay, Image) and lay.ndim == 3
+             and image_path(lay) and Path(image_path(lay)).is_dir()]
+    scan = next((lay for lay in scans if made_on(p, image_path(lay))), None)
+    if scan is None:
+        raise InputError("a DICOM SEG is shown over the DICOM series it was made on, and no open scan is that series; "
+                         "open the series folder first, then the SEG.", path=p)
+    labels = read_dicom_seg(p, image_path(scan), geometry=layer_geometry(scan))
+    kwargs = kwargs_like(scan, p.name[: -len(".dcm")] if p.name.lower().endswith(".dcm") else p.name)
+    kwargs["metadata"]["source_path"] = str(p)
+    kwargs["metadata"]["class_names"] = seg_class_names(p)
+    return [(display_array(labels, kwargs["metadata"]), kwargs, "labels")]
 
 
 def read_layers(path):

@@ -48,11 +48,11 @@ class FilePanel(QWidget):
             button.clicked.connect(lambda _=False, slot=slot: slot())
 
     def export_mask(self, path: str | None = None) -> Path | None:
-        """Write the (possibly edited) prediction on the scan's own grid and geometry (NIfTI/NRRD/MHA)."""
+        """Write the (possibly edited) prediction on the scan's own grid and geometry (NIfTI/NRRD/MHA; DICOM SEG of a DICOM scan)."""
         if self.binding.prediction_layer is None or self.binding.session is None:
             return self.failed.emit("There is no prediction yet: press Train first.")
-        path = path or QFileDialog.getSaveFileName(self, "Export mask", "mask.nii.gz",
-                                                   "Masks (*.nii.gz *.nii *.nrrd *.mha *.mhd)")[0]
+        if not path:
+            path = QFileDialog.getSaveFileName(self, "Export mask", "mask.nii.gz", ";;".join(self.export_filters()))[0]
         try:
             out = self.binding.export_mask(path) if path else None
         except (SparseSegError, ValueError, OSError) as exc:
@@ -60,6 +60,14 @@ class FilePanel(QWidget):
         if out:
             self.message.emit(f"Mask written to {out}.")
         return out
+
+    def export_filters(self) -> list[str]:
+        """The file types Export offers: the volume formats, and DICOM SEG when the scan is a DICOM series."""
+        filters = ["Masks (*.nii.gz *.nii *.nrrd *.mha *.mhd)"]
+        scan = self.binding.session.image_path if self.binding.session is not None else None
+        if scan and Path(scan).is_dir():
+            filters.append("DICOM SEG, referencing the scan's series (*.dcm)")
+        return filters
 
     def save_session(self, folder: str | None = None) -> Path | None:
         """Save the scan reference, scribbles, corrections, model, classes and history to a folder."""

@@ -153,6 +153,11 @@ def plan_outputs(args) -> dict:
     return outputs
 
 
-def read_inputs(args):
-    """The scan, its geometry, strokes and corrections named by ``args``."""
-    return read_scan(args.image, getattr(args, "scribbles", None), getattr(args, "corrections", None))
+def read_inputs(args, class_names=None):
+    """The scan, its geometry, strokes and corrections named by ``args``.
+
+    Strokes given as a DICOM SEG of a DICOM series image are matched to ``class_names`` by
+    segment label when given.
+    """
+    return read_scan(args.image, getattr(args, "scribbles", None), getattr(args, "corrections", None),
+                     class_names=class_names)

@@ -32,7 +32,7 @@ def run(args) -> int:
         scan_features_cached(args, features, image, model.normalization.ranges(image), geom.spacing)
     with progress_printer(args) as show:
         pred = run_to_end(predict(model, image, pcfg, spacing=geom.spacing, features=features), show)
-    write_outputs(args, geom, pred)
+    write_outputs(args, geom, pred, class_names=model.class_names)
     return EXIT_OK
 
 
@@ -53,13 +53,19 @@ def scan_features_cached(args, features: FeatureCache, image, ranges, spacing) -
     return how
 
 
-def write_outputs(args, geom, prediction, model=None) -> None:
-    """Write mask, probabilities, then model, each atomically and recorded in ``args.log`` (``segment`` too)."""
+def write_outputs(args, geom, prediction, model=None, class_names=None) -> None:
+    """Write mask, probabilities, then model, each atomically and recorded in ``args.log`` (``segment`` too).
+
+    A ``.dcm`` mask or probabilities output is a DICOM SEG of the image's series, its segments
+    labelled with ``class_names`` (default: the model's).
+    """
     log = args.log
-    log.write("mask", lambda: write_labels(args.output, prediction.labels, geom))
+    names = class_names or (model.class_names if model is not None else None)
+    log.write("mask", lambda: write_labels(args.output, prediction.labels, geom, source=args.image, class_names=names))
     say(args, f"wrote mask {args.output}")
     if args.probabilities:
-        log.write("probabilities", lambda: write_probabilities(args.probabilities, prediction.probabilities, geom))
+        log.write("probabilities", lambda: write_probabilities(args.probabilities, prediction.probabilities, geom,
+                                                               source=args.image, class_names=names))
         say(args, f"wrote probabilities {args.probabilities}")
     if model is not None and getattr(args, "model_out", None):
         log.write("model", lambda: save_model(model, args.model_out))

@@ -21,6 +21,7 @@ from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.io import check_format_limits
 from napari_sparseseg.io.atomic import atomic_file
 from napari_sparseseg.io.cache import cache_folder, pretrain
+from napari_sparseseg.io.dicom_seg import is_dicom_seg, seg_class_names
 from napari_sparseseg.io.hints import read_boxes, read_clicks
 from napari_sparseseg.io.models import load_model
 
@@ -43,10 +44,12 @@ def run(args) -> int:
         pre_cfg = PretrainConfig(seconds=args.pretrain, task=args.pretrain_task, seed=args.seed, device=args.device,
                                  model_size=args.model_size, modality=args.modality)
     outputs = plan_outputs(args)
-    image, geom, scribbles, corrections = read_inputs(args)
+    names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
+    if names is None and not args.init_model and is_dicom_seg(args.scribbles):
+        names = seg_class_names(args.scribbles)  # strokes drawn as a DICOM SEG name their classes
+    image, geom, scribbles, corrections = read_inputs(args, class_names=names)
     check_format_limits(outputs, image.shape)
     init = load_model(args.init_model) if args.init_model else None
-    names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
     painted = scribbles if corrections is None else merge_annotations(scribbles, corrections)[0]
     hints = read_hints(args, image, geom, names or (init.class_names if init else None), scribbles, painted)
     try:

@@ -23,10 +23,16 @@ Output kinds (the keys of ``outputs``):
 ``"summary"``             a text file of any suffix (a batch's CSV/JSON summary)
 ``"suggestions"``         a text file of any suffix (``segment --suggest``'s JSON)
 ========================  =======================================================================
+
+A ``.dcm`` mask, corrections or probabilities output is a DICOM SEG
+(:mod:`~napari_sparseseg.io.dicom_seg`): it references the DICOM series it was made on, so it
+is refused unless the image (``"image"`` or ``"scan"`` among the inputs) is a DICOM series
+folder and highdicom is installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -34,6 +40,7 @@ from pathlib import Path
 
 from napari_sparseseg.core.base.errors import OutputError
 from napari_sparseseg.io.atomic import TMP_MARK, check_ours, data_file_of, file_identity
+from napari_sparseseg.io.dicom_seg import INSTALL_HINT, SEG_SUFFIX, is_seg_path
 from napari_sparseseg.io.models import check_model_folder
 from napari_sparseseg.io.paths import NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, file_suffix
 from napari_sparseseg.io.sessions import check_session_folder
@@ -54,6 +61,7 @@ _FILE, _LABELS, _MODEL, _SESSION, _DEMO, _TEXT = "file", "labels", "model", "ses
 OUTPUT_KINDS = {"mask": _LABELS, "corrections": _LABELS, "probabilities": _FILE, "model": _MODEL,
                 "session": _SESSION, "demo output": _DEMO, "summary": _TEXT, "suggestions": _TEXT}
 _FOLDER_KINDS = (_MODEL, _SESSION, _DEMO)
+_SEG_KINDS = ("mask", "corrections", "probabilities")  # a .dcm among these is a DICOM SEG
 #: What ``sparseseg demo`` writes into its folder.
 DEMO_FILES = ("mask.nii.gz", "corrections.nii.gz", "model")
 #: NIfTI-1 stores each dimension as a signed 16-bit integer.
@@ -193,10 +201,26 @@ def _check_name(name: str, path: Path) -> None:
                           path=path)
 
 
-def _check_one(kind: str, path: Path) -> None:
+def _check_seg(kind: str, path: Path, image: Path | None) -> None:
+    """A ``.dcm`` output: a DICOM SEG, only of a DICOM series, only with highdicom installed."""
+    if len(path.name) <= len(SEG_SUFFIX):
+        raise OutputError(f"the {kind} file name is only a suffix; give a name such as {kind}{SEG_SUFFIX}.", path=path)
+    if image is None or not image.is_dir():
+        what = f"the image {image} is a file" if image is not None else "there is no image"
+        raise OutputError(f"a .dcm {kind} is a DICOM SEG, which references the DICOM series it was made on, and {what}, "
+                          "not a DICOM series folder; write .nii.gz, .nrrd or .mha instead, or give the series folder as "
+                          "the image.", path=path)
+    if importlib.util.find_spec("highdicom") is None:
+        raise OutputError(f"a .dcm {kind} is a DICOM SEG, written with highdicom, which is not installed; "
+                          f"{INSTALL_HINT}.", path=path)
+
+
+def _check_one(kind: str, path: Path, image: Path | None = None) -> None:
     check_writable(path, kind)
     k = OUTPUT_KINDS[kind]
-    if k == _MODEL:
+    if kind in _SEG_KINDS and is_seg_path(path):
+        _check_seg(kind, path, image)
+    elif k == _MODEL:
         check_model_folder(path, "model folder")
     elif k == _SESSION:
         check_session_folder(path)
@@ -241,7 +265,9 @@ def check_outputs(outputs: Mapping[str, str | os.PathLike | None],
     inside an input (or an input's data file) or another output, whatever path, symbolic link
     or hard link reaches it. Each output must have a supported format for its kind, an
     existing writable parent folder, no folder where a file goes (and no file where a folder
-    goes); a folder output must be new, empty or one of ours.
+    goes); a folder output must be new, empty or one of ours. A ``.dcm`` mask, corrections or
+    probabilities output (a DICOM SEG) needs a DICOM series folder as the ``"image"`` (or
+    ``"scan"``) input.
 
     Args:
         outputs: kind -> path; ``None`` entries are skipped. Kinds: :data:`OUTPUT_KINDS`.
@@ -290,8 +316,9 @@ def check_outputs(outputs: Mapping[str, str | os.PathLike | None],
                          "enter": "would be written inside"}[how]
                 raise OutputError(f"{_describe(a, fa, x)} {where} {_describe(b, fb, y)} ({outs[b]}); give them "
                                   "different paths.", path=outs[a])
+    image = next((ins[k] for k in ("image", "scan") if k in ins), None)
     for kind, path in outs.items():
-        _check_one(kind, path)
+        _check_one(kind, path, image)
     return outs
 
 

@@ -19,6 +19,13 @@ from napari_sparseseg.core.model.intensity import validate_image
 from napari_sparseseg.io._native import quiet_native_output, reason
 from napari_sparseseg.io.atomic import atomic_output, check_written, data_file_of, payload_bytes, replace_folder
 from napari_sparseseg.io.dicom import read_dicom_series
+from napari_sparseseg.io.dicom_seg import (
+    is_dicom_seg,
+    is_seg_path,
+    read_dicom_seg,
+    write_dicom_seg,
+    write_dicom_seg_probabilities,
+)
 from napari_sparseseg.io.geometry import Geometry, sitk_geometry
 from napari_sparseseg.io.paths import (
     NIFTI_SUFFIXES,
@@ -80,7 +87,8 @@ def read_image(path: str | os.PathLike, backend: str = "auto") -> tuple[np.ndarr
 
 
 def read_labels(path: str | os.PathLike, like: Geometry | None = None, what: str = "labels",
-                max_value: int | None = None) -> tuple[np.ndarray, Geometry]:
+                max_value: int | None = None, source: str | os.PathLike | None = None,
+                class_names=None) -> tuple[np.ndarray, Geometry]:
     """Read a label volume (scribbles, corrections, masks) as non-negative integers.
 
     The values are checked by :func:`~napari_sparseseg.core.annotations.labels.validate_labels`, the
@@ -92,16 +100,28 @@ def read_labels(path: str | os.PathLike, like: Geometry | None = None, what: str
         what: the word used in error messages; ``"scribbles"`` and ``"corrections"`` are held
             to the scribble convention (values 0..MAX_CLASSES), other kinds to 0..65535.
         max_value: the largest value allowed, if not the default of ``what``.
+        source: the scan (a DICOM series folder) the labels were drawn on; needed to read a
+            DICOM SEG, which is placed on that series' grid (:func:`~napari_sparseseg.io.dicom_seg.read_dicom_seg`:
+            classes by segment label, ``c + 1`` per class for scribbles and corrections).
+        class_names: the class table (background first) a DICOM SEG's segment labels are matched to, if known.
 
     Returns:
         ``(labels, geometry)``: labels as the smallest unsigned integer dtype that holds them.
 
     Raises:
-        InputError: unreadable (see :func:`read_image`), or on another grid than ``like``.
+        InputError: unreadable (see :func:`read_image`), or on another grid than ``like``; a
+            DICOM SEG without a DICOM series as ``source``, or not of that series.
         ScribbleError: (scribbles, corrections) fractional, NaN, negative or boolean values,
             or a value above the class bound (the message names it and its voxel count).
     """
-    arr, geom = read_image(path)
+    if file_suffix(Path(path)) not in SUPPORTED_SUFFIXES and is_dicom_seg(path):
+        if source is None or not Path(source).is_dir():
+            raise InputError(f"the {what} are a DICOM SEG, which is placed on the DICOM series it was made on; the image "
+                             f"{source or '(none)'} is not a DICOM series folder: give that series as the image.", path=path)
+        arr = read_dicom_seg(path, source, class_names=class_names, what=what, geometry=like)
+        geom = like if like is not None else read_image(source)[1]
+    else:
+        arr, geom = read_image(path)
     arr = validate_labels(arr, what, max_value=max_value, path=path)
     arr = arr.astype(label_dtype(arr.max(initial=0)), copy=False)
     if like is not None:
@@ -120,11 +140,13 @@ def read_labels(path: str | os.PathLike, like: Geometry | None = None, what: str
     return arr, geom
 
 
-def read_scan(image, scribbles=None, corrections=None):
+def read_scan(image, scribbles=None, corrections=None, class_names=None):
     """A scan and its strokes: ``(image, geometry, scribbles, corrections)`` (``None`` where not given).
 
     The image is checked as every entry point checks it
     (:func:`~napari_sparseseg.core.model.intensity.validate_image`); the strokes must lie on its grid.
+    Strokes may be a DICOM SEG of a DICOM series image (segments matched to ``class_names``
+    by label when given).
 
     Raises:
         InputError: a file is unreadable, the image cannot be segmented, or strokes are on
@@ -132,8 +154,9 @@ def read_scan(image, scribbles=None, corrections=None):
     """
     arr, geom = read_image(image)
     validate_image(arr, path=image)
-    s = read_labels(scribbles, like=geom, what="scribbles")[0] if scribbles else None
-    c = read_labels(corrections, like=geom, what="corrections")[0] if corrections else None
+    s = read_labels(scribbles, like=geom, what="scribbles", source=image, class_names=class_names)[0] if scribbles else None
+    c = read_labels(corrections, like=geom, what="corrections", source=image, class_names=class_names)[0] \
+        if corrections else None
     return arr, geom, s, c
 
 
@@ -398,22 +421,32 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     return p
 
 
-def write_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry) -> Path:
+def write_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry,
+                 source: str | os.PathLike | None = None, class_names=None) -> Path:
     """Write a label volume (array order ``(k, j, i)``) on ``geometry``'s grid.
 
     The file is written to a temporary name next to the target and renamed into place, so
     a failure never leaves half a file nor destroys an existing one.
 
     Args:
-        path: a ``.nii``/``.nii.gz``/``.nrrd``/``.mha``/``.mhd`` file, or a folder (DICOM series).
+        path: a ``.nii``/``.nii.gz``/``.nrrd``/``.mha``/``.mhd`` file, a folder (DICOM series),
+            or a ``.dcm`` file: a DICOM SEG of ``source``
+            (:func:`~napari_sparseseg.io.dicom_seg.write_dicom_seg`).
         labels: integer array with ``geometry.shape``.
         geometry: the scan's geometry.
+        source: the scan the labels were made on (a DICOM series folder for a ``.dcm`` SEG).
+        class_names: the class table, background first (a SEG's segment labels).
+
+    Raises:
+        OutputError: a ``.dcm`` SEG asked for without a DICOM series as ``source``.
     """
     labels = np.asarray(labels)
     if tuple(labels.shape) != tuple(geometry.shape):
         raise InputError(f"labels shape {labels.shape} does not match the geometry {geometry.shape}.", path=path)
     labels = labels.astype(label_dtype(labels.max(initial=0)))
     p = Path(path)
+    if is_seg_path(p):
+        return write_dicom_seg(p, labels, _seg_source(p, source), class_names, geometry=geometry)
     suffix = file_suffix(p)
     if suffix not in SUPPORTED_SUFFIXES:
         if p.suffix == "" or p.is_dir():
@@ -441,6 +474,15 @@ def write_image(path: str | os.PathLike, image: np.ndarray, geometry: Geometry) 
     if file_suffix(p) not in SUPPORTED_SUFFIXES:
         raise OutputError(f"unsupported output format '{p.suffix}'; use .nii, .nii.gz, .nrrd, .mha or .mhd.", path=p)
     return _write_volume(p, image, geometry)
+
+
+def _seg_source(p: Path, source) -> Path:
+    """The DICOM series folder a ``.dcm`` SEG output refers to, or the one-line refusal."""
+    if source is None or not Path(source).is_dir():
+        raise OutputError(f"a .dcm output is a DICOM SEG, which references the DICOM series it was made on, and the scan "
+                          f"{source or '(none given)'} is not a DICOM series; write .nii.gz, .nrrd or .mha instead, or "
+                          "give the series folder as the image.", path=p)
+    return Path(source)
 
 
 def _write_volume(p: Path, arr: np.ndarray, geometry: Geometry) -> Path:
@@ -546,13 +588,18 @@ def _sitk_layout(p: Path, shape: tuple, components: int) -> tuple:
     return None, need, data, offset, _header_says_compressed(p)
 
 
-def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geometry: Geometry) -> Path:
+def write_probabilities(path: str | os.PathLike, probs_uint8: np.ndarray, geometry: Geometry,
+                        source: str | os.PathLike | None = None, class_names=None) -> Path:
     """Write class probabilities ``(C, k, j, i)`` stored as uint8 (p * 255).
 
     NIfTI gets a 4-D image with ``scl_slope = 1/255`` so readers see probabilities in [0, 1];
-    the SimpleITK formats get a vector image of uint8 (divide by 255).
+    the SimpleITK formats get a vector image of uint8 (divide by 255); a ``.dcm`` file a
+    FRACTIONAL DICOM SEG of ``source`` (a DICOM series folder; one segment per class but background).
     """
     p = Path(path)
+    if is_seg_path(p):
+        return write_dicom_seg_probabilities(p, np.asarray(probs_uint8), _seg_source(p, source), class_names,
+                                             geometry=geometry)
     suffix = file_suffix(p)
     if suffix not in SUPPORTED_SUFFIXES:
         raise OutputError(f"unsupported probability format '{p.suffix}'; use .nii.gz, .nrrd or .mha.", path=p)

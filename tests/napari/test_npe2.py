@@ -24,9 +24,10 @@ def test_manifest_is_valid():
         assert callable(getattr(__import__(mod, fromlist=[attr]), attr))
     # One list of supported suffixes: the manifest's reader patterns and writer extensions follow io's.
     from napari_sparseseg.io import SUPPORTED_SUFFIXES
+    from napari_sparseseg.io.dicom_seg import SEG_SUFFIX
 
     patterns = {p for r in mf.contributions.readers for p in r.filename_patterns}
-    assert patterns == {f"*{s}" for s in SUPPORTED_SUFFIXES}
+    assert patterns == {f"*{s}" for s in SUPPORTED_SUFFIXES} | {f"*{SEG_SUFFIX}"}  # and DICOM SEGs over their scan
     for w in mf.contributions.writers:
         assert set(w.filename_extensions) <= set(SUPPORTED_SUFFIXES)
 
