@@ -7,12 +7,21 @@ import sys
 from tqdm import tqdm
 
 from napari_sparseseg.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, say
-from napari_sparseseg.cohort.batch import SUMMARY_CSV, SUMMARY_JSON, plan_batch, run_batch
+from napari_sparseseg.cohort.batch import SUMMARY_CSV, SUMMARY_JSON, plan_batch, read_summary, run_batch
 from napari_sparseseg.cohort.cluster import local_workers
 from napari_sparseseg.core.base.config import BatchConfig
+from napari_sparseseg.core.base.errors import OutputError
 from napari_sparseseg.io.cohort import expand_inputs, match_scribbles
 
 __all__ = ["run"]
+
+
+def _count(out_dir, status: str) -> int:
+    """How many scans the summary in ``out_dir`` records with ``status`` (0 if it cannot be read)."""
+    try:
+        return sum(s.get("status") == status for s in (read_summary(out_dir) or {}).get("scans", []))
+    except OutputError:
+        return 0
 
 
 def run(args) -> int:
@@ -30,17 +39,21 @@ def run(args) -> int:
                f"{len(plan.skipped)} already done; on {where}")
     counts = {"done": 0, "skipped": 0, "failed": 0, "queued": 0}
     bar = tqdm(total=len(plan.jobs), unit="scan", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+    results = run_batch(plan, scheduler=args.scheduler)
     try:
         with bar:
-            for r in run_batch(plan, scheduler=args.scheduler):
+            for r in results:
                 counts[r.status] = counts.get(r.status, 0) + 1
                 if r.status == "failed":
                     bar.write(f"sparseseg: scan '{r.name}' failed: {r.reason}", file=sys.stderr)
                 bar.set_postfix(done=counts["done"], skipped=counts["skipped"], failed=counts["failed"], refresh=False)
                 bar.update(1)
     except KeyboardInterrupt:
-        print(f"sparseseg: interrupted; {counts['done']} scans finished and recorded in "
-              f"{plan.out_dir / SUMMARY_JSON}; run the same command again to resume.", file=sys.stderr, flush=True)
+        results.close()  # if the signal struck here rather than inside it: records the running scans, stops the cluster
+        stopped = _count(plan.out_dir, "interrupted")
+        print(f"sparseseg: interrupted; {counts['done']} scans finished and recorded in {plan.out_dir / SUMMARY_JSON}"
+              + (f", {stopped} stopped while running (not done: they run again)" if stopped else "")
+              + "; run the same command again to resume.", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     say(args, f"{counts['done']} done, {counts['skipped']} skipped (already done), {counts['failed']} failed; summary "
                f"in {plan.out_dir / SUMMARY_CSV} and {SUMMARY_JSON}")

@@ -10,6 +10,7 @@ from napari_sparseseg.core.base.device import resolve_device
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict
 from napari_sparseseg.core.model.forest import FeatureCache, feature_bytes
+from napari_sparseseg.core.model.intensity import check_model_modality
 from napari_sparseseg.io import check_format_limits, write_labels, write_probabilities
 from napari_sparseseg.io.cache import cache_folder, cache_scan_features
 from napari_sparseseg.io.models import load_model, save_model
@@ -25,6 +26,7 @@ def run(args) -> int:
     outputs = plan_outputs(args)
     image, geom, _, _ = read_inputs(args)
     model = load_model(args.model, device=device)
+    check_model_modality(image, model.normalization.modality, args.image)
     check_format_limits(outputs, image.shape, model.num_classes)
     features = None
     if model.forest is not None and pcfg.forest and feature_bytes(image.shape) <= pcfg.forest_max_feature_bytes:

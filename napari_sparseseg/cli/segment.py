@@ -17,6 +17,7 @@ from napari_sparseseg.core.base.errors import ConfigError, InputError, ScribbleE
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict
 from napari_sparseseg.core.model.forest import FeatureCache, feature_bytes
+from napari_sparseseg.core.model.intensity import check_model_modality
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.io import check_format_limits
 from napari_sparseseg.io.atomic import atomic_file
@@ -50,6 +51,8 @@ def run(args) -> int:
     image, geom, scribbles, corrections = read_inputs(args, class_names=names)
     check_format_limits(outputs, image.shape)
     init = load_model(args.init_model) if args.init_model else None
+    if init is not None:
+        check_model_modality(image, init.normalization.modality, args.image)
     painted = scribbles if corrections is None else merge_annotations(scribbles, corrections)[0]
     hints = read_hints(args, image, geom, names or (init.class_names if init else None), scribbles, painted)
     try:

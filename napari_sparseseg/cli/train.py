@@ -7,6 +7,7 @@ from napari_sparseseg.core.base.config import TrainConfig
 from napari_sparseseg.core.base.device import resolve_device
 from napari_sparseseg.core.base.errors import InputError, ScribbleError
 from napari_sparseseg.core.base.progress import run_to_end
+from napari_sparseseg.core.model.intensity import check_model_modality
 from napari_sparseseg.core.training.train import Trainer, TrainingScan
 from napari_sparseseg.io import check_outputs, read_scan
 from napari_sparseseg.io.cohort import expand_inputs, match_scribbles
@@ -31,13 +32,15 @@ def run(args) -> int:
     args.log.plan({"model": args.model_out})
     left = len(entries) - len(used)
     say(args, f"training on the strokes of {len(used)} scans" + (f" ({left} without strokes left out)" if left else ""))
+    init = load_model(args.init_model) if args.init_model else None
     scans = []
     for e in used:
         image, geom, scribbles, corrections = read_scan(e.image, e.scribbles, e.corrections)
+        if init is not None:
+            check_model_modality(image, init.normalization.modality, e.image)
         scans.append(TrainingScan(image, scribbles, corrections, geom.spacing, str(e.image)))
     cfg = TrainConfig(max_steps=args.max_steps, time_budget=args.time_budget, plateau=args.plateau, seed=args.seed, device=args.device,
                       model_size=args.model_size, modality=args.modality, forest=args.forest)
-    init = load_model(args.init_model) if args.init_model else None
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
     first = scans[0]
     try:

@@ -5,8 +5,9 @@ writable, no output is an input, and no existing file is replaced unless ``overw
 set. A scan whose mask exists from an earlier run with the same model, settings and
 unchanged inputs (sizes and modification times of its files) is skipped. :func:`run_batch`
 is a generator over the scans as they finish (:class:`ScanResult`); it writes the summary
-(``sparseseg_summary.json`` and ``.csv`` in the out-dir) atomically after every scan, so an
-interrupted run resumes where it stopped.
+(``sparseseg_summary.json`` and ``.csv`` in the out-dir) atomically before the first scan and
+after every scan, so an interrupted run resumes where it stopped: on Ctrl-C the running scans
+are recorded ``"interrupted"`` (not done; the rerun replaces what their workers wrote).
 
 Dask does the scheduling (:mod:`.cluster`): at most one scan per worker is in flight, so
 Stop (``stop`` event) lets the running scans finish and leaves the rest queued.
@@ -14,9 +15,8 @@ Stop (``stop`` event) lets the running scans finish and leaves the rest queued.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import hashlib
-import io
 import json
 import os
 import time
@@ -31,13 +31,16 @@ from napari_sparseseg.core.base.config import BatchConfig
 from napari_sparseseg.core.base.errors import CheckpointError, InputError, OutputError
 from napari_sparseseg.io.atomic import atomic_file
 from napari_sparseseg.io.cohort import ScanEntry
+from napari_sparseseg.io.csvsafe import csv_text
 from napari_sparseseg.io.models import load_model
+from napari_sparseseg.io.names import check_name, check_unique, confined, remove_stale_temps
 from napari_sparseseg.io.outputs import check_outputs, files_of_input
 
 __all__ = ["SUMMARY_CSV", "SUMMARY_JSON", "BatchPlan", "ScanJob", "ScanResult", "plan_batch", "run_batch",
            "read_summary"]
 
 SUMMARY_JSON, SUMMARY_CSV = "sparseseg_summary.json", "sparseseg_summary.csv"
+_STATUSES = ("done", "skipped", "failed", "queued", "interrupted")
 _FORMAT, _FORMAT_VERSION = "napari-sparseseg batch summary", 1
 _CSV_COLUMNS = ("scan", "status", "review_rank", "class", "volume_ml", "voxels", "components", "mean_uncertainty",
                 "p95_uncertainty", "fine_tuned", "seconds", "mask", "image", "reason")
@@ -64,7 +67,11 @@ class ScanJob:
 
 @dataclass
 class ScanResult:
-    """A scan's outcome: ``"done"``, ``"skipped"`` (done by an earlier run), ``"failed"`` or ``"queued"``."""
+    """A scan's outcome.
+
+    ``"done"``, ``"skipped"`` (done by an earlier run), ``"failed"``, ``"queued"`` (not
+    started) or ``"interrupted"`` (it was running when the batch was stopped by Ctrl-C: not done).
+    """
 
     name: str
     status: str
@@ -179,15 +186,24 @@ def plan_batch(entries: Sequence[ScanEntry], model_dir: str | os.PathLike, out_d
     The out-dir is created if missing (its parent must exist). Outputs per scan:
     ``NAME_mask.nii.gz`` and, with ``cfg.probabilities``, ``NAME_probabilities.nii.gz``.
 
+    Every output is ``out_dir/NAME...``, checked before anything is made (:mod:`napari_sparseseg.io.names`):
+    a plain name (no path, ``..`` or separator), unique per scan without regard to case, no
+    output a symbolic link.
+
     Raises:
         CheckpointError: the model folder does not load.
-        OutputError: the out-dir cannot be written, an output would overwrite an input, or
-            outputs exist that this run would replace without ``cfg.overwrite`` (names them).
-        InputError: no scans.
+        OutputError: the out-dir cannot be written, an output would overwrite an input, is a
+            symbolic link, or outputs exist that this run would replace without
+            ``cfg.overwrite`` (names them; those of a scan our summary records as not
+            finished are ours to replace).
+        InputError: no scans, a scan name that is not a plain name, two scans of one name.
     """
     cfg = cfg or BatchConfig()
     if not entries:
         raise InputError("no scans given; name scan files, folders, globs or a CSV manifest.")
+    for e in entries:  # a name is a plain file-name part, unique per scan: outputs stay in out_dir, one set each
+        check_name(e.name, path=e.image)
+    check_unique([e.name for e in entries])
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     payload, class_names, modality = _load_model_info(model_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -234,8 +250,8 @@ def _inputs_of(entry: ScanEntry) -> dict:
 def _plan_jobs(entries, out_dir: Path, cfg: BatchConfig, payload: ModelPayload, inputs: dict, model_dir: Path,
                previous: list[dict]) -> list[ScanJob]:
     try:
-        check_outputs({"summary": out_dir / SUMMARY_JSON}, inputs)
-        check_outputs({"summary": out_dir / SUMMARY_CSV}, inputs)
+        for name in (SUMMARY_JSON, SUMMARY_CSV):
+            check_outputs({"summary": confined(out_dir, name, "summary")}, inputs)
     except OutputError as exc:
         if "not writable" in exc.message:
             raise OutputError("--out-dir is not writable; choose another folder.", path=out_dir) from exc
@@ -247,8 +263,9 @@ def _plan_jobs(entries, out_dir: Path, cfg: BatchConfig, payload: ModelPayload, 
     taken = _input_paths(inputs)
     jobs, blocked = [], []
     for e in entries:
-        mask = out_dir / f"{e.name}_mask.nii.gz"
-        probs = out_dir / f"{e.name}_probabilities.nii.gz" if cfg.probabilities else None
+        mask = confined(out_dir, f"{e.name}_mask.nii.gz", f"mask of scan '{e.name}'")
+        probs = (confined(out_dir, f"{e.name}_probabilities.nii.gz", f"probabilities of scan '{e.name}'")
+                 if cfg.probabilities else None)
         for kind, path in (("mask", mask), ("probabilities", probs)):
             if path is not None:
                 _not_an_input(kind, path, taken)
@@ -260,7 +277,7 @@ def _plan_jobs(entries, out_dir: Path, cfg: BatchConfig, payload: ModelPayload, 
                 and before.get("model_id") == payload.fingerprint and before.get("settings_id") == _settings_id(cfg, e)
                 and all(p.exists() for p in outputs)):
             job.done_before = before
-        elif not cfg.overwrite and any(p.exists() for p in outputs):
+        elif not cfg.overwrite and not _unfinished(before) and any(p.exists() for p in outputs):
             blocked.append(next(p for p in outputs if p.exists()))
         jobs.append(job)
     if blocked:
@@ -269,6 +286,15 @@ def _plan_jobs(entries, out_dir: Path, cfg: BatchConfig, payload: ModelPayload, 
                           "the scan changed since, or no batch of ours wrote it); pass --overwrite to replace, or "
                           "choose another --out-dir.", path=out_dir)
     return jobs
+
+
+def _unfinished(record: dict | None) -> bool:
+    """Whether an earlier run of ours planned this scan's outputs but did not finish it.
+
+    Its outputs, if any, are then ours to replace: a mask its worker wrote after a Ctrl-C, or
+    before its probabilities failed.
+    """
+    return bool(record) and record.get("status") in ("queued", "interrupted", "failed")
 
 
 def _input_paths(inputs: dict) -> tuple[dict, list]:
@@ -313,6 +339,14 @@ def _result_of(job: ScanJob, plan: BatchPlan, record: dict | None = None, status
     return r
 
 
+def _counts(results: dict[str, ScanResult]) -> dict:
+    """Scans per status; ``"interrupted"`` only when some are (the summary's keys are as before otherwise)."""
+    counts = {s: sum(r.status == s for r in results.values()) for s in _STATUSES}
+    if not counts["interrupted"]:
+        del counts["interrupted"]
+    return counts
+
+
 def _write_summary(plan: BatchPlan, results: dict[str, ScanResult]) -> None:
     results = dict(results)
     for record in plan.others:  # scans of earlier runs that this one does not touch
@@ -324,20 +358,18 @@ def _write_summary(plan: BatchPlan, results: dict[str, ScanResult]) -> None:
     data = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "model": str(plan.model_dir),
             "model_id": plan.payload.fingerprint, "class_names": plan.class_names, "modality": plan.modality,
             "settings": asdict(plan.cfg),
-            "counts": {s: sum(r.status == s for r in results.values()) for s in ("done", "skipped", "failed", "queued")},
+            "counts": _counts(results),
             "scans": [asdict(r) for r in results.values()]}
     atomic_file(plan.out_dir / SUMMARY_JSON, lambda f: f.write(json.dumps(data, indent=1)), mode="w")
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(_CSV_COLUMNS)
+    rows = []
     for r in results.values():
         base = {"scan": r.name, "status": r.status, "review_rank": r.review_rank, "fine_tuned": r.fine_tuned,
                 "seconds": r.seconds, "mask": r.mask, "image": r.image, "reason": r.reason}
-        rows = [{"class": c, **v} for c, v in (r.classes or {}).items()] or [{}]
-        for row in rows:
+        for row in [{"class": c, **v} for c, v in (r.classes or {}).items()] or [{}]:
             full = {**base, **row}
-            w.writerow(["" if full.get(k) is None else full.get(k) for k in _CSV_COLUMNS])
-    atomic_file(plan.out_dir / SUMMARY_CSV, lambda f: f.write(buf.getvalue()), mode="w")
+            rows.append([full.get(k) for k in _CSV_COLUMNS])
+    text = csv_text(_CSV_COLUMNS, rows)  # a cell that a spreadsheet would run as a formula is escaped
+    atomic_file(plan.out_dir / SUMMARY_CSV, lambda f: f.write(text), mode="w")
 
 
 def run_batch(plan: BatchPlan, scheduler: str | None = None, stop: Callable[[], bool] | None = None,
@@ -364,14 +396,35 @@ def run_batch(plan: BatchPlan, scheduler: str | None = None, stop: Callable[[], 
         results[job.entry.name] = r
         yield r
     todo = plan.to_run
+    _write_summary(plan, results)  # before any work: every scan to run is recorded, "queued"
     if not todo:
-        _write_summary(plan, results)
         return results
     by_name = {j.entry.name: j for j in todo}
-    with DaskRunner(plan.cfg, scheduler=scheduler, client=client) as runner:
-        for name, record in runner.map(process_scan, [j.task() for j in todo], plan.payload, plan.cfg, stop=stop):
-            r = _result_of(by_name[name], plan, record)
-            results[name] = r
-            _write_summary(plan, results)
-            yield r
+    runner = DaskRunner(plan.cfg, scheduler=scheduler, client=client)
+    try:
+        with runner:
+            for name, record in runner.map(process_scan, [j.task() for j in todo], plan.payload, plan.cfg, stop=stop):
+                r = _result_of(by_name[name], plan, record)
+                results[name] = r
+                _write_summary(plan, results)
+                yield r
+    except BaseException:  # Ctrl-C (KeyboardInterrupt, or GeneratorExit when the caller stops iterating), an error
+        _interrupted(plan, results, [by_name[t.name] for t in runner.in_flight.values()])
+        raise
     return results
+
+
+def _interrupted(plan: BatchPlan, results: dict[str, ScanResult], running: list[ScanJob]) -> None:
+    """Record the scans that were running as ``"interrupted"``; remove the temporary files of writes cut short.
+
+    Not done: the next run segments them again and may replace what their workers wrote.
+    """
+    for job in running:
+        r = _result_of(job, plan, status="interrupted")
+        r.reason = "interrupted while it ran; the next run segments it again"
+        results[job.entry.name] = r
+        for path in (job.mask, job.probabilities):
+            if path is not None:
+                remove_stale_temps(path)
+    with contextlib.suppress(OSError):
+        _write_summary(plan, results)

@@ -35,11 +35,13 @@ from napari_sparseseg.core.annotations.labels import corrections_from_edit
 from napari_sparseseg.core.base.config import BatchConfig, TrainConfig
 from napari_sparseseg.core.base.errors import InputError, OutputError, ScribbleError
 from napari_sparseseg.core.model.checkpoint import MODEL_FILES
+from napari_sparseseg.core.model.intensity import check_model_modality
 from napari_sparseseg.core.training.train import Trainer, TrainingScan
 from napari_sparseseg.io import read_image, read_labels, write_labels
 from napari_sparseseg.io.atomic import atomic_file, replace_folder
-from napari_sparseseg.io.cohort import ScanEntry, expand_inputs
+from napari_sparseseg.io.cohort import ScanEntry, expand_inputs, free_name
 from napari_sparseseg.io.models import check_model_folder, load_model, save_model
+from napari_sparseseg.io.names import check_name, check_unique, confined, refuse_link
 
 __all__ = ["COHORT_FILE", "Cohort", "CohortScan"]
 
@@ -72,11 +74,11 @@ class Cohort:
 
     def strokes_path(self, name: str) -> Path:
         """Where scan ``name``'s correction strokes are kept."""
-        return self.folder / "strokes" / f"{name}_strokes.nii.gz"
+        return self.folder / "strokes" / f"{check_name(name)}_strokes.nii.gz"
 
     def mask_path(self, name: str) -> Path:
         """Scan ``name``'s mask (written by the batch, or accepted by the user)."""
-        return self.folder / f"{name}_mask.nii.gz"
+        return self.folder / f"{check_name(name)}_mask.nii.gz"
 
     @classmethod
     def create(cls, folder: str | os.PathLike, model_dir: str | os.PathLike) -> Cohort:
@@ -115,10 +117,28 @@ class Cohort:
         if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("scans"), list):
             raise InputError("not a napari-sparseseg cohort file.", path=path)
         try:
-            scans = [CohortScan(str(s["image"]), str(s["name"]), bool(s.get("reviewed", False))) for s in data["scans"]]
+            scans = [CohortScan(str(s["image"]), s["name"], bool(s.get("reviewed", False))) for s in data["scans"]]
         except (KeyError, TypeError) as exc:
             raise InputError(f"a scan entry of the cohort file is damaged ({exc}).", path=path) from exc
-        return cls(folder, scans, list(data.get("history", [])))
+        for s in scans:  # a name is a plain file-name part: its mask and strokes stay in the cohort folder
+            check_name(s.name, "scan name in the cohort file", path=path)
+        check_unique([s.name for s in scans], path=path)
+        cohort = cls(folder, scans, list(data.get("history", [])))
+        cohort.check_layout()
+        return cohort
+
+    def check_layout(self) -> None:
+        """Refuse a ``model/`` or ``strokes/`` that is a symbolic link (Refine and corrections would write outside).
+
+        Checked on :meth:`open` and before every write.
+
+        Raises:
+            OutputError: names the link.
+        """
+        refuse_link(self.model_dir, "cohort's model folder")
+        refuse_link(self.folder / "strokes", "cohort's strokes folder")
+        if (self.folder / "strokes").exists() and not (self.folder / "strokes").is_dir():
+            raise OutputError("the cohort's strokes folder is a file; move it away.", path=self.folder / "strokes")
 
     def save(self) -> Path:
         """Write ``cohort.json`` atomically (the widget calls this after every change)."""
@@ -129,6 +149,7 @@ class Cohort:
     def set_model(self, model_dir: str | os.PathLike) -> None:
         """Copy the model in ``model_dir`` into the cohort (replacing the cohort's own copy atomically)."""
         src = Path(model_dir)
+        self.check_layout()
         if src.resolve() == self.model_dir.resolve():
             return
         check_model_folder(self.model_dir, "cohort model folder")
@@ -149,15 +170,11 @@ class Cohort:
         """
         have = {os.path.realpath(s.image) for s in self.scans}
         entries = [e for e in expand_inputs(inputs) if os.path.realpath(e.image) not in have]
-        names = {s.name for s in self.scans}
+        names = {s.name.casefold() for s in self.scans}
         new = []
         for e in entries:
-            name, parents = e.name, Path(e.image).resolve().parent.parts[::-1]
-            for p in parents:
-                if name not in names:
-                    break
-                name = f"{p}_{name}"
-            names.add(name)
+            name = check_name(free_name(e.image, e.name, names), path=e.image)
+            names.add(name.casefold())
             new.append(CohortScan(str(Path(e.image).resolve()), name))
         self.scans += new
         if new:
@@ -181,6 +198,7 @@ class Cohort:
 
         The per-scan strokes are not used to fine-tune here (Refine puts them into the shared model).
         """
+        self.check_layout()
         entries = [ScanEntry(Path(s.image), s.name) for s in self.scans
                    if not s.reviewed and (names is None or s.name in names)]
         return plan_batch(entries, self.model_dir, self.folder, replace(cfg or BatchConfig(), overwrite=True))
@@ -199,8 +217,9 @@ class Cohort:
         Returns:
             The number of stroke voxels the scan now has.
         """
+        self.check_layout()
         new = corrections_from_edit(predicted, edited)
-        path = self.strokes_path(name)
+        path = confined(self.folder / "strokes", self.strokes_path(name).name, f"strokes of scan '{name}'")
         if path.is_file():
             old, _ = read_labels(path, like=geometry, what="strokes")
             new = np.where(new > 0, new, old).astype(np.promote_types(new.dtype, old.dtype))
@@ -211,7 +230,8 @@ class Cohort:
     def mark_reviewed(self, name: str, labels: np.ndarray | None = None, geometry=None) -> None:
         """Accept scan ``name``'s mask (``labels``, if given, replaces it); later runs leave it alone."""
         if labels is not None:
-            write_labels(self.mask_path(name), labels, geometry)
+            self.check_layout()
+            write_labels(confined(self.folder, self.mask_path(name).name, f"mask of scan '{name}'"), labels, geometry)
         self.scan(name).reviewed = True
         self.save()
 
@@ -222,12 +242,13 @@ class Cohort:
         Raises:
             ScribbleError: no scan has strokes yet (paint corrections first).
         """
-        scans = []
+        scans, model = [], load_model(self.model_dir)
         for s in self.scans:
             path = self.strokes_path(s.name)
             if not path.is_file():
                 continue
             image, geom = read_image(s.image)
+            check_model_modality(image, model.normalization.modality, s.image)
             strokes, _ = read_labels(path, like=geom, what="strokes")
             mask_path = self.mask_path(s.name)
             if mask_path.is_file():  # the mask the reader corrected: the rest of it stands
@@ -239,10 +260,11 @@ class Cohort:
             raise ScribbleError("no scan has corrections yet; open a scan, correct its mask, then Refine.")
         first = scans[0]
         return Trainer(first.image, first.scribbles, cfg or TrainConfig(), corrections=first.corrections,
-                       init=load_model(self.model_dir), spacing=first.spacing, more_scans=scans[1:])
+                       init=model, spacing=first.spacing, more_scans=scans[1:])
 
     def save_refined(self, model, steps: int, seconds: float) -> None:
         """Replace the cohort's model with the refined one and note it in the history."""
+        self.check_layout()
         save_model(model, self.model_dir)
         self.history.append({"refined": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": int(steps),
                              "seconds": round(float(seconds), 1),

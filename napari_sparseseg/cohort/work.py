@@ -28,7 +28,7 @@ from napari_sparseseg.core.base.errors import ScribbleError, SparseSegError
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict
 from napari_sparseseg.core.model.forest import FeatureCache
-from napari_sparseseg.core.model.intensity import check_modality
+from napari_sparseseg.core.model.intensity import check_model_modality
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.io import read_scan, write_labels, write_probabilities
 from napari_sparseseg.io.models import load_model
@@ -65,12 +65,26 @@ _MODELS: dict[str, object] = {}
 _MODELS_LOCK = threading.Lock()
 
 
+def _scratch() -> str | None:
+    """The worker's own scratch folder (the local cluster's is removed with it, also after a kill), else the default."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().local_directory
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
 def _model(payload: ModelPayload):
-    """The payload's model, loaded once per worker process (on the CPU; prediction moves it)."""
+    """The payload's model, loaded once per worker process (on the CPU; prediction moves it).
+
+    Its files are written to a temporary folder in the worker's scratch folder, loaded and
+    removed at once.
+    """
     with _MODELS_LOCK:
         model = _MODELS.get(payload.fingerprint)
         if model is None:
-            with tempfile.TemporaryDirectory(prefix="sparseseg-model-") as tmp:
+            with tempfile.TemporaryDirectory(prefix="sparseseg-model-", dir=_scratch()) as tmp:
                 for name, data in payload.files.items():
                     (Path(tmp) / name).write_bytes(data)
                 model = load_model(tmp)
@@ -132,8 +146,7 @@ def process_scan(task: ScanTask, payload: ModelPayload, settings, threads: int |
 def _segment(task: ScanTask, model, settings) -> dict:
 
     image, geom, scribbles, corrections = read_scan(task.image, task.scribbles, task.corrections)
-    check_modality(image, model.normalization.modality, task.image, "the model was trained on",
-                   "segment it with a model of its modality")
+    check_model_modality(image, model.normalization.modality, task.image)
     out = {"fine_tuned": False, "steps": 0}
     annotations = None
     features = FeatureCache()  # the forest's filters of this scan, computed once for fine-tuning and prediction

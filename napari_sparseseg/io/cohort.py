@@ -12,7 +12,9 @@
   row; the same for training on strokes from several scans.
 
 Each scan gets a unique output ``name`` (the file name without its suffix, or the folder's
-name; two scans with the same name are told apart by their parent folders). A scan named twice
+name; two scans with the same name, compared without regard to case, are told apart by their
+parent folders, never the root folder, then by their format, ``ct_nii_gz`` and ``ct_nrrd``,
+then by a number; deterministically). The name is a plain file-name part, never a path. A scan named twice
 is kept once. Anything that names no scan is a clear error before any work starts.
 """
 
@@ -28,7 +30,7 @@ from pathlib import Path
 from napari_sparseseg.core.base.errors import InputError
 from napari_sparseseg.io.paths import SUPPORTED_SUFFIXES, file_suffix, looks_like_dicom_folder
 
-__all__ = ["ScanEntry", "expand_inputs", "match_scribbles", "scan_name"]
+__all__ = ["ScanEntry", "expand_inputs", "free_name", "match_scribbles", "scan_name"]
 
 _GLOB_CHARS = frozenset("*?[")
 _MANIFEST_COLUMNS = ("image", "scribbles", "corrections")
@@ -56,9 +58,10 @@ def scan_name(path: str | os.PathLike) -> str:
     """The file name without its scan suffix (``ct.nii.gz`` -> ``ct``), or a folder's name."""
     p = Path(path)
     if p.is_dir():
-        return p.name
+        return p.name if p.name not in ("", ".", "..") else (p.resolve().name or "scan")  # "series/..", "/"
     suffix = file_suffix(p)
-    return p.name[: -len(suffix)] if suffix and p.name.lower().endswith(suffix) else p.stem
+    name = p.name[: -len(suffix)] if suffix and p.name.lower().endswith(suffix) else p.stem
+    return name if name not in ("", ".", "..") else (p.name.replace(".", "_").strip("_") or "scan")  # ".nii.gz"
 
 
 def _is_scan(path: Path) -> bool:
@@ -123,23 +126,86 @@ def _read_manifest(path: Path) -> list[ScanEntry]:
     return out
 
 
+def _suffix_tag(path: Path) -> str:
+    """``nrrd`` for ``ct.nrrd``, ``nii_gz`` for ``ct.nii.gz``; ``""`` for a folder."""
+    return "" if path.is_dir() else file_suffix(path).lstrip(".").replace(".", "_")
+
+
+def _candidates(image: Path, base: str):
+    """The names a scan may take, in order.
+
+    Its own, with more and more parent folders in front (never the root folder, so a name never
+    becomes a path), then with its format added, then numbered.
+    """
+    parents = list(image.resolve().parent.parts[1:])
+    yield base
+    for depth in range(1, len(parents) + 1):
+        yield "_".join([*parents[-depth:], base])
+    tag = _suffix_tag(image)
+    last = "_".join([*parents, base, tag] if tag else [*parents, base])
+    if tag:
+        yield last
+    for k in range(2, 100_000):
+        yield f"{last}_{k}"
+
+
+def free_name(image: str | os.PathLike, base: str, taken: set[str]) -> str:
+    """The first of a scan's candidate names (as :func:`expand_inputs` tries them) not in ``taken``.
+
+    ``taken`` holds case-folded names: names are compared without regard to case.
+    """
+    for name in _candidates(Path(image), base):
+        if name.casefold() not in taken:
+            return name
+    raise InputError("cannot give this scan a name of its own; rename it.", path=image)
+
+
 def _unique_names(entries: list[ScanEntry]) -> list[ScanEntry]:
-    """Name each scan; scans with the same name get their parent folders' names in front."""
-    parts = {i: list(e.image.resolve().parts) for i, e in enumerate(entries)}
-    names = {i: scan_name(e.image) for i, e in enumerate(entries)}
-    depth = 1
+    """Name each scan; scans with the same name (without regard to case) are told apart deterministically.
+
+    Scans in different folders get their parent folders' names in front, as many as it takes
+    (never the root folder); scans in one folder (``ct.nii.gz`` and ``ct.nrrd``) get their
+    format added (``ct_nii_gz``, ``ct_nrrd``); any still alike are numbered in the order of
+    their full paths. The names do not depend on the order the scans were named in.
+    """
+    base = {i: scan_name(e.image) for i, e in enumerate(entries)}
+    parents = {i: list(e.image.resolve().parent.parts[1:]) for i, e in enumerate(entries)}
+    depth, tagged = dict.fromkeys(base, 0), dict.fromkeys(base, False)
+
+    def name(i: int) -> str:
+        tag = _suffix_tag(entries[i].image) if tagged[i] else ""
+        return "_".join([*parents[i][len(parents[i]) - depth[i]:], base[i], *([tag] if tag else [])])
+
+    names = dict(base)
     while True:
-        clash = {}
+        clash: dict[str, list[int]] = {}
         for i, n in names.items():
-            clash.setdefault(n, []).append(i)
-        dupes = [ids for ids in clash.values() if len(ids) > 1]
-        if not dupes or depth > 32:
-            break
-        for ids in dupes:
+            clash.setdefault(n.casefold(), []).append(i)
+        changed = set()
+        for ids in (ids for ids in clash.values() if len(ids) > 1):
             for i in ids:
-                parents = parts[i][-1 - depth : -1]
-                names[i] = "_".join([*parents, scan_name(entries[i].image)])
-        depth += 1
+                same_folder = any(parents[j] == parents[i] for j in ids if j != i)
+                if same_folder:
+                    if not tagged[i] and _suffix_tag(entries[i].image):
+                        tagged[i] = True
+                        changed.add(i)
+                elif depth[i] < len(parents[i]):
+                    depth[i] += 1
+                    changed.add(i)
+        if not changed:
+            break
+        for i in changed:
+            names[i] = name(i)
+    every = {n.casefold() for n in names.values()}
+    taken: set[str] = set()
+    for i in sorted(names, key=lambda i: str(entries[i].image.resolve())):  # still alike: numbered in path order
+        if names[i].casefold() in taken:
+            k = 2
+            while f"{names[i]}_{k}".casefold() in every:
+                k += 1
+            names[i] = f"{names[i]}_{k}"
+            every.add(names[i].casefold())
+        taken.add(names[i].casefold())
     return [ScanEntry(e.image, names[i], e.scribbles, e.corrections) for i, e in enumerate(entries)]
 
 

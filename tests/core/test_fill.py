@@ -59,3 +59,42 @@ def test_the_liver_outlined_on_three_slices_of_the_real_sample(sample_dir):
     f = fill_between(s) == 2
     span = slice(picks[0], picks[-1] + 1)
     assert _dice(f[span], liver[span]) > 0.75  # a dense first guess between the outlines
+
+
+PLANTED = "import pathlib; pathlib.Path({marker!r}).write_text('ran'); raise SystemExit('planted module ran')\n"
+
+
+def test_an_itk_or_numpy_module_in_the_users_folder_never_runs_in_the_fill_worker(tmp_path, monkeypatch, capsys):
+    """Hostile tester: `python -m` put the current folder first on the ITK worker's import path."""
+    from napari_sparseseg.cli import main
+    from napari_sparseseg.io import Geometry, read_labels, write_image, write_labels
+    from tests.conftest import make_phantom
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for module in ("itk", "numpy", "napari_sparseseg"):
+        (cwd / f"{module}.py").write_text(PLANTED.format(marker=str(tmp_path / f"ran-{module}")))
+    monkeypatch.chdir(cwd)
+    ball = _ball()
+    s = np.zeros(ball.shape, np.uint8)
+    for z in (12, 28):
+        s[z][ball[z]] = 2
+    assert _dice(fill_between(s)[12:29] == 2, ball[12:29]) > 0.85
+    assert not list(tmp_path.glob("ran-*"))
+    # The command too, started from that folder.
+    image, _ = make_phantom()
+    geom = Geometry(np.eye(4), image.shape)
+    strokes = np.zeros(image.shape, np.uint8)
+    strokes[20, 5:10, 5:40] = 1
+    ball = ((np.indices(image.shape) - np.array([20, 15, 31])[:, None, None, None]) ** 2).sum(0) < 10**2
+    for z in (14, 26):
+        strokes[z][ball[z]] = 2
+    write_image(tmp_path / "image.nii.gz", image, geom)
+    write_labels(tmp_path / "strokes.nii.gz", strokes, geom)
+    out = tmp_path / "mask.nii.gz"
+    code = main(["segment", str(tmp_path / "image.nii.gz"), str(tmp_path / "strokes.nii.gz"), "-o", str(out),
+                 "--fill-between", "--max-steps", "1", "--device", "cpu", "--no-forest"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "filled between outlined slices" in err and read_labels(out, like=geom)[0].shape == image.shape
+    assert not list(tmp_path.glob("ran-*"))

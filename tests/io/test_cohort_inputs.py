@@ -92,3 +92,30 @@ def test_fine_tune_strokes_are_matched_to_scans_by_name(cohort):
         match_scribbles(entries, str(root / "strokes" / "*.nii.gz"))
     with pytest.raises(InputError, match="matches no stroke files"):
         match_scribbles(entries, str(root / "nothing" / "*.nii.gz"))
+
+
+def test_scans_of_one_name_in_one_folder_get_names_of_their_own_never_a_path(tmp_path):
+    """Hostile tester: ct.nii.gz and ct.nrrd in one folder both got one name built from the full path."""
+    from napari_sparseseg.io.names import check_name
+
+    a = _scan(tmp_path / "scans" / "ct.nii.gz")
+    b = _scan(tmp_path / "scans" / "ct.nrrd")
+    c = _scan(tmp_path / "scans" / "CT.nii.gz")  # one file with ct.nii.gz on macOS and Windows
+    d = _scan(tmp_path / "other" / "ct.nii.gz")
+    names = {e.image: e.name for e in expand_inputs([tmp_path / "scans", tmp_path / "other"])}
+    assert names == {a: "ct_nii_gz_2", b: "ct_nrrd", c: "CT_nii_gz", d: "other_ct"}
+    for n in names.values():
+        assert check_name(n) == n and "/" not in n and not n.startswith(("_", "."))
+    assert len({n.casefold() for n in names.values()}) == 4
+    # Deterministic: the same names whatever the order the scans are named in.
+    again = {e.image: e.name for e in expand_inputs([d, b, c, a])}
+    assert again == names
+    assert {e.name for e in expand_inputs([a, b])} == {"ct_nii_gz", "ct_nrrd"}
+
+
+@pytest.mark.parametrize("name", ["../../../x/evil", "/tmp/evil", "a/b", "..", ".", "", "a\\b", "x\0y", 7, "x" * 300])
+def test_a_name_that_is_not_a_plain_file_name_part_is_refused(name):
+    from napari_sparseseg.io.names import check_name
+
+    with pytest.raises(InputError):
+        check_name(name)

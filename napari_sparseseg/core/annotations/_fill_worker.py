@@ -1,6 +1,7 @@
 """Runs ITK's morphological contour interpolation in its own process (see :mod:`.fill`).
 
-``python -m napari_sparseseg.core.annotations._fill_worker IN.npz OUT.npy``: IN holds ``lab`` (uint8, the
+``python -P .../_fill_worker.py IN.npz OUT.npy`` (run as a file, from a private working folder,
+so nothing from the user's folder is imported; it imports only numpy and itk): IN holds ``lab`` (uint8, the
 outlined slices) and ``axis`` (ITK's axis); OUT gets the interpolated mask. ITK's Python
 wrapping and SimpleITK each bring their own ITK libraries; in one process they corrupted the
 heap at exit, so ITK runs apart.

@@ -11,10 +11,15 @@ A slice counts as *outlined* for a class when the class's pixels there, holes fi
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from napari_sparseseg.core.annotations.labels import label_dtype
 from napari_sparseseg.core.base.errors import SparseSegError
+
+# Python 3.11+: a child started with -P prepends nothing (not the cwd, not the script's folder) to its import path.
+SAFE_PATH_FLAGS = ("-P",) if sys.version_info >= (3, 11) else ()
 
 
 def outlined_slices(strokes: np.ndarray, value: int, axis: int, min_area: int = 20) -> dict[int, np.ndarray]:
@@ -39,7 +44,6 @@ def _interpolate(lab: np.ndarray, itk_axis: int) -> np.ndarray:
     """
     import importlib.util
     import subprocess
-    import sys
     import tempfile
     from pathlib import Path
 
@@ -49,11 +53,15 @@ def _interpolate(lab: np.ndarray, itk_axis: int) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="sparseseg-fill-") as tmp:
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npy"
         np.savez(src, lab=lab, axis=np.int64(itk_axis))
-        command = [sys.executable, "-m", "napari_sparseseg.core.annotations._fill_worker", str(src), str(dst)]
-        r = subprocess.run(command, capture_output=True, text=True)
+        # Isolated from the folder the user started in: `python -m` would put it first on the import path (an
+        # itk.py or numpy.py there would run). The worker runs as a file (it imports only numpy and itk), with -P
+        # (nothing prepended to the path) and its working folder this private one.
+        worker = str(Path(__file__).with_name("_fill_worker.py"))
+        command = [sys.executable, *SAFE_PATH_FLAGS, worker, str(src), str(dst)]
+        r = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
         if r.returncode < 0:  # killed by a signal: glibc aborted on a corrupted heap inside ITK (seen once in
             # four full test runs, "malloc_consolidate(): unaligned fastbin chunk"); the same input runs again once
-            r = subprocess.run(command, capture_output=True, text=True)
+            r = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
         if r.returncode != 0 or not dst.is_file():
             last = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
             raise SparseSegError(f"fill between slices failed in ITK ({last}); train without it (--no-fill-between).")

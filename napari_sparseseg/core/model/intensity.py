@@ -87,6 +87,22 @@ def check_modality(image: np.ndarray, want: str, path=None, model: str = "the mo
                          f"{remedy}.", path=path)
 
 
+def check_model_modality(image: np.ndarray, modality: str, path=None) -> None:
+    """Raise unless ``image`` is of the modality of the model it meets (``modality``).
+
+    The one check wherever a saved model meets a scan: ``predict``, a warm start (``segment``
+    or ``train --init-model``), ``batch`` and a cohort's Refine. ``modality`` is the model's (``model.normalization.modality``): its normalisation is only
+    right for scans of that modality, so an MRI through a CT model would run silently and give
+    noise.
+
+    Raises:
+        InputError: ``this scan looks like MRI but the model was trained on CT (Hounsfield units)
+            scans; use a model of its modality.``
+    """
+    check_modality(image, modality, path, "the model was trained on",
+                   "use a model trained on scans of its modality (or train one on this scan)")
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Maps raw intensities to network input channels.
