@@ -29,7 +29,7 @@ averaged weights so far. Example, one correction round by hand::
     corrections, _ = ss.read_labels("fixes.nii.gz", like=geom, what="corrections")
     trainer = ss.Trainer(image, scribbles, ss.TrainConfig(time_budget=30), corrections=corrections,
                          init=ss.load_model("round1"), spacing=geom.spacing)
-    result = ss.run_to_end(trainer.run())          # a TrainResult: model, steps, seconds, why it stopped
+    result: ss.TrainResult = ss.run_to_end(trainer.run())   # model, steps, seconds, why it stopped
     mask = ss.predict_volume(result.model, image, annotations=trainer.y, spacing=geom.spacing).labels
 """
 

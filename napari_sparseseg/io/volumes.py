@@ -54,6 +54,12 @@ def read_image(path: str | os.PathLike, backend: str = "auto") -> tuple[np.ndarr
             direction matrix), it claims more voxels than the file holds, or (DICOM) the folder
             holds several series or the series has missing, duplicated, unevenly spaced,
             inconsistent or damaged slices. Every message names the file.
+
+    Example:
+        >>> import napari_sparseseg as ss
+        >>> image, geom = ss.read_image(ss.load_sample()["path"] / "image.nii.gz")
+        >>> image.shape, image.dtype.name
+        ((52, 80, 110), 'int16')
     """
     p = Path(path)
     if not p.exists():
@@ -100,6 +106,14 @@ def read_labels(path: str | os.PathLike, like: Geometry | None = None, what: str
         InputError: unreadable (see :func:`read_image`), or on another grid than ``like``.
         ScribbleError: (scribbles, corrections) fractional, NaN, negative or boolean values,
             or a value above the class bound (the message names it and its voxel count).
+
+    Example:
+        >>> import napari_sparseseg as ss
+        >>> folder = ss.load_sample()["path"]
+        >>> image, geom = ss.read_image(folder / "image.nii.gz")
+        >>> scribbles, _ = ss.read_labels(folder / "scribbles.nii.gz", like=geom, what="scribbles")
+        >>> int(scribbles.max())  # 0 unlabelled, 1 background, c + 1 class c
+        5
     """
     arr, geom = read_image(path)
     arr = validate_labels(arr, what, max_value=max_value, path=path)
@@ -408,6 +422,14 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry
         path: a ``.nii``/``.nii.gz``/``.nrrd``/``.mha``/``.mhd`` file, or a folder (DICOM series).
         labels: integer array with ``geometry.shape``.
         geometry: the scan's geometry.
+
+    Example:
+        ```python
+        import napari_sparseseg as ss
+        image, geom = ss.read_image("ct.nii.gz")
+        ss.write_labels("mask.nii.gz", prediction.labels, geom)
+        # returns the path written, after checking the file reads back whole
+        ```
     """
     labels = np.asarray(labels)
     if tuple(labels.shape) != tuple(geometry.shape):
