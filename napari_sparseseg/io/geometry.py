@@ -29,7 +29,7 @@ class Geometry:
         InputError: (also a ``ValueError``) the affine is not a finite, invertible 4x4 matrix
             or the shape not three positive ints (:func:`~napari_sparseseg.core.base.grid.validate_affine`).
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> image, geom = ss.read_image(ss.load_sample()["path"] / "image.nii.gz")
         >>> geom.shape, tuple(round(s, 1) for s in geom.spacing)

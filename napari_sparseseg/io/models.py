@@ -80,7 +80,7 @@ def save_model(model: SegModel, folder: str | os.PathLike) -> Path:
         OutputError: the folder may not be written (says why), or the write failed (the
             previous model, if any, is then still there).
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         result = ss.run_to_end(ss.train(image, scribbles, ss.TrainConfig(time_budget=60), spacing=geom.spacing))
@@ -354,7 +354,7 @@ def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
             Every message names the folder and the file.
         DeviceError: ``device`` is unknown or not available.
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         model = ss.load_model("round1")                      # on the CPU

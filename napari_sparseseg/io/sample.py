@@ -24,7 +24,7 @@ _FILES = ("image.nii.gz", "scribbles.nii.gz", "reference.nii.gz", "classes.json"
 def find_sample_data(data_dir=None) -> Path:
     """The sample folder: ``data_dir`` if given, else the bundled one (:data:`SAMPLE_DIR`).
 
-    Example:
+    Examples:
         >>> from napari_sparseseg.io.sample import find_sample_data
         >>> sorted(p.name for p in find_sample_data().iterdir())[:2]
         ['classes.json', 'image.nii.gz']
@@ -43,7 +43,7 @@ def find_sample_data(data_dir=None) -> Path:
 def load_sample(data_dir=None) -> dict:
     """Image, geometry, scribbles, reference mask and class names of the bundled sample.
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> sample = ss.load_sample()
         >>> sample["image"].shape, sample["class_names"][0]

@@ -67,7 +67,7 @@ def save_session(session: Session, folder, include_image: bool | None = None) ->
         OutputError: the folder holds files that are not a session of ours, or it cannot
             be written (the previous session is then unchanged).
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         ss.save_session(session, "liver_session")   # the widget's Save session... does the same
@@ -167,7 +167,7 @@ def load_session(folder, image: np.ndarray | None = None, device: str = "cpu") -
         InputError: ``image`` is not a usable image (not 3-D, NaN/inf...).
         ScribbleError: ``image`` does not match the session's shape.
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         session = ss.load_session("liver_session")

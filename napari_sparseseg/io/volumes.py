@@ -55,7 +55,7 @@ def read_image(path: str | os.PathLike, backend: str = "auto") -> tuple[np.ndarr
             holds several series or the series has missing, duplicated, unevenly spaced,
             inconsistent or damaged slices. Every message names the file.
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> image, geom = ss.read_image(ss.load_sample()["path"] / "image.nii.gz")
         >>> image.shape, image.dtype.name
@@ -107,7 +107,7 @@ def read_labels(path: str | os.PathLike, like: Geometry | None = None, what: str
         ScribbleError: (scribbles, corrections) fractional, NaN, negative or boolean values,
             or a value above the class bound (the message names it and its voxel count).
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> folder = ss.load_sample()["path"]
         >>> image, geom = ss.read_image(folder / "image.nii.gz")
@@ -423,7 +423,7 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry
         labels: integer array with ``geometry.shape``.
         geometry: the scan's geometry.
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         image, geom = ss.read_image("ct.nii.gz")

@@ -299,7 +299,7 @@ def _from_dict(cls, d: dict | None, lenient: bool = False):
 class WeightConfig:
     """How labelled voxels are weighted in the loss (docs, Design: weight 0 on unlabelled voxels).
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> cfg = ss.TrainConfig(time_budget=30, weights=ss.WeightConfig(w_correction=5.0))
         >>> cfg.weights.w_scribble, cfg.weights.w_correction
@@ -332,7 +332,7 @@ class TrainConfig:
     ``background_prior`` (output-bias initialisation). Runs with the same ``seed`` and
     ``time_budget=None`` are identical on the CPU.
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> cfg = ss.TrainConfig(time_budget=30, seed=1)
         >>> cfg.max_steps, cfg.weights.w_correction
@@ -434,7 +434,7 @@ class PredictConfig:
     that contains none of that class's strokes
     (:func:`~napari_sparseseg.core.inference.postprocess.keep_stroke_regions`); only the mask changes.
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> cfg = ss.PredictConfig(refine=False, probabilities=True)  # the network's own outlines, and p * 255
         >>> cfg.stroke_regions_only
@@ -482,7 +482,7 @@ class RoundSettings:
     Defaults come from :class:`TrainConfig` and :class:`PredictConfig`. Interactive rounds are
     bounded by time (``max_steps`` None); Live mode retrains ``live_seconds`` after a stroke.
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         settings = ss.RoundSettings(time_budget=20, refine=False)

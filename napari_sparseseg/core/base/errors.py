@@ -6,7 +6,7 @@ from __future__ import annotations
 class SparseSegError(Exception):
     """Base class of all errors napari-sparseseg raises on purpose.
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> try:
         ...     ss.read_image("no_such_scan.nii.gz")
@@ -33,7 +33,7 @@ class SparseSegError(Exception):
 class InputError(SparseSegError, ValueError):
     """Bad input data: unreadable file, wrong dimensionality, mismatched grids, NaNs...
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> image, geom = ss.read_image(ss.load_sample()["path"] / "image.nii.gz")
         >>> try:
@@ -47,7 +47,7 @@ class InputError(SparseSegError, ValueError):
 class ScribbleError(InputError):
     """The scribbles cannot train a model (none, one class only, wrong values).
 
-    Example:
+    Examples:
         >>> import numpy as np, napari_sparseseg as ss
         >>> image = np.zeros((8, 8, 8), np.float32)
         >>> one_class = np.zeros((8, 8, 8), np.uint8); one_class[4, 4, 4] = 1  # background only
@@ -62,7 +62,7 @@ class ScribbleError(InputError):
 class CheckpointError(SparseSegError):
     """A saved model is missing, corrupt, or from an incompatible version.
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> try:
         ...     ss.load_model("not_a_model_folder")
@@ -75,7 +75,7 @@ class CheckpointError(SparseSegError):
 class OutputError(SparseSegError, OSError):
     """An output cannot be written (folder missing or not writable).
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> image, geom = ss.read_image(ss.load_sample()["path"] / "image.nii.gz")
         >>> try:
@@ -89,7 +89,7 @@ class OutputError(SparseSegError, OSError):
 class ConfigError(SparseSegError, ValueError):
     """A setting is out of range or not one of its options (CLI flag, widget, session file, API).
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> try:
         ...     ss.TrainConfig(device="gpu")
@@ -102,7 +102,7 @@ class ConfigError(SparseSegError, ValueError):
 class DeviceError(ConfigError):
     """The requested compute device is unknown or not available.
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> issubclass(ss.DeviceError, ss.ConfigError)
         True
@@ -112,7 +112,7 @@ class DeviceError(ConfigError):
 class TrainingCancelled(SparseSegError):
     """Raised inside a training generator when the caller asked it to stop.
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> issubclass(ss.TrainingCancelled, ss.SparseSegError)
         True

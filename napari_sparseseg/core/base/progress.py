@@ -33,7 +33,7 @@ class Progress:
             the forest's, a few seconds after Train (:class:`~napari_sparseseg.core.training.train.Trainer`
             with ``preview=True``); ``None`` on every other step.
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         trainer = ss.Trainer(image, scribbles, ss.TrainConfig(time_budget=10))
@@ -75,7 +75,7 @@ def run_to_end(gen: Generator, on_progress: Callable[[Progress], Any] | None = N
     Returns:
         The generator's return value.
 
-    Example:
+    Examples:
         >>> import napari_sparseseg as ss
         >>> def counting():
         ...     yield ss.Progress("train", 1, 2, 0.1)
@@ -132,7 +132,7 @@ class ProgressPrinter:
         quiet: print nothing.
         tty: force the terminal (``True``) or line (``False``) style; default: ask the stream.
 
-    Example:
+    Examples:
         >>> import io, napari_sparseseg as ss
         >>> log = io.StringIO()
         >>> with ss.ProgressPrinter(stream=log, tty=False) as show:

@@ -53,7 +53,7 @@ class Prediction:
         probabilities: ``(C, *shape)`` uint8 (p * 255) or ``None``.
         uncertainty: normalised entropy, float16 in [0, 1], or ``None``.
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         prediction = ss.predict_volume(model, image, ss.PredictConfig(uncertainty=True))
@@ -101,7 +101,7 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
         ConfigError: ``cfg`` is not a :class:`PredictConfig`.
         CheckpointError: ``model`` is not a model.
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         model = ss.load_model("round1")
@@ -387,7 +387,7 @@ def predict_volume(model: SegModel, image: np.ndarray, cfg: PredictConfig | None
                    spacing=None, features: FeatureCache | None = None) -> Prediction:
     """Synchronous :func:`predict` (same checks, same errors).
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         mask = ss.predict_volume(ss.load_model("round1"), image).labels

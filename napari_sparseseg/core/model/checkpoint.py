@@ -39,7 +39,7 @@ class SegModel:
         forest: a :class:`~napari_sparseseg.core.model.forest.StrokeForest` fitted to the same strokes,
             fused with the network at prediction; ``None`` if there is none.
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         model = ss.load_model("round1")      # or a training result's .model

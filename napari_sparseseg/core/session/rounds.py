@@ -79,7 +79,7 @@ def run_round(session: Session, train_cfg: TrainConfig | None = None, predict_cf
         ScribbleError: no scribbles, one class only, or a class outside the class table.
         SparseSegError: out of GPU memory or a diverging loss, with what to do.
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         with ss.ProgressPrinter() as show:
@@ -148,7 +148,7 @@ def run_round(session: Session, train_cfg: TrainConfig | None = None, predict_cf
 def accept_round(session: Session, result: RoundResult) -> None:
     """Apply a finished round: new model, new prediction (if any), a history entry.
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         result = ss.run_to_end(ss.run_round(session))

@@ -78,7 +78,7 @@ class Session:
       (:func:`~napari_sparseseg.io.sessions.save_session`).
     * ``lock``: held while the session is saved (the autosave and Save may overlap).
 
-    Example:
+    Examples:
         ```python
         import napari_sparseseg as ss
         image, geom = ss.read_image("ct.nii.gz")
