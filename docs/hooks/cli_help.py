@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from pathlib import Path
 
 USAGE = "<!-- sparseseg:usage -->"
 HELP = "<!-- sparseseg:help -->"
 WIDTH = "100"  # argparse wraps to $COLUMNS; fixed, so the page does not depend on the terminal
+
+
+def on_config(config):
+    """Put this checkout first on ``sys.path``: the page documents its parser, not an installed one."""
+    root = str(Path(config.config_file_path).resolve().parent)
+    if sys.path[0] != root:
+        sys.path.insert(0, root)
+    return config
 
 
 def _parsers():
