@@ -15,7 +15,7 @@ from pathlib import Path
 
 USAGE = "<!-- sparseseg:usage -->"
 HELP = "<!-- sparseseg:help -->"
-WIDTH = "100"  # argparse wraps to $COLUMNS; fixed, so the page does not depend on the terminal
+WIDTH = "80"  # argparse wraps to $COLUMNS; fixed, so the page does not depend on the terminal
 
 
 def on_config(config):
