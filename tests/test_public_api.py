@@ -102,3 +102,13 @@ def test_the_docs_show_every_public_name_and_import_only_from_the_package():
             for line in block.splitlines():
                 m = re.match(r"\s*(?:from|import)\s+(napari_sparseseg\S*)", line)
                 assert m is None or m.group(1) == "napari_sparseseg", f"{page.name}: {line.strip()}"
+
+
+def test_the_version_has_one_source():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "napari_sparseseg.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", napari_sparseseg.__version__)
+    assert f"## {napari_sparseseg.__version__}" in (REPO / "CHANGELOG.md").read_text()
