@@ -39,7 +39,7 @@ def run_demo(data_dir=None, out_dir="sparseseg_demo_out", cfg: DemoConfig | None
     sample folder) and written at the end in one rename (mask, corrections and model together).
 
     Args:
-        data_dir: the sample folder (default: the repository's ``sample_data/ct_abdomen_crop``).
+        data_dir: the sample folder (default: the one bundled with the package, ``napari_sparseseg/data/ct_abdomen_crop``).
         out_dir: where the mask, the corrections and the model are written.
         cfg: rounds, seconds per round, device and seed.
         quiet: no progress on stderr.

@@ -17,7 +17,7 @@ from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
 from napari_sparseseg.io import Geometry, read_image, read_labels, write_labels
 
 SRC = Path("../shared/data/ct_abdomen")
-OUT = Path("sample_data/ct_abdomen_crop")
+OUT = Path("napari_sparseseg/data/ct_abdomen_crop")  # the package data (sample_data/ct_abdomen_crop links here)
 CROP = (slice(60, 112), slice(15, 95), slice(5, 115))  # array order (k, j, i) = (S-I, A-P, R-L)
 CLASSES = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3}  # name -> TotalSegmentator id
 

@@ -15,7 +15,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    return REPO / "sample_data" / "ct_abdomen_crop"
+    return REPO / "napari_sparseseg" / "data" / "ct_abdomen_crop"  # the package data (sample_data/ links here)
 
 
 def make_phantom(shape=(40, 48, 48), seed=0):

@@ -1,6 +1,6 @@
 """The ``sparseseg`` command (built on ``core`` and ``io`` only).
 
-Contract (the README's "Command line")::
+Contract (docs/design.md, "Command line contract"; every option: docs/cli.md)::
 
     sparseseg segment IMAGE SCRIBBLES -o MASK [--corrections CORR] [--init-model DIR]
                       [--model-out DIR] [--time-budget SECONDS] [--max-steps N]

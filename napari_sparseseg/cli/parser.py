@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
     demo = sub.add_parser("demo", help="the whole loop on the bundled sample data, headless")
-    demo.add_argument("--data", metavar="DIR", help="sample data folder (default: the repository's sample_data/)")
+    demo.add_argument("--data", metavar="DIR", help="sample data folder (default: the sample bundled with the package)")
     demo.add_argument("-o", "--output", default="sparseseg_demo_out", metavar="DIR", help="where to write mask and model")
     for name in ("time_budget", "rounds", "device", "seed"):
         add_setting(demo, DemoConfig, name)

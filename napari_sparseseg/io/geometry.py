@@ -28,6 +28,12 @@ class Geometry:
     Raises:
         InputError: (also a ``ValueError``) the affine is not a finite, invertible 4x4 matrix
             or the shape not three positive ints (:func:`~napari_sparseseg.core.base.grid.validate_affine`).
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> image, geom = ss.read_image(ss.load_sample()["path"] / "image.nii.gz")
+        >>> geom.shape, tuple(round(s, 1) for s in geom.spacing)
+        ((52, 80, 110), (3.0, 3.0, 3.0))
     """
 
     affine: np.ndarray = field(repr=False)

@@ -79,6 +79,13 @@ def save_model(model: SegModel, folder: str | os.PathLike) -> Path:
     Raises:
         OutputError: the folder may not be written (says why), or the write failed (the
             previous model, if any, is then still there).
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        result = ss.run_to_end(ss.train(image, scribbles, ss.TrainConfig(time_budget=60), spacing=geom.spacing))
+        ss.save_model(result.model, "round1")   # a new or empty folder, or an earlier model of ours
+        ```
     """
     folder = check_model_folder(folder)
     state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
@@ -346,6 +353,13 @@ def load_model(folder: str | os.PathLike, device="cpu") -> SegModel:
             (another architecture or shape); ``model.pt`` truncated, not weights, or NaN/inf.
             Every message names the folder and the file.
         DeviceError: ``device`` is unknown or not available.
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        model = ss.load_model("round1")                      # on the CPU
+        trainer = ss.Trainer(image, scribbles, init=model)    # warm start: the correction loop
+        ```
     """
     folder = Path(folder)
     if not folder.exists():

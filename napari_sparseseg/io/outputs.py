@@ -1,6 +1,6 @@
 """The output side of the safety contract: check every output before any work, log what was written.
 
-DESIGN.md: every output path is checked before any work starts; no output may equal an input
+The safety contract (docs/safety.md): every output path is checked before any work starts; no output may equal an input
 or another output; model and session folders are written only when new, empty or already
 holding one of ours, and replaced atomically; nothing the user did not name is deleted.
 

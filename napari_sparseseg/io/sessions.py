@@ -66,6 +66,12 @@ def save_session(session: Session, folder, include_image: bool | None = None) ->
     Raises:
         OutputError: the folder holds files that are not a session of ours, or it cannot
             be written (the previous session is then unchanged).
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        ss.save_session(session, "liver_session")   # the widget's Save session... does the same
+        ```
     """
     folder = Path(folder)
     with session.lock:
@@ -160,6 +166,14 @@ def load_session(folder, image: np.ndarray | None = None, device: str = "cpu") -
             not a usable image, the saved model missing or damaged.
         InputError: ``image`` is not a usable image (not 3-D, NaN/inf...).
         ScribbleError: ``image`` does not match the session's shape.
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        session = ss.load_session("liver_session")
+        if session.image is None:                    # the scan was not stored in the folder
+            session.image, _ = ss.read_image(session.image_path)
+        ```
     """
     folder = Path(folder)
     meta = read_session_info(folder)

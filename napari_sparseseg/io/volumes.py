@@ -61,6 +61,12 @@ def read_image(path: str | os.PathLike, backend: str = "auto") -> tuple[np.ndarr
             direction matrix), it claims more voxels than the file holds, or (DICOM) the folder
             holds several series or the series has missing, duplicated, unevenly spaced,
             inconsistent or damaged slices. Every message names the file.
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> image, geom = ss.read_image(ss.load_sample()["path"] / "image.nii.gz")
+        >>> image.shape, image.dtype.name
+        ((52, 80, 110), 'int16')
     """
     p = Path(path)
     if not p.exists():
@@ -113,6 +119,14 @@ def read_labels(path: str | os.PathLike, like: Geometry | None = None, what: str
             DICOM SEG without a DICOM series as ``source``, or not of that series.
         ScribbleError: (scribbles, corrections) fractional, NaN, negative or boolean values,
             or a value above the class bound (the message names it and its voxel count).
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> folder = ss.load_sample()["path"]
+        >>> image, geom = ss.read_image(folder / "image.nii.gz")
+        >>> scribbles, _ = ss.read_labels(folder / "scribbles.nii.gz", like=geom, what="scribbles")
+        >>> int(scribbles.max())  # 0 unlabelled, 1 background, c + 1 class c
+        5
     """
     if file_suffix(Path(path)) not in SUPPORTED_SUFFIXES and is_dicom_seg(path):
         if source is None or not Path(source).is_dir():
@@ -439,6 +453,14 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry
 
     Raises:
         OutputError: a ``.dcm`` SEG asked for without a DICOM series as ``source``.
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        image, geom = ss.read_image("ct.nii.gz")
+        ss.write_labels("mask.nii.gz", prediction.labels, geom)
+        # returns the path written, after checking the file reads back whole
+        ```
     """
     labels = np.asarray(labels)
     if tuple(labels.shape) != tuple(geometry.shape):

@@ -1,4 +1,4 @@
-"""The loss sees labelled voxels only, weighted as specified (DESIGN.md)."""
+"""The loss sees labelled voxels only, weighted as specified (docs/design.md: the label and weight conventions)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Scribble and weight conventions (fixed by DESIGN.md).
+"""Scribble and weight conventions (fixed: docs/design.md, "Label and weight conventions").
 
 * Scribble volume: ``0`` = unlabelled, ``c + 1`` = class ``c`` (``1`` = background).
 * Dense mask / prediction: class index, ``0`` = background, ``1..K`` = structures.

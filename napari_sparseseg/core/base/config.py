@@ -297,7 +297,14 @@ def _from_dict(cls, d: dict | None, lenient: bool = False):
 
 @dataclass(frozen=True)
 class WeightConfig:
-    """How labelled voxels are weighted in the loss (DESIGN.md: weight 0 on unlabelled voxels)."""
+    """How labelled voxels are weighted in the loss (docs, Design: weight 0 on unlabelled voxels).
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> cfg = ss.TrainConfig(time_budget=30, weights=ss.WeightConfig(w_correction=5.0))
+        >>> cfg.weights.w_scribble, cfg.weights.w_correction
+        (1.0, 5.0)
+    """
 
     w_scribble: float = setting(1.0, "weight of a voxel labelled by a scribble", gt=0)
     w_correction: float = setting(3.0, "weight of a voxel labelled by a correction (overrides the scribble)", gt=0)
@@ -324,6 +331,16 @@ class TrainConfig:
     (``weight_ema``); a fresh network starts out predicting background with probability
     ``background_prior`` (output-bias initialisation). Runs with the same ``seed`` and
     ``time_budget=None`` are identical on the CPU.
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> cfg = ss.TrainConfig(time_budget=30, seed=1)
+        >>> cfg.max_steps, cfg.weights.w_correction
+        (1000, 3.0)
+        >>> ss.TrainConfig(time_budget=-1)
+        Traceback (most recent call last):
+        ...
+        napari_sparseseg.core.base.errors.ConfigError: time_budget must be > 0 and <= 604800.0, got -1.
     """
 
     max_steps: int | None = setting(1000, "training step bound", ge=1, le=MAX_STEPS)
@@ -416,6 +433,12 @@ class PredictConfig:
     ``stroke_regions_only``: when the strokes are known, drop each connected region of a class
     that contains none of that class's strokes
     (:func:`~napari_sparseseg.core.inference.postprocess.keep_stroke_regions`); only the mask changes.
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> cfg = ss.PredictConfig(refine=False, probabilities=True)  # the network's own outlines, and p * 255
+        >>> cfg.stroke_regions_only
+        True
     """
 
     device: str = setting("auto", "compute device", choices=Device)
@@ -458,6 +481,13 @@ class RoundSettings:
 
     Defaults come from :class:`TrainConfig` and :class:`PredictConfig`. Interactive rounds are
     bounded by time (``max_steps`` None); Live mode retrains ``live_seconds`` after a stroke.
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        settings = ss.RoundSettings(time_budget=20, refine=False)
+        session = ss.Session(image, scribbles, settings=settings)
+        ```
     """
 
     device: str = setting(TrainConfig.device, "compute device", choices=Device)

@@ -6,6 +6,14 @@ from __future__ import annotations
 class SparseSegError(Exception):
     """Base class of all errors napari-sparseseg raises on purpose.
 
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> try:
+        ...     ss.read_image("no_such_scan.nii.gz")
+        ... except ss.SparseSegError as exc:
+        ...     print(exc.one_line())
+        no_such_scan.nii.gz: file not found; check the path.
+
     Args:
         message: what is wrong and what to do.
         path: the file or folder concerned, if any; the CLI prints it first.
@@ -23,28 +31,89 @@ class SparseSegError(Exception):
 
 
 class InputError(SparseSegError, ValueError):
-    """Bad input data: unreadable file, wrong dimensionality, mismatched grids, NaNs..."""
+    """Bad input data: unreadable file, wrong dimensionality, mismatched grids, NaNs...
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> image, geom = ss.read_image(ss.load_sample()["path"] / "image.nii.gz")
+        >>> try:
+        ...     ss.write_labels("mask.nii.gz", image[:2], geom)  # not the scan's shape
+        ... except ss.InputError as exc:
+        ...     print(exc.message)
+        labels shape (2, 80, 110) does not match the geometry (52, 80, 110).
+    """
 
 
 class ScribbleError(InputError):
-    """The scribbles cannot train a model (none, one class only, wrong values)."""
+    """The scribbles cannot train a model (none, one class only, wrong values).
+
+    Examples:
+        >>> import numpy as np, napari_sparseseg as ss
+        >>> image = np.zeros((8, 8, 8), np.float32)
+        >>> one_class = np.zeros((8, 8, 8), np.uint8); one_class[4, 4, 4] = 1  # background only
+        >>> try:
+        ...     ss.Trainer(image, one_class, ss.TrainConfig(max_steps=1))
+        ... except ss.ScribbleError as exc:
+        ...     print(type(exc).__name__)
+        ScribbleError
+    """
 
 
 class CheckpointError(SparseSegError):
-    """A saved model is missing, corrupt, or from an incompatible version."""
+    """A saved model is missing, corrupt, or from an incompatible version.
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> try:
+        ...     ss.load_model("not_a_model_folder")
+        ... except ss.CheckpointError as exc:
+        ...     print(type(exc).__name__)
+        CheckpointError
+    """
 
 
 class OutputError(SparseSegError, OSError):
-    """An output cannot be written (folder missing or not writable)."""
+    """An output cannot be written (folder missing or not writable).
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> image, geom = ss.read_image(ss.load_sample()["path"] / "image.nii.gz")
+        >>> try:
+        ...     ss.write_labels("no_such_folder/mask.nii.gz", image > 0, geom)
+        ... except ss.OutputError as exc:
+        ...     print(type(exc).__name__, isinstance(exc, OSError))
+        OutputError True
+    """
 
 
 class ConfigError(SparseSegError, ValueError):
-    """A setting is out of range or not one of its options (CLI flag, widget, session file, API)."""
+    """A setting is out of range or not one of its options (CLI flag, widget, session file, API).
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> try:
+        ...     ss.TrainConfig(device="gpu")
+        ... except ss.ConfigError as exc:
+        ...     print(isinstance(exc, ValueError))
+        True
+    """
 
 
 class DeviceError(ConfigError):
-    """The requested compute device is unknown or not available."""
+    """The requested compute device is unknown or not available.
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> issubclass(ss.DeviceError, ss.ConfigError)
+        True
+    """
 
 
 class TrainingCancelled(SparseSegError):
-    """Raised inside a training generator when the caller asked it to stop."""
+    """Raised inside a training generator when the caller asked it to stop.
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> issubclass(ss.TrainingCancelled, ss.SparseSegError)
+        True
+    """

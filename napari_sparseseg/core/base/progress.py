@@ -32,6 +32,14 @@ class Progress:
         preview: an early dense mask (class indices, the image's shape) while training goes on:
             the forest's, a few seconds after Train (:class:`~napari_sparseseg.core.training.train.Trainer`
             with ``preview=True``); ``None`` on every other step.
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        trainer = ss.Trainer(image, scribbles, ss.TrainConfig(time_budget=10))
+        for p in trainer.run():
+            print(p.stage, p.step, p.loss, round(p.elapsed, 1))  # one line per training step
+        ```
     """
 
     stage: str
@@ -66,6 +74,17 @@ def run_to_end(gen: Generator, on_progress: Callable[[Progress], Any] | None = N
 
     Returns:
         The generator's return value.
+
+    Examples:
+        >>> import napari_sparseseg as ss
+        >>> def counting():
+        ...     yield ss.Progress("train", 1, 2, 0.1)
+        ...     yield ss.Progress("train", 2, 2, 0.2)
+        ...     return "done"
+        >>> ss.run_to_end(counting(), lambda p: print(p.step))
+        1
+        2
+        'done'
     """
     while True:
         try:
@@ -112,6 +131,14 @@ class ProgressPrinter:
         stream: where to write (default ``sys.stderr``).
         quiet: print nothing.
         tty: force the terminal (``True``) or line (``False``) style; default: ask the stream.
+
+    Examples:
+        >>> import io, napari_sparseseg as ss
+        >>> log = io.StringIO()
+        >>> with ss.ProgressPrinter(stream=log, tty=False) as show:
+        ...     show(ss.Progress("train", 1, 0, 0.5, loss=0.25))
+        >>> "[train] 1 steps" in log.getvalue()
+        True
     """
 
     def __init__(self, stream: TextIO | None = None, quiet: bool = False, tty: bool | None = None):

@@ -52,6 +52,14 @@ class Prediction:
         labels: class index per voxel (0 = background), uint8/uint16.
         probabilities: ``(C, *shape)`` uint8 (p * 255) or ``None``.
         uncertainty: normalised entropy, float16 in [0, 1], or ``None``.
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        prediction = ss.predict_volume(model, image, ss.PredictConfig(uncertainty=True))
+        assert prediction.labels.shape == image.shape
+        doubt = prediction.uncertainty  # normalised entropy per voxel, float16
+        ```
     """
 
     labels: np.ndarray
@@ -92,6 +100,14 @@ def predict(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None
             shape (strokes of a class the model lacks are allowed: they anchor nothing).
         ConfigError: ``cfg`` is not a :class:`PredictConfig`.
         CheckpointError: ``model`` is not a model.
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        model = ss.load_model("round1")
+        with ss.ProgressPrinter() as show:
+            prediction = ss.run_to_end(ss.predict(model, image, ss.PredictConfig(), scribbles, geom.spacing), show)
+        ```
     """
     if not isinstance(model, SegModel):
         raise CheckpointError(f"expected a model (load_model or a training result), got {type(model).__name__}.")
@@ -369,5 +385,12 @@ def _refined(p, channels, spacing, model: SegModel, cfg: PredictConfig, strokes)
 
 def predict_volume(model: SegModel, image: np.ndarray, cfg: PredictConfig | None = None, annotations: np.ndarray | None = None,
                    spacing=None, features: FeatureCache | None = None) -> Prediction:
-    """Synchronous :func:`predict` (same checks, same errors)."""
+    """Synchronous :func:`predict` (same checks, same errors).
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        mask = ss.predict_volume(ss.load_model("round1"), image).labels
+        ```
+    """
     return run_to_end(predict(model, image, cfg, annotations, spacing, features))

@@ -38,6 +38,13 @@ class SegModel:
             (:mod:`~napari_sparseseg.core.inference.refine`); ``None`` if unknown.
         forest: a :class:`~napari_sparseseg.core.model.forest.StrokeForest` fitted to the same strokes,
             fused with the network at prediction; ``None`` if there is none.
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        model = ss.load_model("round1")      # or a training result's .model
+        print(model.class_names, model.patch_size, len(model.history), "rounds")
+        ```
     """
 
     network: object

@@ -78,6 +78,15 @@ def run_round(session: Session, train_cfg: TrainConfig | None = None, predict_cf
     Raises:
         ScribbleError: no scribbles, one class only, or a class outside the class table.
         SparseSegError: out of GPU memory or a diverging loss, with what to do.
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        with ss.ProgressPrinter() as show:
+            result = ss.run_to_end(ss.run_round(session, ss.TrainConfig(time_budget=30)), show)
+        print(result.train.stopped_by, result.suggestions[:3])   # why it ended; where to paint next
+        ss.accept_round(session, result)
+        ```
     """
     if session.image is None:
         raise SparseSegError("the session has no image; open the scan first.")
@@ -137,7 +146,15 @@ def run_round(session: Session, train_cfg: TrainConfig | None = None, predict_cf
 
 
 def accept_round(session: Session, result: RoundResult) -> None:
-    """Apply a finished round: new model, new prediction (if any), a history entry."""
+    """Apply a finished round: new model, new prediction (if any), a history entry.
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        result = ss.run_to_end(ss.run_round(session))
+        ss.accept_round(session, result)   # session.model, session.prediction and session.history updated
+        ```
+    """
     if result.train is not None:
         session.model = result.model
         session.model_revision += 1

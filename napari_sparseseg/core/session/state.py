@@ -77,6 +77,17 @@ class Session:
       revision), so the next save to that folder links the unchanged files
       (:func:`~napari_sparseseg.io.sessions.save_session`).
     * ``lock``: held while the session is saved (the autosave and Save may overlap).
+
+    Examples:
+        ```python
+        import napari_sparseseg as ss
+        image, geom = ss.read_image("ct.nii.gz")
+        scribbles, _ = ss.read_labels("strokes.nii.gz", like=geom, what="scribbles")
+        session = ss.Session(image, scribbles, ["background", "liver"], spacing=geom.spacing,
+                             geometry=geom.to_dict(), image_path="ct.nii.gz")
+        ss.accept_round(session, ss.run_to_end(ss.run_round(session)))
+        mask = session.prediction            # class indices; paint on session.scribbles, run again
+        ```
     """
 
     def __init__(self, image: np.ndarray | None, scribbles: np.ndarray, class_names: list | None = None,
