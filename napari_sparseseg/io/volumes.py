@@ -713,7 +713,7 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
     img.SetOrigin(origin)
     img.SetDirection(direction)
     series_uid = "1.2.826.0.1.3680043.2.1125." + str(uuid.uuid4().int)[:30]
-    study_uid = series_uid + ".1"
+    study_uid, frame_uid = series_uid + ".1", series_uid + ".2"
     d = direction
     orientation = "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
 
@@ -731,6 +731,7 @@ def _write_dicom_series(folder: Path, arr: np.ndarray, geometry: Geometry) -> Pa
                 "0008|0031": clock,
                 "0020|000d": study_uid,
                 "0020|000e": series_uid,
+                "0020|0052": frame_uid,  # a frame of reference: what a DICOM SEG of this series is placed in
                 "0020|0037": orientation,
                 "0020|0032": "\\".join(f"{v:.6f}" for v in pos),
                 "0020|0013": str(z + 1),

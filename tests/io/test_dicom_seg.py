@@ -248,14 +248,28 @@ def test_a_seg_needs_a_dicom_series(ct, tmp_path):
         check_outputs({"mask": tmp_path / ".dcm"}, {"image": folder})
 
 
-def test_a_series_without_a_frame_of_reference_cannot_carry_a_seg(tmp_path):
-    """The package's own DICOM writer (secondary captures through GDCM) gives no Frame of Reference UID."""
+def test_the_packages_own_series_carries_a_seg_and_one_without_a_frame_of_reference_cannot(tmp_path):
+    """A mask exported as a DICOM series gets a Frame of Reference UID, so a SEG can be placed on it;
+    a series without one (as other tools may write) is refused in one line, nothing written."""
     geom = Geometry.from_spacing((4, 5, 6), (2.0, 1.0, 1.0))
-    folder = write_labels(tmp_path / "series", np.arange(120).reshape(4, 5, 6) % 3, geom)
+    labels = np.arange(120).reshape(4, 5, 6) % 3
+    folder = write_labels(tmp_path / "series", labels, geom)
     _, g = read_image(folder)
+    mask = (labels == 1).astype(np.uint8)
+    write_labels(tmp_path / "m.dcm", mask, g, source=folder, class_names=["background", "blob"])
+    assert np.array_equal(read_dicom_seg(tmp_path / "m.dcm", folder, geometry=g), mask)
+    frames = {str(pydicom.dcmread(f).FrameOfReferenceUID) for f in folder.glob("*.dcm")}
+    assert len(frames) == 1 and str(pydicom.dcmread(tmp_path / "m.dcm").FrameOfReferenceUID) in frames
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(bare / f.name)
     with pytest.raises(OutputError, match="no Frame of Reference UID"):
-        write_labels(tmp_path / "m.dcm", np.ones(g.shape, np.uint8), g, source=folder)
-    assert not (tmp_path / "m.dcm").exists()
+        write_labels(tmp_path / "n.dcm", mask, g, source=bare)
+    assert not (tmp_path / "n.dcm").exists()
 
 
 def test_an_empty_mask_still_names_its_classes(ct, tmp_path):
