@@ -135,7 +135,10 @@ class DaskRunner:
                               "distributed.scheduler.allowed-failures": int(self.cfg.retries)}):
             self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                          host="127.0.0.1", security=security, local_directory=self._scratch,
-                                         preload=[__name__], silence_logs=logging.ERROR)
+                                         preload=[__name__], silence_logs=logging.ERROR,
+                                         # no dashboard; the scheduler's health/metrics HTTP endpoint on a free
+                                         # loopback port (by default it takes 8787, and says so when that is busy)
+                                         scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
         self.client = Client(self._cluster, security=security, set_as_default=False)
 
     def __exit__(self, *exc) -> None:

@@ -260,7 +260,8 @@ def test_ctrl_c_in_batch_prints_one_line_leaves_nothing_and_the_rerun_resumes(co
     for module in ("multiprocessing", "numpy", "itk", "torch"):  # in the folder the user starts from: never run
         (cwd / f"{module}.py").write_text(PLANTED.format(marker=str(tmp_path / f"ran-{module}")))
     shutil.copy(cohort / "strokes" / "sample_scribbles.nii.gz", tmp_path / "sample_scribbles.nii.gz")
-    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    # (no empty entry: an empty PYTHONPATH entry is the current folder, which the user asked for by it)
     env.pop("PYTHONSAFEPATH", None)
     argv = [str(sparseseg), "batch", "--model", str(cohort / "model"), "--out-dir", str(out), "--workers", "1", *FAST,
             str(cohort / "scans" / "sample.nii.gz"), str(cohort / "scans" / "shifted.nrrd"),
@@ -271,7 +272,9 @@ def test_ctrl_c_in_batch_prints_one_line_leaves_nothing_and_the_rerun_resumes(co
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list(tmp.glob("sparseseg-dask-*/**/worker-*")):
             time.sleep(0.1)  # the local cluster's worker is up; the scan is submitted right after
-        assert time.monotonic() < deadline, "no worker started"
+        if time.monotonic() >= deadline:
+            os.killpg(p.pid, signal.SIGKILL)
+            pytest.fail(f"no worker started in 120 s; stderr: {p.communicate(timeout=30)[1][-3000:]}")
         time.sleep(5)  # fine-tuning now (for 120 s)
         os.killpg(p.pid, signal.SIGINT)
         err = p.communicate(timeout=120)[1]
