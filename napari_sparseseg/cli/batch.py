@@ -24,10 +24,21 @@ def _count(out_dir, status: str) -> int:
         return 0
 
 
+def _say_segs(args, plan) -> None:
+    """With --dicom-seg: which scans get a DICOM SEG, and which do not (not DICOM series) and why."""
+    without = [j.entry.name for j in plan.without_seg]
+    say(args, f"--dicom-seg: {len(plan.jobs) - len(without)} DICOM series get NAME_mask.dcm"
+              + (" and NAME_probabilities.dcm" if plan.cfg.probabilities else "") + " beside their NIfTI outputs")
+    if without:
+        shown = ", ".join(without[:5]) + (f" and {len(without) - 5} more" if len(without) > 5 else "")
+        say(args, f"--dicom-seg: no DICOM SEG for {len(without)} scan(s) that are not DICOM series, NIfTI mask only "
+                  f"(a SEG must reference a series; noted in the summary): {shown}")
+
+
 def run(args) -> int:
     """``sparseseg batch``: one model over many scans on Dask; a summary CSV/JSON; resumes."""
     cfg = BatchConfig(workers=args.workers, threads=args.threads, device=args.device, probabilities=args.probabilities,
-                      overwrite=args.overwrite, fine_tune_seconds=args.fine_tune_seconds, seed=args.seed,
+                      dicom_seg=args.dicom_seg, overwrite=args.overwrite, fine_tune_seconds=args.fine_tune_seconds, seed=args.seed,
                       refine=args.refine, forest=args.forest, precision=args.precision, connect_timeout=args.connect_timeout)
     entries = expand_inputs(args.inputs)
     if args.fine_tune_scribbles:
@@ -37,6 +48,8 @@ def run(args) -> int:
     tuned = sum(j.entry.scribbles is not None for j in plan.to_run)
     say(args, f"{len(plan.jobs)} scans: {len(plan.to_run)} to segment ({tuned} fine-tuned on their strokes first), "
                f"{len(plan.skipped)} already done; on {where}")
+    if cfg.dicom_seg:
+        _say_segs(args, plan)
     counts = {"done": 0, "skipped": 0, "failed": 0, "queued": 0}
     bar = tqdm(total=len(plan.jobs), unit="scan", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
     results = run_batch(plan, scheduler=args.scheduler)

@@ -47,6 +47,7 @@ FLAGS: dict[tuple[type, str], tuple[str, str | None]] = {
     (BatchConfig, "threads"): ("--threads", "N"),
     (BatchConfig, "device"): ("--device", None),
     (BatchConfig, "overwrite"): ("--overwrite", None),
+    (BatchConfig, "dicom_seg"): ("--dicom-seg", None),
     (BatchConfig, "fine_tune_seconds"): ("--fine-tune-seconds", "SECONDS"),
     (BatchConfig, "seed"): ("--seed", "N"),
     (BatchConfig, "refine"): ("--refine", None),

@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bat = sub.add_parser("batch", help="apply a model to many scans (optionally fine-tuned per scan) on Dask; resumes",
                          description="Segment every scan with one model on a Dask cluster. Writes NAME_mask.nii.gz per "
-                         "scan and sparseseg_summary.csv/.json (volumes, uncertainty, components, review rank). "
+                         "scan (and, with --dicom-seg, NAME_mask.dcm per DICOM series) and sparseseg_summary.csv/.json (volumes, uncertainty, components, review rank). "
                          "Exit 0 when every scan is done or skipped as already done, 3 when some failed, 2 on bad "
                          "arguments.")
     bat.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument("--scheduler", metavar="ADDRESS",
                      help="an existing Dask scheduler (tcp://HOST:PORT); default: a local cluster")
     for name in ("workers", "threads", "overwrite", "fine_tune_seconds", "device", "seed", "refine", "forest",
-                 "precision", "connect_timeout"):
+                 "precision", "connect_timeout", "dicom_seg"):
         add_setting(bat, BatchConfig, name)
     bat.add_argument("--probabilities", action="store_true", help="also write NAME_probabilities.nii.gz (uint8, p*255)")
     bat.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")

@@ -9,6 +9,11 @@ is a generator over the scans as they finish (:class:`ScanResult`); it writes th
 after every scan, so an interrupted run resumes where it stopped: on Ctrl-C the running scans
 are recorded ``"interrupted"`` (not done; the rerun replaces what their workers wrote).
 
+With ``cfg.dicom_seg`` a scan that is a DICOM series folder also gets ``NAME_mask.dcm`` (and,
+with ``cfg.probabilities``, ``NAME_probabilities.dcm``): DICOM SEGs that reference its series,
+their segments labelled with the model's class names. A scan that is not a DICOM series gets
+its NIfTI outputs only, and its record a ``note`` saying why it has no SEG.
+
 Dask does the scheduling (:mod:`.cluster`): at most one scan per worker is in flight, so
 Stop (``stop`` event) lets the running scans finish and leaves the rest queued.
 """
@@ -32,18 +37,21 @@ from napari_sparseseg.core.base.errors import CheckpointError, InputError, Outpu
 from napari_sparseseg.io.atomic import atomic_file
 from napari_sparseseg.io.cohort import ScanEntry
 from napari_sparseseg.io.csvsafe import csv_text
+from napari_sparseseg.io.dicom_seg import require_highdicom
 from napari_sparseseg.io.models import load_model
 from napari_sparseseg.io.names import check_name, check_unique, confined, remove_stale_temps
 from napari_sparseseg.io.outputs import check_outputs, files_of_input
 
-__all__ = ["SUMMARY_CSV", "SUMMARY_JSON", "BatchPlan", "ScanJob", "ScanResult", "plan_batch", "run_batch",
+__all__ = ["NO_SEG_NOTE", "SUMMARY_CSV", "SUMMARY_JSON", "BatchPlan", "ScanJob", "ScanResult", "plan_batch", "run_batch",
            "read_summary"]
 
 SUMMARY_JSON, SUMMARY_CSV = "sparseseg_summary.json", "sparseseg_summary.csv"
 _STATUSES = ("done", "skipped", "failed", "queued", "interrupted")
 _FORMAT, _FORMAT_VERSION = "napari-sparseseg batch summary", 1
 _CSV_COLUMNS = ("scan", "status", "review_rank", "class", "volume_ml", "voxels", "components", "mean_uncertainty",
-                "p95_uncertainty", "fine_tuned", "seconds", "mask", "image", "reason")
+                "p95_uncertainty", "fine_tuned", "seconds", "mask", "dicom_seg", "image", "reason", "note")
+#: The ``note`` of a ``--dicom-seg`` batch's scan that is not a DICOM series.
+NO_SEG_NOTE = "no DICOM SEG written: the scan is not a DICOM series (a SEG must reference one); NIfTI mask only"
 
 
 @dataclass
@@ -55,14 +63,25 @@ class ScanJob:
     probabilities: Path | None
     inputs_id: str
     done_before: dict | None = None  # the earlier run's record when the scan is skipped
+    dicom_seg: Path | None = None  # NAME_mask.dcm (a --dicom-seg batch's DICOM series scan)
+    dicom_seg_probabilities: Path | None = None  # NAME_probabilities.dcm (the same, with probabilities)
+    note: str | None = None  # e.g. why a --dicom-seg batch writes no SEG for this scan
+
+    @property
+    def outputs(self) -> list[Path]:
+        """Every file this scan's run writes."""
+        return [p for p in (self.mask, self.probabilities, self.dicom_seg, self.dicom_seg_probabilities) if p is not None]
 
     def task(self) -> ScanTask:
         """What travels to the worker: absolute paths only."""
         e = self.entry
-        return ScanTask(e.name, str(Path(e.image).resolve()), str(self.mask.resolve()),
-                        None if self.probabilities is None else str(self.probabilities.resolve()),
-                        None if e.scribbles is None else str(Path(e.scribbles).resolve()),
-                        None if e.corrections is None else str(Path(e.corrections).resolve()))
+
+        def absolute(path) -> str | None:
+            return None if path is None else str(Path(path).resolve())
+
+        return ScanTask(e.name, absolute(e.image), absolute(self.mask), absolute(self.probabilities),
+                        absolute(e.scribbles), absolute(e.corrections), absolute(self.dicom_seg),
+                        absolute(self.dicom_seg_probabilities))
 
 
 @dataclass
@@ -84,6 +103,9 @@ class ScanResult:
     image: str = ""
     mask: str | None = None
     probabilities: str | None = None
+    dicom_seg: str | None = None
+    dicom_seg_probabilities: str | None = None
+    note: str | None = None
     inputs_id: str = ""
     model_id: str = ""
     settings_id: str = ""
@@ -113,6 +135,11 @@ class BatchPlan:
     def skipped(self) -> list[ScanJob]:
         """The scans an earlier run already did (same model, settings and inputs)."""
         return [j for j in self.jobs if j.done_before is not None]
+
+    @property
+    def without_seg(self) -> list[ScanJob]:
+        """With ``cfg.dicom_seg``: the scans that get no DICOM SEG because they are not DICOM series."""
+        return [j for j in self.jobs if self.cfg.dicom_seg and j.dicom_seg is None]
 
 
 def _model_payload(folder: Path) -> ModelPayload:
@@ -184,7 +211,14 @@ def plan_batch(entries: Sequence[ScanEntry], model_dir: str | os.PathLike, out_d
     """Check everything and decide, per scan, whether it runs or was done by an earlier run.
 
     The out-dir is created if missing (its parent must exist). Outputs per scan:
-    ``NAME_mask.nii.gz`` and, with ``cfg.probabilities``, ``NAME_probabilities.nii.gz``.
+    ``NAME_mask.nii.gz`` and, with ``cfg.probabilities``, ``NAME_probabilities.nii.gz``; with
+    ``cfg.dicom_seg``, a scan that is a DICOM series folder also gets ``NAME_mask.dcm`` (and
+    ``NAME_probabilities.dcm``), DICOM SEGs of its series.
+
+    A scan is skipped as done when an earlier run did it with the same model, settings and
+    inputs and all its outputs are there, a SEG asked for included (one that run recorded). When
+    only its SEGs are missing (the earlier run was without ``dicom_seg``, or a SEG was removed),
+    the scan runs again and its NIfTI outputs, that run's own, are replaced.
 
     Every output is ``out_dir/NAME...``, checked before anything is made (:mod:`napari_sparseseg.io.names`):
     a plain name (no path, ``..`` or separator), unique per scan without regard to case, no
@@ -192,7 +226,8 @@ def plan_batch(entries: Sequence[ScanEntry], model_dir: str | os.PathLike, out_d
 
     Raises:
         CheckpointError: the model folder does not load.
-        OutputError: the out-dir cannot be written, an output would overwrite an input, is a
+        OutputError: ``cfg.dicom_seg`` without highdicom installed (says how to install it),
+            the out-dir cannot be written, an output would overwrite an input, is a
             symbolic link, or outputs exist that this run would replace without
             ``cfg.overwrite`` (names them; those of a scan our summary records as not
             finished are ours to replace).
@@ -204,6 +239,8 @@ def plan_batch(entries: Sequence[ScanEntry], model_dir: str | os.PathLike, out_d
     for e in entries:  # a name is a plain file-name part, unique per scan: outputs stay in out_dir, one set each
         check_name(e.name, path=e.image)
     check_unique([e.name for e in entries])
+    if cfg.dicom_seg:
+        require_highdicom("--dicom-seg (a DICOM SEG beside the mask of each DICOM series)")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     payload, class_names, modality = _load_model_info(model_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -263,22 +300,19 @@ def _plan_jobs(entries, out_dir: Path, cfg: BatchConfig, payload: ModelPayload, 
     taken = _input_paths(inputs)
     jobs, blocked = [], []
     for e in entries:
-        mask = confined(out_dir, f"{e.name}_mask.nii.gz", f"mask of scan '{e.name}'")
-        probs = (confined(out_dir, f"{e.name}_probabilities.nii.gz", f"probabilities of scan '{e.name}'")
-                 if cfg.probabilities else None)
-        for kind, path in (("mask", mask), ("probabilities", probs)):
-            if path is not None:
-                _not_an_input(kind, path, taken)
-        check_outputs({"mask": mask, "probabilities": probs}, {"--model folder": model_dir, **_inputs_of(e)})
-        job = ScanJob(e, mask, probs, _inputs_id(e))
+        job = _job(e, out_dir, cfg, taken, model_dir)
         before = earlier.get(e.name)
-        outputs = [p for p in (mask, probs) if p is not None]
-        if (before and before.get("status") in ("done", "skipped") and before.get("inputs_id") == job.inputs_id
-                and before.get("model_id") == payload.fingerprint and before.get("settings_id") == _settings_id(cfg, e)
-                and all(p.exists() for p in outputs)):
+        nifti = [p for p in (job.mask, job.probabilities) if p is not None]
+        same = bool(before and before.get("status") in ("done", "skipped") and before.get("inputs_id") == job.inputs_id
+                    and before.get("model_id") == payload.fingerprint
+                    and before.get("settings_id") == _settings_id(cfg, e))
+        foreign = _foreign_segs(job, before if same else None)
+        if same and not foreign and all(p.exists() for p in job.outputs):
             job.done_before = before
-        elif not cfg.overwrite and not _unfinished(before) and any(p.exists() for p in outputs):
-            blocked.append(next(p for p in outputs if p.exists()))
+        elif same and not foreign and all(p.exists() for p in nifti):
+            pass  # only its SEGs are missing: it runs again, replacing the NIfTI outputs that run wrote
+        elif not cfg.overwrite and not _unfinished(before) and any(p.exists() for p in job.outputs):
+            blocked.append(foreign[0] if foreign else next(p for p in job.outputs if p.exists()))
         jobs.append(job)
     if blocked:
         more = f" and {len(blocked) - 1} more" if len(blocked) > 1 else ""
@@ -286,6 +320,36 @@ def _plan_jobs(entries, out_dir: Path, cfg: BatchConfig, payload: ModelPayload, 
                           "the scan changed since, or no batch of ours wrote it); pass --overwrite to replace, or "
                           "choose another --out-dir.", path=out_dir)
     return jobs
+
+
+def _job(e: ScanEntry, out_dir: Path, cfg: BatchConfig, taken: tuple[dict, list], model_dir: Path) -> ScanJob:
+    """A scan's outputs, named and checked (confined to the out-dir, not an input, writable)."""
+    mask = confined(out_dir, f"{e.name}_mask.nii.gz", f"mask of scan '{e.name}'")
+    probs = (confined(out_dir, f"{e.name}_probabilities.nii.gz", f"probabilities of scan '{e.name}'")
+             if cfg.probabilities else None)
+    seg = seg_probs = note = None
+    if cfg.dicom_seg and Path(e.image).is_dir():  # a DICOM series folder (expand_inputs takes no other folders)
+        seg = confined(out_dir, f"{e.name}_mask.dcm", f"DICOM SEG of scan '{e.name}'")
+        if cfg.probabilities:
+            seg_probs = confined(out_dir, f"{e.name}_probabilities.dcm", f"DICOM SEG probabilities of scan '{e.name}'")
+    elif cfg.dicom_seg:
+        note = NO_SEG_NOTE
+    for kind, path in (("mask", mask), ("probabilities", probs), ("DICOM SEG", seg),
+                       ("DICOM SEG probabilities", seg_probs)):
+        if path is not None:
+            _not_an_input(kind, path, taken)
+    inputs = {"--model folder": model_dir, **_inputs_of(e)}
+    check_outputs({"mask": mask, "probabilities": probs}, inputs)
+    if seg is not None:  # a .dcm output is checked as a SEG of the scan (a DICOM series folder, highdicom there)
+        check_outputs({"mask": seg, "probabilities": seg_probs}, {**inputs, "scan": e.image})
+    return ScanJob(e, mask, probs, _inputs_id(e), dicom_seg=seg, dicom_seg_probabilities=seg_probs, note=note)
+
+
+def _foreign_segs(job: ScanJob, record: dict | None) -> list[Path]:
+    """The SEG outputs of ``job`` that exist but that ``record`` (an earlier run's, of this scan) did not write."""
+    ours = {Path(record[k]).name for k in ("dicom_seg", "dicom_seg_probabilities") if record and record.get(k)}
+    return [p for p in (job.dicom_seg, job.dicom_seg_probabilities) if p is not None and p.exists()
+            and p.name not in ours]
 
 
 def _unfinished(record: dict | None) -> bool:
@@ -332,9 +396,16 @@ def _result_of(job: ScanJob, plan: BatchPlan, record: dict | None = None, status
                 setattr(r, key, record[key])
     if status:
         r.status = status
+    r.note = job.note
     if r.status in ("done", "skipped"):
         r.mask = str(job.mask)
         r.probabilities = None if job.probabilities is None else str(job.probabilities)
+        r.dicom_seg = None if job.dicom_seg is None else str(job.dicom_seg)
+        r.dicom_seg_probabilities = None if job.dicom_seg_probabilities is None else str(job.dicom_seg_probabilities)
+        if r.status == "skipped" and record:  # SEGs an earlier run wrote stay recorded while they are there
+            for key in ("dicom_seg", "dicom_seg_probabilities"):
+                if getattr(r, key) is None and record.get(key) and (plan.out_dir / Path(record[key]).name).exists():
+                    setattr(r, key, str(plan.out_dir / Path(record[key]).name))
     r.finished = time.strftime("%Y-%m-%dT%H:%M:%S")
     return r
 
@@ -364,7 +435,8 @@ def _write_summary(plan: BatchPlan, results: dict[str, ScanResult]) -> None:
     rows = []
     for r in results.values():
         base = {"scan": r.name, "status": r.status, "review_rank": r.review_rank, "fine_tuned": r.fine_tuned,
-                "seconds": r.seconds, "mask": r.mask, "image": r.image, "reason": r.reason}
+                "seconds": r.seconds, "mask": r.mask, "dicom_seg": r.dicom_seg, "image": r.image, "reason": r.reason,
+                "note": r.note}
         for row in [{"class": c, **v} for c, v in (r.classes or {}).items()] or [{}]:
             full = {**base, **row}
             rows.append([full.get(k) for k in _CSV_COLUMNS])
@@ -423,8 +495,7 @@ def _interrupted(plan: BatchPlan, results: dict[str, ScanResult], running: list[
         r = _result_of(job, plan, status="interrupted")
         r.reason = "interrupted while it ran; the next run segments it again"
         results[job.entry.name] = r
-        for path in (job.mask, job.probabilities):
-            if path is not None:
-                remove_stale_temps(path)
+        for path in job.outputs:
+            remove_stale_temps(path)
     with contextlib.suppress(OSError):
         _write_summary(plan, results)

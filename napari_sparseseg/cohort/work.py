@@ -1,5 +1,8 @@
 """What a Dask worker does for one scan: read it, optionally fine-tune, predict, write, summarise.
 
+With ``dicom_seg`` in its task (a DICOM series scan of a ``--dicom-seg`` batch), the mask (and
+the probabilities) are also written as DICOM SEGs of the series, after the NIfTI outputs.
+
 Only paths and small settings travel to the worker; it reads its own scan, so its memory is
 bounded by one scan (the prediction itself is bounded by the slab, :mod:`..core.predict`).
 The shared model travels once per worker as the bytes of its folder
@@ -31,6 +34,7 @@ from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.model.intensity import check_model_modality
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.io import read_scan, write_labels, write_probabilities
+from napari_sparseseg.io.dicom_seg import dicom_series, write_dicom_seg, write_dicom_seg_probabilities
 from napari_sparseseg.io.models import load_model
 
 __all__ = ["ModelPayload", "ScanTask", "process_scan"]
@@ -59,6 +63,8 @@ class ScanTask:
     probabilities: str | None = None
     scribbles: str | None = None
     corrections: str | None = None
+    dicom_seg: str | None = None  # NAME_mask.dcm: a DICOM SEG of the series ``image`` (a DICOM series folder)
+    dicom_seg_probabilities: str | None = None  # NAME_probabilities.dcm: a FRACTIONAL SEG of it
 
 
 _MODELS: dict[str, object] = {}
@@ -168,5 +174,20 @@ def _segment(task: ScanTask, model, settings) -> dict:
     write_labels(task.mask, pred.labels, geom)
     if task.probabilities:
         write_probabilities(task.probabilities, pred.probabilities, geom)
+    if task.dicom_seg:
+        _write_segs(task, pred, geom, model.class_names)
     out["classes"] = class_summary(pred.labels, geom.spacing, model.class_names, pred.uncertainty)
     return out
+
+
+def _write_segs(task: ScanTask, pred, geom, class_names) -> None:
+    """The DICOM SEGs of a DICOM series scan, after its NIfTI outputs: the mask, and the probabilities if asked.
+
+    The series' headers are read once for both (slice by slice, no pixels); each SEG is written
+    atomically and verified by reading it back onto the series' grid.
+    """
+    series = dicom_series(task.image, geom)
+    write_dicom_seg(task.dicom_seg, pred.labels, series, class_names, geometry=geom)
+    if task.dicom_seg_probabilities:
+        write_dicom_seg_probabilities(task.dicom_seg_probabilities, pred.probabilities, series, class_names,
+                                      geometry=geom)

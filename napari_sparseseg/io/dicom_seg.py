@@ -29,6 +29,7 @@ plain arrays on the scan's grid (array order ``(k, j, i)``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from contextlib import contextmanager
@@ -55,6 +56,7 @@ __all__ = [
     "is_seg_path",
     "made_on",
     "read_dicom_seg",
+    "require_highdicom",
     "seg_class_names",
     "segment_codes",
     "write_dicom_seg",
@@ -97,6 +99,16 @@ _CODES = {
     }.items() for name in names},
 }
 _SIDES = re.compile(r"^(left|right|l|r)[\s_-]+|[\s_-]+(left|right|l|r)$")
+
+
+def require_highdicom(what: str, path=None) -> None:
+    """Raise unless highdicom is installed (looked up, not imported: checked before any work, and cheaply).
+
+    Raises:
+        OutputError: ``"{what} needs highdicom, which is not installed; install it with: ..."``.
+    """
+    if importlib.util.find_spec("highdicom") is None:
+        raise OutputError(f"{what} needs highdicom, which is not installed; {INSTALL_HINT}.", path=path)
 
 
 def _highdicom():

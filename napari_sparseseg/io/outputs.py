@@ -32,7 +32,6 @@ folder and highdicom is installed.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -40,7 +39,7 @@ from pathlib import Path
 
 from napari_sparseseg.core.base.errors import OutputError
 from napari_sparseseg.io.atomic import TMP_MARK, check_ours, data_file_of, file_identity
-from napari_sparseseg.io.dicom_seg import INSTALL_HINT, SEG_SUFFIX, is_seg_path
+from napari_sparseseg.io.dicom_seg import SEG_SUFFIX, is_seg_path, require_highdicom
 from napari_sparseseg.io.models import check_model_folder
 from napari_sparseseg.io.paths import NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, file_suffix
 from napari_sparseseg.io.sessions import check_session_folder
@@ -210,9 +209,7 @@ def _check_seg(kind: str, path: Path, image: Path | None) -> None:
         raise OutputError(f"a .dcm {kind} is a DICOM SEG, which references the DICOM series it was made on, and {what}, "
                           "not a DICOM series folder; write .nii.gz, .nrrd or .mha instead, or give the series folder as "
                           "the image.", path=path)
-    if importlib.util.find_spec("highdicom") is None:
-        raise OutputError(f"a .dcm {kind} is a DICOM SEG, written with highdicom, which is not installed; "
-                          f"{INSTALL_HINT}.", path=path)
+    require_highdicom(f"a .dcm {kind} (a DICOM SEG)", path=path)
 
 
 def _check_one(kind: str, path: Path, image: Path | None = None) -> None:

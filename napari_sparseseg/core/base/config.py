@@ -628,6 +628,8 @@ class BatchConfig:
     threads: int | None = setting(None, "torch threads per worker (default: the host's cores / its workers)", ge=1)
     device: str = setting(PredictConfig.device, "compute device of each worker", choices=Device)
     probabilities: bool = setting(False, "also write each scan's class probabilities (uint8, p x 255)")
+    dicom_seg: bool = setting(False, "also write NAME_mask.dcm, a DICOM SEG of its series, for each scan that is a DICOM "
+                              "series folder (NAME_probabilities.dcm too with probabilities; needs the dicom extra)")
     overwrite: bool = setting(False, "re-run scans whose outputs exist and replace them (default: keep done scans, "
                               "refuse to replace anything else)")
     fine_tune_seconds: float = setting(30.0, "training seconds of a per-scan fine-tune from that scan's strokes", gt=0)
