@@ -55,7 +55,7 @@ from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections
 
 
 def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, refine=True, pretrain=None, forest=True,
-             correction_budget=None, plateau=TrainConfig.plateau, ablations=True):
+             correction_budget=None, plateau=TrainConfig.plateau, ablations=True, time_cap=True):
     """All rounds for each seed and k on one case; the image and the forest's features are computed once."""
     image, geom, ref, names = load_case(name)
     features = FeatureCache()  # the forest's filters of this scan, once for every round (as a session keeps them)
@@ -81,7 +81,8 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, re
                 # U-Net
                 y, _ = merge_annotations(scribbles, corr["unet"])
                 seconds = budget if r == 0 or correction_budget is None else correction_budget
-                cfg = TrainConfig(time_budget=seconds, max_steps=None, seed=seed + r, device=device, forest=forest,
+                cfg = TrainConfig(time_budget=seconds if time_cap else None,
+                                  max_steps=None if time_cap else TrainConfig.max_steps, seed=seed + r, device=device, forest=forest,
                                   plateau=plateau)
                 res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr["unet"], init=model, spacing=geom.spacing,
                                          class_names=names, pretrained=pre, features=features).run())
@@ -162,6 +163,9 @@ def main(argv=None):
     ap.add_argument("--plateau", action=argparse.BooleanOptionalAction, default=TrainConfig.plateau,
                     help="end rounds on the plateau rule, --budget being a cap (default: TrainConfig's); "
                          "--no-plateau trains every round for the whole budget")
+    ap.add_argument("--no-time-cap", action="store_true",
+                    help="no time cap: rounds end by the plateau rule or TrainConfig.max_steps only, so the Dice does not "
+                         "depend on the machine's load (the seconds then say nothing about the default's wall time)")
     ap.add_argument("--no-ablations", action="store_true",
                     help="skip the same net's other refinement and without-forest predictions (a faster run)")
     ap.add_argument("--pretrain", type=float, default=None, metavar="SECONDS",
@@ -181,7 +185,7 @@ def main(argv=None):
     for name in args.cases:
         rows, names = run_case(name, args.k, args.rounds, args.budget, args.seeds, args.device, log, not args.keep_all_regions,
                                not args.no_refine, args.pretrain, not args.no_forest, args.correction_budget,
-                               args.plateau, not args.no_ablations)
+                               args.plateau, not args.no_ablations, not args.no_time_cap)
         all_rows[name] = {"class_names": names, "rows": rows}
     log("\nsummary: mean Dice (± sd over seeds) of the U-Net round [median wall seconds per round] vs the round's own "
         "forest alone (same strokes) and the RF baseline (its own corrections)")
