@@ -93,7 +93,7 @@ def test_cancel_between_steps_leaves_a_usable_model(phantom):
     trainer = Trainer(image, simulate_scribbles(ref, k=1, seed=3), _cfg(max_steps=50))
     gen = trainer.run()
     progress = next(gen)
-    assert progress.step == 0 and progress.loss is None  # the forest is fitted first (counted in the budget)
+    assert progress.step == 0 and progress.loss is None  # the forest is fitted first (before the budget starts)
     while progress.step < 3:
         progress = next(gen)
     assert progress.step == 3 and progress.loss is not None
@@ -108,6 +108,37 @@ def test_time_budget_stops_training(phantom):
     result = run_to_end(Trainer(image, simulate_scribbles(ref, k=1), _cfg(max_steps=100000, time_budget=1.5)).run())
     assert result.stopped_by == "time_budget"
     assert 1 <= result.steps < 100000
+
+
+def test_the_budget_is_the_networks_however_long_the_forest_takes(phantom, monkeypatch):
+    """A large scan's filters and forest took a whole budget before the first step (issue: full-size CT).
+
+    The trainer's clock is a fake one: every reading advances it by 50 ms, and fitting the forest
+    by 100 s, so the test does not depend on the machine's speed.
+    """
+    import napari_sparseseg.core.training.train as train_module
+
+    class Clock:
+        now = 0.0
+
+        def perf_counter(self):
+            self.now += 0.05
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(train_module, "time", clock)
+    fit = Trainer._fit_forest
+
+    def slow_fit(self, model):
+        clock.now += 100.0  # a forest 100 times the budget
+        return fit(self, model)
+
+    monkeypatch.setattr(Trainer, "_fit_forest", slow_fit)
+    cfg = _cfg(max_steps=100000, time_budget=1.0, forest=True)
+    image, ref = phantom
+    result = run_to_end(Trainer(image, simulate_scribbles(ref, k=1), cfg).run())
+    assert result.stopped_by == "time_budget" and result.elapsed > 100.0
+    assert result.steps >= 3  # it trained after the forest (inside the budget it stopped after its first step)
 
 
 @pytest.mark.slow

@@ -344,7 +344,8 @@ class TrainConfig:
     """
 
     max_steps: int | None = setting(1000, "training step bound", ge=1, le=MAX_STEPS)
-    time_budget: float | None = setting(60.0, "training wall-time bound in seconds", gt=0, le=MAX_SECONDS)
+    time_budget: float | None = setting(60.0, "training wall-time bound in seconds (the network's: the forest is fitted "
+                                        "before it starts)", gt=0, le=MAX_SECONDS)
     batch_size: int = setting(2, "patches per step", ge=1)
     patch_voxels: int | None = setting(None, "voxel budget of an automatic patch (None: the model size's)", ge=16**3,
                                        le=MAX_PATCH_VOXELS)

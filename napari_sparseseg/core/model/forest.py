@@ -353,7 +353,7 @@ class StrokeForest:
             samples.append(features.reshape(features.shape[0], -1)[:, index].T.copy())
             classes.append((flat[index] - 1).astype(np.uint8))
         forest = cls(np.concatenate(samples), np.concatenate(classes), num_classes, n_estimators, seed, weight)
-        _ = forest.model  # fit now (inside the round's time)
+        _ = forest.model  # fit now (before the network's time starts)
         return forest
 
     @property

@@ -419,8 +419,9 @@ class Trainer:
         volumes = [(x, y, src, indices)] + [self._volume(model, m.image, m.y, m.source) for m in self.more]
         # The appearance scale of boundary refinement, from this round's strokes (stored with the model).
         model.intensity_scale = intensity_scale(x, y) or model.intensity_scale
-        # Inside the round's time: the network trains for what is left. Off (or a scan too large
-        # for its features), a warm start's forest of earlier strokes is dropped, not reused.
+        # Before the network's time starts: the budget is the network's, whatever the forest costs
+        # (a large scan's filters took a whole budget before the first step). Off (or a scan too
+        # large for its features), a warm start's forest of earlier strokes is dropped, not reused.
         model.forest = self._fit_forest(model) if cfg.forest else None
         if model.forest is not None:
             early = self._forest_mask(model, self.preview)
@@ -459,7 +460,7 @@ class Trainer:
                 now = time.perf_counter()
                 if cfg.time_budget is not None and step > 1:
                     # Stop when half another step would overrun the budget.
-                    if now - t0 + 0.5 * (now - t_loop) / (step - 1) > cfg.time_budget:
+                    if now - t_loop + 0.5 * (now - t_loop) / (step - 1) > cfg.time_budget:
                         stopped_by, step = "time_budget", step - 1
                         break
                 xs, ys, ws = [], [], []
