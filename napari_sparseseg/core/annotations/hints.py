@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_sparseseg.core.annotations.labels import MAX_CLASSES, label_dtype
-from napari_sparseseg.core.base.config import HintConfig
+from napari_sparseseg.core.base.config import MAX_BOXES, MAX_CLICKS, HintConfig
 from napari_sparseseg.core.base.errors import ConfigError, InputError
 from napari_sparseseg.core.base.grid import validate_spacing
 
@@ -57,7 +57,8 @@ def checked_hint_shapes(shapes) -> dict:
     same structure with floats, both keys present.
 
     Raises:
-        InputError: another structure, a class that is not a whole number in range, or a
+        InputError: another structure, more than ``MAX_BOXES`` boxes or ``MAX_CLICKS`` clicks
+            (``core/base/config.py``), a class that is not a whole number in range, or a
             coordinate that is not three finite numbers.
     """
     if shapes is None:
@@ -69,13 +70,16 @@ def checked_hint_shapes(shapes) -> dict:
         items = shapes.get(kind, [])
         if not isinstance(items, list):
             raise InputError(f"the hints' {kind} must be a list, got {type(items).__name__}.")
+        most = MAX_BOXES if kind == "boxes" else MAX_CLICKS
+        if len(items) > most:
+            raise InputError(f"the hints hold {len(items)} {kind}, more than the {most} allowed.")
         for item in items:
             if not isinstance(item, dict) or "class" not in item or key not in item:
                 raise InputError(f"each of the hints' {kind} needs 'class' and '{key}', got {item!r:.80}.")
             label = _check_label(item["class"], kind[:-1] if kind == "clicks" else "box", kind == "clicks")
             try:
                 xyz = np.asarray(item[key], dtype=float).reshape((-1, 3) if kind == "boxes" else (3,))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise InputError(f"a {kind[:-1] if kind == 'clicks' else 'box'} needs three numbers per point, got "
                                  f"{item[key]!r:.80}.") from None
             if xyz.size == 0 or not np.all(np.isfinite(xyz)):
