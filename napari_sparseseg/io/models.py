@@ -44,6 +44,7 @@ from napari_sparseseg.core.model.forest import N_FEATURES, StrokeForest
 from napari_sparseseg.core.model.intensity import Normalization
 from napari_sparseseg.core.model.network import NORMS, NetworkConfig, build_network
 from napari_sparseseg.io.atomic import check_ours, check_written, recover_folder, replace_folder
+from napari_sparseseg.io.schema import read_json
 
 __all__ = ["check_model_folder", "load_model", "npy_shapes", "read_tagged_json", "save_model", "save_tensors"]
 
@@ -155,13 +156,17 @@ def save_tensors(state: dict, path: Path, target: str | os.PathLike | None = Non
 def read_tagged_json(path: Path, folder: Path, kind: str, expected_format: int, remedy: str) -> dict:
     """Parse a metadata file (``model.json``, ``session.json``), checking its tag and format.
 
+    Read through :func:`napari_sparseseg.io.schema.read_json` (``MAX_JSON_BYTES``, ``MAX_JSON_DEPTH``).
+
     Raises:
-        CheckpointError: unparsable, not written by this package, or another format version.
+        CheckpointError: too large, nested too deep, unparsable, not written by this package, or
+            another format version.
     """
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"corrupt {kind}: {path.name} cannot be parsed ({exc}).", path=folder) from exc
+    try:  # within the size and depth limits of every JSON file read (io/schema.py)
+        meta = read_json(path, path.name, error=CheckpointError, at=folder)
+    except CheckpointError as exc:
+        raise CheckpointError(f"corrupt {kind}: {path.name} cannot be parsed ({exc.message.rstrip('.')}).",
+                              path=folder) from None
     if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
         raise CheckpointError(f"not a napari-sparseseg {kind} ({path.name} lacks the package tag).", path=folder)
     fmt = meta.get("format_version")
