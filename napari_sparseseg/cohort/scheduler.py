@@ -51,7 +51,7 @@ _MAX_ADDRESS = 512
 
 
 def _bad(address, problem: str) -> InputError:
-    shown = address if isinstance(address, str) and len(address) <= 100 else None
+    shown = address if isinstance(address, str) and len(address) <= 100 and address.isprintable() else None
     return InputError(f"not a Dask scheduler address: {problem}; give {ACCEPTED}.", path=shown)
 
 

@@ -269,7 +269,14 @@ class Maybe:
 
     def __call__(self, value, where: str):
         """``value`` checked (a record built); raises :class:`SchemaError` naming ``where``."""
-        return None if value is None else self.inner(value, where)
+        if value is None:
+            return None
+        try:
+            return self.inner(value, where)
+        except SchemaError as exc:
+            if exc.where == where and exc.expected == self.inner.expected:  # not a field inside: null was allowed too
+                raise SchemaError(where, self.expected, value) from None
+            raise
 
 
 @dataclass(frozen=True)

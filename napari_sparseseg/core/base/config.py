@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from napari_sparseseg.core.base.errors import ConfigError
+from napari_sparseseg.core.base.errors import ConfigError, brief
 
 __all__ = [
     "MAX_BOXES",
@@ -228,7 +228,7 @@ def check_patch_size(patch, divisor: int = 1, what: str = "patch_size") -> tuple
     except TypeError:
         ps = ()
     if len(ps) != 3 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in ps):
-        raise ConfigError(f"{what} must be three positive whole numbers, got {patch!r}.")
+        raise ConfigError(f"{what} must be three positive whole numbers, got {brief(patch)}.")
     if any(p % divisor for p in ps):
         raise ConfigError(f"{what} must be multiples of {divisor} for this network, got {list(ps)}.")
     if max(ps) > MAX_PATCH_SIDE or ps[0] * ps[1] * ps[2] > MAX_PATCH_VOXELS:
@@ -281,7 +281,7 @@ def _validate(obj) -> None:
         if not bounds:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-            raise ConfigError(f"{f.name} must be a number {_bound_text(meta)}, got {value!r}.")
+            raise ConfigError(f"{f.name} must be a number {_bound_text(meta)}, got {brief(value)}.")
         v = float(value)
         ok = (("ge" not in meta or v >= meta["ge"]) and ("gt" not in meta or v > meta["gt"])
               and ("le" not in meta or v <= meta["le"]) and ("lt" not in meta or v < meta["lt"]))
