@@ -149,7 +149,7 @@ def _in_thread(fn, seconds: float):
 
 
 def _unreachable(address: str, problem: str) -> InputError:
-    return InputError(f"cannot reach a Dask scheduler there: {problem}. Check the address (the scheduler's, "
+    return InputError(f"cannot reach the Dask scheduler: {problem}. Check the address (the scheduler's, "
                       f"{DEFAULT_PORT} by default, as `dask scheduler` prints it), that the scheduler runs and that no "
                       "firewall stands between; or leave out --scheduler to use a local cluster.", path=address)
 

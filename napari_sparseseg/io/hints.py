@@ -119,11 +119,11 @@ def _resolver(class_names, path, kind: str):
         if isinstance(label, int):
             return label
         if label not in names:
-            raise InputError(f"in the {kind} file, field {kind}[{i}].class names the unknown class {label!r:.60}; the "
+            raise InputError(f"in the {kind} file, field {kind}[{i}].class: unknown class name {label!r:.60}; the "
                              f"classes are: {known}.", path=path)
         if kind == "boxes" and names[label] == 0:
-            raise InputError(f"in the boxes file, field boxes[{i}].class names the background class {label!r:.60}; a box "
-                             "is drawn around a structure (class 1 or more).", path=path)
+            raise InputError(f"in the boxes file, field boxes[{i}].class: {label!r:.60} is the background; a box is "
+                             "drawn around a structure (class 1 or more).", path=path)
         return names[label]
 
     return resolve

@@ -197,7 +197,7 @@ CASES = [
     ("scheduler: port out of range", None, [*BATCH, "--scheduler", "tcp://127.0.0.1:70000"],
      "the port '70000' is not a number in 1..65535"),
     ("scheduler: nothing listens", None, [*BATCH, "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "3"],
-     "tcp://127.0.0.1:9: cannot reach a Dask scheduler there: nothing listens on port 9 of 127.0.0.1 (connection refused)"),
+     "tcp://127.0.0.1:9: cannot reach the Dask scheduler: nothing listens on port 9 of 127.0.0.1 (connection refused)"),
 ]
 
 
