@@ -35,7 +35,7 @@ from napari_sparseseg._napari.orientation import AXIS_LABELS, ORIENTATION_KEY, o
 from napari_sparseseg._napari.session import open_session, session_geometry
 from napari_sparseseg.core.annotations.hints import checked_hint_shapes
 from napari_sparseseg.core.annotations.labels import label_dtype
-from napari_sparseseg.core.base.config import RoundSettings
+from napari_sparseseg.core.base.config import MAX_BOXES, MAX_CLICKS, RoundSettings
 from napari_sparseseg.core.base.errors import InputError, SparseSegError
 from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.session.rounds import RoundResult, accept_round
@@ -298,10 +298,12 @@ class SessionBinding:
         The session stores them as :func:`~napari_sparseseg.core.annotations.hints.checked_hint_shapes`
         reads them: a rectangle's corners as drawn, a click's point. ``strict``: a hint with an
         unusable class raises; otherwise (the autosave after a stroke) it is left out, so one
-        bad box never stops the strokes being saved.
+        bad box never stops the strokes being saved. At most ``MAX_BOXES`` boxes and
+        ``MAX_CLICKS`` clicks (``core/base/config.py``), as a session file may hold; beyond them
+        ``strict`` raises, otherwise the first ones are kept.
 
         Raises:
-            InputError: ``strict`` and a box or click with an unusable class.
+            InputError: ``strict`` and a box or click with an unusable class, or too many.
         """
         items = {"boxes": [], "clicks": []}
         for name, kind, key in ((BOXES, "boxes", "vertices"), (CLICKS, "clicks", "point")):
@@ -316,6 +318,12 @@ class SessionBinding:
                 except InputError:
                     if strict:
                         raise
+        for kind, most in (("boxes", MAX_BOXES), ("clicks", MAX_CLICKS)):  # what a session file may hold
+            if len(items[kind]) > most:
+                if strict:
+                    raise InputError(f"{len(items[kind])} {kind} are drawn, more than the {most} a round takes; remove "
+                                     "some.")
+                items[kind] = items[kind][:most]
         return items
 
     def _show_hint_shapes(self, shapes: dict) -> None:

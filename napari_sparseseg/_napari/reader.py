@@ -12,6 +12,7 @@ from napari_sparseseg.core.annotations.labels import label_dtype
 from napari_sparseseg.core.base.errors import InputError
 from napari_sparseseg.io import SUPPORTED_SUFFIXES, is_supported_path, read_image
 from napari_sparseseg.io.dicom_seg import is_dicom_seg, made_on, read_dicom_seg, seg_class_names
+from napari_sparseseg.io.schema import read_json
 
 _LABEL_WORDS = ("label", "mask", "seg", "scribble", "annot", "correction", "reference")
 
@@ -26,12 +27,10 @@ def _name(path: Path) -> str:
 
 def _class_names_beside(path: Path) -> list | None:
     """Class names from a ``classes.json`` (a JSON list, background first) next to a label file."""
-    import json
-
     f = path.parent / "classes.json"
-    try:
-        names = json.loads(f.read_text()) if f.is_file() else None
-    except (OSError, ValueError):
+    try:  # within the size and depth limits of every JSON file read
+        names = read_json(f, "classes.json") if f.is_file() else None
+    except InputError:
         return None
     return [str(n) for n in names] if isinstance(names, list) and len(names) >= 2 else None
 

@@ -9,6 +9,7 @@ from tqdm import tqdm
 from napari_sparseseg.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, say
 from napari_sparseseg.cohort.batch import SUMMARY_CSV, SUMMARY_JSON, plan_batch, read_summary, run_batch
 from napari_sparseseg.cohort.cluster import local_workers
+from napari_sparseseg.cohort.scheduler import check_address
 from napari_sparseseg.core.base.config import BatchConfig
 from napari_sparseseg.core.base.errors import OutputError
 from napari_sparseseg.io.cohort import expand_inputs, match_scribbles
@@ -20,7 +21,7 @@ def _count(out_dir, status: str) -> int:
     """How many scans the summary in ``out_dir`` records with ``status`` (0 if it cannot be read)."""
     try:
         return sum(s.get("status") == status for s in (read_summary(out_dir) or {}).get("scans", []))
-    except OutputError:
+    except OutputError:  # a summary that is not ours, or damaged: counted as none
         return 0
 
 
@@ -40,6 +41,8 @@ def run(args) -> int:
     cfg = BatchConfig(workers=args.workers, threads=args.threads, device=args.device, probabilities=args.probabilities,
                       dicom_seg=args.dicom_seg, overwrite=args.overwrite, fine_tune_seconds=args.fine_tune_seconds, seed=args.seed,
                       refine=args.refine, forest=args.forest, precision=args.precision, connect_timeout=args.connect_timeout)
+    if args.scheduler:  # its syntax, before any work (reaching it is bounded by --connect-timeout)
+        args.scheduler = check_address(args.scheduler)
     entries = expand_inputs(args.inputs)
     if args.fine_tune_scribbles:
         entries = match_scribbles(entries, args.fine_tune_scribbles)

@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stroke files; a scan with strokes (NAME_scribbles.nii.gz, or a glob with {name}) is first "
                           "fine-tuned from the model on them")
     bat.add_argument("--scheduler", metavar="ADDRESS",
-                     help="an existing Dask scheduler (tcp://HOST:PORT); default: a local cluster")
+                     help="an existing Dask scheduler: tcp://HOST:PORT, tls://HOST:PORT or HOST:PORT (IPv6 in "
+                          "brackets, [::1]:8786); checked before any work, reached within --connect-timeout; "
+                          "default: a local cluster")
     for name in ("workers", "threads", "overwrite", "fine_tune_seconds", "device", "seed", "refine", "forest",
                  "precision", "connect_timeout", "dicom_seg"):
         add_setting(bat, BatchConfig, name)

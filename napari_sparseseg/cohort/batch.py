@@ -30,9 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from napari_sparseseg.cohort.cluster import DaskRunner
-from napari_sparseseg.cohort.summary import review_ranks
+from napari_sparseseg.cohort.summary import CLASS_ROWS, review_ranks
 from napari_sparseseg.cohort.work import ModelPayload, ScanTask, process_scan
-from napari_sparseseg.core.base.config import BatchConfig
+from napari_sparseseg.core.annotations.labels import MAX_CLASSES
+from napari_sparseseg.core.base.config import MAX_COHORT_SCANS, MAX_STEPS, BatchConfig
 from napari_sparseseg.core.base.errors import CheckpointError, InputError, OutputError
 from napari_sparseseg.io.atomic import atomic_file
 from napari_sparseseg.io.cohort import ScanEntry
@@ -41,8 +42,24 @@ from napari_sparseseg.io.dicom_seg import require_highdicom
 from napari_sparseseg.io.models import load_model
 from napari_sparseseg.io.names import check_name, check_unique, confined, remove_stale_temps
 from napari_sparseseg.io.outputs import check_outputs, files_of_input
+from napari_sparseseg.io.schema import (
+    Anything,
+    Choice,
+    Flag,
+    ListOf,
+    MapOf,
+    Maybe,
+    Number,
+    Record,
+    Text,
+    parse,
+    read_json,
+    show,
+    spec,
+)
 
-__all__ = ["NO_SEG_NOTE", "SUMMARY_CSV", "SUMMARY_JSON", "BatchPlan", "ScanJob", "ScanResult", "plan_batch", "run_batch",
+__all__ = ["NO_SEG_NOTE", "SUMMARY_CSV", "SUMMARY_JSON", "BatchPlan", "ScanJob", "ScanResult", "SummaryError", "plan_batch",
+           "run_batch",
            "read_summary"]
 
 SUMMARY_JSON, SUMMARY_CSV = "sparseseg_summary.json", "sparseseg_summary.csv"
@@ -84,33 +101,66 @@ class ScanJob:
                         absolute(self.dicom_seg_probabilities))
 
 
+_TEXT = Maybe(Text())
+_SCAN_NAME = Text(nonempty=True, check=check_name, what="a scan name (a plain part of a file name)")
+
+
 @dataclass
 class ScanResult:
     """A scan's outcome.
 
     ``"done"``, ``"skipped"`` (done by an earlier run), ``"failed"``, ``"queued"`` (not
     started) or ``"interrupted"`` (it was running when the batch was stopped by Ctrl-C: not done).
+    Each field's ``spec`` is how a record of ``sparseseg_summary.json`` is read back
+    (:func:`read_summary`, through :mod:`napari_sparseseg.io.schema`).
     """
 
-    name: str
-    status: str
-    reason: str | None = None
-    seconds: float | None = None
-    worker: str | None = None
-    classes: dict | None = None
-    fine_tuned: bool = False
-    steps: int = 0
-    image: str = ""
-    mask: str | None = None
-    probabilities: str | None = None
-    dicom_seg: str | None = None
-    dicom_seg_probabilities: str | None = None
-    note: str | None = None
-    inputs_id: str = ""
-    model_id: str = ""
-    settings_id: str = ""
-    review_rank: int | None = None
-    finished: str | None = None
+    name: str = spec(_SCAN_NAME)
+    status: str = spec(Choice(_STATUSES))
+    reason: str | None = spec(Maybe(Text(max_chars=None)), default=None)
+    seconds: float | None = spec(Maybe(Number(ge=0)), default=None)
+    worker: str | None = spec(_TEXT, default=None)
+    classes: dict | None = spec(Maybe(CLASS_ROWS), default=None)
+    fine_tuned: bool = spec(Flag(), default=False)
+    steps: int = spec(Number(ge=0, le=MAX_STEPS, whole=True), default=0)
+    image: str = spec(Text(), default="")
+    mask: str | None = spec(_TEXT, default=None)
+    probabilities: str | None = spec(_TEXT, default=None)
+    dicom_seg: str | None = spec(_TEXT, default=None)
+    dicom_seg_probabilities: str | None = spec(_TEXT, default=None)
+    note: str | None = spec(Maybe(Text(max_chars=None)), default=None)
+    inputs_id: str = spec(Text(max_chars=128), default="")
+    model_id: str = spec(Text(max_chars=128), default="")
+    settings_id: str = spec(Text(max_chars=128), default="")
+    review_rank: int | None = spec(Maybe(Number(ge=1, whole=True)), default=None)
+    finished: str | None = spec(_TEXT, default=None)
+
+
+@dataclass(frozen=True)
+class _Summary:
+    """What of a summary is read back: the scans (checked one by one) and the class names."""
+
+    scans: list = spec(ListOf(Record(ScanResult, "a scan record {name, status, ...}"), max_items=MAX_COHORT_SCANS,
+                              what=f"a list of at most {MAX_COHORT_SCANS} scan records"))
+    class_names: list | None = spec(Maybe(ListOf(Text(max_chars=256), max_items=MAX_CLASSES)), default=None)
+    model: str | None = spec(_TEXT, default=None)
+    model_id: str | None = spec(_TEXT, default=None)
+    modality: str | None = spec(_TEXT, default=None)
+    settings: dict | None = spec(Maybe(MapOf(Anything(), max_items=256)), default=None)
+    counts: dict | None = spec(Maybe(MapOf(Number(ge=0, whole=True), max_items=16)), default=None)
+
+
+class SummaryError(OutputError):
+    """An earlier ``sparseseg_summary.json`` that is not trusted.
+
+    ``foreign``: not ours at all (not JSON within the limits, no format tag, another format
+    version): never replaced, not even with ``overwrite``. Otherwise ours but damaged: replaced
+    only with ``overwrite``.
+    """
+
+    def __init__(self, message: str, path, foreign: bool):
+        super().__init__(message, path=path)
+        self.foreign = foreign
 
 
 @dataclass
@@ -125,6 +175,7 @@ class BatchPlan:
     modality: str
     jobs: list[ScanJob] = field(default_factory=list)
     others: list[dict] = field(default_factory=list)  # earlier records of scans not in this batch, kept in the summary
+    created: bool = False  # plan_batch made the out-dir (removed again, if still empty, when the cluster cannot be reached)
 
     @property
     def to_run(self) -> list[ScanJob]:
@@ -178,22 +229,42 @@ def _settings_id(cfg: BatchConfig, entry: ScanEntry) -> str:
 
 
 def read_summary(out_dir: str | os.PathLike) -> dict | None:
-    """The summary an earlier batch wrote in ``out_dir`` (``None`` if there is none).
+    """The summary an earlier batch wrote in ``out_dir`` (``None`` if there is none), every record checked.
+
+    Read through :mod:`napari_sparseseg.io.schema`: at most ``MAX_JSON_BYTES`` and
+    ``MAX_COHORT_SCANS`` records, each a :class:`ScanResult` (a plain scan name, a known status,
+    per-class rows of numbers...). Returns the file's content with ``"scans"`` as checked records
+    (dicts, every field present).
 
     Raises:
-        OutputError: ``sparseseg_summary.json`` exists but is not ours or is damaged.
+        SummaryError: (an :class:`OutputError`) ``sparseseg_summary.json`` exists but is not ours
+            (``foreign``: never trusted nor replaced) or is damaged (names the field); the message
+            says how to start fresh. Nothing is changed.
     """
     path = Path(out_dir) / SUMMARY_JSON
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
+    fresh = "choose a new --out-dir to start fresh"
+    foreign = (f"so it is not trusted and nothing was changed; {fresh} (or move the file away: napari-sparseseg "
+               "never replaces a file it did not write)")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"cannot read the earlier batch summary ({exc}); move it away or pass --overwrite.",
-                          path=path) from exc
-    if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("scans"), list):
-        raise OutputError("this file is not a napari-sparseseg batch summary; choose another --out-dir.", path=path)
-    return data
+        data = read_json(path, "batch summary", error=OutputError)
+    except OutputError as exc:
+        raise SummaryError(f"this is not a batch summary napari-sparseseg wrote ({exc.message.rstrip('.')}), {foreign}.",
+                           path, foreign=True) from None
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        raise SummaryError(f"this is not a batch summary napari-sparseseg wrote (no \"format\": \"{_FORMAT}\"), "
+                           f"{foreign}.", path, foreign=True)
+    if data.get("format_version") != _FORMAT_VERSION:
+        raise SummaryError(f"this batch summary has format_version {show(data.get('format_version'))}; this version of "
+                           f"napari-sparseseg reads {_FORMAT_VERSION} only, {foreign}.", path, foreign=True)
+    try:
+        summary = parse(Record(_Summary), data, "batch summary", path=path, error=OutputError)
+    except OutputError as exc:
+        raise SummaryError(f"this batch summary is damaged ({exc.message.removeprefix('in the batch summary, ').rstrip('.')})"
+                           f", so it is not trusted and nothing was changed; {fresh}, or pass --overwrite to segment "
+                           "the scans again and replace it.", path, foreign=False) from None
+    return {**data, "scans": [asdict(r) for r in summary.scans]}
 
 
 def _load_model_info(model_dir: Path) -> tuple[ModelPayload, list, str]:
@@ -265,16 +336,19 @@ def plan_batch(entries: Sequence[ScanEntry], model_dir: str | os.PathLike, out_d
         raise
     names = {e.name for e in entries}
     others = [r for r in previous if r.get("name") not in names]
-    return BatchPlan(out_dir, model_dir, cfg, payload, class_names, modality, jobs, others)
+    return BatchPlan(out_dir, model_dir, cfg, payload, class_names, modality, jobs, others, created)
 
 
 def _previous(out_dir: Path, cfg: BatchConfig) -> list[dict]:
-    """The earlier summary's scan records (with ``overwrite``, a damaged or foreign summary counts as none)."""
+    """The earlier summary's scan records.
+
+    With ``overwrite`` a damaged summary of ours counts as none; one that is not ours is refused even then.
+    """
     try:
         return list((read_summary(out_dir) or {}).get("scans", []))
-    except OutputError:
-        if cfg.overwrite:
-            return []
+    except SummaryError as exc:
+        if cfg.overwrite and not exc.foreign:
+            return []  # ours but damaged: --overwrite starts the folder's summary over
         raise
 
 
@@ -448,7 +522,9 @@ def run_batch(plan: BatchPlan, scheduler: str | None = None, stop: Callable[[], 
               client=None) -> Generator[ScanResult, None, dict[str, ScanResult]]:
     """Run the plan on Dask; yield each scan's :class:`ScanResult` as it ends; return them all by name.
 
-    Skipped scans are yielded first. The summary is rewritten after every scan.
+    Skipped scans are yielded first. The summary is written once the cluster is up (or the
+    scheduler answered), before any scan runs, and rewritten after every scan; if the cluster
+    cannot be had, nothing is written (an out-dir :func:`plan_batch` made is removed again).
 
     Args:
         plan: from :func:`plan_batch`.
@@ -459,7 +535,9 @@ def run_batch(plan: BatchPlan, scheduler: str | None = None, stop: Callable[[], 
         client: an existing ``distributed.Client`` to use instead (its cluster is left running).
 
     Raises:
-        InputError: the scheduler cannot be reached (names the address).
+        InputError: the scheduler address is malformed or cannot be reached within
+            ``plan.cfg.connect_timeout`` (:func:`napari_sparseseg.cohort.scheduler.connect`; names
+            the address and what to check).
     """
     results: dict[str, ScanResult] = {j.entry.name: _result_of(j, plan) for j in plan.jobs}
     for job in plan.skipped:
@@ -468,20 +546,27 @@ def run_batch(plan: BatchPlan, scheduler: str | None = None, stop: Callable[[], 
         results[job.entry.name] = r
         yield r
     todo = plan.to_run
-    _write_summary(plan, results)  # before any work: every scan to run is recorded, "queued"
     if not todo:
+        _write_summary(plan, results)
         return results
     by_name = {j.entry.name: j for j in todo}
     runner = DaskRunner(plan.cfg, scheduler=scheduler, client=client)
+    started = False
     try:
-        with runner:
+        with runner:  # the cluster first: a scheduler that cannot be reached leaves the out-dir as it was
+            _write_summary(plan, results)  # before any scan runs: every scan to run is recorded, "queued"
+            started = True
             for name, record in runner.map(process_scan, [j.task() for j in todo], plan.payload, plan.cfg, stop=stop):
                 r = _result_of(by_name[name], plan, record)
                 results[name] = r
                 _write_summary(plan, results)
                 yield r
     except BaseException:  # Ctrl-C (KeyboardInterrupt, or GeneratorExit when the caller stops iterating), an error
-        _interrupted(plan, results, [by_name[t.name] for t in runner.in_flight.values()])
+        if started:
+            _interrupted(plan, results, [by_name[t.name] for t in runner.in_flight.values()])
+        elif plan.created:
+            with contextlib.suppress(OSError):
+                plan.out_dir.rmdir()  # the folder plan_batch made, still empty: nothing is left behind
         raise
     return results
 

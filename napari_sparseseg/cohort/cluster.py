@@ -33,6 +33,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterable
 
+from napari_sparseseg.cohort.scheduler import connect
 from napari_sparseseg.core.base.config import BatchConfig
 from napari_sparseseg.core.base.errors import InputError
 
@@ -81,14 +82,16 @@ class DaskRunner:
 
     Args:
         cfg: the batch settings (workers, threads, retries, connect timeout).
-        scheduler: ``tcp://HOST:PORT`` (or ``tls://``) of an existing scheduler; ``None`` starts a
+        scheduler: ``tcp://HOST:PORT`` (or ``tls://``, or ``HOST:PORT``) of an existing scheduler, reached
+            through :func:`napari_sparseseg.cohort.scheduler.connect`; ``None`` starts a
             ``distributed.LocalCluster`` on 127.0.0.1 with TLS (one process per worker, one Dask
             thread each; see the module docstring).
         client: an existing client to use (neither it nor its cluster is closed).
 
     Raises:
-        InputError: the scheduler does not answer within ``cfg.connect_timeout`` seconds, or
-            has no worker by then (names the address and what to start).
+        InputError: the scheduler address is malformed, or the scheduler does not answer as one
+            within ``cfg.connect_timeout`` seconds (a server that accepts and stays silent
+            included), or has no worker by then (names the address and what to check or start).
     """
 
     def __init__(self, cfg: BatchConfig, scheduler: str | None = None, client=None):
@@ -111,18 +114,8 @@ class DaskRunner:
     def _start(self) -> None:
         from distributed import Client, LocalCluster
 
-        if self.scheduler:
-            try:
-                self.client = Client(self.scheduler, timeout=self.cfg.connect_timeout, set_as_default=False)
-            except (OSError, TimeoutError, ValueError, TypeError) as exc:
-                raise InputError(f"cannot reach the Dask scheduler ({' '.join(str(exc).split()) or type(exc).__name__}); "
-                                 "check the address (tcp://HOST:PORT) and that `dask scheduler` runs there, or leave "
-                                 "out --scheduler to use a local cluster.", path=self.scheduler) from exc
-            try:
-                self.client.wait_for_workers(1, timeout=self.cfg.connect_timeout)
-            except (TimeoutError, OSError) as exc:
-                raise InputError(f"the Dask scheduler has no workers after {self.cfg.connect_timeout:g} s; start some "
-                                 f"with `dask worker {self.scheduler}` in this environment.", path=self.scheduler) from exc
+        if self.scheduler:  # the address checked, then reached in bounded time, with a worker (cohort/scheduler.py)
+            self.client = connect(self.scheduler, timeout=self.cfg.connect_timeout, min_workers=1)
             return
         import dask
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from napari_sparseseg.cohort.batch import BatchPlan, plan_batch, read_summary
 from napari_sparseseg.core.annotations.labels import corrections_from_edit
-from napari_sparseseg.core.base.config import BatchConfig, TrainConfig
+from napari_sparseseg.core.base.config import MAX_COHORT_SCANS, BatchConfig, TrainConfig
 from napari_sparseseg.core.base.errors import InputError, OutputError, ScribbleError
 from napari_sparseseg.core.model.checkpoint import MODEL_FILES
 from napari_sparseseg.core.model.intensity import check_model_modality
@@ -42,6 +42,7 @@ from napari_sparseseg.io.atomic import atomic_file, replace_folder
 from napari_sparseseg.io.cohort import ScanEntry, expand_inputs, free_name
 from napari_sparseseg.io.models import check_model_folder, load_model, save_model
 from napari_sparseseg.io.names import check_name, check_unique, confined, refuse_link
+from napari_sparseseg.io.schema import Anything, Flag, ListOf, MapOf, Record, Text, parse, read_json, show, spec
 
 __all__ = ["COHORT_FILE", "Cohort", "CohortScan"]
 
@@ -51,11 +52,24 @@ _FORMAT, _VERSION = "napari-sparseseg cohort", 1
 
 @dataclass
 class CohortScan:
-    """One scan of a cohort: where it is, its name, whether the user accepted its mask."""
+    """One scan of a cohort: where it is, its name, whether the user accepted its mask.
 
-    image: str
-    name: str
-    reviewed: bool = False
+    Each field's ``spec`` is how a scan of ``cohort.json`` is read back (:meth:`Cohort.open`).
+    """
+
+    image: str = spec(Text(nonempty=True, what="the path of the scan (text)"))
+    name: str = spec(Text(nonempty=True, check=check_name, what="a plain name (text) for the scan's outputs"))
+    reviewed: bool = spec(Flag(), default=False)
+
+
+@dataclass(frozen=True)
+class _CohortFile:
+    """What ``cohort.json`` holds besides its format tag."""
+
+    scans: list = spec(ListOf(Record(CohortScan, "a scan {image, name, reviewed}"), max_items=MAX_COHORT_SCANS,
+                              what=f"a list of at most {MAX_COHORT_SCANS} scans"))
+    history: list = spec(ListOf(MapOf(Anything()), max_items=MAX_COHORT_SCANS, what="a list of refine records"),
+                         factory=list)
 
 
 @dataclass
@@ -103,27 +117,39 @@ class Cohort:
     def open(cls, folder: str | os.PathLike) -> Cohort:
         """The cohort saved in ``folder``.
 
+        ``cohort.json`` is read through :mod:`napari_sparseseg.io.schema` (``MAX_JSON_BYTES``,
+        ``MAX_COHORT_SCANS`` scans, each a :class:`CohortScan`).
+
         Raises:
-            InputError: no cohort there, or its file is damaged (says what to do).
+            InputError: no cohort there, or its file is not ours or damaged (names the field and
+                says what to do); nothing is changed.
         """
         folder = Path(folder)
         path = folder / COHORT_FILE
+        if not os.path.lexists(path):
+            raise InputError("no cohort here (no cohort.json); create one in a new or empty folder.", path=folder)
+        fresh = ("so it is not trusted and nothing was changed; create a new cohort in a new or empty folder (or "
+                 "restore this folder's cohort.json from a copy)")
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise InputError("no cohort here (no cohort.json); create one in a new or empty folder.", path=folder) from exc
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read the cohort file ({exc}).", path=path) from exc
-        if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("scans"), list):
-            raise InputError("not a napari-sparseseg cohort file.", path=path)
+            data = read_json(path, "cohort file")
+        except InputError as exc:
+            raise InputError(f"not a napari-sparseseg cohort file ({exc.message.rstrip('.')}), {fresh}.",
+                             path=path) from None
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise InputError(f"not a napari-sparseseg cohort file (no \"format\": \"{_FORMAT}\"), {fresh}.", path=path)
+        if data.get("format_version") != _VERSION:
+            raise InputError(f"a cohort file of format_version {show(data.get('format_version'))}; this version of "
+                             f"napari-sparseseg reads {_VERSION} only, {fresh}.", path=path)
         try:
-            scans = [CohortScan(str(s["image"]), s["name"], bool(s.get("reviewed", False))) for s in data["scans"]]
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"a scan entry of the cohort file is damaged ({exc}).", path=path) from exc
+            content = parse(Record(_CohortFile), data, "cohort file", path=path)
+        except InputError as exc:
+            raise InputError(f"the cohort file is damaged ({exc.message.removeprefix('in the cohort file, ').rstrip('.')}), "
+                             f"{fresh}.", path=path) from None
+        scans = content.scans
         for s in scans:  # a name is a plain file-name part: its mask and strokes stay in the cohort folder
             check_name(s.name, "scan name in the cohort file", path=path)
         check_unique([s.name for s in scans], path=path)
-        cohort = cls(folder, scans, list(data.get("history", [])))
+        cohort = cls(folder, scans, content.history)
         cohort.check_layout()
         return cohort
 

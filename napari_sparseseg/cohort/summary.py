@@ -11,11 +11,32 @@ then the most surplus components, then an empty structure (a class predicted now
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["class_summary", "review_ranks", "review_score"]
+from napari_sparseseg.core.annotations.labels import MAX_CLASSES
+from napari_sparseseg.core.base.config import MAX_SCAN_VOXELS
+from napari_sparseseg.io.schema import MapOf, Maybe, Number, Record, spec
+
+__all__ = ["CLASS_ROWS", "ClassRow", "class_summary", "review_ranks", "review_score"]
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    """One class's row of :func:`class_summary`, as read back from a batch summary (``sparseseg_summary.json``)."""
+
+    voxels: int = spec(Number(ge=0, le=MAX_SCAN_VOXELS, whole=True))
+    volume_ml: float = spec(Number(ge=0))
+    components: int = spec(Number(ge=0, le=MAX_SCAN_VOXELS, whole=True))
+    mean_uncertainty: float | None = spec(Maybe(Number(ge=0, le=1)), default=None)
+    p95_uncertainty: float | None = spec(Maybe(Number(ge=0, le=1)), default=None)
+
+
+#: The schema of a scan's ``classes`` in a batch summary: class name -> :class:`ClassRow` (io/schema.py).
+CLASS_ROWS = MapOf(Record(ClassRow, "a class's row {voxels, volume_ml, components, mean_uncertainty, p95_uncertainty}"),
+                   max_items=MAX_CLASSES, what=f"an object of at most {MAX_CLASSES} classes, class name -> row")
 
 
 def class_summary(labels: np.ndarray, spacing, class_names: Sequence[str], uncertainty: np.ndarray | None = None) -> dict:

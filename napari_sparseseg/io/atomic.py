@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from napari_sparseseg.core.base.errors import OutputError
+from napari_sparseseg.io.schema import read_json
 
 __all__ = ["TMP_MARK", "atomic_file", "atomic_output", "check_ours", "check_written", "data_file_of", "file_identity",
            "payload_bytes", "recover_folder", "replace_folder"]
@@ -510,8 +511,6 @@ def check_ours(folder: str | os.PathLike, allowed: frozenset[str] | set[str], ma
         OutputError: a file is there, the folder holds other files (a few are named), an entry
             of another kind or content than ours, or its marker was not written by napari-sparseseg.
     """
-    import json
-
     folder = Path(folder)
     if not os.path.lexists(folder):
         return set()
@@ -552,9 +551,9 @@ def check_ours(folder: str | os.PathLike, allowed: frozenset[str] | set[str], ma
             raise OutputError(f"the {what} holds {name} as {kind}; {remedy} (nothing here is deleted).", path=folder)
     if marker in dirs:
         return names
-    try:
-        meta = json.loads((folder / marker).read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+    try:  # within the size and depth limits of every JSON file read
+        meta = read_json(folder / marker, marker, error=OutputError)
+    except OutputError:
         meta = None
     if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
         raise OutputError(f"the {what} holds a {marker} that napari-sparseseg did not write; {remedy} "

@@ -9,7 +9,9 @@
 * a glob (``data/**/*.nii.gz``; ``**`` recurses), each match treated as above;
 * a CSV manifest (``.csv``) with a header row: an ``image`` column and optional ``scribbles``
   and ``corrections`` columns (relative paths are relative to the CSV's folder), one scan per
-  row; the same for training on strokes from several scans.
+  row; the same for training on strokes from several scans. Read as :class:`ManifestRow`
+  records (``io/schema.py``): at most ``MAX_MANIFEST_BYTES`` and ``MAX_COHORT_SCANS`` rows, the
+  known columns each once, no blank image cell, no row longer than the header.
 
 Each scan gets a unique output ``name`` (the file name without its suffix, or the folder's
 name; two scans with the same name, compared without regard to case, are told apart by their
@@ -20,17 +22,21 @@ is kept once. Anything that names no scan is a clear error before any work start
 
 from __future__ import annotations
 
+import collections
 import csv
 import glob
+import io
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from napari_sparseseg.core.base.config import MAX_COHORT_SCANS, MAX_MANIFEST_BYTES, MAX_TEXT_CHARS
 from napari_sparseseg.core.base.errors import InputError
 from napari_sparseseg.io.paths import SUPPORTED_SUFFIXES, file_suffix, looks_like_dicom_folder
+from napari_sparseseg.io.schema import Record, SchemaError, Text, spec
 
-__all__ = ["ScanEntry", "expand_inputs", "free_name", "match_scribbles", "scan_name"]
+__all__ = ["ManifestRow", "ScanEntry", "expand_inputs", "free_name", "match_scribbles", "scan_name"]
 
 _GLOB_CHARS = frozenset("*?[")
 _MANIFEST_COLUMNS = ("image", "scribbles", "corrections")
@@ -90,28 +96,78 @@ def _from_path(p: Path, given: str) -> list[ScanEntry]:
                      "CSV manifest.", path=given)
 
 
-def _read_manifest(path: Path) -> list[ScanEntry]:
+@dataclass(frozen=True)
+class ManifestRow:
+    """One row of a CSV manifest, as written (paths relative to the manifest's folder, or absolute)."""
+
+    image: str = spec(Text(nonempty=True, max_chars=MAX_TEXT_CHARS, what="the path of a scan file or DICOM series "
+                                                                        "folder (not blank)"))
+    scribbles: str = spec(Text(max_chars=MAX_TEXT_CHARS), default="")
+    corrections: str = spec(Text(max_chars=MAX_TEXT_CHARS), default="")
+
+
+def _manifest_rows(path: Path) -> list[tuple[int, ManifestRow]]:
+    """``(line, row)`` of each scan row of a manifest, every cell checked (see :func:`_read_manifest`)."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"cannot read the manifest ({exc}).", path=path) from exc
-    if "image" not in header:
-        raise InputError("a manifest needs a header row with an 'image' column (and optionally 'scribbles' and "
-                         "'corrections'), one scan per row.", path=path)
-    out = []
-    for i, row in enumerate(rows, start=2):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-        unknown = sorted(k for k in row if k and k not in _MANIFEST_COLUMNS)
+        with open(path, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read the manifest ({exc.strerror or exc}).", path=path) from exc
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise InputError(f"the manifest is more than {MAX_MANIFEST_BYTES} bytes; split it into several manifests.",
+                         path=path)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"the manifest is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV.", path=path) from None
+    if "\0" in text:
+        raise InputError("the manifest holds a NUL byte: it is not a CSV text file.", path=path)
+    rows = []
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = [h.strip().lower() for h in next(reader, [])]
+        if "image" not in header:
+            raise InputError("a manifest needs a header row with an 'image' column (and optionally 'scribbles' and "
+                             "'corrections'), one scan per row.", path=path)
+        unknown = sorted({h for h in header if h and h not in _MANIFEST_COLUMNS})
         if unknown:
             raise InputError(f"unknown column(s) {', '.join(unknown)}; use {', '.join(_MANIFEST_COLUMNS)}.", path=path)
-        if not row.get("image"):
-            raise InputError(f"row {i} has no image.", path=path)
+        twice = sorted(h for h, n in collections.Counter(header).items() if h and n > 1)
+        if twice:
+            raise InputError(f"the column(s) {', '.join(twice)} appear more than once in the header; keep one of each.",
+                             path=path)
+        for cells in reader:
+            if not cells:
+                continue  # a blank line
+            line = reader.line_num
+            if len(rows) >= MAX_COHORT_SCANS:
+                raise InputError(f"the manifest lists more than {MAX_COHORT_SCANS} scans; split it into several "
+                                 "manifests.", path=path)
+            if len(cells) > len(header):
+                raise InputError(f"row {line} has {len(cells)} cells but the header {len(header)} columns; quote a "
+                                 "path that holds a comma.", path=path)
+            values = {h: c.strip() for h, c in zip(header, cells, strict=False) if h}  # a short row: the rest blank
+            try:
+                rows.append((line, Record(ManifestRow)(values, "")))
+            except SchemaError as exc:
+                raise InputError(f"row {line}: {exc.text('column')}.", path=path) from None
+    except csv.Error as exc:
+        raise InputError(f"cannot read the manifest as CSV ({exc}).", path=path) from exc
+    return rows
+
+
+def _read_manifest(path: Path) -> list[ScanEntry]:
+    """The scans of a CSV manifest (see the module docstring), read through :class:`ManifestRow`.
+
+    At most :data:`~napari_sparseseg.core.base.config.MAX_MANIFEST_BYTES` and
+    :data:`~napari_sparseseg.core.base.config.MAX_COHORT_SCANS` rows; a header with the known
+    columns only, each once; no row with more cells than the header; no blank image cell.
+    """
+    out = []
+    for i, row in _manifest_rows(path):
         files = {}
         for column in _MANIFEST_COLUMNS:
-            value = row.get(column)
+            value = getattr(row, column)
             if value:
                 p = Path(value) if Path(value).is_absolute() else path.parent / value
                 if not p.exists():

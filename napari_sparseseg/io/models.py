@@ -30,7 +30,7 @@ from napari_sparseseg.core.base.config import (
     check_patch_size,
 )
 from napari_sparseseg.core.base.device import resolve_device
-from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, InputError, OutputError
+from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, InputError, OutputError, brief
 from napari_sparseseg.core.base.grid import validate_spacing
 from napari_sparseseg.core.model.checkpoint import (
     CONFIG_NAME,
@@ -44,6 +44,7 @@ from napari_sparseseg.core.model.forest import N_FEATURES, StrokeForest
 from napari_sparseseg.core.model.intensity import Normalization
 from napari_sparseseg.core.model.network import NORMS, NetworkConfig, build_network
 from napari_sparseseg.io.atomic import check_ours, check_written, recover_folder, replace_folder
+from napari_sparseseg.io.schema import read_json
 
 __all__ = ["check_model_folder", "load_model", "npy_shapes", "read_tagged_json", "save_model", "save_tensors"]
 
@@ -155,13 +156,17 @@ def save_tensors(state: dict, path: Path, target: str | os.PathLike | None = Non
 def read_tagged_json(path: Path, folder: Path, kind: str, expected_format: int, remedy: str) -> dict:
     """Parse a metadata file (``model.json``, ``session.json``), checking its tag and format.
 
+    Read through :func:`napari_sparseseg.io.schema.read_json` (``MAX_JSON_BYTES``, ``MAX_JSON_DEPTH``).
+
     Raises:
-        CheckpointError: unparsable, not written by this package, or another format version.
+        CheckpointError: too large, nested too deep, unparsable, not written by this package, or
+            another format version.
     """
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"corrupt {kind}: {path.name} cannot be parsed ({exc}).", path=folder) from exc
+    try:  # within the size and depth limits of every JSON file read (io/schema.py)
+        meta = read_json(path, path.name, error=CheckpointError, at=folder)
+    except CheckpointError as exc:
+        raise CheckpointError(f"corrupt {kind}: {path.name} cannot be parsed ({exc.message.rstrip('.')}).",
+                              path=folder) from None
     if not isinstance(meta, dict) or meta.get("package") != "napari-sparseseg":
         raise CheckpointError(f"not a napari-sparseseg {kind} ({path.name} lacks the package tag).", path=folder)
     fmt = meta.get("format_version")
@@ -196,7 +201,7 @@ def _network_config(meta: dict, folder: Path) -> NetworkConfig:
         raise _corrupt(folder, f"{CONFIG_NAME} is incomplete (the network lacks {', '.join(missing)}); save the model again.")
     arch = net.get("architecture", "monai.networks.nets.UNet")
     if arch != "monai.networks.nets.UNet":
-        raise _corrupt(folder, f"{CONFIG_NAME} names the network {arch!r}; this version builds monai.networks.nets.UNet only.")
+        raise _corrupt(folder, f"{CONFIG_NAME} names the network {brief(arch)}; this version builds monai.networks.nets.UNet only.")
     channels, strides = net["channels"], net["strides"]
     checks = [  # the limits: core/base/config.py
         ("in_channels", _is_int(net["in_channels"]) and net["in_channels"] <= MAX_IN_CHANNELS,
@@ -213,7 +218,7 @@ def _network_config(meta: dict, folder: Path) -> NetworkConfig:
     ]
     for key, ok, want in checks:
         if not ok:
-            raise _corrupt(folder, f"{CONFIG_NAME} gives network {key} = {net.get(key)!r}; it must be {want}.")
+            raise _corrupt(folder, f"{CONFIG_NAME} gives network {key} = {brief(net.get(key))}; it must be {want}.")
     if len(net["strides"]) != len(net["channels"]) - 1:
         raise _corrupt(folder, f"{CONFIG_NAME} gives {len(net['channels'])} channel counts but {len(net['strides'])} strides; "
                                "a U-Net needs one stride fewer than channel counts.")
@@ -238,7 +243,7 @@ def _model_fields(meta: dict, folder: Path) -> tuple:
                                f"{normalization.n_channels} input channel(s) but the network takes {config.in_channels}.")
     names = meta.get("class_names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise _corrupt(folder, f"{CONFIG_NAME} gives class_names = {names!r}; it must be a list of names.")
+        raise _corrupt(folder, f"{CONFIG_NAME} gives class_names = {brief(names)}; it must be a list of names.")
     if len(names) != config.out_channels:
         raise _corrupt(folder, f"{CONFIG_NAME} contradicts itself: {len(names)} class names for {config.out_channels} "
                                "network outputs.")
@@ -246,7 +251,7 @@ def _model_fields(meta: dict, folder: Path) -> tuple:
     try:
         check_patch_size(patch if isinstance(patch, list) else None, config.divisor)
     except ConfigError as exc:
-        raise _corrupt(folder, f"{CONFIG_NAME} gives patch_size = {patch!r}; it must be 3 positive whole numbers, "
+        raise _corrupt(folder, f"{CONFIG_NAME} gives patch_size = {brief(patch)}; it must be 3 positive whole numbers, "
                                f"multiples of {config.divisor} for this network ({exc.message})") from None
     try:
         spacing = validate_spacing(meta.get("spacing", (1.0, 1.0, 1.0)), what="training voxel spacing")
@@ -254,11 +259,11 @@ def _model_fields(meta: dict, folder: Path) -> tuple:
         raise _corrupt(folder, f"{CONFIG_NAME}: {exc.message}") from None
     history = meta.get("history", [])
     if not isinstance(history, list):
-        raise _corrupt(folder, f"{CONFIG_NAME} gives history = {history!r}; it must be a list.")
+        raise _corrupt(folder, f"{CONFIG_NAME} gives history = {brief(history)}; it must be a list.")
     scale = meta.get("intensity_scale")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale)
                               or scale <= 0):
-        raise _corrupt(folder, f"{CONFIG_NAME} gives intensity_scale = {scale!r}; it must be a positive number.")
+        raise _corrupt(folder, f"{CONFIG_NAME} gives intensity_scale = {brief(scale)}; it must be a positive number.")
     return config, normalization, list(names), tuple(patch), spacing, list(history), scale
 
 

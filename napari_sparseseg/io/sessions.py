@@ -28,7 +28,7 @@ from napari_sparseseg import __version__
 from napari_sparseseg.core.annotations.hints import checked_hint_shapes
 from napari_sparseseg.core.annotations.labels import MAX_CLASSES, validate_class_names, validate_labels
 from napari_sparseseg.core.base.config import MAX_SCAN_VOXELS, RoundSettings
-from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, InputError, OutputError, ScribbleError
+from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, InputError, OutputError, ScribbleError, brief
 from napari_sparseseg.core.base.grid import validate_geometry, validate_spacing
 from napari_sparseseg.core.model.checkpoint import CONFIG_NAME, MODEL_FILES, WEIGHTS_NAME
 from napari_sparseseg.core.model.intensity import validate_image
@@ -300,9 +300,9 @@ def read_session_info(folder) -> dict:
 
     shape = meta.get("shape")
     if not isinstance(shape, list) or len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
-        raise bad(f"shape is {shape!r}; it must be 3 positive whole numbers.")
+        raise bad(f"shape is {brief(shape)}; it must be 3 positive whole numbers.")
     if shape[0] * shape[1] * shape[2] > MAX_SCAN_VOXELS:
-        raise bad(f"shape is {shape!r}, more than the {MAX_SCAN_VOXELS} voxels of any scan this package reads.")
+        raise bad(f"shape is {brief(shape)}, more than the {MAX_SCAN_VOXELS} voxels of any scan this package reads.")
     try:
         validate_class_names(meta.get("class_names"))
         validate_spacing(meta.get("spacing", (1.0, 1.0, 1.0)))
@@ -314,13 +314,13 @@ def read_session_info(folder) -> dict:
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise bad(f"history is {type(history).__name__}; it must be a list of rounds.")
     if meta.get("image_path") is not None and not isinstance(meta["image_path"], str):
-        raise bad(f"image_path is {meta['image_path']!r}; it must be a path.")
+        raise bad(f"image_path is {brief(meta['image_path'])}; it must be a path.")
     colors = meta.get("colors")
     if colors is not None and (not isinstance(colors, list) or not all(c is None or isinstance(c, str) for c in colors)):
-        raise bad(f"colors is {colors!r}; it must be a list of colours.")
+        raise bad(f"colors is {brief(colors)}; it must be a list of colours.")
     for flag in ("has_model", "image_stored"):
         if flag in meta and not isinstance(meta[flag], bool):
-            raise bad(f"{flag} is {meta[flag]!r}; it must be true or false.")
+            raise bad(f"{flag} is {brief(meta[flag])}; it must be true or false.")
     if meta.get("settings") is not None and not isinstance(meta["settings"], dict):
         raise bad(f"settings is {type(meta['settings']).__name__}; it must be a mapping.")
     try:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_sparseseg.core.annotations.labels import MAX_CLASSES, label_dtype
-from napari_sparseseg.core.base.config import HintConfig
-from napari_sparseseg.core.base.errors import ConfigError, InputError
+from napari_sparseseg.core.base.config import MAX_BOXES, MAX_CLICKS, HintConfig
+from napari_sparseseg.core.base.errors import ConfigError, InputError, brief
 from napari_sparseseg.core.base.grid import validate_spacing
 
 
@@ -57,29 +57,33 @@ def checked_hint_shapes(shapes) -> dict:
     same structure with floats, both keys present.
 
     Raises:
-        InputError: another structure, a class that is not a whole number in range, or a
+        InputError: another structure, more than ``MAX_BOXES`` boxes or ``MAX_CLICKS`` clicks
+            (``core/base/config.py``), a class that is not a whole number in range, or a
             coordinate that is not three finite numbers.
     """
     if shapes is None:
         return {"boxes": [], "clicks": []}
     if not isinstance(shapes, dict) or set(shapes) - {"boxes", "clicks"}:
-        raise InputError(f"the hints must be a mapping with 'boxes' and 'clicks', got {shapes!r:.80}.")
+        raise InputError(f"the hints must be a mapping with 'boxes' and 'clicks', got {brief(shapes)}.")
     out = {"boxes": [], "clicks": []}
     for kind, key in (("boxes", "vertices"), ("clicks", "point")):
         items = shapes.get(kind, [])
         if not isinstance(items, list):
             raise InputError(f"the hints' {kind} must be a list, got {type(items).__name__}.")
+        most = MAX_BOXES if kind == "boxes" else MAX_CLICKS
+        if len(items) > most:
+            raise InputError(f"the hints hold {len(items)} {kind}, more than the {most} allowed.")
         for item in items:
             if not isinstance(item, dict) or "class" not in item or key not in item:
-                raise InputError(f"each of the hints' {kind} needs 'class' and '{key}', got {item!r:.80}.")
+                raise InputError(f"each of the hints' {kind} needs 'class' and '{key}', got {brief(item)}.")
             label = _check_label(item["class"], kind[:-1] if kind == "clicks" else "box", kind == "clicks")
             try:
                 xyz = np.asarray(item[key], dtype=float).reshape((-1, 3) if kind == "boxes" else (3,))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise InputError(f"a {kind[:-1] if kind == 'clicks' else 'box'} needs three numbers per point, got "
-                                 f"{item[key]!r:.80}.") from None
+                                 f"{brief(item[key])}.") from None
             if xyz.size == 0 or not np.all(np.isfinite(xyz)):
-                raise InputError(f"the hints' {kind} hold a point that is not three finite numbers: {item[key]!r:.80}.")
+                raise InputError(f"the hints' {kind} hold a point that is not three finite numbers: {brief(item[key])}.")
             out[kind].append({"class": label, key: xyz.tolist()})
     return out
 
@@ -96,7 +100,7 @@ def hints_from_shapes(shapes) -> tuple[list[Box], list[Click]]:
 
 def _check_label(label, what: str, allow_background: bool) -> int:
     if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
-        raise InputError(f"the class of a {what} must be a whole number, got {label!r}.")
+        raise InputError(f"the class of a {what} must be a whole number, got {brief(label)}.")
     lo = 0 if allow_background else 1
     if not lo <= int(label) <= MAX_CLASSES - 1:
         raise InputError(f"the class of a {what} must be {lo}..{MAX_CLASSES - 1} "
@@ -107,7 +111,7 @@ def _check_label(label, what: str, allow_background: bool) -> int:
 def _inside(index, shape, what: str) -> np.ndarray:
     p = np.asarray(index, dtype=float)
     if p.shape != (3,) or not np.all(np.isfinite(p)):
-        raise InputError(f"a {what} needs three finite coordinates, got {index!r}.")
+        raise InputError(f"a {what} needs three finite coordinates, got {brief(index)}.")
     r = np.round(p).astype(int)
     if np.any(r < 0) or np.any(r >= np.asarray(shape)):
         raise InputError(f"a {what} at voxel {tuple(int(v) for v in r)} lies outside the scan (shape {tuple(shape)}).")

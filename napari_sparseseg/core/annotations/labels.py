@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_sparseseg.core.base.config import WeightConfig
-from napari_sparseseg.core.base.errors import ConfigError, InputError, ScribbleError
+from napari_sparseseg.core.base.errors import ConfigError, InputError, ScribbleError, brief
 
 UNLABELLED = 0
 # Classes a session, a model or a scribble volume may have, background included: scribble
@@ -140,13 +140,13 @@ def validate_class_names(names, max_classes: int = MAX_CLASSES) -> list[str]:
             ``max_classes`` names.
     """
     if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
-        raise ConfigError(f"class names must be a list of names (background first), got {names!r}.")
+        raise ConfigError(f"class names must be a list of names (background first), got {brief(names)}.")
     names = list(names)
     bad = [n for n in names if not isinstance(n, str) or not n.strip()]
     if bad:
-        raise ConfigError(f"class names must be non-empty text, got {bad[0]!r} in {names!r}.")
+        raise ConfigError(f"class names must be non-empty text, got {brief(bad[0])} in {brief(names)}.")
     if not 2 <= len(names) <= max_classes:
-        raise ConfigError(f"a class table needs 2..{max_classes} classes (background first), got {len(names)}: {names!r}.")
+        raise ConfigError(f"a class table needs 2..{max_classes} classes (background first), got {len(names)}: {brief(names)}.")
     return names
 
 

@@ -22,12 +22,18 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from napari_sparseseg.core.base.errors import ConfigError
+from napari_sparseseg.core.base.errors import ConfigError, brief
 
 __all__ = [
+    "MAX_BOXES",
+    "MAX_CLICKS",
+    "MAX_COHORT_SCANS",
     "MAX_FOREST_SAMPLES",
     "MAX_FOREST_TREES",
     "MAX_IN_CHANNELS",
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_MANIFEST_BYTES",
     "MAX_NETWORK_CHANNELS",
     "MAX_NETWORK_LEVELS",
     "MAX_NETWORK_STRIDE",
@@ -37,6 +43,8 @@ __all__ = [
     "MAX_SCAN_VOXELS",
     "MAX_SECONDS",
     "MAX_STEPS",
+    "MAX_TEXT_CHARS",
+    "MAX_WORLD_MM",
     "BatchConfig",
     "ConfigError",
     "DemoConfig",
@@ -185,6 +193,24 @@ MAX_SCAN_VOXELS = 2**31
 #: The longest time bound of a round or of pretraining (a week), and the most steps.
 MAX_SECONDS, MAX_STEPS = 7 * 24 * 3600.0, 10**9
 
+# Structured files (JSON, CSV) anyone may hand us, read through napari_sparseseg/io/schema.py: the
+# size is checked before parsing, the depth after (linear), each list's length before its items.
+#: The largest JSON file read (a boxes/clicks file, a batch summary, cohort.json, session.json, model.json).
+MAX_JSON_BYTES = 256 * 2**20
+#: The deepest nesting of lists and objects in a JSON file (napari-sparseseg writes 6 at most).
+MAX_JSON_DEPTH = 64
+#: The most characters of a text field (a path, a name, a reason) in a JSON file.
+MAX_TEXT_CHARS = 65536
+#: The most boxes and clicks in a ``--boxes``/``--clicks`` file or a session (each costs work on the
+#: scan: 100,000 boxes ran for minutes; a box per structure, a click per mistake are the uses).
+MAX_BOXES, MAX_CLICKS = 1000, 10000
+#: The largest world coordinate of a box or click, in mm (10 km: any scanner's field of view is within 1 m).
+MAX_WORLD_MM = 1e7
+#: The most scans of a cohort: rows of a CSV manifest, records of a batch summary, scans of cohort.json.
+MAX_COHORT_SCANS = 100_000
+#: The largest CSV manifest read.
+MAX_MANIFEST_BYTES = 64 * 2**20
+
 
 def check_patch_size(patch, divisor: int = 1, what: str = "patch_size") -> tuple[int, int, int]:
     """``patch`` as three whole numbers within :data:`MAX_PATCH_SIDE` and :data:`MAX_PATCH_VOXELS`.
@@ -202,7 +228,7 @@ def check_patch_size(patch, divisor: int = 1, what: str = "patch_size") -> tuple
     except TypeError:
         ps = ()
     if len(ps) != 3 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in ps):
-        raise ConfigError(f"{what} must be three positive whole numbers, got {patch!r}.")
+        raise ConfigError(f"{what} must be three positive whole numbers, got {brief(patch)}.")
     if any(p % divisor for p in ps):
         raise ConfigError(f"{what} must be multiples of {divisor} for this network, got {list(ps)}.")
     if max(ps) > MAX_PATCH_SIDE or ps[0] * ps[1] * ps[2] > MAX_PATCH_VOXELS:
@@ -255,7 +281,7 @@ def _validate(obj) -> None:
         if not bounds:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-            raise ConfigError(f"{f.name} must be a number {_bound_text(meta)}, got {value!r}.")
+            raise ConfigError(f"{f.name} must be a number {_bound_text(meta)}, got {brief(value)}.")
         v = float(value)
         ok = (("ge" not in meta or v >= meta["ge"]) and ("gt" not in meta or v > meta["gt"])
               and ("le" not in meta or v <= meta["le"]) and ("lt" not in meta or v < meta["lt"]))
@@ -639,7 +665,9 @@ class BatchConfig:
     precision: str = setting(PredictConfig.precision, "the network's arithmetic at inference", choices=Precision)
     forest: bool = setting(PredictConfig.forest, "fuse the model's forest (if it has one)")
     retries: int = setting(1, "times a scan is retried after an unexpected error or a lost worker", ge=0, le=10)
-    connect_timeout: float = setting(10.0, "seconds to wait for a --scheduler to answer and have a worker", gt=0)
+    connect_timeout: float = setting(10.0, "seconds to wait for a --scheduler to answer as a Dask scheduler and have a "
+                                     "worker (a server that accepts the connection but never answers included)", gt=0,
+                                     le=3600)
     worker_memory_gib: float = setting(6.0, "memory a local worker is given (bounds the workers sized to the machine)",
                                        gt=0)
 

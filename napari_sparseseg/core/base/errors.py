@@ -2,6 +2,43 @@
 
 from __future__ import annotations
 
+import reprlib
+
+
+class _Brief(reprlib.Repr):
+    """``repr`` cut short: a few items, a few levels, no huge number spelled out (see :func:`brief`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxtuple, self.maxdict, self.maxset = 3, 6, 6, 4, 6
+        self.maxstring, self.maxother, self.maxlong = 80, 80, 60
+
+    def repr_int(self, x, level):
+        if x.bit_length() > 200:  # repr of a 5000-digit int raises in Python >= 3.11; a long one says nothing
+            return f"<a whole number of about {int(x.bit_length() * 0.30103)} digits>"
+        return super().repr_int(x, level)
+
+
+_BRIEF = _Brief()
+
+
+def brief(value) -> str:
+    """``repr(value)`` for a message, bounded: at most a few items and levels, about 80 characters a part.
+
+    A message quotes what it refuses; a value read from a file may be a list of a million items,
+    nested a thousand deep, or a number of thousands of digits, so its full ``repr`` would be a
+    line of megabytes (or raise). Short values read exactly as ``repr``.
+
+    Examples:
+        >>> from napari_sparseseg.core.base.errors import brief
+        >>> brief([4096, 4096, 4096]), brief([None] * 1000), brief(10**500)
+        ('[4096, 4096, 4096]', '[None, None, None, None, None, None, ...]', '<a whole number of about 500 digits>')
+    """
+    try:
+        return " ".join(_BRIEF.repr(value).split())
+    except Exception:  # noqa: BLE001 - an object whose repr fails is still named
+        return f"<a {type(value).__name__}>"
+
 
 class SparseSegError(Exception):
     """Base class of all errors napari-sparseseg raises on purpose.
@@ -27,7 +64,10 @@ class SparseSegError(Exception):
     def one_line(self) -> str:
         """``path: message`` on one line, as the CLI prints it."""
         text = " ".join(self.message.split())
-        return f"{self.path}: {text}" if self.path else text
+        if not self.path:
+            return text
+        path = "".join(c if c.isprintable() else repr(c)[1:-1] for c in self.path)  # a name may hold a newline
+        return f"{path}: {text}"
 
 
 class InputError(SparseSegError, ValueError):

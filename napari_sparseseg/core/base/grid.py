@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sparseseg.core.base.errors import InputError
+from napari_sparseseg.core.base.errors import InputError, brief
 
 __all__ = ["validate_affine", "validate_geometry", "validate_shape", "validate_spacing"]
 
@@ -23,9 +23,9 @@ def validate_spacing(spacing, path=None, what: str = "voxel spacing") -> tuple[f
     try:
         values = np.asarray(spacing, dtype=float).reshape(-1)
     except (TypeError, ValueError):
-        raise InputError(f"the {what} must be three numbers in mm, got {spacing!r}.", path=path) from None
+        raise InputError(f"the {what} must be three numbers in mm, got {brief(spacing)}.", path=path) from None
     if values.size != 3:
-        raise InputError(f"the {what} must be three numbers in mm, got {spacing!r}.", path=path)
+        raise InputError(f"the {what} must be three numbers in mm, got {brief(spacing)}.", path=path)
     if not np.all(np.isfinite(values)) or not np.all(values > 0):
         raise InputError(f"the {what} {tuple(values.tolist())} is not usable: every voxel size must be a positive, "
                          "finite number of mm; fix the file's header.", path=path)
@@ -41,9 +41,9 @@ def validate_shape(shape, path=None, what: str = "shape") -> tuple[int, int, int
     try:
         values = tuple(shape)
     except TypeError:
-        raise InputError(f"the {what} must be three positive whole numbers, got {shape!r}.", path=path) from None
+        raise InputError(f"the {what} must be three positive whole numbers, got {brief(shape)}.", path=path) from None
     if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in values):
-        raise InputError(f"the {what} must be three positive whole numbers, got {shape!r}.", path=path)
+        raise InputError(f"the {what} must be three positive whole numbers, got {brief(shape)}.", path=path)
     return tuple(int(v) for v in values)
 
 
@@ -60,7 +60,7 @@ def validate_affine(affine, path=None) -> np.ndarray:
     try:
         m = np.asarray(affine, dtype=float)
     except (TypeError, ValueError):
-        raise InputError(f"the position matrix must be 4x4 numbers, got {affine!r}.", path=path) from None
+        raise InputError(f"the position matrix must be 4x4 numbers, got {brief(affine)}.", path=path) from None
     if m.shape != (4, 4):
         raise InputError(f"the position matrix must be 4x4, got shape {m.shape}.", path=path)
     if not np.all(np.isfinite(m)):
