@@ -313,11 +313,11 @@ class RemoteRounds:
             raise RemoteError(f"lost the Dask scheduler at {self.cfg.scheduler} mid-round (it stopped or the network "
                               f"went down); your strokes and the last model are kept: {local_hint()}, or train again "
                               "once it is back.")
-        if client.status != "running":  # reconnecting: the silence timeout bounds the wait
-            if now - heard > self.cfg.silence_timeout:
-                raise RemoteError(f"lost the Dask scheduler at {self.cfg.scheduler} for {self.cfg.silence_timeout:g} s "
-                                  f"mid-round; your strokes and the last model are kept: {local_hint()}, or train "
-                                  "again once it is back.")
+        if client.status != "running":  # reconnecting: the silence timeout bounds the wait (the round's futures
+            if now - heard > self.cfg.silence_timeout:  # are cancelled by then: "now" is infinite)
+                raise RemoteError(f"lost the Dask scheduler at {self.cfg.scheduler} mid-round (it stopped or the "
+                                  f"network went down); your strokes and the last model are kept: {local_hint()}, or "
+                                  "train again once it is back.")
             return
         if worker not in self._workers():
             if self._scan is not None and self._scan.worker == worker:
@@ -329,6 +329,10 @@ class RemoteRounds:
     def _outcome(self, future, worker: str) -> RoundResult:
         from distributed import KilledWorker
 
+        if future.status in ("cancelled", "lost"):  # the scan went with its worker, or the client lost the scheduler
+            self._check(worker, 0.0, float("inf"))
+            raise RemoteError(f"the round was cancelled on the cluster ({future.status}); your strokes and the last "
+                              f"model are kept: try again, or {local_hint()}.")
         try:
             packed = future.result(timeout=self.cfg.silence_timeout)
         except KilledWorker as exc:
