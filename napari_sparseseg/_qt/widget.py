@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QLabel, QWidget
 
 from napari_sparseseg._napari.binding import PREDICTION, SessionBinding
@@ -105,6 +105,7 @@ class SparseSegWidget(QWidget):
         self.runner.round_failed.connect(self._fail)
         self.runner.round_failed.connect(lambda _: self.remote.offer_local(self.runner.remote is not None))
         self.remote.run_here_requested.connect(self.run_here)
+        self.remote.note.connect(lambda text: show_warning(text) if text.startswith("warning:") else None)
         self.runner.idle.connect(self._on_idle)
         self.autosaver.failed.connect(self._fail)
         self.files.message.connect(self.status.setText)

@@ -106,7 +106,7 @@ def connect(address: str, security=None, timeout: float = 10.0):
                               "certificate and key were signed by the cluster's CA and that the CA file is the "
                               f"cluster's, or {_LOCAL}.") from exc
         raise RemoteError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({why}); check the "
-                          f"address and that `dask scheduler` runs there, or {_LOCAL}.") from exc
+                          f"address (tls:// or tcp://, HOST:PORT) and that `dask scheduler` runs there, or {_LOCAL}.") from exc
     try:
         client.wait_for_workers(1, timeout=timeout)
     except (TimeoutError, OSError) as exc:

@@ -119,6 +119,7 @@ class RemoteRounds:
         warning = plain_warning(self.cfg.scheduler)
         if warning:
             self.note(warning)
+        self.note(f"connecting to {self.cfg.scheduler} (given up after {self.cfg.connect_timeout:g} s)")
         self.client = connect(self.cfg.scheduler, security(self.cfg), self.cfg.connect_timeout)
         return self.client
 
@@ -278,7 +279,8 @@ class RemoteRounds:
                         yield unpack_progress(msg)
                     elif kind == "started":
                         self.device = msg.get("device")
-                        self.note(f"the round runs on {msg.get('worker', worker)} ({self.device})")
+                        self.note(f"the round runs on {msg.get('worker', worker)} ({self.device}); given up after "
+                                  f"{cfg.silence_timeout:g} s without word from it")
                     if not events.empty():
                         continue
                 if stop.is_set():  # forwarded, and cleared: a second Stop is a second signal (as locally)

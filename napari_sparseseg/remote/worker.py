@@ -42,6 +42,7 @@ _PROGRESS_S = 0.25  # progress events at most this often (and at each stage's fi
 
 _FEATURES: collections.OrderedDict[str, FeatureCache] = collections.OrderedDict()
 _ROUNDS: dict[str, _Round] = {}
+_ENDED: collections.deque = collections.deque(maxlen=256)  # rounds that ended here (a late Stop makes no new state)
 _LOCK = threading.Lock()
 
 
@@ -54,14 +55,20 @@ class _Round:
         self.done = threading.Event()
 
 
-def _round(rid: str) -> _Round:
+def _round(rid: str) -> _Round | None:
+    """The state of round ``rid`` (made now if it has not started yet); ``None`` once it has ended."""
     with _LOCK:
-        return _ROUNDS.setdefault(rid, _Round())
+        return None if rid in _ENDED else _ROUNDS.setdefault(rid, _Round())
 
 
 def signal_round(rid: str, what: str = "stop") -> bool:
-    """Stop (``"stop"``) or end (``"cancel"``) round ``rid`` on this worker; run through ``Client.run``."""
+    """Stop (``"stop"``) or end (``"cancel"``) round ``rid`` on this worker; run through ``Client.run``.
+
+    Returns whether the round was still to run or running.
+    """
     state = _round(rid)
+    if state is None:
+        return False
     if what == "cancel":
         state.cancelled = True
     state.stop.set()
@@ -105,7 +112,7 @@ def round_task(image: np.ndarray, key: str, rid: str, topic: str, request: dict)
 
     warnings.filterwarnings("ignore", message="Inside a Dask worker with daemon=True")
     worker = get_worker()
-    state = _round(rid)
+    state = _round(rid) or _Round()  # a round id is used once
 
     def tell(msg: dict) -> None:
         worker.log_event(topic, msg)
@@ -144,3 +151,4 @@ def round_task(image: np.ndarray, key: str, rid: str, topic: str, request: dict)
         state.done.set()
         with _LOCK:
             _ROUNDS.pop(rid, None)
+            _ENDED.append(rid)

@@ -90,9 +90,12 @@ class Cluster:
         self.scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                            "--scheduler-file", str(info), *proto, *self._tls_args()],
                                           env=self._env(), stdout=subprocess.DEVNULL, stderr=self._log("scheduler"))
-        deadline = time.monotonic() + 60
-        while not info.is_file() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 300  # a busy machine starts Python slowly
+        while not info.is_file() and time.monotonic() < deadline and self.scheduler.poll() is None:
             time.sleep(0.1)
+        if not info.is_file():
+            self.stop()
+            raise RuntimeError(f"`dask scheduler` did not start (its log is in {self.folder})")
         self.address = json.loads(info.read_text())["address"]
         for _ in range(workers):
             self.add_worker()
