@@ -79,24 +79,25 @@ def main(argv=None) -> int:
                           f"{times['remote']:.2f} s, local {times['local']:.2f} s, ratio {rows[-1]['ratio']:.2f}, "
                           f"same mask {same}", flush=True)
                     accept_round(session, results["local"])  # the next round warm-starts from this model, both ways
-                sent = rr.scans_sent
+                    report = _report(rows, image.shape, threads, args.steps, rr.scans_sent)
+                    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")  # after every round: a cut run keeps its rounds
         finally:
             cluster.stop()
-    warm = [r for r in rows if not r["first"]]
-    ratio = statistics.median(r["remote_s"] for r in warm) / statistics.median(r["local_s"] for r in warm)
-    report = {"machine": platform.node(), "cpus": threads, "torch_threads": threads, "scan": list(image.shape),
-              "steps": args.steps, "rounds": rows, "scans_sent": sent,
-              "ratio_remote_over_local_median_warm": round(ratio, 3),
-              "all_masks_same": all(r["same_mask"] for r in rows),
-              "note": "a loopback cluster with one CPU worker on the same machine: the ratio is the cost of going "
-                      "through Dask (transfers, packing, events), not a GPU's gain"}
-    print(f"ratio remote / local (median of {len(warm)} warm rounds): {ratio:.3f}; scan sent {sent} time(s); masks "
-          f"same: {report['all_masks_same']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print("wrote", out)
+    print(f"ratio remote / local (median of the warm rounds): {report['ratio_remote_over_local_median_warm']}; scan sent "
+          f"{report['scans_sent']} time(s); masks same: {report['all_masks_same']}")
+    print("wrote", args.out)
     return 0
+
+
+def _report(rows: list, shape, threads: int, steps: int, sent: int) -> dict:
+    warm = [r for r in rows if not r["first"]]
+    ratio = (statistics.median(r["remote_s"] for r in warm) / statistics.median(r["local_s"] for r in warm)) if warm else None
+    return {"machine": platform.node(), "torch_threads": threads, "scan": list(shape), "steps": steps, "rounds": rows,
+            "scans_sent": sent, "ratio_remote_over_local_median_warm": None if ratio is None else round(ratio, 3),
+            "all_masks_same": all(r["same_mask"] for r in rows),
+            "note": "a loopback cluster with one CPU worker on the same machine: the ratio is the cost of going "
+                    "through Dask (transfers, packing, events), not a GPU's gain"}
 
 
 if __name__ == "__main__":

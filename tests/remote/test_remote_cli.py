@@ -15,7 +15,7 @@ def _files(tmp_path):
     geom = Geometry.from_spacing(image.shape, (1.0, 1.0, 1.0))
     write_image(tmp_path / "scan.nii.gz", image, geom)
     write_labels(tmp_path / "strokes.nii.gz", strokes, geom)
-    return geom, [str(tmp_path / "scan.nii.gz"), str(tmp_path / "strokes.nii.gz"), "--max-steps", "3", "--seed", "2",
+    return geom, [str(tmp_path / "scan.nii.gz"), str(tmp_path / "strokes.nii.gz"), "--max-steps", "3", "--time-budget", "86400", "--seed", "2",
                   "--device", "cpu"]
 
 
