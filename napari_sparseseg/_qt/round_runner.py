@@ -24,6 +24,7 @@ from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
 from napari_sparseseg.core.base.progress import Progress
 from napari_sparseseg.core.session.rounds import run_round
 from napari_sparseseg.core.session.state import Session
+from napari_sparseseg.remote.rounds import RemoteRounds
 
 __all__ = ["REFRESH_MS", "RoundRunner"]
 
@@ -44,7 +45,8 @@ class RoundRunner(WorkerOwner):
         preview(ndarray): an early mask (file grid) while training goes on (the forest's;
             only when started with ``preview=True``).
         round_finished(RoundResult): the round's result, still to be accepted by the session.
-        round_failed(str): a one-line message of what went wrong (the annotations are kept).
+        round_failed(str): a one-line message of what went wrong (the annotations are kept);
+            :attr:`remote` says whether the round ran on a cluster.
         idle(): the worker is gone; a new round may start.
     """
 
@@ -58,6 +60,7 @@ class RoundRunner(WorkerOwner):
     def __init__(self, parent: QObject | None = None):
         super().__init__(REFRESH_MS, parent)
         self.losses: list[float] = []
+        self.remote: RemoteRounds | None = None  # the cluster of the current (or last) round, None when local
         self._stage: str | None = None
         self._bar = None
 
@@ -67,19 +70,24 @@ class RoundRunner(WorkerOwner):
         return self._latest.stage if self.busy and self._latest is not None else None
 
     def start(self, session: Session, train_config: TrainConfig | None, predict_config: PredictConfig,
-              train: bool = True, pretrained=None, preview: bool = False) -> bool:
+              train: bool = True, pretrained=None, preview: bool = False, remote: RemoteRounds | None = None) -> bool:
         """Start ``run_round(session, train_config, predict_config, stop, train, pretrained, preview)`` in a worker.
 
-        The session is not changed by the round; apply the result on ``round_finished``
-        with :func:`~napari_sparseseg.core.session.rounds.accept_round`. Returns ``False`` (and does nothing) while a round runs.
+        With ``remote`` the round runs on a worker of that Dask cluster
+        (:meth:`~napari_sparseseg.remote.rounds.RemoteRounds.run_round`: the same progress,
+        Stop and result). The session is not changed by the round; apply the result on
+        ``round_finished`` with :func:`~napari_sparseseg.core.session.rounds.accept_round`.
+        Returns ``False`` (and does nothing) while a round runs.
         """
         if self.busy:
             return False
         self._stop.clear()
         self._latest, self._stage, self.losses = None, None, []
+        self.remote = remote
         # Created before the worker starts: napari's progress may process events.
         self._bar = napari_progress(total=1000, desc=_DESCRIPTION["train" if train else "predict"])
-        self._launch(run_round, session, train_config, predict_config, self._stop, train, pretrained, preview,
+        rounds = run_round if remote is None else remote.run_round
+        self._launch(rounds, session, train_config, predict_config, self._stop, train, pretrained, preview,
                      failed=self.round_failed, returned=self.round_finished.emit, announce=lambda: self.started.emit(train))
         return True
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QLabel, QWidget
 
 from napari_sparseseg._napari.binding import PREDICTION, SessionBinding
@@ -21,6 +21,7 @@ from napari_sparseseg._qt.file_panel import FilePanel
 from napari_sparseseg._qt.hints_panel import HintsPanel
 from napari_sparseseg._qt.layer_panel import LayerPanel
 from napari_sparseseg._qt.layout import scrolling_column
+from napari_sparseseg._qt.remote_panel import RemotePanel
 from napari_sparseseg._qt.resume_box import ResumeBox
 from napari_sparseseg._qt.round_panel import RoundPanel, round_summary
 from napari_sparseseg._qt.round_runner import RoundRunner
@@ -30,6 +31,7 @@ from napari_sparseseg._qt.suggest_list import SuggestionList
 from napari_sparseseg._qt.workers import error_message
 from napari_sparseseg.core.base.errors import SparseSegError
 from napari_sparseseg.core.session.state import Session
+from napari_sparseseg.remote.rounds import RemoteRounds
 
 __all__ = ["SparseSegWidget"]
 
@@ -44,7 +46,8 @@ class SparseSegWidget(QWidget):
     scan while the user paints) with its ``pretrainer`` (:class:`PretrainRunner`: self-supervised
     pretraining; ``finished``) and ``feature_pass`` (:class:`FeaturePass`: the forest's features
     into the cache the scan's session uses; ``busy``, ``done``), ``autosaver`` (:class:`Autosaver`:
-    ``saved``, ``failed``), ``files`` (:class:`FilePanel`: export, save, load), ``resume_box`` and
+    ``saved``, ``failed``), ``files`` (:class:`FilePanel`: export, save, load), ``remote``
+    (:class:`RemotePanel`: train on a Dask cluster; ``run_here_requested``), ``resume_box`` and
     ``binding``. Background work all runs through :class:`~napari_sparseseg._qt.workers.WorkerOwner`.
 
     Args:
@@ -65,6 +68,9 @@ class SparseSegWidget(QWidget):
         self.classes = ClassTable(lambda value: self.binding.stroke_count(self.scribbles_layer, value))
         self.classes.set_classes(["background", "structure 1"])  # before the wiring: a picked layer's names win
         self.settings = SettingsPanel()
+        self.remote = RemotePanel()
+        self._cluster: RemoteRounds | None = None  # the connection of the remote rounds (made in the round's thread)
+        self._remote_pending: tuple | None = None  # the last remote round's (train, time_budget), to run it here
         self.prep = ScanPrep(self.binding, self.settings, lambda: self.image_layer, lambda: self.runner.busy, self)
         self.pretrainer, self.feature_pass = self.prep.pretrainer, self.prep.feature_pass
         self.rounds = RoundPanel()
@@ -75,7 +81,7 @@ class SparseSegWidget(QWidget):
         self.pretrain_status = QLabel("")
         self.pretrain_status.setWordWrap(True)
         self.files = FilePanel(self.binding, self._sync, lambda: self.runner.busy)
-        scrolling_column(self, (self.layer_panel, self.resume_box, self.classes, self.hints, self.settings,
+        scrolling_column(self, (self.layer_panel, self.resume_box, self.classes, self.hints, self.settings, self.remote,
                                 self.pretrain_status, self.rounds, self.suggestions, self.status, self.files))
 
         self.image_picker.changed.connect(self._on_image_changed)
@@ -97,6 +103,9 @@ class SparseSegWidget(QWidget):
         self.runner.round_finished.connect(self._on_round_finished)
         self.suggestions.chosen.connect(lambda s: self.binding.go_to_slice(s.axis, s.index))
         self.runner.round_failed.connect(self._fail)
+        self.runner.round_failed.connect(lambda _: self.remote.offer_local(self.runner.remote is not None))
+        self.remote.run_here_requested.connect(self.run_here)
+        self.remote.note.connect(lambda text: show_warning(text) if text.startswith("warning:") else None)
         self.runner.idle.connect(self._on_idle)
         self.autosaver.failed.connect(self._fail)
         self.files.message.connect(self.status.setText)
@@ -184,6 +193,7 @@ class SparseSegWidget(QWidget):
             s.hint_shapes, s.hints = self.binding.read_hint_shapes(strict=True), None
             tcfg = s.settings.train_config(len(s.history), time_budget) if train else None
             pcfg = s.settings.predict_config()
+            cluster = self._remote_rounds()
         except (ValueError, SparseSegError) as exc:
             return self._fail(exc) or False
         if train and s.model is not None and s.model.num_classes != len(s.class_names):
@@ -193,8 +203,27 @@ class SparseSegWidget(QWidget):
         if held:  # pretraining ends within one step; the round starts from what it learned
             self.status.setText("Starting from what was learned of the scan…")
             return True
+        self.remote.offer_local(False)
+        self._remote_pending = None if cluster is None else (train, time_budget)
         # While no mask is shown, the forest's appears a few seconds after Train.
-        return self.runner.start(s, tcfg, pcfg, train, pretrained, preview=train and s.prediction is None)
+        return self.runner.start(s, tcfg, pcfg, train, pretrained, preview=train and s.prediction is None, remote=cluster)
+
+    def _remote_rounds(self) -> RemoteRounds | None:
+        """The cluster the next round runs on (``None``: here); the connection is kept while the settings stay."""
+        cfg = self.remote.config()
+        if self._cluster is not None and (cfg is None or cfg != self._cluster.cfg):
+            self._cluster.close()
+            self._cluster = None
+        if cfg is not None and self._cluster is None:
+            self._cluster = RemoteRounds(cfg, note=self.remote.note.emit)
+        return self._cluster
+
+    def run_here(self) -> bool:
+        """Switch remote training off and run the round that failed on the cluster on this computer (one click)."""
+        pending, self._remote_pending = self._remote_pending or (True, None), None
+        self.remote.enabled.setChecked(False)
+        self.remote.offer_local(False)
+        return self._start(*pending)
 
     def stop(self) -> None:
         """First press: end training within one step (model kept, prediction follows). Second: skip the prediction."""
@@ -212,6 +241,7 @@ class SparseSegWidget(QWidget):
         self.layer_panel.set_enabled(not running)
         self.files.load_button.setEnabled(not running)
         self.settings.set_running(running)
+        self.remote.set_running(running)
         self.rounds.set_running(running, has_model=self.session is not None and self.session.model is not None)
 
     def _on_started(self, train: bool):
@@ -224,7 +254,9 @@ class SparseSegWidget(QWidget):
         if result.prediction is not None:
             self.suggestions.show_suggestions(result.suggestions, self.binding.describe_slice)
         self.rounds.show_result(result, self.runner.losses)
-        self.status.setText(round_summary(result, len(self.session.history)))
+        where = self.runner.remote
+        self.status.setText(round_summary(result, len(self.session.history))
+                            + (f" (on {where.worker}, {where.device})" if where is not None else ""))
         self.autosaver.save_now()
 
     def _on_idle(self):
@@ -285,4 +317,7 @@ class SparseSegWidget(QWidget):
         """Stop a running round and pretraining when the widget closes."""
         self.runner.stop()
         self.prep.stop()
+        if self._cluster is not None and not self.runner.busy:
+            self._cluster.close()
+            self._cluster = None
         super().closeEvent(event)

@@ -13,6 +13,7 @@ from napari_sparseseg.core.base.config import (
     DemoConfig,
     PredictConfig,
     PretrainConfig,
+    RemoteConfig,
     RoundSettings,
     SuggestConfig,
     TrainConfig,
@@ -54,4 +55,10 @@ FLAGS: dict[tuple[type, str], tuple[str, str | None]] = {
     (BatchConfig, "precision"): ("--precision", None),
     (BatchConfig, "forest"): ("--forest", None),
     (BatchConfig, "connect_timeout"): ("--connect-timeout", "SECONDS"),
+    (RemoteConfig, "scheduler"): ("--scheduler", "ADDRESS"),
+    (RemoteConfig, "tls_ca"): ("--tls-ca", "PEM"),
+    (RemoteConfig, "tls_cert"): ("--tls-cert", "PEM"),
+    (RemoteConfig, "tls_key"): ("--tls-key", "PEM"),
+    (RemoteConfig, "connect_timeout"): ("--connect-timeout", "SECONDS"),
+    (RemoteConfig, "silence_timeout"): ("--silence-timeout", "SECONDS"),
 }

@@ -16,6 +16,7 @@ from napari_sparseseg.core.base.config import (
     DemoConfig,
     PredictConfig,
     PretrainConfig,
+    RemoteConfig,
     RoundSettings,
     SuggestConfig,
     TrainConfig,
@@ -87,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "per scan in $SPARSESEG_CACHE or ~/.cache/napari-sparseseg, so a second run pays nothing; "
                       f"default off, {PretrainConfig.seconds:g} s in the widget)")
     add_setting(seg, PretrainConfig, "task")
+    for name in ("scheduler", "tls_ca", "tls_cert", "tls_key", "connect_timeout", "silence_timeout"):
+        add_setting(seg, RemoteConfig, name)
+    seg.add_argument("--local-fallback", action="store_true",
+                     help="with --scheduler: when the cluster cannot be used or the round is lost, say why and train on "
+                          "this computer instead (default: stop with the message)")
     common(seg)
 
     pre = sub.add_parser("predict", help="apply a saved model to a scan")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from napari_sparseseg.cli.common import EXIT_OK, plan_outputs, progress_printer, read_inputs, say
@@ -11,13 +12,21 @@ from napari_sparseseg.core.annotations.guide import suggest_slices
 from napari_sparseseg.core.annotations.hints import hint_labels
 from napari_sparseseg.core.annotations.holdout import format_estimate, holdout_dice
 from napari_sparseseg.core.annotations.labels import combine_hints, merge_annotations
-from napari_sparseseg.core.base.config import PredictConfig, PretrainConfig, SuggestConfig, TrainConfig
+from napari_sparseseg.core.base.config import (
+    PredictConfig,
+    PretrainConfig,
+    RemoteConfig,
+    RoundSettings,
+    SuggestConfig,
+    TrainConfig,
+)
 from napari_sparseseg.core.base.device import resolve_device
 from napari_sparseseg.core.base.errors import ConfigError, InputError, ScribbleError
 from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict
 from napari_sparseseg.core.model.forest import FeatureCache, feature_bytes
 from napari_sparseseg.core.model.intensity import check_model_modality
+from napari_sparseseg.core.session.state import Session
 from napari_sparseseg.core.training.train import Trainer
 from napari_sparseseg.io import check_format_limits
 from napari_sparseseg.io.atomic import atomic_file
@@ -25,13 +34,27 @@ from napari_sparseseg.io.cache import cache_folder, pretrain
 from napari_sparseseg.io.dicom_seg import is_dicom_seg, seg_class_names
 from napari_sparseseg.io.hints import read_boxes, read_clicks
 from napari_sparseseg.io.models import load_model
+from napari_sparseseg.remote.client import RemoteError
+from napari_sparseseg.remote.rounds import RemoteRounds
 
-__all__ = ["read_hints", "run", "write_suggestions"]
+__all__ = ["read_hints", "remote_config", "run", "write_suggestions"]
+
+
+def remote_config(args) -> RemoteConfig | None:
+    """The cluster of ``--scheduler`` and its TLS files and timeouts, or ``None`` (train on this computer)."""
+    if not getattr(args, "scheduler", None):
+        return None
+    return RemoteConfig(scheduler=args.scheduler, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                        connect_timeout=args.connect_timeout, silence_timeout=args.silence_timeout)
 
 
 def run(args) -> int:
     """``sparseseg segment``: train on the strokes (optionally warm-started), write the mask."""
-    device = resolve_device(args.device)
+    remote = remote_config(args)
+    if remote is None and any(getattr(args, n, None) for n in ("tls_ca", "tls_cert", "tls_key")):
+        raise ConfigError("--tls-ca, --tls-cert and --tls-key are for --scheduler tls://HOST:PORT; add it or leave them "
+                          "out.")
+    device = resolve_device(args.device) if remote is None else None
     cfg = TrainConfig(
         max_steps=args.max_steps, time_budget=args.time_budget, plateau=args.plateau, seed=args.seed, device=args.device,
         model_size=args.model_size, modality=args.modality, forest=args.forest,
@@ -39,6 +62,9 @@ def run(args) -> int:
     )
     pre_cfg = None
     if args.pretrain is not None:
+        if remote is not None:
+            raise ConfigError("--pretrain runs on this computer and --scheduler trains on the cluster; leave out one of "
+                              "them.")
         if args.init_model:
             raise ConfigError("--pretrain starts a new model; a warm start (--init-model) already has its features. "
                               "Use one of them.")
@@ -55,21 +81,37 @@ def run(args) -> int:
         check_model_modality(image, init.normalization.modality, args.image)
     painted = scribbles if corrections is None else merge_annotations(scribbles, corrections)[0]
     hints = read_hints(args, image, geom, names or (init.class_names if init else None), scribbles, painted)
-    try:
-        # Checks the strokes before any pretraining is paid for; the pretrained state is given later.
-        # One feature cache for the scan: the forest's filters are computed once for training and prediction.
-        features = FeatureCache()
-        trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=init, spacing=geom.spacing, class_names=names,
-                          hints=hints, features=features)
-    except ScribbleError as exc:  # name the file the user gave
-        exc.path = exc.path or str(args.scribbles)
-        raise
+    # One feature cache for the scan: the forest's filters are computed once for training and prediction.
+    features = FeatureCache()
+
+    def make_trainer(c: TrainConfig) -> Trainer:
+        """Checks the strokes before any pretraining (or remote round) is paid for; the pretrained state is given later."""
+        try:
+            return Trainer(image, scribbles, c, corrections=corrections, init=init, spacing=geom.spacing,
+                           class_names=names, hints=hints, features=features)
+        except ScribbleError as exc:  # name the file the user gave
+            exc.path = exc.path or str(args.scribbles)
+            raise
+
+    # With --scheduler the device is the worker's: the strokes are checked here on the CPU.
+    trainer = make_trainer(cfg if remote is None else dataclasses.replace(cfg, device="cpu"))
     check_format_limits(outputs, image.shape, trainer.num_classes)
     pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=bool(args.suggest),
                          stroke_regions_only=not args.keep_all_regions, refine=args.refine, forest=args.forest,
                          precision=args.precision)
     bounds = " and ".join(b for b in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
                                       f"{cfg.time_budget:g} s" if cfg.time_budget else "") if b)
+    if remote is not None:
+        done = _remote_round(args, remote, image, painted, corrections, init, trainer, cfg, pcfg, hints, geom)
+        if done is not None:
+            result, pred = done
+            _report_estimate(args, result.estimate, result.model.class_names)
+            write_outputs(args, geom, pred, model=result.model)
+            if args.suggest:
+                write_suggestions(args, geom, pred, painted)
+            return EXIT_OK
+        device = resolve_device(args.device)
+        trainer = make_trainer(cfg)
     with progress_printer(args) as show:
         pre = None
         if pre_cfg is not None:
@@ -90,14 +132,53 @@ def run(args) -> int:
         pred = run_to_end(predict(result.model, image, pcfg, trainer.y, geom.spacing, features=features), show)
     if trainer.heldout is not None:
         est = holdout_dice(pred.labels, trainer.y_all, trainer.heldout, result.model.num_classes)
-        say(args, "Dice on the strokes held out of this round (an estimate on your own strokes; one piece is a rough "
-                   "guide): " + format_estimate(est, result.model.class_names))
+        _report_estimate(args, est, result.model.class_names)
     elif args.estimate:
-        say(args, "no estimate: each class needs two stroke pieces or more to hold one out")
+        _report_estimate(args, None, result.model.class_names)
     write_outputs(args, geom, pred, model=result.model)
     if args.suggest:
         write_suggestions(args, geom, pred, painted)  # the user's strokes, not the pseudo-labels
     return EXIT_OK
+
+
+def _report_estimate(args, est, class_names) -> None:
+    if est:
+        say(args, "Dice on the strokes held out of this round (an estimate on your own strokes; one piece is a rough "
+                   "guide): " + format_estimate(est, class_names))
+    elif args.estimate:
+        say(args, "no estimate: each class needs two stroke pieces or more to hold one out")
+
+
+def _remote_round(args, remote: RemoteConfig, image, painted, corrections, init, trainer, cfg, pcfg, hints, geom):
+    """The round on a worker of ``--scheduler``: ``(TrainResult-bearing RoundResult, Prediction)``.
+
+    The strokes were checked here (``trainer``); the worker runs the widget's round
+    (:func:`~napari_sparseseg.core.session.rounds.run_round`) on a session of the same
+    annotations. Returns ``None`` when the round could not run remotely and
+    ``--local-fallback`` says to train here instead.
+
+    Raises:
+        RemoteError: the cluster could not be used or the round was lost (without
+            ``--local-fallback``).
+    """
+    session = Session(image, painted, list(trainer.class_names), spacing=geom.spacing,
+                      corrected=None if corrections is None else corrections > 0, model=init,
+                      settings=RoundSettings(fill_between=False), hints=hints)  # --fill-between is in the hints already
+    bounds = " and ".join(b for b in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
+                                      f"{cfg.time_budget:g} s" if cfg.time_budget else "") if b)
+    say(args, f"training on the Dask cluster at {remote.scheduler} for at most {bounds} (Ctrl-C aborts; nothing is "
+              "written before the end)")
+    try:
+        with RemoteRounds(remote, note=lambda text: say(args, text)) as rounds, progress_printer(args) as show:
+            result = run_to_end(rounds.run_round(session, cfg, pcfg), show)
+    except RemoteError as exc:
+        if not args.local_fallback:
+            raise
+        say(args, f"sparseseg: {exc.one_line()} --local-fallback: training on this computer instead.")
+        return None
+    tr = result.train
+    say(args, f"trained {tr.steps} steps in {tr.elapsed:.1f}s on {rounds.worker} ({rounds.device}): {tr.reason}")
+    return result, result.prediction
 
 
 def read_hints(args, image, geom, class_names, strokes, painted):

@@ -57,6 +57,7 @@ __all__ = [
     "Precision",
     "PretrainConfig",
     "Pretext",
+    "RemoteConfig",
     "RoundSettings",
     "SuggestConfig",
     "TrainConfig",
@@ -673,3 +674,35 @@ class BatchConfig:
 
     def __post_init__(self):
         _validate(self)
+
+
+@dataclass
+class RemoteConfig:
+    """Rounds on a Dask cluster (``segment --scheduler``, the widget's "Train on a Dask cluster").
+
+    A round (training, prediction, refinement, uncertainty, suggestions) runs as a task on a
+    worker of the scheduler at ``scheduler``; on a worker offering the ``GPU`` resource when
+    the device is ``auto`` or a GPU (``napari_sparseseg/remote/``, docs: Remote rounds). The
+    scan is sent once and kept on that worker; each round sends the strokes and the model and
+    brings back the model, the mask and the uncertainty. ``None`` (the default) trains here.
+    The certificate files are paths to PEM files, read by Dask when connecting.
+    """
+
+    scheduler: str | None = setting(None, "a Dask scheduler (tls://HOST:PORT, or tcp://) whose worker runs each round "
+                                    "(default: this computer)")
+    tls_ca: str | None = setting(None, "the CA certificate (PEM) that signed the cluster's certificates (tls://)")
+    tls_cert: str | None = setting(None, "this computer's certificate (PEM), signed by that CA (tls://)")
+    tls_key: str | None = setting(None, "the private key (PEM) of that certificate (tls://)")
+    connect_timeout: float = setting(10.0, "seconds to wait for the scheduler to answer and have a worker", gt=0,
+                                     le=MAX_SECONDS)
+    silence_timeout: float = setting(60.0, "seconds without word from the worker (it reports every 2 s while a round "
+                                     "runs) or from the scheduler before a round is given up", gt=0, le=MAX_SECONDS)
+
+    def __post_init__(self):
+        _validate(self)
+        for name in ("scheduler", "tls_ca", "tls_cert", "tls_key"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name} must be text, got {type(value).__name__}.")
+            if isinstance(value, str):
+                object.__setattr__(self, name, value.strip() or None)
