@@ -9,10 +9,10 @@ from tqdm import tqdm
 from napari_sparseseg.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, say
 from napari_sparseseg.cohort.batch import SUMMARY_CSV, SUMMARY_JSON, plan_batch, read_summary, run_batch
 from napari_sparseseg.cohort.cluster import local_workers
-from napari_sparseseg.cohort.scheduler import check_address
 from napari_sparseseg.core.base.config import BatchConfig
 from napari_sparseseg.core.base.errors import OutputError
 from napari_sparseseg.io.cohort import expand_inputs, match_scribbles
+from napari_sparseseg.scheduler import check_address
 
 __all__ = ["run"]
 

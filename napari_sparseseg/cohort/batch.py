@@ -536,7 +536,7 @@ def run_batch(plan: BatchPlan, scheduler: str | None = None, stop: Callable[[], 
 
     Raises:
         InputError: the scheduler address is malformed or cannot be reached within
-            ``plan.cfg.connect_timeout`` (:func:`napari_sparseseg.cohort.scheduler.connect`; names
+            ``plan.cfg.connect_timeout`` (:func:`napari_sparseseg.scheduler.connect`; names
             the address and what to check).
     """
     results: dict[str, ScanResult] = {j.entry.name: _result_of(j, plan) for j in plan.jobs}

@@ -33,9 +33,9 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterable
 
-from napari_sparseseg.cohort.scheduler import connect
 from napari_sparseseg.core.base.config import BatchConfig
 from napari_sparseseg.core.base.errors import InputError
+from napari_sparseseg.scheduler import connect
 
 __all__ = ["DaskRunner", "dask_setup", "local_workers"]
 
@@ -83,7 +83,7 @@ class DaskRunner:
     Args:
         cfg: the batch settings (workers, threads, retries, connect timeout).
         scheduler: ``tcp://HOST:PORT`` (or ``tls://``, or ``HOST:PORT``) of an existing scheduler, reached
-            through :func:`napari_sparseseg.cohort.scheduler.connect`; ``None`` starts a
+            through :func:`napari_sparseseg.scheduler.connect`; ``None`` starts a
             ``distributed.LocalCluster`` on 127.0.0.1 with TLS (one process per worker, one Dask
             thread each; see the module docstring).
         client: an existing client to use (neither it nor its cluster is closed).
@@ -114,7 +114,7 @@ class DaskRunner:
     def _start(self) -> None:
         from distributed import Client, LocalCluster
 
-        if self.scheduler:  # the address checked, then reached in bounded time, with a worker (cohort/scheduler.py)
+        if self.scheduler:  # the address checked, then reached in bounded time, with a worker (scheduler.py)
             self.client = connect(self.scheduler, timeout=self.cfg.connect_timeout, min_workers=1)
             return
         import dask

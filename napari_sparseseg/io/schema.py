@@ -6,7 +6,7 @@ Every structured input goes through here before the program uses a value of it: 
 ``cohort.json`` read back (:mod:`napari_sparseseg.cohort.batch`, :mod:`napari_sparseseg.cohort.project`),
 ``session.json`` and ``model.json`` (:mod:`napari_sparseseg.io.sessions`, :mod:`napari_sparseseg.io.models`,
 which add their own field checks on top). Dask scheduler addresses have their own check in
-:mod:`napari_sparseseg.cohort.scheduler`.
+:mod:`napari_sparseseg.scheduler`.
 
 Two steps, each bounded:
 

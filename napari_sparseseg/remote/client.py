@@ -11,7 +11,8 @@ import ipaddress
 import os
 
 from napari_sparseseg.core.base.config import RemoteConfig
-from napari_sparseseg.core.base.errors import SparseSegError
+from napari_sparseseg.core.base.errors import InputError, SparseSegError
+from napari_sparseseg.scheduler import connect as reach
 
 __all__ = ["RemoteError", "connect", "host_of", "plain_warning", "security"]
 
@@ -82,38 +83,30 @@ def security(cfg: RemoteConfig):
                     require_encryption=True)
 
 
-def _why(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300]
-
-
 def connect(address: str, security=None, timeout: float = 10.0):
     """A ``distributed.Client`` of the scheduler at ``address`` with at least one worker, within ``timeout`` seconds.
 
-    Raises:
-        RemoteError: the scheduler does not answer, refuses the certificate, or has no worker
-            by then; the message names the address and what to do.
-    """
-    from distributed import Client
+    Through :func:`napari_sparseseg.scheduler.connect`, the one way the package reaches a
+    scheduler: the address's syntax first, then TCP, Dask's handshake and a worker under one
+    deadline (a server that accepts and stays silent is given up too).
 
+    Raises:
+        RemoteError: the address is malformed, the scheduler does not answer, refuses the
+            certificate, or has no worker by then; the message names the address and what to do.
+    """
     try:
-        client = Client(address, security=security, timeout=timeout, set_as_default=False)
-    except (OSError, TimeoutError, ValueError, TypeError) as exc:
-        why = _why(exc)
-        low = why.lower()
-        if any(w in low for w in ("ssl", "certificate", "tls", "handshake")) or isinstance(exc, ssl_error()):
+        return reach(address, security=security, timeout=timeout, min_workers=1)
+    except InputError as exc:
+        why = exc.message
+        if any(w in why.lower() for w in ("ssl", "certificate", "tls", "handshake")):
             raise RemoteError(f"the Dask scheduler at {address} refused the TLS connection ({why}); check that the "
                               "certificate and key were signed by the cluster's CA and that the CA file is the "
                               f"cluster's, or {_LOCAL}.") from exc
+        if "no worker" in why:
+            raise RemoteError(f"the Dask scheduler at {address} has no worker after {timeout:g} s; start one with "
+                              f"`dask worker {address}` (add --resources GPU=1 on a GPU machine), or {_LOCAL}.") from exc
         raise RemoteError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({why}); check the "
                           f"address (tls:// or tcp://, HOST:PORT) and that `dask scheduler` runs there, or {_LOCAL}.") from exc
-    try:
-        client.wait_for_workers(1, timeout=timeout)
-    except (TimeoutError, OSError) as exc:
-        client.close(timeout=5)
-        raise RemoteError(f"the Dask scheduler at {address} has no worker after {timeout:g} s; start one with "
-                          f"`dask worker {address}` (add --resources GPU=1 on a GPU machine), or {_LOCAL}.") from exc
-    return client
 
 
 def ssl_error() -> type:

@@ -249,7 +249,7 @@ def test_connect_is_bounded_by_its_timeout_alone(silent_server):
     """The function other commands reuse: the default timeout comes from BatchConfig.connect_timeout."""
     import distributed  # noqa: F401
 
-    from napari_sparseseg.cohort.scheduler import connect
+    from napari_sparseseg.scheduler import connect
 
     t0 = time.monotonic()
     with pytest.raises(InputError, match="did not answer as a Dask scheduler within 1.5 s") as info:

@@ -8,7 +8,7 @@ error for that input, with a message that is one short line: never a ``TypeError
 ``--clicks`` (io/hints.py), CSV manifests (io/cohort.py), the batch summary read back
 (cohort/batch.py), ``cohort.json`` (cohort/project.py), ``session.json`` (io/sessions.py),
 ``model.json`` (io/models.py), the hints stored with a session (core/annotations/hints.py),
-``io.schema.read_json`` on raw bytes, and scheduler addresses (cohort/scheduler.py).
+``io.schema.read_json`` on raw bytes, and scheduler addresses (scheduler.py).
 
 Deterministic (``derandomize=True``, no example database) and bounded (``max_examples``) so it
 runs in seconds in CI.
@@ -31,7 +31,6 @@ from hypothesis import strategies as st
 
 from napari_sparseseg.cohort.batch import SUMMARY_JSON, SummaryError, read_summary
 from napari_sparseseg.cohort.project import COHORT_FILE, Cohort
-from napari_sparseseg.cohort.scheduler import check_address
 from napari_sparseseg.core.annotations.hints import checked_hint_shapes
 from napari_sparseseg.core.base.config import MAX_BOXES, MAX_JSON_DEPTH
 from napari_sparseseg.core.base.errors import CheckpointError, InputError, SparseSegError
@@ -41,6 +40,7 @@ from napari_sparseseg.io.hints import read_boxes, read_clicks
 from napari_sparseseg.io.models import load_model, save_model
 from napari_sparseseg.io.schema import read_json
 from napari_sparseseg.io.sessions import read_session_info
+from napari_sparseseg.scheduler import check_address
 
 N = 60  # examples per parser: seconds each
 FUZZ = dict(deadline=None, derandomize=True, database=None, max_examples=N,

@@ -124,7 +124,7 @@ def check_address(address) -> str:
     Checks the syntax only (nothing is opened): call it before any work.
 
     Examples:
-        >>> from napari_sparseseg.cohort.scheduler import check_address
+        >>> from napari_sparseseg.scheduler import check_address
         >>> check_address("10.0.0.5:8786"), check_address("TLS://[::1]:9000")
         ('tcp://10.0.0.5:8786', 'tls://[::1]:9000')
     """
