@@ -6,7 +6,7 @@ import torch
 
 from napari_sparseseg.core.annotations.labels import merge_annotations, voxel_weights
 from napari_sparseseg.core.base.config import WeightConfig
-from napari_sparseseg.core.training.losses import masked_soft_dice, masked_weighted_ce, sparse_loss
+from napari_sparseseg.core.training.losses import keep_loss, masked_soft_dice, masked_weighted_ce, sparse_loss
 
 
 def _case(seed=0, shape=(2, 3, 6, 5, 4)):
@@ -94,3 +94,18 @@ def test_corrections_raise_weight_and_overwrite_labels():
     w = voxel_weights(y, source, 2, WeightConfig(w_scribble=1.0, w_correction=3.0, class_balance=False))
     assert w[1, 1, 0] == 3.0 and w[0, 0, 0] == 1.0 and w[1, 1, 1] == 1.0
     assert w[scrib == 0].sum() == 0 and w[2:].sum() == 0
+
+
+def test_keep_loss_is_zero_where_the_rounds_agree_and_sees_only_unlabelled_voxels():
+    logits, _, weight = _case()
+    assert float(keep_loss(logits, logits.clone(), weight)) == pytest.approx(0.0, abs=1e-12)
+    other = logits.flip(1)  # another class distribution everywhere
+    assert float(keep_loss(logits, other, weight)) > 0.1
+    moving = logits.clone().requires_grad_(True)
+    keep_loss(moving, other, weight).backward()
+    grad = moving.grad.movedim(1, -1)
+    labelled = weight > 0
+    assert torch.equal(grad[labelled], torch.zeros_like(grad[labelled]))  # the strokes are the CE's alone
+    assert (grad[~labelled].abs().sum(-1) > 0).all()
+    everywhere = torch.ones_like(weight)
+    assert float(keep_loss(moving, other, everywhere)) == 0.0  # nothing unlabelled: nothing to keep

@@ -56,6 +56,29 @@ def masked_soft_dice(logits: torch.Tensor, target: torch.Tensor, weight: torch.T
     return 1.0 - dice[present].mean()
 
 
+def keep_loss(logits: torch.Tensor, previous: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean ``KL(previous || current)`` of the class distributions over the unlabelled voxels (``w == 0``).
+
+    Learning without forgetting (Li and Hoiem, 2016): in a correction round the previous
+    round's network says what the strokes do not, everywhere the user left unlabelled; this
+    term keeps the new network's prediction there, so the round learns the corrections
+    without drifting away from what the last round got right. 0 when the two agree, and 0
+    (with a graph) when no voxel is unlabelled.
+
+    Args:
+        logits: ``(B, C, *spatial)`` the network being trained.
+        previous: ``(B, C, *spatial)`` the previous round's network on the same input (no gradient).
+        weight: ``(B, *spatial)`` or ``(B, 1, *spatial)`` the stroke weights (0: unlabelled).
+    """
+    spatial = (logits.shape[0],) + tuple(logits.shape[2:])
+    free = (weight.reshape(spatial) == 0).to(torch.float32)
+    if not bool(free.any()):
+        return logits.sum() * 0.0
+    log_p = previous.float().log_softmax(1)
+    kl = (log_p.exp() * (log_p - logits.float().log_softmax(1))).sum(1)
+    return (kl * free).sum() / free.sum()
+
+
 def sparse_loss(logits, target, weight, dice_weight: float = 0.0) -> torch.Tensor:
     """The training loss: masked weighted CE plus ``dice_weight`` times masked soft Dice."""
     loss = masked_weighted_ce(logits, target, weight)

@@ -23,6 +23,7 @@ import numpy as np
 
 from napari_sparseseg.core.annotations.holdout import holdout_mask
 from napari_sparseseg.core.annotations.labels import (
+    SOURCE_CORRECTION,
     balance_factors,
     class_counts,
     label_dtype,
@@ -44,7 +45,7 @@ from napari_sparseseg.core.model.forest import FeatureCache, StrokeForest, featu
 from napari_sparseseg.core.model.intensity import check_modality, choose_normalization, detect_modality, validate_image
 from napari_sparseseg.core.model.network import PATCH_VOXELS, NetworkConfig, build_network, size_for_device
 from napari_sparseseg.core.model.patches import auto_patch_size
-from napari_sparseseg.core.training.losses import sparse_loss
+from napari_sparseseg.core.training.losses import keep_loss, sparse_loss
 from napari_sparseseg.core.training.monitor import Plateau, Probe
 from napari_sparseseg.core.training.pretrain import Pretrained, transfer
 
@@ -445,6 +446,14 @@ class Trainer:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         averaged = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.weight_ema), use_buffers=True)
+        # A correction round (a warm start whose strokes include corrections) keeps the previous
+        # round's prediction where nothing is labelled (learning without forgetting): without it
+        # the network drifted from what the last round got right while it learned the corrections.
+        previous = None
+        if cfg.keep_previous > 0 and self.init is not None and bool(np.any(self.source == SOURCE_CORRECTION)):
+            previous = copy.deepcopy(self.init.network).to(self.device).eval()
+            for p in previous.parameters():
+                p.requires_grad_(False)
         losses: list[float] = []
         stopped_by, step = "max_steps", 0
         # Its own random state, so the patches drawn for training are those of a run without it.
@@ -485,6 +494,10 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp):
                     logits = net(xb)
                 loss = sparse_loss(logits.float(), yb, wb, cfg.dice_weight)
+                if previous is not None:
+                    with torch.no_grad(), torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp):
+                        before = previous(xb)
+                    loss = loss + cfg.keep_previous * keep_loss(logits.float(), before.float(), wb)
                 if not torch.isfinite(loss):
                     raise SparseSegError(
                         f"training diverged at step {step} (loss {loss.item()}); lower the learning rate or check the image."
