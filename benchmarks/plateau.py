@@ -1,7 +1,8 @@
 """Does the plateau rule stop where the Dice stops rising? The full-volume Dice at every probe check.
 
     .venv/bin/python benchmarks/plateau.py [--cases ct_abdomen mr_abdomen] [--seeds 0 1] [--rounds 2]
-                                           [--budget 60 | --steps 600] [--out benchmarks/results/plateau.json]
+                                           [--budget 60 | --steps 600] [--keep-previous 1]
+                                           [--out benchmarks/results/plateau.json]
     .venv/bin/python benchmarks/plateau.py --score benchmarks/results/plateau.json   # replay other rules
 
 Each round trains to ``--budget`` seconds with the plateau rule *recording* but not stopping
@@ -72,7 +73,8 @@ def _dice(model, state, check, image, geom, y, ref, classes, features) -> float:
     return float(np.mean(list(dice_per_class(pred, ref, classes).values())))
 
 
-def run(case: str, seed: int, rounds: int, budget: float, log, steps: int | None = None) -> list[dict]:
+def run(case: str, seed: int, rounds: int, budget: float, log, steps: int | None = None,
+        keep_previous: float = TrainConfig.keep_previous) -> list[dict]:
     image, geom, ref, names = load_case(case)
     features = FeatureCache()
     features.prepare(image, geom.spacing)
@@ -81,7 +83,8 @@ def run(case: str, seed: int, rounds: int, budget: float, log, steps: int | None
     default = TrainConfig()
     for r in range(rounds + 1):
         cfg = TrainConfig(time_budget=None if steps else budget, max_steps=steps, seed=seed + r, device="cpu", plateau=True,
-                          plateau_tolerance=1e-9, plateau_stall=10**6)  # checks recorded, never stopping
+                          plateau_tolerance=1e-9, plateau_stall=10**6,  # checks recorded, never stopping
+                          keep_previous=keep_previous)
         trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing,
                           class_names=names, features=features)
         with _Recorder() as rec:
@@ -144,6 +147,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=None,
                     help="train every round this many steps instead of --budget seconds (a bound that does not "
                          "depend on the machine's load; compare rules by steps)")
+    ap.add_argument("--keep-previous", type=float, default=TrainConfig.keep_previous,
+                    help="TrainConfig.keep_previous of the correction rounds (0: off, as before it existed)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "plateau.json"))
     ap.add_argument("--score", metavar="JSON", default=None,
                     help="no training: replay the checks recorded in JSON under other tolerances and patiences")
@@ -155,7 +160,7 @@ def main(argv=None):
     rows = []
     for case in args.cases:
         for seed in args.seeds:
-            rows += run(case, seed, args.rounds, args.budget, lambda m: print(m, flush=True), args.steps)
+            rows += run(case, seed, args.rounds, args.budget, lambda m: print(m, flush=True), args.steps, args.keep_previous)
             Path(args.out).write_text(json.dumps(rows, indent=1))  # after each case and seed: a long run can be read early
 
 
