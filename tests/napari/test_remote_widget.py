@@ -50,7 +50,7 @@ def test_a_remote_round_from_the_widget_then_a_lost_worker_and_run_here(make_nap
         widget.settings.set_settings(dataclasses.replace(widget.settings.settings(), device="cpu", max_steps=4,
                                                          time_budget=3000))
         remote = widget.remote
-        remote.set_config(RemoteConfig(connect_timeout=60, silence_timeout=300), enabled=True)
+        remote.set_config(RemoteConfig(connect_timeout=300, silence_timeout=300), enabled=True)
         remote.scheduler.setText(cluster.address)
         assert remote.config().scheduler == cluster.address
 

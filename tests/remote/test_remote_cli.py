@@ -24,7 +24,7 @@ def test_segment_on_the_cluster_writes_the_mask_the_local_command_writes(cluster
     assert main(["segment", *argv, "-o", str(tmp_path / "local.nii.gz")]) == 0
     capsys.readouterr()
     assert main(["segment", *argv, "-o", str(tmp_path / "remote.nii.gz"), "--scheduler", cluster.address,
-                 "--model-out", str(tmp_path / "model"), "--silence-timeout", "300", "--connect-timeout", "60"]) == 0
+                 "--model-out", str(tmp_path / "model"), "--silence-timeout", "300", "--connect-timeout", "300"]) == 0
     err = capsys.readouterr().err
     assert f"training on the Dask cluster at {cluster.address}" in err and "the round runs on tcp://127.0.0.1" in err
     assert "trained 3 steps" in err and "warning:" not in err  # loopback tcp:// is not warned about

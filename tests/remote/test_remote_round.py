@@ -37,7 +37,7 @@ def _session(model=None) -> Session:
 
 
 def _remote(c: Cluster, notes=None, **kw) -> RemoteRounds:
-    cfg = RemoteConfig(scheduler=c.address, connect_timeout=60, silence_timeout=kw.pop("silence_timeout", SLOW), **kw)
+    cfg = RemoteConfig(scheduler=c.address, connect_timeout=SLOW, silence_timeout=kw.pop("silence_timeout", SLOW), **kw)
     return RemoteRounds(cfg, note=(notes.append if notes is not None else None))
 
 
