@@ -55,9 +55,12 @@ def test_a_remote_round_gives_the_local_mask_streams_progress_and_sends_the_scan
         assert result.prediction.labels.dtype == np.uint8 and result.prediction.uncertainty.dtype == np.float16
         assert np.array_equal(result.prediction.uncertainty, local.prediction.uncertainty)
         assert [s.to_dict() for s in result.suggestions] == [s.to_dict() for s in local.suggestions]
-        assert result.train.steps == local.train.steps == 4 and result.train.losses == local.train.losses
+        # The worker's torch may use another thread count than this process: sums in another order
+        # differ in the 7th digit (seen: 1.1663781 against 1.1663780 at step 4), not more.
+        assert result.train.steps == local.train.steps == 4
+        assert result.train.losses == pytest.approx(local.train.losses, rel=1e-5)
         for k, v in local.model.network.state_dict().items():
-            assert np.array_equal(result.model.network.state_dict()[k].numpy(), v.numpy()), k
+            assert np.allclose(result.model.network.state_dict()[k].numpy(), v.numpy(), rtol=1e-4, atol=1e-6), k
         # Progress arrived while it ran: training steps, the forest's preview, then the prediction's rows.
         stages = [p.stage for p in seen]
         assert "train" in stages and "predict" in stages and stages.index("train") < stages.index("predict")
