@@ -60,7 +60,7 @@ def test_a_remote_round_gives_the_local_mask_streams_progress_and_sends_the_scan
         assert result.train.steps == local.train.steps == 4
         assert result.train.losses == pytest.approx(local.train.losses, rel=1e-5)
         for k, v in local.model.network.state_dict().items():
-            assert np.allclose(result.model.network.state_dict()[k].numpy(), v.numpy(), rtol=1e-4, atol=1e-6), k
+            assert np.allclose(result.model.network.state_dict()[k].numpy(), v.numpy(), rtol=1e-3, atol=1e-4), k
         # Progress arrived while it ran: training steps, the forest's preview, then the prediction's rows.
         stages = [p.stage for p in seen]
         assert "train" in stages and "predict" in stages and stages.index("train") < stages.index("predict")
