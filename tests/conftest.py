@@ -1,3 +1,4 @@
+import hashlib
 import os
 from pathlib import Path
 
@@ -71,6 +72,41 @@ def make_cohort_files(d: Path, sample_dir: Path, data_dir: Path, bad: bool = Tru
     strokes.mkdir()
     shutil.copy(sample_dir / "scribbles.nii.gz", strokes / "sample_scribbles.nii.gz")
     return d
+
+
+def tree_hash(folder) -> dict:
+    """Snapshot of a folder: relative path -> sha256 of the bytes, 'dir', or 'link -> target' (links not followed).
+
+    Two snapshots are equal only when nothing under the folder was added, removed, replaced or relinked.
+    """
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            rel = os.path.relpath(p, folder)
+            if os.path.islink(p):
+                out[rel] = "link -> " + os.readlink(p)
+            elif os.path.isdir(p):
+                out[rel] = "dir"
+            else:
+                out[rel] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    return out
+
+
+def tiny_model(forest=False):
+    """A two-class CT model small enough to save and load in milliseconds (with a 4-tree forest if asked)."""
+    from napari_sparseseg.core.model.checkpoint import SegModel
+    from napari_sparseseg.core.model.forest import N_FEATURES, StrokeForest
+    from napari_sparseseg.core.model.intensity import Normalization
+    from napari_sparseseg.core.model.network import NetworkConfig, build_network
+
+    norm = Normalization("ct")
+    cfg = NetworkConfig(norm.n_channels, 2, channels=(2, 4), strides=(2,), num_res_units=0)
+    trees = None
+    if forest:
+        samples = np.random.default_rng(0).normal(size=(20, N_FEATURES)).astype(np.float16)
+        trees = StrokeForest(samples, np.arange(20, dtype=np.uint8) % 2, 2, 4, 0, 0.5)
+    return SegModel(build_network(cfg), cfg, norm, ["background", "organ"], (8, 8, 8), forest=trees)
 
 
 @pytest.fixture

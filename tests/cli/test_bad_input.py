@@ -9,7 +9,6 @@ monkeypatch or, for signals during training, by signalling a ``sparseseg`` subpr
 """
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from napari_sparseseg.cli import main
 from napari_sparseseg.io import Geometry, read_labels, write_labels
 from napari_sparseseg.io.models import load_model
 from napari_sparseseg.io.sessions import load_session, save_session
+from tests.conftest import tree_hash
 
 SEG = ["segment", "image.nii.gz", "scribbles.nii.gz", "--max-steps", "1", "--device", "cpu"]
 PRED = ["predict", "image.nii.gz", "--model", "model", "--device", "cpu"]
@@ -36,20 +36,6 @@ DEMO = ["demo", "--data", "sample", "--time-budget", "0.5", "--rounds", "1", "--
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 
 
-def tree_hash(folder: Path) -> dict:
-    """relative path -> sha256 of the bytes ('dir' for folders, 'link -> target' for links)."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            rel = os.path.relpath(p, folder)
-            if os.path.islink(p):
-                out[rel] = "link -> " + os.readlink(p)
-            elif os.path.isdir(p):
-                out[rel] = "dir"
-            else:
-                out[rel] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
 
 
 def _nifti(path, arr, affine=None):

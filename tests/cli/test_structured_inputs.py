@@ -22,14 +22,11 @@ The parsers themselves are fuzzed in ``tests/io/test_fuzz_structured.py``.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +39,7 @@ from napari_sparseseg.core.base.errors import InputError
 from napari_sparseseg.io import Geometry, write_labels
 from napari_sparseseg.io.cohort import expand_inputs
 from napari_sparseseg.io.models import save_model
+from tests.conftest import tree_hash
 
 SEG = ["segment", "image.nii.gz", "scribbles.nii.gz", "-o", "out.nii.gz", "--max-steps", "1", "--device", "cpu", "-q"]
 BATCH = ["batch", "--model", "model", "--out-dir", "out", "image.nii.gz", "--device", "cpu", "-q"]
@@ -49,23 +47,13 @@ SUMMARY_TAG = {"format": "napari-sparseseg batch summary", "format_version": 1}
 COHORT_TAG = {"format": "napari-sparseseg cohort", "format_version": 1}
 
 
-def tree_hash(folder: Path) -> dict:
-    """relative path -> sha256 of the bytes ('dir' for folders)."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            rel = os.path.relpath(p, folder)
-            out[rel] = "dir" if os.path.isdir(p) else hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     import nibabel as nib
 
-    from tests.conftest import make_phantom
-    from tests.io.test_limits import _tiny_model
+    from tests.conftest import make_phantom, tiny_model
 
     d = tmp_path_factory.mktemp("structured")
     image, _ = make_phantom(shape=(24, 24, 24))
@@ -74,7 +62,7 @@ def case(tmp_path_factory):
     s = np.zeros(image.shape, np.uint8)
     s[12, 2:6, 2:6], s[12, 12:18, 12:18] = 1, 2
     write_labels(d / "scribbles.nii.gz", s, g)
-    save_model(_tiny_model(), d / "model")
+    save_model(tiny_model(), d / "model")
     return d
 
 

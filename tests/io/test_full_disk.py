@@ -21,6 +21,7 @@ import pytest
 from napari_sparseseg.core.base.errors import OutputError
 from napari_sparseseg.io import Geometry, read_labels, volumes, write_labels, write_probabilities
 from napari_sparseseg.io.atomic import TMP_MARK, payload_bytes
+from tests.conftest import tiny_model
 
 FORMATS = [".nrrd", ".mha", ".mhd", ".nhdr", ".nii.gz", ".nii"]
 SITK_FORMATS = [".nrrd", ".mha", ".mhd", ".nhdr"]
@@ -226,15 +227,6 @@ def test_payload_bytes_reads_gzip_and_zlib_streams(tmp_path):
 TORCH_FULL = RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
                           "file write failed")
 
-
-def tiny_model():
-    from napari_sparseseg.core.model.checkpoint import SegModel
-    from napari_sparseseg.core.model.intensity import Normalization
-    from napari_sparseseg.core.model.network import NetworkConfig, build_network
-
-    norm = Normalization("ct")
-    cfg = NetworkConfig(norm.n_channels, 2, channels=(2, 4), strides=(2,), num_res_units=0)
-    return SegModel(build_network(cfg), cfg, norm, ["background", "organ"], (8, 8, 8))
 
 
 def tree_bytes(folder: Path) -> dict:

@@ -222,10 +222,10 @@ def test_session_files(value):
 
 @pytest.fixture(scope="module")
 def model_folder():
-    from tests.io.test_limits import _tiny_model
+    from tests.conftest import tiny_model
 
     folder = WORK / "model"
-    save_model(_tiny_model(), folder)
+    save_model(tiny_model(), folder)
     return folder
 
 

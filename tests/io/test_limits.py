@@ -21,27 +21,13 @@ from napari_sparseseg.core.base.config import MAX_FOREST_TREES, MAX_PATCH_SIDE
 from napari_sparseseg.core.base.errors import CheckpointError
 from napari_sparseseg.io.models import load_model, save_model
 from napari_sparseseg.io.sessions import load_session, read_session_info, save_session
-
-
-def _tiny_model(forest=False):
-    from napari_sparseseg.core.model.checkpoint import SegModel
-    from napari_sparseseg.core.model.forest import N_FEATURES, StrokeForest
-    from napari_sparseseg.core.model.intensity import Normalization
-    from napari_sparseseg.core.model.network import NetworkConfig, build_network
-
-    norm = Normalization("ct")
-    cfg = NetworkConfig(norm.n_channels, 2, channels=(2, 4), strides=(2,), num_res_units=0)
-    trees = None
-    if forest:
-        samples = np.random.default_rng(0).normal(size=(20, N_FEATURES)).astype(np.float16)
-        trees = StrokeForest(samples, np.arange(20, dtype=np.uint8) % 2, 2, 4, 0, 0.5)
-    return SegModel(build_network(cfg), cfg, norm, ["background", "organ"], (8, 8, 8), forest=trees)
+from tests.conftest import tiny_model
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("limits") / "model"
-    save_model(_tiny_model(forest=True), d)
+    save_model(tiny_model(forest=True), d)
     assert load_model(d).forest is not None
     return d
 

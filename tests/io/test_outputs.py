@@ -6,6 +6,7 @@ import pytest
 
 from napari_sparseseg.core.base.errors import OutputError
 from napari_sparseseg.io import OutputLog, check_format_limits, check_outputs
+from tests.conftest import tiny_model, tree_hash
 
 
 def test_export_mask_refuses_the_scan_itself_by_any_path(tmp_path):
@@ -76,31 +77,7 @@ def test_a_dicom_series_leaves_the_process_locale_alone(tmp_path):
 
 
 # ------------------------------------------------------------------------------ ours by kind and content, not names
-def _tree(folder):
-    """relative path -> bytes, 'dir' or 'link -> target' (links not followed)."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            rel = os.path.relpath(p, folder)
-            if os.path.islink(p):
-                out[rel] = "link -> " + os.readlink(p)
-            elif os.path.isdir(p):
-                out[rel] = "dir"
-            else:
-                with open(p, "rb") as f:
-                    out[rel] = f.read()
-    return out
 
-
-def _tiny_model():
-    from napari_sparseseg.core.model.checkpoint import SegModel
-    from napari_sparseseg.core.model.intensity import Normalization
-    from napari_sparseseg.core.model.network import NetworkConfig, build_network
-
-    norm = Normalization("ct")
-    cfg = NetworkConfig(norm.n_channels, 2, channels=(2, 4), strides=(2,), num_res_units=0)
-    return SegModel(build_network(cfg), cfg, norm, ["background", "organ"], (8, 8, 8))
 
 
 def _session():
@@ -166,17 +143,17 @@ def test_a_folder_is_ours_by_kind_and_content_not_names(tmp_path, what, first, s
     from napari_sparseseg.io.sessions import save_session
 
     f = tmp_path / "out"
-    save = {"model": lambda: save_model(_tiny_model(), f), "session": lambda: save_session(_session(), f)}
+    save = {"model": lambda: save_model(tiny_model(), f), "session": lambda: save_session(_session(), f)}
     if first is not None:
         save[first]()
     setup(f)
-    before = _tree(tmp_path)
+    before = tree_hash(tmp_path)
     with pytest.raises(OutputError, match=message):
         save[again]()
     kind = {"model": "model", "session": "session"}[again]
     with pytest.raises(OutputError, match=message):
         check_outputs({kind: f})
-    assert _tree(tmp_path) == before  # byte-identical, nothing deleted or added
+    assert tree_hash(tmp_path) == before  # byte-identical, nothing deleted or added
 
 
 def test_a_demo_folder_is_ours_by_kind_too(tmp_path):
