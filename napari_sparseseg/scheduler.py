@@ -37,7 +37,7 @@ import time
 
 from napari_sparseseg.core.base.errors import InputError
 
-__all__ = ["ACCEPTED", "DEFAULT_PORT", "SCHEMES", "check_address", "connect", "split_address"]
+__all__ = ["ACCEPTED", "DEFAULT_PORT", "SCHEMES", "TLSRefused", "check_address", "connect", "split_address"]
 
 #: The protocols accepted (``tcp`` is the default without one).
 SCHEMES = ("tcp", "tls")
@@ -48,6 +48,15 @@ ACCEPTED = ("tcp://HOST:PORT or tls://HOST:PORT (or HOST:PORT, meaning tcp://), 
             "host name, an IPv4 address or an IPv6 address in brackets ([::1]), PORT 1-65535")
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
 _MAX_ADDRESS = 512
+
+
+class TLSRefused(InputError):
+    """The scheduler refused this client's TLS certificates; ``detail`` is Dask's or OpenSSL's reason."""
+
+    def __init__(self, address: str, detail: str):
+        super().__init__(f"the scheduler refused the TLS connection ({detail}). Check that the certificate and key were "
+                         "signed by the cluster's CA and that the CA file is the cluster's.", path=address)
+        self.detail = detail
 
 
 def _bad(address, problem: str) -> InputError:
@@ -202,6 +211,8 @@ def _identity(address: str, security, seconds: float, said: float) -> dict:
                          "certificates.", path=address)
     if exc is not None:
         text = " ".join(str(exc).split())[:160] or type(exc).__name__
+        if security is not None and any(w in f"{type(exc).__name__} {text}".lower() for w in ("ssl", "certificate", "tls")):
+            raise TLSRefused(address, text)
         raise InputError(f"the server there does not speak Dask's protocol ({text}). Check that the address is the "
                          "scheduler's (8786 by default, not the dashboard's 8787), and tcp:// or tls:// as the scheduler "
                          "was started.", path=address)

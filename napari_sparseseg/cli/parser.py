@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("workers", "threads", "overwrite", "fine_tune_seconds", "device", "seed", "refine", "forest",
                  "precision", "connect_timeout", "dicom_seg"):
         add_setting(bat, BatchConfig, name)
+    for name in ("tls_ca", "tls_cert", "tls_key"):  # the certificates of a tls:// --scheduler, as segment's
+        add_setting(bat, RemoteConfig, name)
     bat.add_argument("--probabilities", action="store_true", help="also write NAME_probabilities.nii.gz (uint8, p*255)")
     bat.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 

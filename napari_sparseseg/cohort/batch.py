@@ -519,7 +519,7 @@ def _write_summary(plan: BatchPlan, results: dict[str, ScanResult]) -> None:
 
 
 def run_batch(plan: BatchPlan, scheduler: str | None = None, stop: Callable[[], bool] | None = None,
-              client=None) -> Generator[ScanResult, None, dict[str, ScanResult]]:
+              client=None, security=None) -> Generator[ScanResult, None, dict[str, ScanResult]]:
     """Run the plan on Dask; yield each scan's :class:`ScanResult` as it ends; return them all by name.
 
     Skipped scans are yielded first. The summary is written once the cluster is up (or the
@@ -533,6 +533,8 @@ def run_batch(plan: BatchPlan, scheduler: str | None = None, stop: Callable[[], 
         stop: polled between scans; when it returns true no further scan starts, the running
             ones finish, and the rest are reported ``"queued"``.
         client: an existing ``distributed.Client`` to use instead (its cluster is left running).
+        security: a ``distributed.Security`` with the certificates of a ``tls://`` scheduler
+            (``None``: none for tcp://, Dask's configured ones for tls://).
 
     Raises:
         InputError: the scheduler address is malformed or cannot be reached within
@@ -550,7 +552,7 @@ def run_batch(plan: BatchPlan, scheduler: str | None = None, stop: Callable[[], 
         _write_summary(plan, results)
         return results
     by_name = {j.entry.name: j for j in todo}
-    runner = DaskRunner(plan.cfg, scheduler=scheduler, client=client)
+    runner = DaskRunner(plan.cfg, scheduler=scheduler, client=client, security=security)
     started = False
     try:
         with runner:  # the cluster first: a scheduler that cannot be reached leaves the out-dir as it was

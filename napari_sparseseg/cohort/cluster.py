@@ -87,6 +87,8 @@ class DaskRunner:
             ``distributed.LocalCluster`` on 127.0.0.1 with TLS (one process per worker, one Dask
             thread each; see the module docstring).
         client: an existing client to use (neither it nor its cluster is closed).
+        security: the ``distributed.Security`` (certificates) for a ``tls://`` scheduler; ``None``:
+            none for tcp://, Dask's configured ones for tls://.
 
     Raises:
         InputError: the scheduler address is malformed, or the scheduler does not answer as one
@@ -94,8 +96,8 @@ class DaskRunner:
             included), or has no worker by then (names the address and what to check or start).
     """
 
-    def __init__(self, cfg: BatchConfig, scheduler: str | None = None, client=None):
-        self.cfg, self.scheduler = cfg, scheduler
+    def __init__(self, cfg: BatchConfig, scheduler: str | None = None, client=None, security=None):
+        self.cfg, self.scheduler, self.security = cfg, scheduler, security
         self.client, self._own_client, self._cluster = client, client is None, None
         self.in_flight: dict = {}  # future -> task, while map runs
         self._scratch: str | None = None
@@ -115,7 +117,7 @@ class DaskRunner:
         from distributed import Client, LocalCluster
 
         if self.scheduler:  # the address checked, then reached in bounded time, with a worker (scheduler.py)
-            self.client = connect(self.scheduler, timeout=self.cfg.connect_timeout, min_workers=1)
+            self.client = connect(self.scheduler, security=self.security, timeout=self.cfg.connect_timeout, min_workers=1)
             return
         import dask
 

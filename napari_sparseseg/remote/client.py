@@ -12,6 +12,7 @@ import os
 
 from napari_sparseseg.core.base.config import RemoteConfig
 from napari_sparseseg.core.base.errors import InputError, SparseSegError
+from napari_sparseseg.scheduler import TLSRefused
 from napari_sparseseg.scheduler import connect as reach
 
 __all__ = ["RemoteError", "connect", "host_of", "plain_warning", "security"]
@@ -97,8 +98,8 @@ def connect(address: str, security=None, timeout: float = 10.0):
     try:
         return reach(address, security=security, timeout=timeout, min_workers=1)
     except InputError as exc:
-        why = exc.message
-        if any(w in why.lower() for w in ("ssl", "certificate", "tls", "handshake")):
+        why = exc.detail if isinstance(exc, TLSRefused) else exc.message
+        if isinstance(exc, TLSRefused) or any(w in why.lower() for w in ("ssl", "certificate", "tls", "handshake")):
             raise RemoteError(f"the Dask scheduler at {address} refused the TLS connection ({why}); check that the "
                               "certificate and key were signed by the cluster's CA and that the CA file is the "
                               f"cluster's, or {_LOCAL}.") from exc

@@ -93,12 +93,19 @@ def test_bad_arguments_exit_2_naming_the_problem(cohort, tmp_path, capsys):
          "matches no scans"),
         (["--model", str(cohort / "model"), "--out-dir", str(tmp_path / "o3"), scans, "--scheduler",
           "tcp://127.0.0.1:9", "--connect-timeout", "1"], "tcp://127.0.0.1:9: cannot reach the Dask scheduler"),
+        (["--model", str(cohort / "model"), "--out-dir", str(tmp_path / "o4"), scans, "--tls-ca", scans],
+         "--tls-ca, --tls-cert and --tls-key are for --scheduler tls://"),
+        (["--model", str(cohort / "model"), "--out-dir", str(tmp_path / "o5"), scans, "--scheduler",
+          "tls://127.0.0.1:9", "--tls-ca", scans], "is TLS: give the certificate, key"),
+        (["--model", str(cohort / "model"), "--out-dir", str(tmp_path / "o6"), scans, "--scheduler",
+          "tls://127.0.0.1:9", "--tls-ca", scans, "--tls-cert", scans, "--tls-key", str(tmp_path / "nokey.pem")],
+         "nokey.pem: the key file"),
     ]
     for argv, expected in cases:
         assert main(["batch", *argv, "-q"]) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("sparseseg: error:") and expected in err, err
-    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 7))
 
 
 def test_an_output_an_earlier_run_did_not_write_is_never_replaced(cohort, tmp_path):

@@ -192,7 +192,7 @@ def test_a_worker_that_goes_silent_is_given_up_after_the_silence_timeout(tmp_pat
         c.stop()
 
 
-def test_tls_with_a_self_signed_ca_works_and_another_ca_is_refused(tmp_path):
+def test_tls_with_a_self_signed_ca_works_and_another_ca_is_refused(tmp_path, capsys):
     good = make_certificates(tmp_path / "certs", "cluster")
     bad = make_certificates(tmp_path / "certs", "stranger")
     c = Cluster(tmp_path, tls=good, threads=torch_threads()).start(workers=1)
@@ -216,5 +216,32 @@ def test_tls_with_a_self_signed_ca_works_and_another_ca_is_refused(tmp_path):
         plain = RemoteConfig(scheduler=c.address.replace("tls://", "tcp://"), connect_timeout=5)
         with pytest.raises(RemoteError):
             RemoteRounds(plain).open()
+        _batch_over_tls(c, good, bad, tmp_path, capsys)
     finally:
         c.stop()
+
+
+def _batch_over_tls(c: Cluster, good: dict, bad: dict, tmp_path, capsys) -> None:
+    """`sparseseg batch --scheduler tls://... --tls-ca/--tls-cert/--tls-key`: a mask with the certificates, exit 2 without."""
+    import nibabel as nib
+
+    from napari_sparseseg.cli import main
+    from napari_sparseseg.io import read_labels
+    from napari_sparseseg.io.models import save_model
+    from tests.conftest import tiny_model
+
+    image, _ = make_phantom(shape=(24, 24, 24))
+    ct = (image * 4 - 1000).astype(np.int16)  # Hounsfield-like, as the (CT) model expects: air, soft tissue, bone
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    nib.save(nib.Nifti1Image(ct.transpose(2, 1, 0).copy(), np.eye(4)), str(scans / "ball.nii.gz"))
+    save_model(tiny_model(), tmp_path / "model")
+    base = ["batch", "--model", str(tmp_path / "model"), str(scans / "ball.nii.gz"), "--scheduler", c.address, "-q"]
+    assert main([*base, "--out-dir", str(tmp_path / "out"), "--tls-ca", good["ca"], "--tls-cert", good["cert"],
+                 "--tls-key", good["key"], "--connect-timeout", "60", "--no-refine"]) == 0
+    assert read_labels(tmp_path / "out" / "ball_mask.nii.gz")[0].shape == (24, 24, 24)
+    assert main([*base, "--out-dir", str(tmp_path / "refused"), "--tls-ca", bad["ca"], "--tls-cert", bad["cert"],
+                 "--tls-key", bad["key"], "--connect-timeout", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "refused the TLS connection" in err and "signed by the cluster's CA" in err, err
+    assert not (tmp_path / "refused").exists()  # refused before any work: nothing written
