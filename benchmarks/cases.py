@@ -18,6 +18,8 @@ CASES = {
     "ct_abdomen": (SHARED / "ct_abdomen/image.nii.gz", SHARED / "ct_abdomen/labels.nii.gz", ABDOMEN),
     "mr_abdomen": (SHARED / "mr_abdomen/image.nii.gz", SHARED / "mr_abdomen/labels.nii.gz", ABDOMEN),
     "mr_brain_tumour": (SHARED / "mr_brain_tumour/image.nrrd", SHARED / "mr_brain_tumour/label.nrrd", {"tumour": 1}),
+    # A second real patient scanned like mr_brain_tumour (a small lesion): the real pair for work across patients.
+    "mr_brain_tumour2": (SHARED / "mr_brain_tumour2/image.nrrd", SHARED / "mr_brain_tumour2/label.nrrd", {"tumour": 1}),
 }
 
 
