@@ -178,6 +178,11 @@ class CohortWidget(QWidget):
         """Add scan files, folders, globs or a manifest to the cohort."""
         return self._try(lambda: (self.cohort.add([str(p) for p in paths]), self._show(self.cohort)))
 
+    def closeEvent(self, event):  # noqa: N802 (Qt API)
+        """Stop a running batch (its running scans finish) and close the local cluster kept between runs."""
+        self.runner.close()
+        super().closeEvent(event)
+
     def _config(self) -> BatchConfig:
         return BatchConfig(workers=self.workers.value() or None)
 

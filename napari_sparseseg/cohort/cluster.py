@@ -124,10 +124,12 @@ class DaskRunner:
         n = local_workers(self.cfg)
         security = _security()
         self._scratch = tempfile.mkdtemp(prefix="sparseseg-dask-")
-        self._env.enter_context(_environ(PYTHONSAFEPATH="1"))  # the workers import nothing from the cwd
-        # Non-daemon worker processes: scikit-learn (the forest) may then use the worker's threads.
+        # Non-daemon worker processes: scikit-learn (the forest) may then use the worker's threads. The nannies
+        # start with PYTHONSAFEPATH=1 (the workers, also those they restart, import nothing from the cwd); this
+        # process's environment is restored once they run.
         with dask.config.set({"distributed.worker.daemon": False, "temporary-directory": self._scratch,
-                              "distributed.scheduler.allowed-failures": int(self.cfg.retries)}):
+                              "distributed.scheduler.allowed-failures": int(self.cfg.retries)}), \
+                _environ(PYTHONSAFEPATH="1"):
             self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                          host="127.0.0.1", security=security, local_directory=self._scratch,
                                          preload=[__name__], silence_logs=logging.ERROR,

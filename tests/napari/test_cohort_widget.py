@@ -29,6 +29,8 @@ def cohort_widget(make_napari_viewer, qtbot, tmp_path, sample_dir, data_dir):
     if widget.runner.busy:
         with qtbot.waitSignal(widget.runner.idle, timeout=RUN_MS):
             widget.runner.stop()
+    widget.close()  # its closeEvent closes the cluster kept between runs
+    assert not widget.runner.warm
 
 
 def _run(widget, qtbot, start):
@@ -47,6 +49,8 @@ def test_run_review_correct_refine_rerun(cohort_widget, qtbot, tmp_path):
     assert widget.table.rowCount() == 3 and widget.run_button.isEnabled()
 
     _run(widget, qtbot, widget.run)
+    address = widget.runner.cluster_address  # the local cluster is kept warm for the next runs
+    assert address and address.startswith("tls://127.0.0.1:")
     summary = Cohort.open(folder).summary()
     assert {r["status"] for r in summary.values()} == {"done"}
     ranks = {widget.table.item(r, 0).text(): widget.table.item(r, 2).text() for r in range(3)}
@@ -80,6 +84,7 @@ def test_run_review_correct_refine_rerun(cohort_widget, qtbot, tmp_path):
     widget.refine_seconds.setValue(600)
     widget.refine_max_steps = 60
     _run(widget, qtbot, widget.refine)
+    assert widget.runner.cluster_address == address  # Refine's re-run started no new worker processes
     after, _ = read_labels(folder / f"{worst}_mask.nii.gz", like=geom)
     assert (after != before).any(), "the refined model's re-run left the corrected scan's mask as it was"
     # The open scan now shows the re-run's mask (its corrections were saved before).

@@ -110,13 +110,17 @@ class Cluster:
         return p
 
     def stop(self) -> None:
-        for p in [*self.workers[::-1], self.scheduler]:
-            if p is not None and p.poll() is None:
-                p.terminate()
+        """Workers killed outright (a graceful close waits on the round they run), then the scheduler ended."""
+        for p in self.workers:
+            if p.poll() is None:
+                p.kill()
+        if self.scheduler is not None and self.scheduler.poll() is None:
+            self.scheduler.terminate()
         for p in [*self.workers, self.scheduler]:
             if p is None:
                 continue
             try:
-                p.wait(timeout=20)
+                p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
