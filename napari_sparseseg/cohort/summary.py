@@ -69,13 +69,19 @@ def class_summary(labels: np.ndarray, spacing, class_names: Sequence[str], uncer
 
 
 def review_score(summary: dict) -> tuple:
-    """Sort key of one scan's :func:`class_summary`: larger means review sooner."""
+    """Sort key of one scan's :func:`class_summary`: larger means review sooner.
+
+    First the structures the mask lacks altogether (the model found nothing of a class: the
+    surest sign it failed on this scan, and its uncertainty cannot show it, as it is measured
+    only where a class was predicted), then the mean uncertainty over the predicted voxels,
+    then the surplus pieces (a class split into several).
+    """
     voxels = sum(r["voxels"] for r in summary.values())
     weighted = sum((r["mean_uncertainty"] or 0.0) * r["voxels"] for r in summary.values())
     mean_unc = weighted / voxels if voxels else 0.0
     surplus = sum(max(0, r["components"] - 1) for r in summary.values())
     empty = sum(r["voxels"] == 0 for r in summary.values())
-    return (round(mean_unc, 6), surplus, empty)
+    return (empty, round(mean_unc, 6), surplus)
 
 
 def review_ranks(summaries: dict) -> dict:

@@ -45,3 +45,10 @@ def test_the_most_uncertain_scan_is_reviewed_first_and_failed_scans_get_no_rank(
         "broken": None,
     }
     assert review_ranks(summaries) == {"unsure": 1, "fragmented": 2, "calm": 3, "broken": None}
+    # A scan where the model found nothing of a structure comes first, however calm its other classes
+    # (the uncertainty is measured where a class was predicted, so a missed structure adds none).
+    missing = one_piece.copy()
+    missing[missing == NAMES.index("lesion")] = 0
+    summaries["missed"] = class_summary(missing, (1, 1, 1), NAMES, calm)
+    assert summaries["missed"]["lesion"]["voxels"] == 0
+    assert review_ranks(summaries) == {"missed": 1, "unsure": 2, "fragmented": 3, "calm": 4, "broken": None}
