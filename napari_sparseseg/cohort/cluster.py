@@ -124,12 +124,14 @@ class DaskRunner:
         n = local_workers(self.cfg)
         security = _security()
         self._scratch = tempfile.mkdtemp(prefix="sparseseg-dask-")
-        # Non-daemon worker processes: scikit-learn (the forest) may then use the worker's threads. The nannies
-        # start with PYTHONSAFEPATH=1 (the workers, also those they restart, import nothing from the cwd); this
-        # process's environment is restored once they run.
+        # The worker processes, also those a nanny restarts, start with PYTHONSAFEPATH=1: they import nothing from
+        # the cwd (Dask's pre-spawn environment; it is also set here while the cluster runs).
+        self._env.enter_context(_environ(PYTHONSAFEPATH="1"))
+        spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), "PYTHONSAFEPATH": "1"}
+        # Non-daemon worker processes: scikit-learn (the forest) may then use the worker's threads.
         with dask.config.set({"distributed.worker.daemon": False, "temporary-directory": self._scratch,
-                              "distributed.scheduler.allowed-failures": int(self.cfg.retries)}), \
-                _environ(PYTHONSAFEPATH="1"):
+                              "distributed.scheduler.allowed-failures": int(self.cfg.retries),
+                              "distributed.nanny.pre-spawn-environ": spawn_env}):
             self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                          host="127.0.0.1", security=security, local_directory=self._scratch,
                                          preload=[__name__], silence_logs=logging.ERROR,

@@ -218,7 +218,9 @@ def test_the_local_cluster_refuses_clients_without_this_runs_certificate(tmp_pat
         address = runner.client.scheduler.address
         assert address.startswith("tls://127.0.0.1:") and all(w.startswith("tls://127.0.0.1:") for w in runner.workers())
         assert runner.client.submit(sum, [1, 2]).result(timeout=60) == 3  # the batch's own client works
-        assert os.environ["PYTHONSAFEPATH"] == "1"
+        # The workers (and any their nannies restart) import nothing from the cwd.
+        assert set(runner.client.run(os.environ.get, "PYTHONSAFEPATH").values()) == {"1"}
+        assert os.environ["PYTHONSAFEPATH"] == "1"  # while the cluster runs (restored after)
         # Another user is another process: each attempt runs in one (a Client whose connection failed
         # is closed by the garbage collector, which can deadlock the next Client made in the same process).
         for scheme, security in (("tcp://", ""), ("tls://", ""), ("tls://", "Security.temporary()")):
