@@ -155,7 +155,18 @@ def test_the_size_bound_removes_the_oldest_entries_of_ours_only(tmp_path, calls)
         t = entry.stat().st_mtime - age
         os.utime(entry, (t, t))
         entries.append(entry)
-    size = sum(p.stat().st_size for p in entries[0].iterdir())
+    def bytes_of(entry):
+        return sum(p.stat().st_size for p in entry.iterdir())
+
+    # Alike, not equal: each entry's JSON records the seconds its features took, so sizes differ by a few bytes
+    # from run to run; SLACK covers that and is far below one entry.
+    sizes = [bytes_of(e) for e in entries]
+    slack = 64
+    assert slack * 10 < min(sizes)
+    size, total = sizes[0], sum(sizes)
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-size-probe"  # the fourth entry's size, measured apart
+    cache_scan_features(FeatureCache(), scan(3), RANGES, SPACING, cache_dir=elsewhere)
+    size_new = bytes_of(feature_entry(scan(3), RANGES, SPACING, elsewhere))
     # Things of somebody else's: a file, a folder named like an entry holding other files, and
     # one with a JSON napari-sparseseg did not write. They are older than every entry.
     (tmp_path / "notes.txt").write_bytes(b"x" * 10 * size)
@@ -171,16 +182,17 @@ def test_the_size_bound_removes_the_oldest_entries_of_ours_only(tmp_path, calls)
         os.utime(p, (1, 1))
     before = {p.name for p in tmp_path.iterdir()}
 
-    assert trim_feature_cache(tmp_path, max_bytes=3 * size) == []  # within the bound: nothing goes
+    assert trim_feature_cache(tmp_path, max_bytes=total) == []  # within the bound: nothing goes
     # A fourth entry, written through the cache with a bound of three: the oldest entry goes, only it.
-    cache_scan_features(FeatureCache(), scan(3), RANGES, SPACING, cache_dir=tmp_path, max_bytes=3 * size + 100)
+    cache_scan_features(FeatureCache(), scan(3), RANGES, SPACING, cache_dir=tmp_path,
+                        max_bytes=sizes[1] + sizes[2] + size_new + slack)
     newest = feature_entry(scan(3), RANGES, SPACING, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == before - {entries[0].name} | {newest.name}
     assert (tmp_path / "notes.txt").stat().st_size == 10 * size and (extra / "mine.txt").read_text() == "keep"
     assert sorted(p.name for p in impostor.iterdir()) == [FEATURES_JSON, FEATURES_NPY]
     # A read refreshes an entry: the one read now is kept, the next oldest goes.
     assert load_features(images[1], RANGES, SPACING, tmp_path) is not None
-    assert trim_feature_cache(tmp_path, max_bytes=2 * size + 100) == [entries[2]]
+    assert trim_feature_cache(tmp_path, max_bytes=sizes[1] + size_new + slack) == [entries[2]]
     # The one just written stays even when it alone is over the bound.
     assert trim_feature_cache(tmp_path, max_bytes=0, keep=[newest]) == [entries[1]]
     assert {p.name for p in tmp_path.iterdir()} == {"notes.txt", impostor.name, extra.name, newest.name}
