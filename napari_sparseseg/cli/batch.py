@@ -6,11 +6,11 @@ import sys
 
 from tqdm import tqdm
 
-from napari_sparseseg.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, say
+from napari_sparseseg.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, remote_config, say
 from napari_sparseseg.cohort.batch import SUMMARY_CSV, SUMMARY_JSON, plan_batch, read_summary, run_batch
 from napari_sparseseg.cohort.cluster import local_workers
-from napari_sparseseg.core.base.config import BatchConfig, RemoteConfig
-from napari_sparseseg.core.base.errors import ConfigError, InputError, OutputError
+from napari_sparseseg.core.base.config import BatchConfig
+from napari_sparseseg.core.base.errors import InputError, OutputError
 from napari_sparseseg.io.cohort import expand_inputs, match_scribbles
 from napari_sparseseg.remote.client import RemoteError, plain_warning, security
 from napari_sparseseg.scheduler import check_address
@@ -42,20 +42,18 @@ def run(args) -> int:
     cfg = BatchConfig(workers=args.workers, threads=args.threads, device=args.device, probabilities=args.probabilities,
                       dicom_seg=args.dicom_seg, overwrite=args.overwrite, fine_tune_seconds=args.fine_tune_seconds, seed=args.seed,
                       refine=args.refine, forest=args.forest, precision=args.precision, connect_timeout=args.connect_timeout)
-    tls = {n: getattr(args, n, None) for n in ("tls_ca", "tls_cert", "tls_key")}
     secure = None
-    if args.scheduler:  # its syntax and its certificates, before any work (reaching it is bounded by --connect-timeout)
+    if args.scheduler:  # its syntax, before any work (reaching it is bounded by --connect-timeout)
         args.scheduler = check_address(args.scheduler)
+    remote = remote_config(args)  # TLS files without --scheduler: refused (the local cluster makes its own)
+    if remote is not None:  # its certificates, before any work
         try:
-            secure = security(RemoteConfig(scheduler=args.scheduler, **tls))
+            secure = security(remote)
         except RemoteError as exc:  # a missing file or tls:// without its files: exit 2, nothing written
             raise InputError(exc.message, path=exc.path) from None
         warning = plain_warning(args.scheduler)
         if warning:
             print(f"sparseseg: {warning}", file=sys.stderr)
-    elif any(tls.values()):
-        raise ConfigError("--tls-ca, --tls-cert and --tls-key are for --scheduler tls://HOST:PORT; add it or leave them "
-                          "out (the local cluster makes its own certificates).")
     entries = expand_inputs(args.inputs)
     if args.fine_tune_scribbles:
         entries = match_scribbles(entries, args.fine_tune_scribbles)

@@ -13,7 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
-from napari_sparseseg.core.base.errors import OutputError
+from napari_sparseseg.core.base.config import RemoteConfig
+from napari_sparseseg.core.base.errors import ConfigError, OutputError
 from napari_sparseseg.core.base.progress import ProgressPrinter
 from napari_sparseseg.io import check_outputs, read_scan
 from napari_sparseseg.io.paths import file_suffix
@@ -29,11 +30,28 @@ __all__ = [
     "plan_outputs",
     "progress_printer",
     "read_inputs",
+    "remote_config",
     "say",
     "suggestions_path",
 ]
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+def remote_config(args) -> RemoteConfig | None:
+    """The cluster of ``--scheduler`` with its TLS files and timeouts, or ``None`` (this computer).
+
+    Shared by ``segment`` and ``batch``: ``--tls-ca``/``--tls-cert``/``--tls-key`` without
+    ``--scheduler`` are refused (:class:`ConfigError`) before any work.
+    """
+    tls = {n: getattr(args, n, None) for n in ("tls_ca", "tls_cert", "tls_key")}
+    if not getattr(args, "scheduler", None):
+        if any(tls.values()):
+            raise ConfigError("--tls-ca, --tls-cert and --tls-key are for --scheduler tls://HOST:PORT; add it or leave "
+                              "them out.")
+        return None
+    timeouts = {n: getattr(args, n) for n in ("connect_timeout", "silence_timeout") if getattr(args, n, None) is not None}
+    return RemoteConfig(scheduler=args.scheduler, **tls, **timeouts)
 
 
 def say(args, message: str) -> None:

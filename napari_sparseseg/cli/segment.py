@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from napari_sparseseg.cli.common import EXIT_OK, plan_outputs, progress_printer, read_inputs, say
+from napari_sparseseg.cli.common import EXIT_OK, plan_outputs, progress_printer, read_inputs, remote_config, say
 from napari_sparseseg.cli.predict import scan_features_cached, write_outputs
 from napari_sparseseg.core.annotations.fill import fill_between
 from napari_sparseseg.core.annotations.guide import suggest_slices
@@ -37,23 +37,12 @@ from napari_sparseseg.io.models import load_model
 from napari_sparseseg.remote.client import RemoteError
 from napari_sparseseg.remote.rounds import RemoteRounds
 
-__all__ = ["read_hints", "remote_config", "run", "write_suggestions"]
-
-
-def remote_config(args) -> RemoteConfig | None:
-    """The cluster of ``--scheduler`` and its TLS files and timeouts, or ``None`` (train on this computer)."""
-    if not getattr(args, "scheduler", None):
-        return None
-    return RemoteConfig(scheduler=args.scheduler, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                        connect_timeout=args.connect_timeout, silence_timeout=args.silence_timeout)
+__all__ = ["read_hints", "run", "write_suggestions"]
 
 
 def run(args) -> int:
     """``sparseseg segment``: train on the strokes (optionally warm-started), write the mask."""
-    remote = remote_config(args)
-    if remote is None and any(getattr(args, n, None) for n in ("tls_ca", "tls_cert", "tls_key")):
-        raise ConfigError("--tls-ca, --tls-cert and --tls-key are for --scheduler tls://HOST:PORT; add it or leave them "
-                          "out.")
+    remote = remote_config(args)  # TLS files without --scheduler: refused here
     device = resolve_device(args.device) if remote is None else None
     cfg = TrainConfig(
         max_steps=args.max_steps, time_budget=args.time_budget, plateau=args.plateau, seed=args.seed, device=args.device,
