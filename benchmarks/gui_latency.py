@@ -24,6 +24,8 @@ import argparse
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,31 +35,50 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _peak_rss_gib() -> float:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1]) / 2**20
+
+
+def headless(seconds: float, image_path: str, scribbles_path: str, names: str) -> None:
+    """The round's training headless, as the user's files give it (the baseline); prints JSON."""
+    from napari_sparseseg.core.base.config import TrainConfig
+    from napari_sparseseg.core.base.progress import run_to_end
+    from napari_sparseseg.core.training.train import Trainer, preload
+    from napari_sparseseg.io import read_image, read_labels
+
+    image, geom = read_image(image_path)
+    scribbles, _ = read_labels(scribbles_path, like=geom)
+    preload()  # as the widget does while the user paints
+    cfg = TrainConfig(time_budget=seconds, max_steps=None, device="cpu", seed=0)
+    res = run_to_end(Trainer(image, scribbles, cfg, spacing=geom.spacing, class_names=names.split(",")).run())
+    print(json.dumps({"steps": res.steps, "elapsed": res.elapsed, "peak_rss_gib": round(_peak_rss_gib(), 2)}))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="training time budget of each run")
+    ap.add_argument("--headless", nargs=4, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None)
     ap.add_argument("--case", default=None, help="a benchmarks/cases.py scan instead of the bundled sample")
     ap.add_argument("--pretrain", type=float, default=None, metavar="SECONDS",
                     help="pretrain in the background this long before Train (default: no pretraining phase)")
     args = ap.parse_args(argv)
+    if args.headless:
+        seconds, *rest = args.headless
+        return headless(float(seconds), *rest)
     os.environ.setdefault("SPARSESEG_AUTOSAVE_DIR", tempfile.mkdtemp(prefix="sparseseg-autosave-"))
 
     import napari
     from qtpy.QtCore import QElapsedTimer, QEventLoop, Qt, QTimer
 
     from napari_sparseseg._qt.widget import SparseSegWidget
-    from napari_sparseseg.core.base.config import TrainConfig
-    from napari_sparseseg.core.base.progress import run_to_end
-    from napari_sparseseg.core.training.train import Trainer
     from napari_sparseseg.io.sample import load_sample
 
     s = load_sample()
     if args.case:
-        import sys
-
         sys.path.insert(0, str(REPO))
-        from benchmarks.cases import CASES, load_case
+        from benchmarks.cases import case_image_path, load_case
         from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
         from napari_sparseseg.io import write_labels
 
@@ -66,13 +87,15 @@ def main(argv=None):
         scribbles = simulate_scribbles(ref, 3, seed=0)
         write_labels(folder / "scribbles.nii.gz", scribbles, geom)
         s = {"image": image, "scribbles": scribbles, "geometry": geom, "class_names": names,
-             "image_path": CASES[args.case][0], "scribbles_path": folder / "scribbles.nii.gz"}
+             "image_path": case_image_path(args.case), "scribbles_path": folder / "scribbles.nii.gz"}
     else:
         s["image_path"], s["scribbles_path"] = s["path"] / "image.nii.gz", s["path"] / "scribbles.nii.gz"
-    # Baseline: the same round headless, in this process.
-    cfg = TrainConfig(time_budget=args.seconds, max_steps=None, device="cpu", seed=0)
-    res = run_to_end(Trainer(s["image"], s["scribbles"], cfg, spacing=s["geometry"].spacing, class_names=s["class_names"]).run())
-    base_rate = res.steps / res.elapsed
+    # Baseline: the same round headless, in a child process run just before the viewer opens (so
+    # the napari process's peak memory is its own).
+    base = json.loads(subprocess.run(
+        [sys.executable, __file__, "--headless", str(args.seconds), str(s["image_path"]), str(s["scribbles_path"]),
+         ",".join(s["class_names"])], check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+    base_rate = base["steps"] / base["elapsed"]
 
     viewer = napari.Viewer(show=True)
     viewer.open(str(s["image_path"]), plugin="napari-sparseseg")
@@ -133,7 +156,11 @@ def main(argv=None):
     widget.runner.progress.connect(lambda p: phase.__setitem__(0, "predict") if p.stage == "predict" else None)
     widget.runner.round_finished.connect(lambda r: phase.__setitem__(0, "show"))
     widget.train()  # with pretraining running, the round starts once it has stopped (within a step)
+    widget.runner.progress.connect(lambda p: shown.setdefault("predict_start_s", clock.elapsed() / 1000 - shown["train"])
+                                   if p.stage == "predict" else None)
     run_loop(lambda: "prediction_s" in shown and not widget.runner.busy)
+    t2 = time.time()
+    run_loop(lambda: time.time() - t2 > 2)  # the layers arrive: their repaints count as "show"
     timer.stop()
     h = widget.session.history[-1]
     gui_rate = h["steps"] / h["seconds"]
@@ -149,6 +176,9 @@ def main(argv=None):
         "steps_per_s": {"headless": round(base_rate, 3), "widget": round(gui_rate, 3), "ratio": round(gui_rate / base_rate, 3)},
         "after_train_s": {k: round(v, 2) for k, v in shown.items() if k != "train"},
         "pretraining": None if not args.pretrain else {"seconds": args.pretrain, "steps": pretrained_steps},
+        "stopped_by": h.get("stopped_by"),
+        "peak_rss_gib": {"napari": round(_peak_rss_gib(), 2), "headless": base["peak_rss_gib"]},
+        "scan_voxels": int(np.prod(s["image"].shape)),
     }
     print(json.dumps(out, indent=1))
     if args.json:

@@ -31,6 +31,8 @@ FLAGS: dict[tuple[type, str], tuple[str, str | None]] = {
     (TrainConfig, "modality"): ("--modality", None),
     (TrainConfig, "forest"): ("--forest", None),
     (TrainConfig, "plateau"): ("--plateau", None),
+    (TrainConfig, "working_voxels"): ("--working-voxels", "N"),
+    (PredictConfig, "working_voxels"): ("--working-voxels", "N"),
     (PretrainConfig, "seconds"): ("--pretrain", "SECONDS"),
     (PretrainConfig, "task"): ("--pretrain-task", None),
     (PredictConfig, "device"): ("--device", None),

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "world mm: [{\"class\": 1, \"point_mm\": [x, y, z]}]; low-weight pseudo-labels")
     seg.add_argument("--init-model", metavar="DIR", help="warm start from a saved model")
     seg.add_argument("--model-out", metavar="DIR", help="save the trained model here (a new or empty folder, or a model)")
-    for name in ("time_budget", "plateau", "max_steps", "device", "seed", "model_size", "modality"):
+    for name in ("time_budget", "plateau", "max_steps", "device", "seed", "model_size", "modality", "working_voxels"):
         add_setting(seg, TrainConfig, name)
     seg.add_argument("--class-names", metavar="A,B,...", help="names of the classes, background first")
     seg.add_argument("--keep-all-regions", action="store_true",
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting(pre, PredictConfig, "refine")
     add_setting(pre, PredictConfig, "forest")
     add_setting(pre, PredictConfig, "precision")
+    add_setting(pre, PredictConfig, "working_voxels")
     common(pre)
 
     trn = sub.add_parser("train", help="train one model on the strokes of several scans and save it",
@@ -114,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stroke files matched to scans by name (NAME_scribbles.nii.gz, or a glob with {name})")
     trn.add_argument("--model-out", required=True, metavar="DIR", help="save the model here (new, empty, or a model)")
     trn.add_argument("--init-model", metavar="DIR", help="warm start from a saved model (e.g. one scan's)")
-    for name in ("time_budget", "plateau", "max_steps", "device", "seed", "model_size", "modality", "forest"):
+    for name in ("time_budget", "plateau", "max_steps", "device", "seed", "model_size", "modality", "forest",
+                 "working_voxels"):
         add_setting(trn, TrainConfig, name)
     trn.add_argument("--class-names", metavar="A,B,...", help="names of the classes, background first")
     trn.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")

@@ -11,6 +11,7 @@ from napari_sparseseg.core.base.progress import run_to_end
 from napari_sparseseg.core.inference.predict import predict
 from napari_sparseseg.core.model.forest import FeatureCache, feature_bytes
 from napari_sparseseg.core.model.intensity import check_model_modality
+from napari_sparseseg.core.model.resolution import working_scan
 from napari_sparseseg.io import check_format_limits, write_labels, write_probabilities
 from napari_sparseseg.io.cache import cache_folder, cache_scan_features
 from napari_sparseseg.io.models import load_model, save_model
@@ -21,6 +22,7 @@ __all__ = ["run", "scan_features_cached", "write_outputs"]
 def run(args) -> int:
     """``sparseseg predict``: apply a saved model to a scan."""
     pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=False, refine=args.refine,
+                         working_voxels=args.working_voxels,
                          forest=args.forest, precision=args.precision)
     device = resolve_device(args.device)
     outputs = plan_outputs(args)
@@ -29,9 +31,10 @@ def run(args) -> int:
     check_model_modality(image, model.normalization.modality, args.image)
     check_format_limits(outputs, image.shape, model.num_classes)
     features = None
-    if model.forest is not None and pcfg.forest and feature_bytes(image.shape) <= pcfg.forest_max_feature_bytes:
+    work, work_spacing = working_scan(image, geom.spacing, pcfg.working_voxels)  # the grid the forest sees
+    if model.forest is not None and pcfg.forest and feature_bytes(work.shape) <= pcfg.forest_max_feature_bytes:
         features = FeatureCache()
-        scan_features_cached(args, features, image, model.normalization.ranges(image), geom.spacing)
+        scan_features_cached(args, features, work, model.normalization.ranges(work), work_spacing)
     with progress_printer(args) as show:
         pred = run_to_end(predict(model, image, pcfg, spacing=geom.spacing, features=features), show)
     write_outputs(args, geom, pred, class_names=model.class_names)

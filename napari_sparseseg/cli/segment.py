@@ -47,7 +47,7 @@ def run(args) -> int:
     cfg = TrainConfig(
         max_steps=args.max_steps, time_budget=args.time_budget, plateau=args.plateau, seed=args.seed, device=args.device,
         model_size=args.model_size, modality=args.modality, forest=args.forest,
-        holdout_every=5 if args.estimate else None,
+        holdout_every=5 if args.estimate else None, working_voxels=args.working_voxels,
     )
     pre_cfg = None
     if args.pretrain is not None:
@@ -87,7 +87,7 @@ def run(args) -> int:
     check_format_limits(outputs, image.shape, trainer.num_classes)
     pcfg = PredictConfig(device=args.device, probabilities=bool(args.probabilities), uncertainty=bool(args.suggest),
                          stroke_regions_only=not args.keep_all_regions, refine=args.refine, forest=args.forest,
-                         precision=args.precision)
+                         precision=args.precision, working_voxels=args.working_voxels)
     bounds = " and ".join(b for b in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
                                       f"{cfg.time_budget:g} s" if cfg.time_budget else "") if b)
     if remote is not None:
@@ -110,10 +110,10 @@ def run(args) -> int:
             show.finish()
             say(args, f"pretrained {pre.steps} steps, {pre.seconds:.1f} s in all")
             trainer.use_pretrained(pre)
-        if cfg.forest and feature_bytes(image.shape) <= cfg.forest_max_feature_bytes:
+        work = trainer.work  # a large scan's blocks (core/model/resolution.py), else the scan
+        if cfg.forest and feature_bytes(work.image.shape) <= cfg.forest_max_feature_bytes:
             # The forest's features in the normalisation of the model this round trains, from the cache on disk.
-            scan_features_cached(args, features, trainer.image, trainer.normalization.ranges(trainer.image),
-                                 trainer.spacing)
+            scan_features_cached(args, features, work.image, trainer.normalization.ranges(work.image), work.spacing)
         say(args, f"training on {device.type} for at most {bounds} (Ctrl-C aborts; nothing is written before the end)")
         result = run_to_end(trainer.run(), show)
         show.finish()

@@ -68,6 +68,24 @@ def test_strokes_and_earlier_suggestions_discount_their_neighbourhood():
     assert [(s.axis, s.index) for s in two] == [(0, 12), (0, 18)]
 
 
+def test_a_large_scan_is_ranked_on_blocks_and_answers_in_its_own_slices(monkeypatch):
+    """Above SUGGEST_VOXELS the ranking runs on blocks; slices come back on the scan's own grid."""
+    from napari_sparseseg.core.annotations import guide
+
+    labels, u = _case((60, 80, 100))
+    labels[20:40, 20:60, 20:80] = 1
+    u[33, 20:60, 20:80] = 0.8  # an unsure axial slice
+    u[20:40, 51, 20:80] = 0.6  # and a coronal one
+    strokes = np.zeros(labels.shape, np.uint8)
+    strokes[25, 30:40, 50] = 2
+    full = suggest_slices(labels, u, strokes, cfg=SuggestConfig(count=2))
+    monkeypatch.setattr(guide, "SUGGEST_VOXELS", 60_000)  # 480,000 voxels -> blocks of 2 x 2 x 2
+    strided = suggest_slices(labels, u, strokes, cfg=SuggestConfig(count=2))
+    assert [(s.axis, s.index) for s in full] == [(0, 33), (1, 51)]
+    assert [s.axis for s in strided] == [0, 1]
+    assert all(abs(a.index - b.index) <= 1 for a, b in zip(full, strided, strict=True))
+
+
 def test_the_band_and_reach_are_in_mm():
     labels, u = _case()
     u[7, 10:30, 10:40] = 0.8  # 3 slices above the structure (which starts at 10)

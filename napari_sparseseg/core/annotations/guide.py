@@ -29,7 +29,30 @@ import numpy as np
 
 from napari_sparseseg.core.base.config import SuggestConfig
 from napari_sparseseg.core.base.errors import ConfigError, InputError
-from napari_sparseseg.core.base.grid import validate_spacing
+from napari_sparseseg.core.base.grid import validate_spacing, working_factors
+
+#: Above this many voxels, slices are ranked on blocks of voxels, the finest axes first (the
+#: distance transforms of a 76-million-voxel CT took 30 s and gigabytes; a slice a voxel or two off
+#: shows the same uncertain outline), and the block's middle slice is suggested.
+SUGGEST_VOXELS = 8_000_000
+
+
+def _every(labels, uncertainty, annotations, step):
+    """The scan on blocks of ``step`` voxels.
+
+    Each block's first label, its largest uncertainty (an unsure slice one voxel thin keeps its
+    blocks), and whether it holds a stroke.
+    """
+    sl = tuple(slice(None, None, k) for k in step)
+    shape = labels[sl].shape
+    u = np.pad(np.asarray(uncertainty), [(0, m * k - n) for n, m, k in zip(labels.shape, shape, step, strict=True)])
+    u = u.reshape(shape[0], step[0], shape[1], step[1], shape[2], step[2]).max(axis=(1, 3, 5))
+    marks = None
+    if annotations is not None:
+        where = np.nonzero(annotations)
+        marks = np.zeros(shape, np.uint8)
+        marks[tuple(w // k for w, k in zip(where, step, strict=True))] = 1
+    return labels[sl], u, marks
 
 
 @dataclass(frozen=True)
@@ -141,6 +164,13 @@ def suggest_slices(labels: np.ndarray, uncertainty: np.ndarray, annotations: np.
         raise ConfigError(f"cfg must be a SuggestConfig, got {type(cfg).__name__}.")
     cfg = cfg or SuggestConfig()
     spacing = np.asarray(validate_spacing(spacing), dtype=float)
+    labels, uncertainty = _check(labels, uncertainty, annotations)
+    step = working_factors(labels.shape, spacing, SUGGEST_VOXELS)
+    if step != (1, 1, 1):  # a large scan: ranked on blocks (the ranking needs no more; its distances took 30 s)
+        picks = _every(labels, uncertainty, annotations, step)
+        return [SliceSuggestion(c.axis, min(labels.shape[c.axis] - 1, c.index * step[c.axis] + step[c.axis] // 2),
+                                c.score, c.uncertain_mm2)
+                for c in suggest_slices(*picks, spacing * np.asarray(step), cfg)]
     u = np.asarray(uncertainty, dtype=np.float32)
     w, near, box = uncertain_weight(labels, u, annotations, spacing, cfg)
     if box is None:

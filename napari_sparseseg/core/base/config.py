@@ -416,6 +416,10 @@ class TrainConfig:
                                       le=MAX_FOREST_SAMPLES)
     forest_max_feature_bytes: int = setting(3 * 2**30, "no forest for a scan whose filter features would need more memory",
                                             ge=0)
+    working_voxels: int = setting(6_000_000, "a scan with more voxels is learned (network and forest) on whole-number "
+                                  "blocks of its voxels, the finest axis coarsened first, until it has at most this many "
+                                  "(a 0.7 x 0.7 x 1 mm CT: 2 mm blocks); its mask is still drawn on every voxel "
+                                  "(core/model/resolution.py). 0: always the scan's own voxels", ge=0)
 
     def __post_init__(self):
         _validate(self)
@@ -502,6 +506,9 @@ class PredictConfig:
                            "(core/model/forest.py)")
     forest_max_feature_bytes: int = setting(TrainConfig.forest_max_feature_bytes, "keep a scan's filter features up to "
                                             "this size (else they are computed per slab)", ge=0)
+    working_voxels: int = setting(TrainConfig.working_voxels, "a scan with more voxels is predicted on whole-number "
+                                  "blocks of its voxels (as it was trained, core/model/resolution.py), the probabilities "
+                                  "interpolated back and the CRF, mask and uncertainty made on every voxel", ge=0)
 
     def __post_init__(self):
         _validate(self)

@@ -1,4 +1,4 @@
-"""Checks on a voxel grid that need no file reader: voxel spacing and the index-to-world affine.
+"""Checks on a voxel grid that need no file reader (voxel spacing, the index-to-world affine), and the working grid.
 
 ``io.Geometry`` (every reader), :class:`~napari_sparseseg.core.session.state.Session` (a saved
 geometry) and :class:`~napari_sparseseg.core.training.train.Trainer` (the spacing that shapes patches)
@@ -7,11 +7,13 @@ call these, so a NaN, a zero or a singular matrix is refused the same way wherev
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from napari_sparseseg.core.base.errors import InputError, brief
 
-__all__ = ["validate_affine", "validate_geometry", "validate_shape", "validate_spacing"]
+__all__ = ["validate_affine", "validate_geometry", "validate_shape", "validate_spacing", "working_factors"]
 
 
 def validate_spacing(spacing, path=None, what: str = "voxel spacing") -> tuple[float, float, float]:
@@ -93,3 +95,23 @@ def validate_geometry(geometry, shape: tuple) -> dict:
     if not isinstance(gshape, (list, tuple)) or tuple(gshape) != tuple(shape):
         raise InputError(f"the geometry is for shape {gshape}, the scribbles have {tuple(shape)}.")
     return {**geometry, "affine": affine.tolist(), "shape": list(shape)}
+
+
+def working_factors(shape, spacing, max_voxels: int) -> tuple[int, int, int]:
+    """Whole-number block factors per axis: ``(1, 1, 1)`` for a scan of at most ``max_voxels``.
+
+    Otherwise the axis whose blocks are thinnest in millimetres grows by one voxel (the first
+    such axis on a tie) until the coarse grid has at most ``max_voxels`` voxels, so the working
+    voxels become as close to isotropic as the scan allows (a 0.7 x 0.7 x 1 mm CT of 76 million
+    voxels gets 2.1 x 2.1 x 2 mm blocks with the default 6 million).
+    """
+    f = [1, 1, 1]
+    if max_voxels <= 0:
+        return (1, 1, 1)
+    while math.prod(math.ceil(n / k) for n, k in zip(shape, f, strict=True)) > max_voxels:
+        grow = [a for a in range(3) if f[a] < shape[a]]
+        if not grow:
+            break
+        a = min(grow, key=lambda i: (spacing[i] * f[i], i))
+        f[a] += 1
+    return tuple(f)

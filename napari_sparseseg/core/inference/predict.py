@@ -42,6 +42,7 @@ from napari_sparseseg.core.model.checkpoint import SegModel
 from napari_sparseseg.core.model.forest import FeatureCache, FeatureSource, fuse
 from napari_sparseseg.core.model.intensity import validate_image
 from napari_sparseseg.core.model.patches import auto_patch_size
+from napari_sparseseg.core.model.resolution import coarsen_image, coarsen_labels, upsample_rows, working_factors
 
 
 @dataclass
@@ -126,16 +127,94 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
     import torch
 
     t0 = time.perf_counter()
-    device = resolve_device(cfg.device)
-    net = _inference_network(model.network, device, cfg.precision)
+    net = _inference_network(model.network, resolve_device(cfg.device), cfg.precision)
     k = model.num_classes
-    patch = tuple(int(p) for p in model.patch_size)
-    ranges = model.normalization.ranges(image)
     depth, plane = image.shape[0], int(np.prod(image.shape[1:]))
+    factors = working_factors(image.shape, spacing, cfg.working_voxels)
+    if factors == (1, 1, 1):
+        slabs = _refined_slabs(model, net, image, annotations, spacing, cfg, cache)
+        half = 0
+    else:
+        # A large scan (core/model/resolution.py): the network, the forest and the CRF on its blocks,
+        # as it was trained; their probabilities interpolated back to every voxel slab by slab.
+        coarse = coarsen_image(image, factors)
+        cspacing = tuple(s * f for s, f in zip(spacing, factors, strict=True))
+        blocks = torch.empty((k,) + coarse.shape, dtype=torch.float32)
+        half = depth // 2  # the blocks' stage reports the first half of the progress
+        marks = None if annotations is None else coarsen_labels(annotations, factors)
+        for start, stop, p in _refined_slabs(model, net, coarse, marks, cspacing, cfg, cache):
+            blocks[:, start:stop] = p
+            yield Progress("predict", min(depth, stop * factors[0]) * half // depth, depth, time.perf_counter() - t0)
+        rows = max(1, int(cfg.slab_voxels // max(plane, 1)))
+        slabs = ((a, min(depth, a + rows), _pinned(upsample_rows(blocks, factors, depth, image.shape[1:], a, min(depth, a + rows)),
+                                                    None if annotations is None else annotations[a : a + rows]))
+                 for a in range(0, depth, rows))
+
+    labels = np.zeros(image.shape, dtype=label_dtype(k - 1))
+    probs = np.zeros((k,) + image.shape, dtype=np.uint8) if cfg.probabilities else None
+    unc = np.zeros(image.shape, dtype=np.float16) if cfg.uncertainty else None
+    with torch.inference_mode():
+        for start, stop, p in slabs:
+            # Class by class, so the temporaries are one channel of the slab, not k.
+            labels[start:stop] = _argmax(p).numpy().astype(labels.dtype)
+            if probs is not None:
+                for c in range(k):
+                    probs[c, start:stop] = (p[c] * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
+            if unc is not None:
+                ent = torch.zeros(p.shape[1:])
+                for c in range(k):
+                    ent += torch.special.entr(p[c])
+                unc[start:stop] = (ent / math.log(k)).clamp_(0, 1).numpy().astype(np.float16)
+            del p
+            yield Progress("predict", half + stop * (depth - half) // depth, depth, time.perf_counter() - t0)
+    if annotations is not None and cfg.stroke_regions_only:
+        keep_stroke_regions(labels, annotations)
+    return Prediction(labels, probs, unc)
+
+
+def _pinned(p, strokes):
+    """``p`` with every stroke voxel certain of its class (as the CRF holds them on the blocks)."""
+    if strokes is None:
+        return p
+    import torch
+
+    where = np.nonzero((strokes > 0) & (strokes <= p.shape[0]))
+    if where[0].size:
+        index = tuple(torch.from_numpy(w) for w in where)
+        p[(slice(None),) + index] = torch.nn.functional.one_hot(torch.from_numpy(strokes[where].astype(np.int64) - 1),
+                                                                p.shape[0]).T.to(p.dtype)
+    return p
+
+
+def _refined_slabs(model: SegModel, net, image: np.ndarray, annotations, spacing, cfg: PredictConfig,
+                   cache: FeatureCache | None):
+    """``(start, stop, p)``: the final probabilities of rows ``start..stop`` (fused, refined by the CRF)."""
+    import torch
+
+    ranges = model.normalization.ranges(image)
     reach = 0
     if cfg.refine:  # the CRF reaches iterations x its axis-0 step beyond a voxel: keep slabs exact
 
         reach = max(abs(o[0]) for o in stencil(spacing, cfg.refine_radius_mm)) * cfg.refine_iterations
+    with torch.inference_mode():
+        for start, stop, lo, hi, p in _fused_slabs(model, net, image, ranges, spacing, cfg, cache, reach):
+            if cfg.refine:
+                channels = torch.from_numpy(model.normalization.apply(image[lo:hi], ranges))
+                p = _refined(p, channels, spacing, model, cfg, None if annotations is None else annotations[lo:hi])
+            yield start, stop, p[:, start - lo : stop - lo]
+
+
+def _fused_slabs(model: SegModel, net, image: np.ndarray, ranges, spacing, cfg: PredictConfig,
+                 cache: FeatureCache | None, reach: int):
+    """Slabs ``(start, stop, lo, hi, p)`` of the network's probabilities, fused with the forest's.
+
+    ``p`` holds rows ``lo..hi``: rows ``start..stop`` and up to ``reach`` rows of margin.
+    """
+    import torch
+
+    k = model.num_classes
+    patch = tuple(int(p) for p in model.patch_size)
+    depth, plane = image.shape[0], int(np.prod(image.shape[1:]))
 
     def rows(a: int, b: int, out=None):  # normalised input of image rows a..b, (C, b - a, H, W)
         return torch.from_numpy(model.normalization.apply(image[a:b], ranges, None if out is None else out.numpy()))
@@ -152,37 +231,15 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
         # Slabs of slab_voxels cut from the stream of rows, with the CRF's reach as margins (the
         # forest's filters, computed per slab on a large scan, want slabs that are not thin either).
         pending = _Rows(chunks)
-        slabs = ((start, stop, lo, hi, pending.take(lo, hi))
-                 for start, stop, lo, hi in _slabs(depth, max(1, int(cfg.slab_voxels // max(plane, 1)), 2 * reach), reach))
+        core = max(1, int(cfg.slab_voxels // max(plane, 1)), 2 * reach)
+        slabs = ((start, stop, lo, hi, pending.take(lo, hi)) for start, stop, lo, hi in _slabs(depth, core, reach))
     else:  # the network alone: the stream's chunks are the slabs
         slabs = ((a, b, a, b, p) for a, b, p in chunks)
-
-    labels = np.zeros(image.shape, dtype=label_dtype(k - 1))
-    probs = np.zeros((k,) + image.shape, dtype=np.uint8) if cfg.probabilities else None
-    unc = np.zeros(image.shape, dtype=np.float16) if cfg.uncertainty else None
-
     with torch.inference_mode():
         for start, stop, lo, hi, p in slabs:
             if forest is not None:
                 p = fuse(p, torch.from_numpy(features.probabilities(forest, lo, hi)), forest.weight, forest.trust)
-            if cfg.refine:
-                p = _refined(p, rows(lo, hi), spacing, model, cfg, None if annotations is None else annotations[lo:hi])
-            p = p[:, start - lo : stop - lo]
-            # Class by class, so the temporaries are one channel of the slab, not k.
-            labels[start:stop] = _argmax(p).numpy().astype(labels.dtype)
-            if probs is not None:
-                for c in range(k):
-                    probs[c, start:stop] = (p[c] * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
-            if unc is not None:
-                ent = torch.zeros(p.shape[1:])
-                for c in range(k):
-                    ent += torch.special.entr(p[c])
-                unc[start:stop] = (ent / math.log(k)).clamp_(0, 1).numpy().astype(np.float16)
-            del p
-            yield Progress("predict", stop, depth, time.perf_counter() - t0)
-    if annotations is not None and cfg.stroke_regions_only:
-        keep_stroke_regions(labels, annotations)
-    return Prediction(labels, probs, unc)
+            yield start, stop, lo, hi, p
 
 
 def _argmax(p):

@@ -38,6 +38,7 @@ import numpy as np
 
 from napari_sparseseg.core.base.config import TrainConfig
 from napari_sparseseg.core.model.intensity import choose_normalization
+from napari_sparseseg.core.model.resolution import working_scan
 
 __all__ = ["FEATURES_VERSION", "N_FEATURES", "SIGMAS", "FeatureCache", "FeatureSource", "StrokeForest", "feature_halo",
            "feature_key", "filter_features", "forest_input", "fuse", "scan_features"]
@@ -179,14 +180,18 @@ class FeatureCache:
         with self._lock:
             return key in self._entries
 
-    def prepare(self, image: np.ndarray, spacing, modality: str = "auto", max_bytes: int | None = None) -> bool:
+    def prepare(self, image: np.ndarray, spacing, modality: str = "auto", max_bytes: int | None = None,
+                working_voxels: int | None = None) -> bool:
         """Compute a scan's features ahead of the first round.
 
-        Uses the normalisation a new model of this scan gets, so the first round finds them here.
-        Returns whether they were computed (``False`` when they would exceed ``max_bytes``,
-        default ``TrainConfig.forest_max_feature_bytes``).
+        Uses the grid and normalisation a new model of this scan gets (a large scan's blocks,
+        :mod:`~napari_sparseseg.core.model.resolution`, ``working_voxels`` default
+        ``TrainConfig.working_voxels``), so the first round finds them here. Returns whether
+        they were computed (``False`` when they would exceed ``max_bytes``, default
+        ``TrainConfig.forest_max_feature_bytes``).
         """
         limit = TrainConfig.forest_max_feature_bytes if max_bytes is None else max_bytes
+        image, spacing = working_scan(image, spacing, TrainConfig.working_voxels if working_voxels is None else working_voxels)
         if feature_bytes(image.shape) > limit:
             return False
         self.get(image, choose_normalization(image, modality).ranges(image), spacing)

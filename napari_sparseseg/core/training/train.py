@@ -45,6 +45,7 @@ from napari_sparseseg.core.model.forest import FeatureCache, StrokeForest, featu
 from napari_sparseseg.core.model.intensity import check_modality, choose_normalization, detect_modality, validate_image
 from napari_sparseseg.core.model.network import PATCH_VOXELS, NetworkConfig, build_network, size_for_device
 from napari_sparseseg.core.model.patches import auto_patch_size
+from napari_sparseseg.core.model.resolution import coarsen_image, coarsen_labels, expand_labels, working_factors
 from napari_sparseseg.core.training.losses import keep_loss, sparse_loss
 from napari_sparseseg.core.training.monitor import Plateau, Probe
 from napari_sparseseg.core.training.pretrain import Pretrained, transfer
@@ -234,6 +235,11 @@ class Trainer:
         self.model: SegModel | None = init
         self.pretrained, self.preview = None, bool(preview)
         self.features = FeatureCache() if features is None else features
+        # A large scan is learned on blocks of its voxels (core/model/resolution.py); y, source and
+        # heldout stay on the scan's own voxels (the prediction's constraints and estimate).
+        self.factors = working_factors(image.shape, spacing, self.cfg.working_voxels)
+        self.work = self._working(_Checked(image, self.y, self.source, spacing, None))
+        self.more_work = [self._working(m) for m in self.more]
         if pretrained is not None:
             self.use_pretrained(pretrained)
 
@@ -251,6 +257,15 @@ class Trainer:
         if not y.any():
             raise ScribbleError("this scan has no strokes; paint some or leave it out of the training.", path=name)
         return _Checked(image, y, source, validate_spacing(scan.spacing), name)
+
+    def _working(self, scan: _Checked) -> _Checked:
+        """``scan`` on its working grid: itself when small enough, else its blocks (coarse spacing)."""
+        f = working_factors(scan.image.shape, scan.spacing, self.cfg.working_voxels)
+        if f == (1, 1, 1):
+            return scan
+        y, source = coarsen_labels(scan.y, f, scan.source)
+        spacing = tuple(s * k for s, k in zip(scan.spacing, f, strict=True))
+        return _Checked(coarsen_image(scan.image, f), y, source, spacing, scan.name)
 
     def _check_modalities(self) -> None:
         """One normalisation policy per model: every scan must be of the model's modality."""
@@ -289,7 +304,7 @@ class Trainer:
             return self.init.normalization
         if self.pretrained is not None:
             return self.pretrained.normalization
-        return choose_normalization(self.image, self.cfg.modality)
+        return choose_normalization(self.work.image, self.cfg.modality)
 
     # ------------------------------------------------------------------ setup
     def _build_model(self) -> SegModel:
@@ -311,7 +326,7 @@ class Trainer:
             size = size_for_device(self.cfg.model_size, self.device.type)
             config = NetworkConfig.of_size(size, norm.n_channels, self.num_classes)
             budget = self.cfg.patch_voxels or PATCH_VOXELS[size]
-            patch = self.cfg.patch_size or auto_patch_size(self.spacing, self.image.shape, config.divisor, budget)
+            patch = self.cfg.patch_size or auto_patch_size(self.work.spacing, self.work.image.shape, config.divisor, budget)
             patch = tuple(int(math.ceil(p / config.divisor) * config.divisor) for p in patch)
         network = build_network(config, background_prior=self.cfg.background_prior)
         history = []
@@ -319,7 +334,7 @@ class Trainer:
             transfer(self.pretrained, network, config)
             history.append({"pretrained": self.pretrained.task, "steps": self.pretrained.steps,
                             "seconds": round(self.pretrained.seconds, 2)})
-        return SegModel(network.to(self.device), config, norm, self.class_names, patch, self.spacing, history)
+        return SegModel(network.to(self.device), config, norm, self.class_names, patch, self.work.spacing, history)
 
     def _volume(self, model: SegModel, image, y, source) -> tuple:
         """``(x, y, source, indices)`` of one scan: normalised channels, padded to the patch; voxels per value."""
@@ -337,9 +352,10 @@ class Trainer:
         return x, y, source, indices
 
     def _prepare_arrays(self, model: SegModel):
-        x, y, src, indices = self._volume(model, self.image, self.y, self.source)
-        counts = class_counts(self.y, self.num_classes)
-        for m in self.more:
+        w = self.work
+        x, y, src, indices = self._volume(model, w.image, w.y, w.source)
+        counts = class_counts(w.y, self.num_classes)
+        for m in self.more_work:
             counts = counts + class_counts(m.y, self.num_classes)
         table = weight_lookup(balance_factors(counts, self.cfg.weights), self.cfg.weights)
         ratios = [0.0] + [1.0 if c > 0 else 0.0 for c in counts]
@@ -371,7 +387,7 @@ class Trainer:
         ``None`` when the scan's features would exceed ``forest_max_feature_bytes``.
         """
         cfg = self.cfg
-        scans = [(self.image, self.y, self.spacing)] + [(m.image, m.y, m.spacing) for m in self.more]
+        scans = [(w.image, w.y, w.spacing) for w in [self.work, *self.more_work]]
         if any(feature_bytes(image.shape) > cfg.forest_max_feature_bytes for image, _, _ in scans):
             return None
         norm = model.normalization
@@ -388,13 +404,13 @@ class Trainer:
 
         The mask (stroke regions only) is the preview shown while the network trains.
         """
-        probs = self.features.forest_probabilities(model.forest, self.image, model.normalization.ranges(self.image),
-                                                   self.spacing)
+        w = self.work
+        probs = self.features.forest_probabilities(model.forest, w.image, model.normalization.ranges(w.image), w.spacing)
         if not mask:
             return None
         labels = probs.argmax(0).astype(label_dtype(self.num_classes - 1))
-        keep_stroke_regions(labels, self.y)
-        return labels
+        keep_stroke_regions(labels, w.y)
+        return expand_labels(labels, self.factors, self.image.shape)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Generator[Progress, None, TrainResult]:
@@ -417,7 +433,7 @@ class Trainer:
         model = self._build_model()
         self.model = model
         x, y, src, table, indices, ratios = self._prepare_arrays(model)
-        volumes = [(x, y, src, indices)] + [self._volume(model, m.image, m.y, m.source) for m in self.more]
+        volumes = [(x, y, src, indices)] + [self._volume(model, m.image, m.y, m.source) for m in self.more_work]
         # The appearance scale of boundary refinement, from this round's strokes (stored with the model).
         model.intensity_scale = intensity_scale(x, y) or model.intensity_scale
         # Before the network's time starts: the budget is the network's, whatever the forest costs
@@ -428,7 +444,7 @@ class Trainer:
             early = self._forest_mask(model, self.preview)
             yield Progress("train", 0, cfg.max_steps or 0, time.perf_counter() - t0, None, cfg.time_budget, early)
         patch = model.patch_size
-        augment = _augmentation(self.spacing, cfg.seed) if cfg.augment else None
+        augment = _augmentation(self.work.spacing, cfg.seed) if cfg.augment else None
         table_t = torch.from_numpy(table)
         net = model.network
         net.train()
