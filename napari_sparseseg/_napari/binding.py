@@ -249,7 +249,8 @@ class SessionBinding:
         self.sync(class_names, colors, settings)
         accept_round(self.session, result)
         if result.prediction is not None:
-            self.drop_preview()
+            # The early mask goes when the round is idle (drop_preview): removing a layer of a
+            # clinical CT holds the GUI thread 0.3 s, so not on the turn that adds the prediction.
             self.show_prediction(result.prediction.labels)  # the uncertainty: show_uncertainty, a moment later
 
     # ------------------------------------------------------------------ hints

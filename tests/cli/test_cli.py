@@ -278,3 +278,25 @@ def test_segment_fill_between_outlined_slices(case, tmp_path, capsys):
     filled = int(err.split("filled between outlined slices: ")[1].split()[0])
     between = int(((ref == 1)[zs[len(zs) // 3] + 1 : zs[2 * len(zs) // 3]]).sum())
     assert 0.5 * between < filled < 2 * between + (s == 2).sum()  # about the liver between the two outlines
+
+
+def test_working_voxels_learns_on_blocks_and_writes_every_voxel(case, tmp_path, capsys):
+    """A scan above --working-voxels is learned on blocks; the mask is on the scan's grid, strokes kept."""
+    mask, model = tmp_path / "mask.nii.gz", tmp_path / "model"
+    img, g = read_image(case / "image.nii.gz")  # 52 x 80 x 110 at 3 mm: 457,600 voxels
+    code, err = _run(capsys, "segment", case / "image.nii.gz", case / "scribbles.nii.gz", "-o", mask, "--max-steps", 5,
+                     "--device", "cpu", "--model-out", model, "--working-voxels", 60_000)
+    assert code == 0, err
+    saved = json.loads((model / "model.json").read_text())
+    assert saved["spacing"] == [6.0, 6.0, 6.0]  # 2 x 2 x 2 blocks: 26 x 40 x 55 = 57,200 voxels
+    out, og = read_labels(mask)
+    strokes, _ = read_labels(case / "scribbles.nii.gz")
+    assert out.shape == img.shape and np.allclose(og.affine, g.affine)
+    assert np.array_equal(out[strokes > 0], strokes[strokes > 0] - 1)  # every stroke voxel keeps its class
+    code, err = _run(capsys, "predict", case / "image.nii.gz", "--model", model, "-o", tmp_path / "p.nii.gz",
+                     "--device", "cpu", "--working-voxels", 60_000)
+    assert code == 0, err
+    assert read_labels(tmp_path / "p.nii.gz")[0].shape == img.shape
+    code, err = _run(capsys, "segment", case / "image.nii.gz", case / "scribbles.nii.gz", "-o", tmp_path / "m3.nii.gz",
+                     "--working-voxels", -1)
+    assert code == 2 and "working" in err and not (tmp_path / "m3.nii.gz").exists()

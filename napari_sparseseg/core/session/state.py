@@ -168,10 +168,12 @@ class Session:
 
         Returns the number of voxels newly marked as corrections.
         """
-        before = int(self.corrected.sum())
+        # Few voxels change between two calls: found in one pass, then updated by index (a clinical
+        # CT's boolean-mask updates held the GUI thread a third of a second per call).
+        before = np.count_nonzero(self.corrected)
         if self.shown is not None:
-            painted = self.scribbles != self.shown
-            self.corrected |= painted
+            painted = _where(self.scribbles != self.shown)
+            self.corrected[painted] = True
             self.shown[painted] = self.scribbles[painted]  # in place: no new volume per stroke
         if edited_prediction is not None and self.prediction is not None:
             edits = corrections_from_edit(self.prediction, edited_prediction)
@@ -187,8 +189,10 @@ class Session:
                 self.prediction = np.array(edited_prediction, copy=True)
                 if self.shown is not None:
                     self.shown[changed] = self.scribbles[changed]
-        self.corrected &= self.scribbles > 0
-        return int(self.corrected.sum()) - before
+        marked = _where(self.corrected)
+        erased = self.scribbles[marked] == 0  # no longer corrections
+        self.corrected[tuple(m[erased] for m in marked)] = False
+        return int(np.count_nonzero(self.corrected) - before)
 
     def labelled_counts(self) -> dict:
         """Labelled voxels per class name, and the number of corrections."""
@@ -233,3 +237,12 @@ class Session:
             )
         self.model = model
         self.model_revision += 1
+
+
+def _where(mask: np.ndarray) -> tuple:
+    """``np.nonzero(mask)``, faster on a large, mostly false, C-ordered mask.
+
+    Index arrays work on any memory layout (the scribbles are a view of a layer's data); on a
+    76-million-voxel mask the flat search took 0.005 s against the 3-D one's 0.195 s.
+    """
+    return np.unravel_index(np.flatnonzero(mask), mask.shape)
