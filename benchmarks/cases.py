@@ -65,7 +65,10 @@ def derived_paths(name: str) -> tuple[Path, Path]:
     big = ndi.zoom(image.astype(np.float32), zoom, order=1)
     big = np.clip(np.rint(big), -32768, 32767).astype(np.int16)
     labels = ndi.zoom(ref, zoom, order=0).astype(np.uint8)
-    g = Geometry.from_spacing(big.shape, tuple(s / z for s, z in zip(geom.spacing, zoom, strict=True)))
+    # The source's orientation, its axes shortened to the new voxel size (the corner voxel's centre kept).
+    affine = np.array(geom.affine, float)
+    affine[:3, :3] = affine[:3, :3] / np.asarray(zoom)
+    g = Geometry(affine, big.shape)
     write_image(lab_path, labels, g)  # reference already remapped to 0..K
     write_image(img_path, big, g)
     return img_path, lab_path
