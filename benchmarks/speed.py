@@ -108,7 +108,7 @@ else:
     windows_s = None
     inferer = "tiles" if mode.startswith("tiles") else "sliding_window"
     cfg = PredictConfig(device=str(device), uncertainty=True, inferer=inferer, refine=mode == "with_crf",
-                        precision="float32" if mode.endswith("float32") else "auto")
+                        precision="float32" if mode.endswith("float32") else "auto", working_voxels=0)
     labels = predict_volume(model, image, cfg, spacing=spacing).labels
 if device.type == "cuda":
     torch.cuda.synchronize()
@@ -142,7 +142,8 @@ def large_case(tmp: Path, device: str, train_seconds: float = 45.0) -> dict:
     spacing = tuple(s / z for s, z in zip(geom.spacing, zoom, strict=True))
     np.save(tmp / "image.npy", big)
     (tmp / "spacing.json").write_text(json.dumps(list(spacing)))
-    cfg = TrainConfig(time_budget=train_seconds, max_steps=None, device=device, forest=False)
+    cfg = TrainConfig(time_budget=train_seconds, max_steps=None, device=device, forest=False,
+                      working_voxels=0)  # the scan's own voxels: what this compares with MONAI's whole-volume window
     res = run_to_end(Trainer(big, simulate_scribbles(big_ref, 3, seed=0), cfg, spacing=spacing, class_names=names).run())
     save_model(res.model, tmp / "model")
     return {"shape": list(big.shape), "spacing_mm": [round(s, 3) for s in spacing], "train_steps": res.steps,
