@@ -111,3 +111,27 @@ def test_a_large_scan_trains_on_blocks_and_is_predicted_on_every_voxel():
     # The same model on the scan's own voxels draws its mask differently (the grid is used, not ignored).
     full = run_to_end(predict(result.model, image, PredictConfig(device="cpu", working_voxels=0), trainer.y, spacing))
     assert not np.array_equal(full.labels, pred.labels)
+
+
+@pytest.mark.parametrize("working_voxels", [0, 20_000])
+def test_a_prediction_closed_half_way_leaves_autograd_as_it_was(working_voxels):
+    """Stop during prediction (the generator closed mid-way) leaves inference mode off for the thread.
+
+    When it stayed on, the next round's training failed ("element 0 of tensors does not require grad").
+    """
+    from tests.conftest import tiny_model
+
+    model = tiny_model(forest=True)
+    image = np.random.default_rng(0).normal(0, 50, (40, 48, 48)).astype(np.float32)
+    strokes = np.zeros(image.shape, np.uint8)
+    strokes[20, 10:30, 10:30] = 1
+    strokes[20, 32:40, 32:40] = 2
+    cfg = PredictConfig(device="cpu", working_voxels=working_voxels, slab_voxels=48 * 48 * 4, refine=False)
+    gen = predict(model, image, cfg, strokes, (1.0, 1.0, 1.0))
+    next(gen)
+    next(gen)
+    gen.close()
+    assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    weight = torch.nn.Parameter(torch.ones(3))
+    (weight * 2).sum().backward()  # what training does first
+    assert weight.grad is not None

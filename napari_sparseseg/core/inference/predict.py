@@ -142,9 +142,10 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
         blocks = torch.empty((k,) + coarse.shape, dtype=torch.float32)
         half = depth // 2  # the blocks' stage reports the first half of the progress
         marks = None if annotations is None else coarsen_labels(annotations, factors)
-        for start, stop, p in _refined_slabs(model, net, coarse, marks, cspacing, cfg, cache):
-            blocks[:, start:stop] = p
-            yield Progress("predict", min(depth, stop * factors[0]) * half // depth, depth, time.perf_counter() - t0)
+        with torch.inference_mode():
+            for start, stop, p in _refined_slabs(model, net, coarse, marks, cspacing, cfg, cache):
+                blocks[:, start:stop] = p
+                yield Progress("predict", min(depth, stop * factors[0]) * half // depth, depth, time.perf_counter() - t0)
         rows = max(1, int(cfg.slab_voxels // max(plane, 1)))
         slabs = ((a, min(depth, a + rows), _pinned(upsample_rows(blocks, factors, depth, image.shape[1:], a, min(depth, a + rows)),
                                                     None if annotations is None else annotations[a : a + rows]))
@@ -188,7 +189,12 @@ def _pinned(p, strokes):
 
 def _refined_slabs(model: SegModel, net, image: np.ndarray, annotations, spacing, cfg: PredictConfig,
                    cache: FeatureCache | None):
-    """``(start, stop, p)``: the final probabilities of rows ``start..stop`` (fused, refined by the CRF)."""
+    """``(start, stop, p)``: the final probabilities of rows ``start..stop`` (fused, refined by the CRF).
+
+    Like :func:`_fused_slabs`, iterated only inside :func:`_predict`'s ``torch.inference_mode``: a
+    generator that held its own across a ``yield`` and was closed after its caller's had ended
+    would restore inference mode for the rest of the thread (training then failed).
+    """
     import torch
 
     ranges = model.normalization.ranges(image)
@@ -196,12 +202,11 @@ def _refined_slabs(model: SegModel, net, image: np.ndarray, annotations, spacing
     if cfg.refine:  # the CRF reaches iterations x its axis-0 step beyond a voxel: keep slabs exact
 
         reach = max(abs(o[0]) for o in stencil(spacing, cfg.refine_radius_mm)) * cfg.refine_iterations
-    with torch.inference_mode():
-        for start, stop, lo, hi, p in _fused_slabs(model, net, image, ranges, spacing, cfg, cache, reach):
-            if cfg.refine:
-                channels = torch.from_numpy(model.normalization.apply(image[lo:hi], ranges))
-                p = _refined(p, channels, spacing, model, cfg, None if annotations is None else annotations[lo:hi])
-            yield start, stop, p[:, start - lo : stop - lo]
+    for start, stop, lo, hi, p in _fused_slabs(model, net, image, ranges, spacing, cfg, cache, reach):
+        if cfg.refine:
+            channels = torch.from_numpy(model.normalization.apply(image[lo:hi], ranges))
+            p = _refined(p, channels, spacing, model, cfg, None if annotations is None else annotations[lo:hi])
+        yield start, stop, p[:, start - lo : stop - lo]
 
 
 def _fused_slabs(model: SegModel, net, image: np.ndarray, ranges, spacing, cfg: PredictConfig,
@@ -235,11 +240,10 @@ def _fused_slabs(model: SegModel, net, image: np.ndarray, ranges, spacing, cfg: 
         slabs = ((start, stop, lo, hi, pending.take(lo, hi)) for start, stop, lo, hi in _slabs(depth, core, reach))
     else:  # the network alone: the stream's chunks are the slabs
         slabs = ((a, b, a, b, p) for a, b, p in chunks)
-    with torch.inference_mode():
-        for start, stop, lo, hi, p in slabs:
-            if forest is not None:
-                p = fuse(p, torch.from_numpy(features.probabilities(forest, lo, hi)), forest.weight, forest.trust)
-            yield start, stop, lo, hi, p
+    for start, stop, lo, hi, p in slabs:
+        if forest is not None:
+            p = fuse(p, torch.from_numpy(features.probabilities(forest, lo, hi)), forest.weight, forest.trust)
+        yield start, stop, lo, hi, p
 
 
 def _argmax(p):
