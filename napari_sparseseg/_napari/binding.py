@@ -383,8 +383,10 @@ class SessionBinding:
         """Show file-grid ``uncertainty`` (normalised entropy) as the hidden ``uncertainty`` layer.
 
         As it comes (float16 from a prediction): napari shows it so, and a float32 copy of a
-        clinical CT's took the GUI thread 0.8 s.
+        clinical CT's took the GUI thread 0.8 s. Nothing when the scan's layer is gone.
         """
+        if self.image_layer is None:
+            return
         self._put_layer(UNCERTAINTY, self.to_display(uncertainty), lambda d: self.viewer.add_image(
             d, colormap="magma", contrast_limits=(0, 1), visible=False, blending="additive",
             **kwargs_like(self.image_layer, UNCERTAINTY)))

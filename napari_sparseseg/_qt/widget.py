@@ -8,6 +8,7 @@ layer pickers (magicgui), :class:`ClassTable`, :class:`SettingsPanel`, :class:`R
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from napari.layers import Image, Labels
@@ -63,7 +64,6 @@ class SparseSegWidget(QWidget):
         self.runner = RoundRunner(self)
         self.autosaver = Autosaver(self._autosave_target, self)
         self._live_pending = False
-        self._pending_uncertainty = None  # a finished round's, shown on the next turn of the event loop
         self.layer_panel = LayerPanel(napari_viewer, exclude=(PREDICTION,))
         self.image_picker, self.scribbles_picker = self.layer_panel.image_picker, self.layer_panel.scribbles_picker
         self.resume_box = ResumeBox()
@@ -257,19 +257,13 @@ class SparseSegWidget(QWidget):
             if result.prediction.uncertainty is not None:
                 # Its own turn of the event loop: on a clinical CT each layer holds the GUI thread a
                 # few tenths of a second, so the user's input is served between the two.
-                self._pending_uncertainty = result.prediction.uncertainty
-                QTimer.singleShot(0, self._show_uncertainty)
+                QTimer.singleShot(0, partial(self.binding.show_uncertainty, result.prediction.uncertainty))
             self.suggestions.show_suggestions(result.suggestions, self.binding.describe_slice)
         self.rounds.show_result(result, self.runner.losses)
         where = self.runner.remote
         self.status.setText(round_summary(result, len(self.session.history))
                             + (f" (on {where.worker}, {where.device})" if where is not None else ""))
         QTimer.singleShot(0, self.autosaver.save_now)  # its sync on a turn of its own (a clinical CT's: 0.2 s)
-
-    def _show_uncertainty(self):
-        unc, self._pending_uncertainty = self._pending_uncertainty, None
-        if unc is not None and self.binding.image_layer is not None:
-            self.binding.show_uncertainty(unc)
 
     def _on_idle(self):
         self.binding.drop_preview()

@@ -42,7 +42,7 @@ from napari_sparseseg.core.model.checkpoint import SegModel
 from napari_sparseseg.core.model.forest import FeatureCache, FeatureSource, fuse
 from napari_sparseseg.core.model.intensity import validate_image
 from napari_sparseseg.core.model.patches import auto_patch_size
-from napari_sparseseg.core.model.resolution import coarsen_image, coarsen_labels, upsample_rows, working_factors
+from napari_sparseseg.core.model.resolution import coarsen_labels, upsample_rows, working_factors, working_scan
 
 
 @dataclass
@@ -137,8 +137,7 @@ def _predict(model: SegModel, image: np.ndarray, cfg: PredictConfig, annotations
     else:
         # A large scan (core/model/resolution.py): the network, the forest and the CRF on its blocks,
         # as it was trained; their probabilities interpolated back to every voxel slab by slab.
-        coarse = coarsen_image(image, factors)
-        cspacing = tuple(s * f for s, f in zip(spacing, factors, strict=True))
+        coarse, cspacing = working_scan(image, spacing, cfg.working_voxels)
         blocks = torch.empty((k,) + coarse.shape, dtype=torch.float32)
         half = depth // 2  # the blocks' stage reports the first half of the progress
         marks = None if annotations is None else coarsen_labels(annotations, factors)

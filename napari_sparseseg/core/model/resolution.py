@@ -27,7 +27,8 @@ import numpy as np
 
 from napari_sparseseg.core.base.grid import working_factors
 
-__all__ = ["coarse_shape", "working_scan", "coarsen_image", "coarsen_labels", "expand_labels", "upsample_rows", "working_factors"]
+__all__ = ["coarse_shape", "coarsen_image", "coarsen_labels", "expand_labels", "upsample_rows", "working_factors",
+           "working_scan"]
 
 
 def working_scan(image: np.ndarray, spacing, max_voxels: int) -> tuple[np.ndarray, tuple]:

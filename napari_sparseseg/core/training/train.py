@@ -45,7 +45,7 @@ from napari_sparseseg.core.model.forest import FeatureCache, StrokeForest, featu
 from napari_sparseseg.core.model.intensity import check_modality, choose_normalization, detect_modality, validate_image
 from napari_sparseseg.core.model.network import PATCH_VOXELS, NetworkConfig, build_network, size_for_device
 from napari_sparseseg.core.model.patches import auto_patch_size
-from napari_sparseseg.core.model.resolution import coarsen_image, coarsen_labels, expand_labels, working_factors
+from napari_sparseseg.core.model.resolution import coarsen_labels, expand_labels, working_factors, working_scan
 from napari_sparseseg.core.training.losses import keep_loss, sparse_loss
 from napari_sparseseg.core.training.monitor import Plateau, Probe
 from napari_sparseseg.core.training.pretrain import Pretrained, transfer
@@ -260,12 +260,12 @@ class Trainer:
 
     def _working(self, scan: _Checked) -> _Checked:
         """``scan`` on its working grid: itself when small enough, else its blocks (coarse spacing)."""
-        f = working_factors(scan.image.shape, scan.spacing, self.cfg.working_voxels)
-        if f == (1, 1, 1):
+        image, spacing = working_scan(scan.image, scan.spacing, self.cfg.working_voxels)
+        if image is scan.image:
             return scan
-        y, source = coarsen_labels(scan.y, f, scan.source)
-        spacing = tuple(s * k for s, k in zip(scan.spacing, f, strict=True))
-        return _Checked(coarsen_image(scan.image, f), y, source, spacing, scan.name)
+        y, source = coarsen_labels(scan.y, working_factors(scan.image.shape, scan.spacing, self.cfg.working_voxels),
+                                   scan.source)
+        return _Checked(image, y, source, spacing, scan.name)
 
     def _check_modalities(self) -> None:
         """One normalisation policy per model: every scan must be of the model's modality."""
