@@ -16,6 +16,10 @@ mask, ``preview_s``) and to the round's prediction are reported too.
 simulated strokes on 3 slices per axis; the viewer opens the scan file and the strokes as the
 user would, and Train is pressed once the scan's head start (features, libraries) has finished,
 as after a few seconds of painting.
+
+With ``--stalls MS`` a watchdog thread samples the GUI thread's Python stack (and every other
+thread's innermost frames) whenever the 10 ms timer has not fired for MS milliseconds, and the
+report lists each stall with the stacks seen during it: what held the event loop.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +61,48 @@ def headless(seconds: float, image_path: str, scribbles_path: str, names: str) -
     print(json.dumps({"steps": res.steps, "elapsed": res.elapsed, "peak_rss_gib": round(_peak_rss_gib(), 2)}))
 
 
+def _frames(frame, depth: int) -> list[str]:
+    return [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_stack(frame)[-depth:]]
+
+
+def _watch(beat, phase, late_s: float, stalls: list, watching: threading.Event) -> None:
+    """Sample the GUI thread's stack every 20 ms while the event loop is ``late_s`` late."""
+    main = threading.main_thread().ident
+    names = {}
+    current = None
+    while watching.is_set():
+        time.sleep(0.02)
+        since = time.monotonic() - beat[0]
+        if since < late_s:
+            if current is not None:
+                current["ms"] = round((beat[0] - current.pop("_last")) * 1000)  # the late interval
+                del current["_t0"]
+                stalls.append(current)
+                current = None
+            continue
+        frames = sys._current_frames()
+        if current is None:
+            current = {"phase": phase[0], "_t0": time.monotonic(), "_last": beat[0], "gui": [], "others": {}}
+        gui = _frames(frames[main], 14) if main in frames else []
+        if not current["gui"] or current["gui"][-1]["stack"] != gui:
+            current["gui"].append({"at_ms": round((time.monotonic() - current["_t0"]) * 1000), "stack": gui})
+        names.update({t.ident: t.name for t in threading.enumerate()})
+        for ident, frame in frames.items():
+            if ident != main:
+                top = " < ".join(reversed(_frames(frame, 3)))
+                key = names.get(ident, str(ident))
+                current["others"].setdefault(key, {}).setdefault(top, 0)
+                current["others"][key][top] += 1
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="training time budget of each run")
     ap.add_argument("--headless", nargs=4, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None)
     ap.add_argument("--case", default=None, help="a benchmarks/cases.py scan instead of the bundled sample")
+    ap.add_argument("--stalls", type=float, default=None, metavar="MS",
+                    help="sample the GUI thread's stack whenever the event loop is this late (default: off)")
     ap.add_argument("--pretrain", type=float, default=None, metavar="SECONDS",
                     help="pretrain in the background this long before Train (default: no pretraining phase)")
     args = ap.parse_args(argv)
@@ -110,11 +152,20 @@ def main(argv=None):
     ticks: dict[str, list] = {"idle": [], "pretrain": [], "train": [], "predict": [], "show": []}
     last = [0]
 
+    beat = [time.monotonic()]
+
     def tick():
         now = clock.elapsed()
         if last[0]:
             ticks[phase[0]].append(now - last[0] - 10)
         last[0] = now
+        beat[0] = time.monotonic()
+
+    stalls: list[dict] = []
+    watching = threading.Event()
+    if args.stalls:
+        watching.set()
+        threading.Thread(target=_watch, args=(beat, phase, args.stalls / 1000, stalls, watching), daemon=True).start()
 
     timer = QTimer()
     timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -162,6 +213,7 @@ def main(argv=None):
     t2 = time.time()
     run_loop(lambda: time.time() - t2 > 2)  # the layers arrive: their repaints count as "show"
     timer.stop()
+    watching.clear()
     h = widget.session.history[-1]
     gui_rate = h["steps"] / h["seconds"]
     def stats(v):
@@ -180,6 +232,8 @@ def main(argv=None):
         "peak_rss_gib": {"napari": round(_peak_rss_gib(), 2), "headless": base["peak_rss_gib"]},
         "scan_voxels": int(np.prod(s["image"].shape)),
     }
+    if args.stalls:
+        out["stalls"] = stalls
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

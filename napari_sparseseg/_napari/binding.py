@@ -366,14 +366,20 @@ class SessionBinding:
         """Show file-grid ``labels`` (class colours, background transparent) and ``uncertainty`` (hidden)."""
         shown = self.to_display(labels)
         pred = self.prediction_layer
+        preview = self.layer(PREVIEW)
+        if pred is None and preview is not None and preview.data.shape == shown.shape:
+            # The round's early mask becomes its prediction: on a clinical CT adding a layer and
+            # removing another held the GUI thread about a second; new data and a name do not.
+            pred = preview
+            pred.name, pred.editable = PREDICTION, True
         if pred is not None and pred.data.shape == shown.shape:
             pred.data = shown
         else:
             if pred is not None:
                 self.viewer.layers.remove(pred)
             pred = self.viewer.add_labels(shown, opacity=0.45, **kwargs_like(self.image_layer, PREDICTION))
-            pred.n_edit_dimensions = 2
-            self._watch(pred)
+        pred.n_edit_dimensions = 2
+        self._watch(pred)
         pred.colormap = prediction_colormap(self.session.colors or default_colors(len(self.session.class_names)))
         if uncertainty is not None:
             self.show_uncertainty(uncertainty)
