@@ -554,15 +554,21 @@ class Trainer:
 
 
 def preload() -> None:
-    """Import what a round needs (MONAI's networks and transforms, scikit-learn's forest).
+    """Import what a round needs (MONAI's networks and transforms, scikit-learn's forest, the optimiser).
 
     Cold, these imports take seconds (6 s of a round's start-up on a 2-core machine); a
     widget calls this in the background when a scan is picked, so Train does not wait for them.
+    The first optimiser built in a process imports ``torch._dynamo`` (800 modules, sympy among
+    them: 2-7 s); built here once, a round's thread no longer holds the GIL importing them
+    while the GUI thread waits (0.8 s stalls of a widget's event loop).
     """
     import monai.networks.nets  # noqa: F401
     import monai.transforms  # noqa: F401
     import sklearn.ensemble  # noqa: F401
+    import torch
     import torch.optim.swa_utils  # noqa: F401
+
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 
 
 def train(image, scribbles, cfg: TrainConfig | None = None, **kwargs) -> Generator[Progress, None, TrainResult]:
