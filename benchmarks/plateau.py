@@ -74,12 +74,12 @@ def _dice(model, state, check, image, geom, y, ref, classes, features) -> float:
 
 
 def run(case: str, seed: int, rounds: int, budget: float, log, steps: int | None = None,
-        keep_previous: float = TrainConfig.keep_previous) -> list[dict]:
+        keep_previous: float = TrainConfig.keep_previous, k: int = 3) -> list[dict]:
     image, geom, ref, names = load_case(case)
     features = FeatureCache()
     features.prepare(image, geom.spacing)
     classes = list(range(1, len(names)))
-    scribbles, corrections, model, out = simulate_scribbles(ref, 3, seed=seed), None, None, []
+    scribbles, corrections, model, out = simulate_scribbles(ref, k, seed=seed), None, None, []
     default = TrainConfig()
     for r in range(rounds + 1):
         cfg = TrainConfig(time_budget=None if steps else budget, max_steps=steps, seed=seed + r, device="cpu", plateau=True,
@@ -107,7 +107,7 @@ def run(case: str, seed: int, rounds: int, budget: float, log, steps: int | None
         if r < rounds:
             pred = predict_volume(model, image, PredictConfig(device="cpu", uncertainty=False), trainer.y, geom.spacing,
                                   features=features).labels
-            new = simulate_corrections(pred, ref, 3, seed=seed + 17 * (r + 1))
+            new = simulate_corrections(pred, ref, k, seed=seed + 17 * (r + 1))
             corrections = new if corrections is None else merge_annotations(corrections, new)[0]
     return out
 
@@ -142,6 +142,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=[c for c in CASES if c != "sample_ct_crop"], choices=list(CASES))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--k", type=int, default=3, help="slices per axis the simulated annotator strokes (default 3)")
     ap.add_argument("--rounds", type=int, default=1, help="correction rounds after the first (default 1)")
     ap.add_argument("--budget", type=float, default=60.0)
     ap.add_argument("--steps", type=int, default=None,
@@ -160,7 +161,7 @@ def main(argv=None):
     rows = []
     for case in args.cases:
         for seed in args.seeds:
-            rows += run(case, seed, args.rounds, args.budget, lambda m: print(m, flush=True), args.steps, args.keep_previous)
+            rows += run(case, seed, args.rounds, args.budget, lambda m: print(m, flush=True), args.steps, args.keep_previous, args.k)
             Path(args.out).write_text(json.dumps(rows, indent=1))  # after each case and seed: a long run can be read early
 
 
