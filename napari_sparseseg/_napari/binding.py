@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from napari.layers import Image, Labels
 
 from napari_sparseseg._napari.layers import (
     GEOMETRY_KEY,
@@ -377,7 +378,7 @@ class SessionBinding:
         else:
             if pred is not None:
                 self.viewer.layers.remove(pred)
-            pred = self.viewer.add_labels(shown, opacity=0.45, **kwargs_like(self.image_layer, PREDICTION))
+            pred = self._under_scribbles(Labels(shown, opacity=0.45, **kwargs_like(self.image_layer, PREDICTION)))
         pred.n_edit_dimensions = 2
         self._watch(pred)
         pred.colormap = prediction_colormap(self.session.colors or default_colors(len(self.session.class_names)))
@@ -393,9 +394,9 @@ class SessionBinding:
         """
         if self.image_layer is None:
             return
-        self._put_layer(UNCERTAINTY, self.to_display(uncertainty), lambda d: self.viewer.add_image(
+        self._put_layer(UNCERTAINTY, self.to_display(uncertainty), lambda d: self._under_scribbles(Image(
             d, colormap="magma", contrast_limits=(0, 1), visible=False, blending="additive",
-            **kwargs_like(self.image_layer, UNCERTAINTY)))
+            **kwargs_like(self.image_layer, UNCERTAINTY))))
         self._raise_scribbles()
 
     def _put_layer(self, name: str, data: np.ndarray, add: Callable):
@@ -409,18 +410,34 @@ class SessionBinding:
         return add(data)
 
     def _raise_scribbles(self) -> None:
-        """Keep the scribbles on top (and active) so strokes stay visible over a mask."""
-        scr = self.scribbles_layer
-        if scr is not None:
-            self.viewer.layers.move(self.viewer.layers.index(scr), len(self.viewer.layers))
-            self.viewer.layers.selection.active = scr
+        """Keep the scribbles on top (and active) so strokes stay visible over a mask.
+
+        Each move and each change of the active layer rebuilds napari's layer controls (0.1 s
+        and more under software OpenGL), so neither is done when it would change nothing.
+        """
+        layers, scr = self.viewer.layers, self.scribbles_layer
+        if scr is None or scr not in layers:
+            return
+        if layers.index(scr) != len(layers) - 1:
+            layers.move(layers.index(scr), len(layers))
+        if layers.selection.active is not scr:
+            layers.selection.active = scr
+
+    def _under_scribbles(self, layer):
+        """Add ``layer`` right under the scribbles (on top without them): no layer has to move over it."""
+        layers, scr = self.viewer.layers, self.scribbles_layer
+        if scr is not None and scr in layers:
+            layers.insert(layers.index(scr), layer)
+        else:
+            layers.append(layer)
+        return layer
 
     def show_preview(self, labels: np.ndarray) -> None:
         """Show the early mask of a round (file grid) as a read-only layer until the round ends."""
         if self.image_layer is None:
             return
-        layer = self._put_layer(PREVIEW, self.to_display(labels), lambda d: self.viewer.add_labels(
-            d, opacity=0.45, **kwargs_like(self.image_layer, PREVIEW)))
+        layer = self._put_layer(PREVIEW, self.to_display(labels), lambda d: self._under_scribbles(Labels(
+            d, opacity=0.45, **kwargs_like(self.image_layer, PREVIEW))))
         layer.editable = False  # the round's prediction replaces it; edits would be lost
         layer.colormap = prediction_colormap(self.session.colors or default_colors(len(self.session.class_names)))
         self._raise_scribbles()
@@ -477,7 +494,6 @@ class SessionBinding:
             meta = read_session_info(folder)
         except SparseSegError:
             return None  # open_session reports what is wrong
-        from napari.layers import Image
 
         for lay in self.viewer.layers:
             p = image_path(lay) if isinstance(lay, Image) and lay.ndim == 3 else None

@@ -118,6 +118,8 @@ def test_train_predict_correct_export_and_session(loop, qtbot, tmp_path, sample_
     assert len(previews) == 1 and previews[0][0] and previews[0][1].shape == s.image.shape
     assert "preview (forest)" not in viewer.layers  # replaced by the round's prediction
     assert pred.editable and pred.n_edit_dimensions == 2  # the preview layer became it: the user repaints it
+    # The strokes stay on top of the masks, and the layer painted in.
+    assert viewer.layers[-1] is widget.scribbles_layer and viewer.layers.selection.active is widget.scribbles_layer
     s_ref = read_labels(sample_dir / "reference.nii.gz", like=read_image(sample_dir / "image.nii.gz")[1])[0]
     from napari_sparseseg.evaluation.metrics import dice_per_class
 
