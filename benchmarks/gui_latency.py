@@ -237,6 +237,7 @@ def main(argv=None):
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
+    run_loop(lambda: not widget.autosaver.busy)  # the round's autosave (a clinical CT's takes seconds)
     viewer.close()
 
 

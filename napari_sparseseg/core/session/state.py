@@ -199,7 +199,7 @@ class Session:
         """Labelled voxels per class name, and the number of corrections."""
         values, counts = np.unique(self.scribbles[self.scribbles > 0], return_counts=True)
         names = {int(v): (self.class_names[v - 1] if v - 1 < len(self.class_names) else f"class {v - 1}") for v in values}
-        return {"per_class": {names[int(v)]: int(c) for v, c in zip(values, counts, strict=True)}, "corrections": int(self.corrected.sum())}
+        return {"per_class": {names[int(v)]: int(c) for v, c in zip(values, counts, strict=True)}, "corrections": int(np.count_nonzero(self.corrected))}
 
     # ------------------------------------------------------------- the loop
     def init_model(self) -> SegModel | None:
