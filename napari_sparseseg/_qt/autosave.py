@@ -7,12 +7,14 @@ worker starts, so the session is synced with the layers there and never from the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from napari_sparseseg._qt.workers import WorkerOwner
+from napari_sparseseg._qt.workers import WorkerOwner, error_message
+from napari_sparseseg.core.base.errors import SparseSegError
 from napari_sparseseg.core.session.state import Session
 from napari_sparseseg.io.sessions import save_session
 
@@ -42,6 +44,8 @@ class Autosaver(WorkerOwner):
         self.target = target
         self.last_folder: Path | None = None
         self._again = False
+        self._done = threading.Event()  # set when the running save has written (or failed)
+        self._done.set()
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
@@ -67,7 +71,35 @@ class Autosaver(WorkerOwner):
         if job is None:
             return
         session, folder = job
-        self._launch(save_session, session, folder, failed=self.failed, returned=self._on_saved)
+        self._done.clear()
+        self._launch(self._save, session, folder, failed=self.failed, returned=self._on_saved)
+
+    def _save(self, session: Session, folder: Path) -> Path:
+        try:
+            return save_session(session, folder)
+        finally:
+            self._done.set()
+
+    def flush(self, timeout_s: float = 120.0) -> None:
+        """Before the widget or the application goes: no save is cut off and none asked for is skipped.
+
+        Waits (on this thread, at most ``timeout_s``) for a running save, then writes a save
+        that was scheduled or queued behind it here and now. A save in a worker thread that
+        outlived the application was cut off at exit, and the strokes of the last second with it.
+        """
+        pending = self._debounce.isActive() or self._again
+        self._debounce.stop()
+        self._again = False
+        self._done.wait(timeout_s)
+        if not pending:
+            return
+        job = self.target()
+        if job is None:
+            return
+        try:
+            self._on_saved(save_session(*job))
+        except SparseSegError as exc:
+            self.failed.emit(error_message(exc))
 
     def _on_saved(self, folder) -> None:
         self.last_folder = Path(folder)

@@ -14,7 +14,7 @@ from pathlib import Path
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QLabel, QWidget
+from qtpy.QtWidgets import QApplication, QLabel, QWidget
 
 from napari_sparseseg._napari.binding import PREDICTION, SessionBinding
 from napari_sparseseg._qt.autosave import Autosaver
@@ -63,6 +63,8 @@ class SparseSegWidget(QWidget):
         self.binding = SessionBinding(napari_viewer, on_stroke=self._on_stroke)
         self.runner = RoundRunner(self)
         self.autosaver = Autosaver(self._autosave_target, self)
+        # Quitting napari does not close its dock widgets: the last strokes are saved on the way out.
+        QApplication.instance().aboutToQuit.connect(self.autosaver.flush)
         self._live_pending = False
         self.layer_panel = LayerPanel(napari_viewer, exclude=(PREDICTION,))
         self.image_picker, self.scribbles_picker = self.layer_panel.image_picker, self.layer_panel.scribbles_picker
@@ -326,7 +328,8 @@ class SparseSegWidget(QWidget):
         return self.resume_box.folder is not None and self.load_session(str(self.resume_box.folder))
 
     def closeEvent(self, event):  # noqa: N802 (Qt API)
-        """Stop a running round and pretraining when the widget closes."""
+        """Save what was painted, stop a running round and pretraining when the widget closes."""
+        self.autosaver.flush()
         self.runner.stop()
         self.prep.stop()
         if self._cluster is not None and not self.runner.busy:

@@ -223,6 +223,28 @@ def test_autosave_after_a_stroke_and_resume_offer(make_napari_viewer, sample_dir
     assert np.array_equal(viewer2.layers["scribbles"].data, lay.data) and (lay.data == 2).sum() > 0
 
 
+def test_strokes_painted_just_before_closing_are_saved(make_napari_viewer, sample_dir, qtbot):
+    """Closing the widget (or quitting napari) within the autosave's debounce still saves the last stroke."""
+    from napari_sparseseg._napari.layers import grid_array
+    from napari_sparseseg._qt.widget import SparseSegWidget
+    from napari_sparseseg.io.sessions import load_session
+
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_dir / "image.nii.gz"), plugin="napari-sparseseg")
+    widget = SparseSegWidget(viewer)
+    lay = widget.new_scribbles_layer()
+    with qtbot.waitSignal(widget.autosaver.saved, timeout=30_000):
+        lay.paint((20, 40, 50), 2)
+    first = widget.autosaver.last_folder
+    lay.paint((10, 40, 50), 1)  # its save is scheduled, not started
+    on_grid = grid_array(np.array(lay.data), viewer.layers["image"].metadata)  # the file's grid, as sessions are
+    assert widget.autosaver.busy and not np.array_equal(load_session(first).scribbles, on_grid)
+    widget.close()
+    assert not widget.autosaver.busy and widget.autosaver.last_folder == first
+    back = load_session(first).scribbles
+    assert np.array_equal(back, on_grid) and set(np.unique(back)) == {0, 1, 2}
+
+
 def test_errors_become_notifications(make_napari_viewer, qtbot, notifications):
     from napari_sparseseg._qt.widget import SparseSegWidget
 
