@@ -15,16 +15,27 @@ pytestmark = pytest.mark.gui
 RUN_MS = 300_000
 
 
-@pytest.fixture
-def cohort_widget(make_napari_viewer, qtbot, tmp_path, sample_dir, data_dir):
-    from napari_sparseseg._qt.cohort_widget import CohortWidget
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, sample_dir, data_dir):
+    """The model and the scans (read only: each test's cohort folder holds what it writes)."""
+    return make_cohort_files(tmp_path_factory.mktemp("files"), sample_dir, data_dir, bad=False)
 
-    (tmp_path / "files").mkdir()
-    files = make_cohort_files(tmp_path / "files", sample_dir, data_dir, bad=False)
+
+@pytest.fixture
+def cohort_widget(make_napari_viewer, qtbot, files, monkeypatch):
+    import functools
+
+    from napari_sparseseg._qt import cohort_widget as module
+    from napari_sparseseg.core.base.config import BatchConfig
+
     viewer = make_napari_viewer()
-    widget = CohortWidget(viewer)
+    widget = module.CohortWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.workers.setValue(1)
+    # These tests are about the widget's wiring, not the outlines: its batches run without the CRF (on a
+    # barely trained model it works on every voxel: tens of seconds per scan on 2 cores). Everything
+    # else is the widget's own settings.
+    monkeypatch.setattr(module, "BatchConfig", functools.partial(BatchConfig, refine=False))
     yield viewer, widget, files
     if widget.runner.busy:
         with qtbot.waitSignal(widget.runner.idle, timeout=RUN_MS):

@@ -41,6 +41,23 @@ def _remote(c: Cluster, notes=None, **kw) -> RemoteRounds:
     return RemoteRounds(cfg, note=(notes.append if notes is not None else None))
 
 
+def _warm_up():
+    """Run on a worker (``Client.run``): import what a round's task and the round itself import."""
+    import napari_sparseseg.remote.worker  # noqa: F401 - unpacking a round's task imports it (and torch)
+    from napari_sparseseg.core.training.train import preload
+
+    preload()  # MONAI, scikit-learn
+
+
+def _warm(remote: RemoteRounds) -> None:
+    """The worker imports what a round needs before the round whose silence a test times.
+
+    A fresh worker imports torch while it unpacks its first task, before the round's heartbeat
+    starts: seconds without word from it that a short silence timeout would count.
+    """
+    remote.open().run(_warm_up)
+
+
 def _configs(steps=4, seed=3):
     return TrainConfig(max_steps=steps, time_budget=None, device="cpu", seed=seed), PredictConfig(device="cpu")
 
@@ -155,7 +172,10 @@ def test_a_scheduler_that_goes_away_mid_round_is_reported(tmp_path):
     try:
         session = _session()
         tcfg = TrainConfig(max_steps=100_000, time_budget=3000, plateau=False, device="cpu", seed=2)
-        with _remote(c, silence_timeout=30) as remote:
+        # A short silence timeout bounds the wait when the client is left reconnecting to the lost scheduler.
+        with _remote(c, silence_timeout=10) as remote:
+            _warm(remote)
+
             def kill(p):
                 if p.stage == "train" and c.scheduler.poll() is None:
                     c.scheduler.kill()
@@ -176,7 +196,10 @@ def test_a_worker_that_goes_silent_is_given_up_after_the_silence_timeout(tmp_pat
     try:
         session = _session()
         tcfg = TrainConfig(max_steps=100_000, time_budget=3000, plateau=False, device="cpu", seed=2)
-        with _remote(c, silence_timeout=15) as remote:
+        # The worker reports every 2 s (remote/worker.py HEARTBEAT_S); warmed up, it is silent only once stopped.
+        with _remote(c, silence_timeout=6) as remote:
+            _warm(remote)
+
             def freeze(p):
                 if p.stage == "train" and p.step >= 1 and not getattr(freeze, "done", False):
                     freeze.done = True
@@ -185,7 +208,7 @@ def test_a_worker_that_goes_silent_is_given_up_after_the_silence_timeout(tmp_pat
             with pytest.raises(RemoteError, match="no word from the worker") as err:
                 run_to_end(remote.run_round(session, tcfg, PredictConfig(device="cpu")), freeze)
         print("FAULT silent worker:", err.value.one_line())
-        assert "for 15 s" in err.value.message and session.model is None
+        assert "for 6 s" in err.value.message and session.model is None
     finally:
         with contextlib.suppress(OSError):
             os.kill(victim.pid, signal.SIGCONT)
