@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.cases import CASES, load_case  # noqa: E402
+from napari_sparseseg.core.annotations.holdout import holdout_dice  # noqa: E402
 from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: E402
 from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
 from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
@@ -61,20 +62,34 @@ class _Recorder:
         Probe.check = self._check
 
 
-def _dice(model, state, check, image, geom, y, ref, classes, features) -> float:
+def _predict(model, state, trust, image, geom, y, features, **cfg) -> np.ndarray:
     net = copy.copy(model)
     net.network = copy.deepcopy(model.network)
-    net.network.load_state_dict(state)
+    if state is not None:
+        net.network.load_state_dict(state)
     if model.forest is not None:
         net.forest = copy.copy(model.forest)
-        net.forest.trust = check.trust
-    pred = predict_volume(net, image, PredictConfig(device="cpu", uncertainty=False), y, geom.spacing,
+        net.forest.trust = trust
+    return predict_volume(net, image, PredictConfig(device="cpu", uncertainty=False, **cfg), y, geom.spacing,
                           features=features).labels
+
+
+def _mean_dice(pred, ref, classes) -> float:
     return float(np.mean(list(dice_per_class(pred, ref, classes).values())))
 
 
+def _held(pred, trainer, k) -> list:
+    """Per class 0..k-1 the Dice on the held-out stroke voxels (None where the class has none held out)."""
+    est = holdout_dice(pred, trainer.y_all, trainer.heldout, k)
+    return [None if c not in est else round(est[c].dice, 4) for c in range(k)]
+
+
+def _dice(model, state, check, image, geom, y, ref, classes, features) -> float:
+    return _mean_dice(_predict(model, state, check.trust, image, geom, y, features), ref, classes)
+
+
 def run(case: str, seed: int, rounds: int, budget: float, log, steps: int | None = None,
-        keep_previous: float = TrainConfig.keep_previous, k: int = 3) -> list[dict]:
+        keep_previous: float = TrainConfig.keep_previous, k: int = 3, holdout: int | None = None) -> list[dict]:
     image, geom, ref, names = load_case(case)
     features = FeatureCache()
     features.prepare(image, geom.spacing)
@@ -84,17 +99,33 @@ def run(case: str, seed: int, rounds: int, budget: float, log, steps: int | None
     for r in range(rounds + 1):
         cfg = TrainConfig(time_budget=None if steps else budget, max_steps=steps, seed=seed + r, device="cpu", plateau=True,
                           plateau_tolerance=1e-9, plateau_stall=10**6,  # checks recorded, never stopping
-                          keep_previous=keep_previous)
+                          keep_previous=keep_previous, holdout_every=holdout, holdout_round=r)
         trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing,
                           class_names=names, features=features)
         with _Recorder() as rec:
             result = run_to_end(trainer.run())
         model, rule, stop_at = result.model, Plateau(default.plateau_tolerance, default.plateau_patience,
                                                               default.plateau_stall), None
-        rows = []
+        rows, nk = [], len(names)
+        forest_only = None
+        if holdout and trainer.heldout is not None and model.forest is not None:
+            pred = _predict(model, None, np.zeros(nk), image, geom, trainer.y, features)
+            forest_only = {"dice": round(_mean_dice(pred, ref, classes), 4), "held": _held(pred, trainer, nk)}
+            log(f"  forest alone: Dice {forest_only['dice']:.3f}, held-out {forest_only['held']}")
         for check, state in rec.states:
-            row = {**check.to_dict(), "dice": round(_dice(model, state, check, image, geom, trainer.y, ref, classes,
-                                                          features), 4)}
+            pred = _predict(model, state, check.trust, image, geom, trainer.y, features)
+            row = {**check.to_dict(), "dice": round(_mean_dice(pred, ref, classes), 4)}
+            if forest_only is not None:
+                row["held_fused"] = _held(pred, trainer, nk)
+                net_only = _predict(model, state, None, image, geom, trainer.y, features, forest=False, refine=False,
+                                    stroke_regions_only=False)
+                row["held_net"] = _held(net_only, trainer, nk)
+                row["net_voxels"] = [int(np.count_nonzero(net_only == c)) for c in range(nk)]
+                trust = np.array([1.0 if a is None else a for a in row["held_net"]])
+                row["dice_held_trust"] = round(_mean_dice(_predict(model, state, trust, image, geom, trainer.y, features),
+                                                          ref, classes), 4)
+                log(f"    step {check.step}: dice {row['dice']:.3f} in-sample {row['agreement']} held-out net "
+                    f"{row['held_net']} fused {row['held_fused']} -> dice with held-out trust {row['dice_held_trust']:.3f}")
             if stop_at is None and rule.reached(check):
                 stop_at = check.step
             row["rule_stops_here"] = stop_at == check.step
@@ -103,7 +134,7 @@ def run(case: str, seed: int, rounds: int, budget: float, log, steps: int | None
         log(f"{case} seed {seed} round {r}: rule stops at step {at['step']} ({at['seconds']:.0f} s) with Dice "
             f"{at['dice']:.3f}; the end ({rows[-1]['step']} steps, {rows[-1]['seconds']:.0f} s): {rows[-1]['dice']:.3f}; "
             f"best check {max(x['dice'] for x in rows):.3f}")
-        out.append({"case": case, "seed": seed, "round": r, "checks": rows, "stop_step": stop_at})
+        out.append({"case": case, "seed": seed, "round": r, "checks": rows, "stop_step": stop_at, "forest_only": forest_only})
         if r < rounds:
             pred = predict_volume(model, image, PredictConfig(device="cpu", uncertainty=False), trainer.y, geom.spacing,
                                   features=features).labels
@@ -150,6 +181,9 @@ def main(argv=None):
                          "depend on the machine's load; compare rules by steps)")
     ap.add_argument("--keep-previous", type=float, default=TrainConfig.keep_previous,
                     help="TrainConfig.keep_previous of the correction rounds (0: off, as before it existed)")
+    ap.add_argument("--holdout", type=int, default=None, metavar="N",
+                    help="hold one in N stroke pieces of each class out of the round and record, per check, the "
+                         "network's and the fused mask's Dice on them (and the Dice with them as the trust)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "plateau.json"))
     ap.add_argument("--score", metavar="JSON", default=None,
                     help="no training: replay the checks recorded in JSON under other tolerances and patiences")
@@ -161,7 +195,8 @@ def main(argv=None):
     rows = []
     for case in args.cases:
         for seed in args.seeds:
-            rows += run(case, seed, args.rounds, args.budget, lambda m: print(m, flush=True), args.steps, args.keep_previous, args.k)
+            rows += run(case, seed, args.rounds, args.budget, lambda m: print(m, flush=True), args.steps, args.keep_previous, args.k,
+                        args.holdout)
             Path(args.out).write_text(json.dumps(rows, indent=1))  # after each case and seed: a long run can be read early
 
 
