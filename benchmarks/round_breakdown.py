@@ -1,6 +1,7 @@
 """Where a round's wall time goes: filters, forest, network steps, prediction, refinement, suggestions.
 
     .venv/bin/python benchmarks/round_breakdown.py [--cases ct_abdomen sample_ct_crop] [--budget 60] [--seed 0] [--no-plateau]
+                                                   [--precision float32 auto]
                                                    [--out benchmarks/results/round_breakdown.json]
 
 One round as the widget runs it (a session's round: strokes on 3 slices per axis, training bounded
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -53,15 +55,17 @@ def _timed(fn):
     return out, time.perf_counter() - t
 
 
-def breakdown(case: str, budget: float, seed: int, plateau: bool = TrainConfig.plateau) -> dict:
+def breakdown(case: str, budget: float, seed: int, plateau: bool = TrainConfig.plateau,
+              precision: str = TrainConfig.precision) -> dict:
     image, geom, ref, names = load_case(case)
     scribbles = simulate_scribbles(ref, 3, seed=seed)
     features = FeatureCache()
-    row = {"case": case, "voxels": int(image.size), "shape": list(image.shape), "budget": budget, "seed": seed}
+    row = {"case": case, "voxels": int(image.size), "shape": list(image.shape), "budget": budget, "seed": seed,
+           "precision": precision}
     row["features"] = _timed(lambda: features.prepare(image, geom.spacing))[1]
 
     preload()
-    cfg = TrainConfig(time_budget=budget, max_steps=None, seed=seed, device="cpu", plateau=plateau)
+    cfg = TrainConfig(time_budget=budget, max_steps=None, seed=seed, device="cpu", plateau=plateau, precision=precision)
     trainer = Trainer(image, scribbles, cfg, spacing=geom.spacing, class_names=names, features=features, preview=True)
     first, shown, t0 = None, None, time.perf_counter()
     gen = trainer.run()
@@ -109,16 +113,19 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plateau", action=argparse.BooleanOptionalAction, default=TrainConfig.plateau,
                     help="end the round on the plateau rule (default: TrainConfig's); --no-plateau: the whole budget")
+    ap.add_argument("--precision", nargs="+", default=[TrainConfig.precision], choices=["auto", "float32", "bfloat16"],
+                    help="the training arithmetic; several: each case is run with each, in this order, in the same run")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "round_breakdown.json"))
     args = ap.parse_args(argv)
     rows = []
-    for case in args.cases:
-        row = breakdown(case, args.budget, args.seed, args.plateau)
+    parts = ("features", "first_mask", "train_startup", "forest_fit", "train_steps", "predict_network", "predict_forest",
+             "predict_refine", "predict_round", "suggest", "round_wall", "after_training")
+    for case, precision in itertools.product(args.cases, args.precision):
+        row = breakdown(case, args.budget, args.seed, args.plateau, precision)
         rows.append(row)
-        parts = ("features", "first_mask", "train_startup", "forest_fit", "train_steps", "predict_network", "predict_forest",
-                 "predict_refine", "predict_round", "suggest", "round_wall", "after_training")
-        print(f"{case} ({row['voxels']:,} voxels, {row['steps']} steps, {row['stopped_by']}, mean Dice {row['mean_dice']:.3f}): "
-              + ", ".join(f"{k} {row[k]:.1f} s" for k in parts if row[k] is not None), flush=True)
+        print(f"{case} [{precision}] ({row['voxels']:,} voxels, {row['steps']} steps, {row['stopped_by']}, "
+              f"mean Dice {row['mean_dice']:.3f}): " + ", ".join(f"{k} {row[k]:.1f} s" for k in parts if row[k] is not None),
+              flush=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
 
 

@@ -245,7 +245,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import torch
 
-    from napari_sparseseg.core.inference.predict import bfloat16_native
+    from napari_sparseseg.core.base.device import bfloat16_native
 
     info = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "bfloat16_native": bfloat16_native(torch.device(args.device))}

@@ -27,6 +27,7 @@ FLAGS: dict[tuple[type, str], tuple[str, str | None]] = {
     (TrainConfig, "time_budget"): ("--time-budget", "SECONDS"),
     (TrainConfig, "seed"): ("--seed", "N"),
     (TrainConfig, "device"): ("--device", None),
+    (TrainConfig, "precision"): ("--precision", None),
     (TrainConfig, "model_size"): ("--model-size", None),
     (TrainConfig, "modality"): ("--modality", None),
     (TrainConfig, "forest"): ("--forest", None),

@@ -115,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stroke files matched to scans by name (NAME_scribbles.nii.gz, or a glob with {name})")
     trn.add_argument("--model-out", required=True, metavar="DIR", help="save the model here (new, empty, or a model)")
     trn.add_argument("--init-model", metavar="DIR", help="warm start from a saved model (e.g. one scan's)")
-    for name in ("time_budget", "plateau", "max_steps", "device", "seed", "model_size", "modality", "forest",
-                 "working_voxels"):
+    for name in ("time_budget", "plateau", "max_steps", "device", "precision", "seed", "model_size", "modality",
+                 "forest", "working_voxels"):
         add_setting(trn, TrainConfig, name)
     trn.add_argument("--class-names", metavar="A,B,...", help="names of the classes, background first")
     trn.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")

@@ -46,7 +46,7 @@ def run(args) -> int:
     device = resolve_device(args.device) if remote is None else None
     cfg = TrainConfig(
         max_steps=args.max_steps, time_budget=args.time_budget, plateau=args.plateau, seed=args.seed, device=args.device,
-        model_size=args.model_size, modality=args.modality, forest=args.forest,
+        precision=args.precision, model_size=args.model_size, modality=args.modality, forest=args.forest,
         holdout_every=5 if args.estimate else None, working_voxels=args.working_voxels,
     )
     pre_cfg = None

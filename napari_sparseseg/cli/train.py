@@ -40,7 +40,7 @@ def run(args) -> int:
             check_model_modality(image, init.normalization.modality, e.image)
         scans.append(TrainingScan(image, scribbles, corrections, geom.spacing, str(e.image)))
     cfg = TrainConfig(max_steps=args.max_steps, time_budget=args.time_budget, plateau=args.plateau, seed=args.seed, device=args.device,
-                      model_size=args.model_size, modality=args.modality, forest=args.forest,
+                      precision=args.precision, model_size=args.model_size, modality=args.modality, forest=args.forest,
                       working_voxels=args.working_voxels)
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
     first = scans[0]

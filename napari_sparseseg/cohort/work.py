@@ -158,7 +158,7 @@ def _segment(task: ScanTask, model, settings) -> dict:
     features = FeatureCache()  # the forest's filters of this scan, computed once for fine-tuning and prediction
     if scribbles is not None:
         cfg = TrainConfig(time_budget=settings.fine_tune_seconds, max_steps=None, seed=settings.seed,
-                          device=settings.device, forest=settings.forest)
+                          device=settings.device, precision=settings.precision, forest=settings.forest)
         try:
             trainer = Trainer(image, scribbles, cfg, corrections=corrections, init=model, spacing=geom.spacing,
                               features=features)

@@ -57,6 +57,38 @@ def test_learns_phantom_from_strokes_on_few_slices(learned):
     assert min(dice.values()) >= 0.9, dice
 
 
+@pytest.mark.slow
+def test_bfloat16_training_learns_the_phantom_like_float32(phantom):
+    """Mixed precision changes the arithmetic of the steps, not what a round learns; the weights stay float32."""
+    image, ref = phantom
+    scribbles = simulate_scribbles(ref, k=2, seed=0)
+    dice = {}
+    for precision in ("float32", "bfloat16"):
+        cfg = TrainConfig(max_steps=120, time_budget=None, patch_size=(32, 32, 32), device="cpu", seed=0, plateau=False,
+                          precision=precision)
+        result = run_to_end(Trainer(image, scribbles, cfg, spacing=(1, 1, 1)).run())
+        assert all(p.dtype == torch.float32 for p in result.model.network.parameters())
+        assert np.mean(result.losses[-20:]) < 0.5 * np.mean(result.losses[:20])
+        pred = predict_volume(result.model, image, PredictConfig(device="cpu", precision="float32", uncertainty=False))
+        dice[precision] = np.mean(list(dice_per_class(pred.labels, ref, [1, 2]).values()))
+    assert dice["float32"] > 0.8 and dice["bfloat16"] > 0.8, dice
+    assert abs(dice["bfloat16"] - dice["float32"]) < 0.05, dice
+
+
+def test_precision_auto_is_bfloat16_only_where_native_and_bfloat16_is_refused_on_mps():
+    from napari_sparseseg.core.base.device import bfloat16_native, use_bfloat16
+    from napari_sparseseg.core.base.errors import ConfigError
+
+    cpu = torch.device("cpu")
+    assert use_bfloat16("auto", cpu) == bfloat16_native(cpu)
+    assert use_bfloat16("float32", cpu) is False and use_bfloat16("bfloat16", cpu) is True
+    assert use_bfloat16("auto", torch.device("mps")) is False
+    with pytest.raises(ConfigError, match="float32 or auto"):
+        use_bfloat16("bfloat16", torch.device("mps"))
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(precision="half")
+
+
 def test_seeded_training_is_reproducible(phantom):
     image, ref = phantom
     s = simulate_scribbles(ref, k=1, seed=1)

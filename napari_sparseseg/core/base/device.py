@@ -31,3 +31,36 @@ def resolve_device(name: str = "auto"):
     if base == "mps" and not mps_ok:
         raise DeviceError("device 'mps' requested but Apple MPS is not available here; choose the device auto or cpu.")
     return torch.device(name)
+
+
+def bfloat16_native(device) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions natively.
+
+    True on CUDA, and on a CPU whose oneDNN has AVX-512 BF16 / AMX (elsewhere bfloat16 is
+    emulated and slower than float32).
+    """
+    import torch
+
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def use_bfloat16(precision: str, device) -> bool:
+    """Whether the network runs in bfloat16 on ``device`` for the setting ``precision`` (``auto|float32|bfloat16``).
+
+    ``auto`` is bfloat16 where :func:`bfloat16_native` (a CUDA card, a CPU with AVX-512 BF16 /
+    AMX), float32 elsewhere.
+
+    Raises:
+        ConfigError: ``bfloat16`` asked for on a device that cannot run it (Apple MPS).
+    """
+    bf16 = precision == "bfloat16" or (precision == "auto" and bfloat16_native(device))
+    if bf16 and device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"precision 'bfloat16' is not supported on {device.type}; choose float32 or auto.")
+    return bf16

@@ -32,7 +32,7 @@ import numpy as np
 
 from napari_sparseseg.core.annotations.labels import label_dtype, validate_labels
 from napari_sparseseg.core.base.config import PredictConfig
-from napari_sparseseg.core.base.device import resolve_device
+from napari_sparseseg.core.base.device import resolve_device, use_bfloat16
 from napari_sparseseg.core.base.errors import CheckpointError, ConfigError
 from napari_sparseseg.core.base.grid import validate_spacing
 from napari_sparseseg.core.base.progress import Progress, run_to_end
@@ -260,24 +260,6 @@ def _argmax(p):
     return index
 
 
-def bfloat16_native(device) -> bool:
-    """Whether ``device`` runs bfloat16 convolutions natively.
-
-    True on CUDA, and on a CPU whose oneDNN has AVX-512 BF16 / AMX (elsewhere bfloat16 is
-    emulated and slower than float32).
-    """
-    import torch
-
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 class _InferenceNetwork:
     """The network as inference runs it: on ``device``, in eval mode, in the chosen precision.
 
@@ -309,10 +291,7 @@ class _InferenceNetwork:
 
 
 def _inference_network(network, device, precision: str) -> _InferenceNetwork:
-    bf16 = precision == "bfloat16" or (precision == "auto" and bfloat16_native(device))
-    if bf16 and device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"precision 'bfloat16' is not supported on {device.type}; choose float32 or auto.")
-    return _InferenceNetwork(network, device, bf16)
+    return _InferenceNetwork(network, device, use_bfloat16(precision, device))
 
 
 class _Rows:

@@ -34,7 +34,7 @@ from napari_sparseseg.core.annotations.labels import (
     weight_lookup,
 )
 from napari_sparseseg.core.base.config import TrainConfig
-from napari_sparseseg.core.base.device import resolve_device
+from napari_sparseseg.core.base.device import resolve_device, use_bfloat16
 from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, ScribbleError, SparseSegError
 from napari_sparseseg.core.base.grid import validate_spacing
 from napari_sparseseg.core.base.progress import Progress
@@ -453,8 +453,14 @@ class Trainer:
         # weight of the trained network by about the learning rate: ramp the rate up instead.
         ramp = cfg.warmup_steps if self.init is not None else 0
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / ramp) if ramp else 1.0)
-        amp = self.device.type == "cuda"
-        amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+        # Mixed precision: bfloat16 where the device runs it natively (core/base/device.py), float16
+        # with loss scaling on a CUDA card without it; the weights and the loss stay float32.
+        if self.device.type == "cuda":
+            amp = cfg.precision != "float32"
+            bf16 = cfg.precision == "bfloat16" or torch.cuda.is_bf16_supported()
+        else:
+            amp = bf16 = use_bfloat16(cfg.precision, self.device)
+        amp_dtype = torch.bfloat16 if bf16 else torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
 
         # Exponential moving average of the weights (Polyak averaging): the model returned is
