@@ -53,8 +53,12 @@ class Autosaver(WorkerOwner):
 
     @property
     def busy(self) -> bool:
-        """True while a save runs or one is scheduled."""
-        return self._worker is not None or self._debounce.isActive() or self._again
+        """True while a save runs or one is scheduled.
+
+        A save has run once it has written (or failed), even before its worker's end reaches
+        the event loop: after :meth:`flush` nothing is busy.
+        """
+        return not self._done.is_set() or self._debounce.isActive() or self._again
 
     def schedule(self) -> None:
         """Save after :data:`DEBOUNCE_MS` without a further request (after each stroke)."""

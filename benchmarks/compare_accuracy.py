@@ -1,0 +1,60 @@
+"""Two ``benchmarks/accuracy.py`` results side by side: per case and round, the mean Dice of each, paired.
+
+    .venv/bin/python benchmarks/compare_accuracy.py BASELINE.json OTHER.json
+
+Prints, per case and round, the mean U-Net Dice over the seeds both files hold, the difference
+(other - baseline), the median steps of each and the round's own forest (of the other run); then
+the paired differences over every case, seed and round, the case-rounds below their own forest
+in each run and the largest drop of a correction round in each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+
+def rows(path: str) -> dict:
+    """``(case, k, seed, round) -> row`` of one accuracy.py JSON."""
+    out = {}
+    for case, block in json.load(open(path))["cases"].items():
+        for r in block["rows"]:
+            out[(case, r["k"], r["seed"], r["round"])] = r
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("baseline")
+    ap.add_argument("other")
+    args = ap.parse_args(argv)
+    base, other = rows(args.baseline), rows(args.other)
+    keys = sorted(set(base) & set(other))
+    dice = {name: {k: run[k]["unet"]["mean_dice"] for k in keys} for name, run in (("base", base), ("other", other))}
+    print(f"{'case':<18}{'k':>3}{'round':>7}{'baseline':>10}{'other':>8}{'diff':>8}   steps (baseline/other)   its forest")
+    for case, k in dict.fromkeys((key[0], key[1]) for key in keys):
+        for rnd in sorted({key[3] for key in keys if key[:2] == (case, k)}):
+            ks = [key for key in keys if key[:2] == (case, k) and key[3] == rnd]
+            b, o = np.mean([dice["base"][x] for x in ks]), np.mean([dice["other"][x] for x in ks])
+            steps = f"{np.median([base[x]['unet']['steps'] for x in ks]):.0f}/{np.median([other[x]['unet']['steps'] for x in ks]):.0f}"
+            forest = np.mean([other[x]["forest"]["mean_dice"] for x in ks if "forest" in other[x]] or [np.nan])
+            print(f"{case:<18}{k:>3}{rnd:>7}{b:>10.3f}{o:>8.3f}{o - b:>+8.3f}   {steps:>21}   {forest:10.3f}")
+    diffs = [dice["other"][x] - dice["base"][x] for x in keys]
+    print(f"paired difference over {len(diffs)} case-rounds: mean {np.mean(diffs):+.4f}, sd {np.std(diffs):.4f}, "
+          f"range {min(diffs):+.3f} .. {max(diffs):+.3f}")
+    for name, run in (("baseline", base), ("other", other)):
+        below = [f"{x[0]} k{x[1]} seed {x[2]} round {x[3]}: {run[x]['unet']['mean_dice']:.3f} < {run[x]['forest']['mean_dice']:.3f}"
+                 for x in keys if "forest" in run[x] and run[x]["unet"]["mean_dice"] < run[x]["forest"]["mean_dice"]]
+        drops = [(run[x]["unet"]["mean_dice"] - run[x[:3] + (x[3] - 1,)]["unet"]["mean_dice"], x) for x in keys
+                 if x[3] > 0 and x[:3] + (x[3] - 1,) in run]
+        worst = min(drops) if drops else None
+        print(f"{name}: below its own forest: {'; '.join(below) or 'none'}")
+        if worst:
+            print(f"{name}: largest change at a correction round {worst[0]:+.3f} ({worst[1][0]} k{worst[1][1]} seed "
+                  f"{worst[1][2]} round {worst[1][3]})")
+
+
+if __name__ == "__main__":
+    main()
