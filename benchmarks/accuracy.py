@@ -40,9 +40,11 @@ from benchmarks.baseline_rf import ilastik_features, rf_segment  # noqa: E402
 from benchmarks.cases import CASES, load_case  # noqa: E402
 from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: E402
 from napari_sparseseg.core.base.config import (
+    Precision,  # noqa: E402
     PredictConfig,  # noqa: E402
     PretrainConfig,  # noqa: E402
     TrainConfig,  # noqa: E402
+    option_values,  # noqa: E402
 )
 from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
 from napari_sparseseg.core.inference.postprocess import keep_stroke_regions  # noqa: E402
@@ -168,7 +170,7 @@ def main(argv=None):
                          "depend on the machine's load (the seconds then say nothing about the default's wall time)")
     ap.add_argument("--no-ablations", action="store_true",
                     help="skip the same net's other refinement and without-forest predictions (a faster run)")
-    ap.add_argument("--precision", default=TrainConfig.precision, choices=["auto", "float32", "bfloat16"],
+    ap.add_argument("--precision", default=TrainConfig.precision, choices=option_values(Precision),
                     help="the network's arithmetic while training (default: TrainConfig's)")
     ap.add_argument("--pretrain", type=float, default=None, metavar="SECONDS",
                     help="pretrain each seed's network on the scan for this long before round 0 (default off)")

@@ -62,7 +62,8 @@ class _Recorder:
         Probe.check = self._check
 
 
-def _predict(model, state, trust, image, geom, y, features, **cfg) -> np.ndarray:
+def _prediction(model, state, trust, image, geom, y, features, **cfg):
+    """The round's prediction of the whole scan by ``model`` with the weights ``state`` (None: its own) and ``trust``."""
     net = copy.copy(model)
     net.network = copy.deepcopy(model.network)
     if state is not None:
@@ -71,7 +72,11 @@ def _predict(model, state, trust, image, geom, y, features, **cfg) -> np.ndarray
         net.forest = copy.copy(model.forest)
         net.forest.trust = trust
     return predict_volume(net, image, PredictConfig(device="cpu", uncertainty=False, **cfg), y, geom.spacing,
-                          features=features).labels
+                          features=features)
+
+
+def _predict(model, state, trust, image, geom, y, features, **cfg) -> np.ndarray:
+    return _prediction(model, state, trust, image, geom, y, features, **cfg).labels
 
 
 def _mean_dice(pred, ref, classes) -> float:
@@ -82,10 +87,6 @@ def _held(pred, trainer, k) -> list:
     """Per class 0..k-1 the Dice on the held-out stroke voxels (None where the class has none held out)."""
     est = holdout_dice(pred, trainer.y_all, trainer.heldout, k)
     return [None if c not in est else round(est[c].dice, 4) for c in range(k)]
-
-
-def _dice(model, state, check, image, geom, y, ref, classes, features) -> float:
-    return _mean_dice(_predict(model, state, check.trust, image, geom, y, features), ref, classes)
 
 
 def run(case: str, seed: int, rounds: int, budget: float, log, steps: int | None = None,

@@ -10,7 +10,6 @@ per axis) for STEPS steps without stopping, and at every 60th check prints the n
 whole-scan Dice (no forest, CRF or region filter), its class fractions, and the Dice and priors
 after the EM adjustment (training prior taken as uniform). An experiment, not a default.
 """
-import copy
 import json
 import sys
 from pathlib import Path
@@ -19,10 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from benchmarks.cases import load_case
-from benchmarks.plateau import _Recorder
-from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
+from benchmarks.plateau import _prediction, _Recorder
+from napari_sparseseg.core.base.config import TrainConfig
 from napari_sparseseg.core.base.progress import run_to_end
-from napari_sparseseg.core.inference.predict import predict_volume
 from napari_sparseseg.core.model.forest import FeatureCache
 from napari_sparseseg.core.training.monitor import Plateau
 from napari_sparseseg.core.training.train import Trainer
@@ -56,9 +54,8 @@ def em(p, prior_t, iters=50):
 
 for check, state in rec.states:
     if check.step % 60 and check.step != steps: continue
-    net = copy.copy(model); net.network = copy.deepcopy(model.network); net.network.load_state_dict(state)
-    out = predict_volume(net, image, PredictConfig(device="cpu", uncertainty=False, probabilities=True, forest=False,
-                                                   refine=False, stroke_regions_only=False), tr.y, geom.spacing, features=features)
+    out = _prediction(model, state, None, image, geom, tr.y, features, probabilities=True, forest=False, refine=False,
+                      stroke_regions_only=False)
     p = out.probabilities.reshape(K, -1).astype(np.float32) / 255.0 + 1e-4
     p /= p.sum(0, keepdims=True)
     raw = p.argmax(0).reshape(ref.shape)

@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.cases import load_case  # noqa: E402
 from napari_sparseseg.core.annotations.guide import suggest_slices  # noqa: E402
-from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
+from napari_sparseseg.core.base.config import Precision, PredictConfig, TrainConfig, option_values  # noqa: E402
 from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
 from napari_sparseseg.core.model.forest import FeatureCache  # noqa: E402
 from napari_sparseseg.core.training.train import Trainer, preload  # noqa: E402
@@ -113,7 +113,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plateau", action=argparse.BooleanOptionalAction, default=TrainConfig.plateau,
                     help="end the round on the plateau rule (default: TrainConfig's); --no-plateau: the whole budget")
-    ap.add_argument("--precision", nargs="+", default=[TrainConfig.precision], choices=["auto", "float32", "bfloat16"],
+    ap.add_argument("--precision", nargs="+", default=[TrainConfig.precision], choices=option_values(Precision),
                     help="the training arithmetic; several: each case is run with each, in this order, in the same run")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "round_breakdown.json"))
     args = ap.parse_args(argv)
