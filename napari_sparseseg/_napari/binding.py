@@ -394,10 +394,29 @@ class SessionBinding:
         """
         if self.image_layer is None:
             return
-        self._put_layer(UNCERTAINTY, self.to_display(uncertainty), lambda d: self._under_scribbles(Image(
-            d, colormap="magma", contrast_limits=(0, 1), visible=False, blending="additive",
-            **kwargs_like(self.image_layer, UNCERTAINTY))))
+        self._put_layer(UNCERTAINTY, self.to_display(uncertainty), self._add_uncertainty)
         self._raise_scribbles()
+
+    def prepare_uncertainty(self) -> None:
+        """Add the hidden ``uncertainty`` layer, empty, for the round's result to fill in place.
+
+        Adding an Image layer builds its Qt controls (the colormap list above all): 0.2-0.3 s of
+        the GUI thread under software OpenGL. Called when a round starts, that is a response to
+        the Train click; when the round's result arrives the layer only gets new data. The
+        placeholder is a read-only broadcast zero (no memory). Nothing when the layer is there.
+        """
+        if self.image_layer is None:
+            return
+        shape = tuple(np.shape(self.image_layer.data))
+        layer = self.layer(UNCERTAINTY)
+        if layer is not None and tuple(layer.data.shape) == shape:
+            return
+        self._put_layer(UNCERTAINTY, np.broadcast_to(np.float16(0), shape), self._add_uncertainty)
+        self._raise_scribbles()
+
+    def _add_uncertainty(self, data):
+        return self._under_scribbles(Image(data, colormap="magma", contrast_limits=(0, 1), visible=False, blending="additive",
+                                           **kwargs_like(self.image_layer, UNCERTAINTY)))
 
     def _put_layer(self, name: str, data: np.ndarray, add: Callable):
         """The layer ``name`` showing ``data``: updated in place if its shape fits, else (re)added with ``add``."""

@@ -252,6 +252,8 @@ class SparseSegWidget(QWidget):
         self._set_running(True)
         self.rounds.round_started(train)
         self.status.setText("Training…" if train else "Predicting…")
+        # The uncertainty layer the result fills, added now on a turn of its own, not when the result arrives.
+        QTimer.singleShot(0, self.binding.prepare_uncertainty)
 
     def _on_round_finished(self, result):
         self.binding.accept(result, self.classes.names, self.classes.colors, self.settings.settings())
