@@ -1,0 +1,134 @@
+"""Fusion rules side by side on the same trained rounds: which keeps every round at least at its forest?
+
+    python benchmarks/fusion_rules.py --k 1 --seeds 0 1 2 --rounds 1 --out benchmarks/results/fusion_rules_k1.jsonl
+
+Each round is trained once (the defaults, no time cap: the Dice does not depend on the load),
+then predicted with the default pipeline (fusion, CRF, region filter) under each rule, beside its
+own forest alone (same strokes). Rules:
+
+* ``default``: the network weighted by its agreement with the strokes (``forest.trust``);
+* ``volume``: that trust also scaled, per structure, by ``min(1, V_forest / V_net)``, the voxels
+  the forest alone paints over those the network alone paints (a network painting more of a
+  structure than the forest sees support for is trusted for it only in that ratio);
+* ``marginal``: the network's probabilities re-weighted per class by the forest's mean
+  probability over its own (the class marginals of the network calibrated to the forest's).
+
+``default_plain`` and ``volume_plain``: the same without the CRF. Corrections for the next round
+come from the default rule's mask. An experiment, not a default (docs/benchmarks.md, issue 22).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.cases import CASES, load_case  # noqa: E402
+from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: E402
+from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
+from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
+from napari_sparseseg.core.inference import predict as predict_module  # noqa: E402
+from napari_sparseseg.core.inference.postprocess import keep_stroke_regions  # noqa: E402
+from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
+from napari_sparseseg.core.model.forest import FeatureCache, fuse  # noqa: E402
+from napari_sparseseg.core.training.train import Trainer  # noqa: E402
+from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
+from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
+
+
+def _mean(d) -> float:
+    return round(float(np.mean(list(d.values()))), 4)
+
+
+def run(case, ks, seeds, rounds, out, log):
+    image, geom, ref, names = load_case(case)
+    classes = list(range(1, len(names)))
+    features = FeatureCache()
+    features.prepare(image, geom.spacing)
+    pcfg = PredictConfig(device="cpu", uncertainty=False)
+    for seed in seeds:
+        for k in ks:
+            scribbles = simulate_scribbles(ref, k, seed=seed)
+            corr, model = None, None
+            for r in range(rounds + 1):
+                y, _ = merge_annotations(scribbles, corr)
+                cfg = TrainConfig(time_budget=None, seed=seed + r, device="cpu")
+                res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr, init=model, spacing=geom.spacing,
+                                         class_names=names, features=features).run())
+                model = res.model
+                row = {"case": case, "k": k, "seed": seed, "round": r, "steps": res.steps,
+                       "trust": [round(float(t), 4) for t in model.forest.trust]}
+                pred = predict_volume(model, image, pcfg, y, geom.spacing, features=features).labels
+                row["default"] = _mean(dice_per_class(pred, ref, classes))
+                pf = features.forest_probabilities(model.forest, image, model.normalization.ranges(image), geom.spacing)
+                fmask = pf.argmax(0).astype(np.uint8)
+                keep_stroke_regions(fmask, y)
+                row["forest"] = _mean(dice_per_class(fmask, ref, classes))
+                alone = predict_volume(model, image, PredictConfig(device="cpu", uncertainty=False, forest=False, refine=False,
+                                                                   stroke_regions_only=False, probabilities=True),
+                                       y, geom.spacing, features=features)
+                pn = alone.probabilities.astype(np.float32) / 255.0
+                v_net = np.bincount(alone.labels.ravel(), minlength=len(names)).astype(float)
+                v_for = np.bincount(pf.argmax(0).ravel(), minlength=len(names)).astype(float)
+                row["v_net"], row["v_forest"] = v_net.astype(int).tolist(), v_for.astype(int).tolist()
+                row["v_true"] = np.bincount(ref.ravel(), minlength=len(names)).tolist()
+                # volume rule
+                scale = np.ones(len(names))
+                scale[1:] = np.minimum(1.0, v_for[1:] / np.maximum(v_net[1:], 1))
+                net = copy.copy(model)
+                net.forest = copy.copy(model.forest)
+                net.forest.trust = np.asarray(model.forest.trust) * scale
+                row["volume"] = _mean(dice_per_class(predict_volume(net, image, pcfg, y, geom.spacing, features=features).labels,
+                                                     ref, classes))
+                plain = dataclasses.replace(pcfg, refine=False)  # without the CRF
+                row["default_plain"] = _mean(dice_per_class(predict_volume(model, image, plain, y, geom.spacing,
+                                                                           features=features).labels, ref, classes))
+                row["volume_plain"] = _mean(dice_per_class(predict_volume(net, image, plain, y, geom.spacing,
+                                                                          features=features).labels, ref, classes))
+                # marginal rule: p_net * (mean p_forest / mean p_net) per class
+                ratio = pf.reshape(len(names), -1).mean(1) / np.maximum(pn.reshape(len(names), -1).mean(1), 1e-6)
+                row["marginal_ratio"] = np.round(ratio, 3).tolist()
+                r_t = torch.as_tensor(ratio, dtype=torch.float32)
+
+                def marginal_fuse(p_net, p_forest, weight, trust=None, eps=1e-6, r_t=r_t):
+                    q = p_net * r_t.reshape((-1,) + (1,) * (p_net.dim() - 1)).to(p_net.dtype)
+                    return fuse(q / q.sum(0, keepdim=True), p_forest, weight, trust, eps)
+
+                saved = predict_module.fuse
+                predict_module.fuse = marginal_fuse
+                try:
+                    row["marginal"] = _mean(dice_per_class(
+                        predict_volume(model, image, pcfg, y, geom.spacing, features=features).labels, ref, classes))
+                finally:
+                    predict_module.fuse = saved
+                log(json.dumps(row))
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+                if r < rounds:
+                    new = simulate_corrections(pred, ref, k, seed=seed + 17 * (r + 1))
+                    corr = new if corr is None else merge_annotations(corr, new)[0]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--k", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    with open(args.out, "a") as out:
+        for case in args.cases:
+            run(case, args.k, args.seeds, args.rounds, out, lambda m: print(m, flush=True))
+
+
+if __name__ == "__main__":
+    main()
