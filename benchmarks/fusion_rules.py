@@ -20,8 +20,6 @@ come from the default rule's mask. An experiment, not a default (docs/benchmarks
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -32,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cases import CASES, load_case  # noqa: E402
+from benchmarks.plateau import _predict  # noqa: E402
 from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: E402
 from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
 from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
@@ -83,16 +82,13 @@ def run(case, ks, seeds, rounds, out, log):
                 # volume rule
                 scale = np.ones(len(names))
                 scale[1:] = np.minimum(1.0, v_for[1:] / np.maximum(v_net[1:], 1))
-                net = copy.copy(model)
-                net.forest = copy.copy(model.forest)
-                net.forest.trust = np.asarray(model.forest.trust) * scale
-                row["volume"] = _mean(dice_per_class(predict_volume(net, image, pcfg, y, geom.spacing, features=features).labels,
-                                                     ref, classes))
-                plain = dataclasses.replace(pcfg, refine=False)  # without the CRF
-                row["default_plain"] = _mean(dice_per_class(predict_volume(model, image, plain, y, geom.spacing,
-                                                                           features=features).labels, ref, classes))
-                row["volume_plain"] = _mean(dice_per_class(predict_volume(net, image, plain, y, geom.spacing,
-                                                                          features=features).labels, ref, classes))
+                trust = np.asarray(model.forest.trust) * scale  # the round's model under another trust (plateau.py's helper)
+                row["volume"] = _mean(dice_per_class(_predict(model, None, trust, image, geom, y, features), ref, classes))
+                # without the CRF
+                row["default_plain"] = _mean(dice_per_class(_predict(model, None, model.forest.trust, image, geom, y, features,
+                                                                     refine=False), ref, classes))
+                row["volume_plain"] = _mean(dice_per_class(_predict(model, None, trust, image, geom, y, features, refine=False),
+                                                           ref, classes))
                 # marginal rule: p_net * (mean p_forest / mean p_net) per class
                 ratio = pf.reshape(len(names), -1).mean(1) / np.maximum(pn.reshape(len(names), -1).mean(1), 1e-6)
                 row["marginal_ratio"] = np.round(ratio, 3).tolist()
