@@ -122,15 +122,20 @@ def pack_result(r: RoundResult) -> dict:
                                           "stopped_by": r.train.stopped_by, "losses": list(r.train.losses),
                                           "checks": list(r.train.checks)}
     return {"model": pack_model(r.model), "train": train, "stopped": r.stopped, "class_names": list(r.class_names),
-            "suggestions": r.suggestions, "estimate": r.estimate,
+            "suggestions": r.suggestions, "estimate": r.estimate, "labelled": r.labelled,
             "prediction": None if pred is None else {"labels": pack(pred.labels), "probabilities": pack(pred.probabilities),
                                                      "uncertainty": pack(pred.uncertainty)}}
 
 
 def unpack_result(d: dict) -> RoundResult:
-    """The :class:`RoundResult` of :func:`pack_result` (the model back on the CPU)."""
+    """The :class:`RoundResult` of :func:`pack_result` (the model back on the CPU).
+
+    Unpacked where the round is awaited (a widget's worker thread), so the session's copy of the
+    mask is made there too, as a local round makes it.
+    """
     model = unpack_model(d["model"])
     train = None if d["train"] is None else TrainResult(model, **d["train"])
     p = d["prediction"]
     pred = None if p is None else Prediction(unpack(p["labels"]), unpack(p["probabilities"]), unpack(p["uncertainty"]))
-    return RoundResult(train, pred, model, d["stopped"], d["class_names"], d["suggestions"], d["estimate"])
+    return RoundResult(train, pred, model, d["stopped"], d["class_names"], d["suggestions"], d["estimate"],
+                       d.get("labelled"), None if pred is None else pred.labels.copy())

@@ -60,6 +60,29 @@ def test_edits_after_a_prediction_become_weighted_corrections(session):
     assert (t.source[s.corrected] == 2).all() and (t.source[(s.scribbles > 0) & ~s.corrected] == 1).all()
 
 
+def test_a_round_brings_the_sessions_own_mask_and_counts_the_strokes_it_trained_on(session):
+    """Accepting a round copies nothing of the scan's size: the round made the session's mask.
+
+    The shown mask (``prediction.labels``, which a layer edits in place) and the session's are
+    different arrays, so an edit of the layer is still seen as one; the history counts the
+    strokes the round trained on, not a stroke painted while it ran.
+    """
+    s, ref = session
+    gen = run_round(s, _cfg(), PredictConfig(device="cpu", uncertainty=False))
+    next(gen)  # started: the round has its copy of the strokes
+    before = s.labelled_counts()
+    s.scribbles[20, 15, 25:30] = 2  # painted while the round runs
+    res = run_to_end(gen)
+    assert res.kept_labels is not None and np.array_equal(res.kept_labels, res.prediction.labels)
+    assert not np.shares_memory(res.kept_labels, res.prediction.labels)
+    accept_round(s, res)
+    assert s.prediction is res.kept_labels  # no copy when accepted
+    assert s.history[-1]["labelled"] == before["per_class"] != s.labelled_counts()["per_class"]
+    shown = res.prediction.labels
+    shown[20, 34, 10:16] = np.where(shown[20, 34, 10:16] == 2, 1, 2)  # the user repaints the shown mask
+    assert s.absorb_edits(shown) > 0 and s.corrected[20, 34, 10:16].all()
+
+
 def test_stop_keeps_model_and_still_predicts(session):
     s, ref = session
     stop = threading.Event()

@@ -48,6 +48,12 @@ class RoundResult:
         estimate: with ``settings.estimate``, the Dice per class on the strokes held out of this
             round (:func:`~napari_sparseseg.core.annotations.holdout.holdout_dice`; class index ->
             ``ClassEstimate``); empty otherwise.
+        labelled: the strokes the round trained on (:meth:`Session.labelled_counts
+            <napari_sparseseg.core.session.state.Session.labelled_counts>` of its copy of them);
+            ``None``: counted when the round is accepted.
+        kept_labels: the session's own copy of ``prediction.labels``, made by the round (in its
+            worker thread), so that accepting it does not copy a clinical CT's mask on the GUI
+            thread; ``None``: copied when the round is accepted.
     """
 
     train: TrainResult | None
@@ -57,6 +63,8 @@ class RoundResult:
     class_names: list
     suggestions: list = field(default_factory=list)
     estimate: dict = field(default_factory=dict)
+    labelled: dict | None = None
+    kept_labels: np.ndarray | None = None
 
 
 def run_round(session: Session, train_cfg: TrainConfig | None = None, predict_cfg: PredictConfig | None = None,
@@ -94,6 +102,7 @@ def run_round(session: Session, train_cfg: TrainConfig | None = None, predict_cf
     names = list(session.class_names)
     result, stopped = None, None
     scribbles = session.scribbles.copy()  # the user may paint on while this runs
+    labelled = session.labelled_counts(scribbles)
     corrections = session.corrections if session.corrected.any() else None
     hints = session.hints if session.hints is not None else session.drawn_hints(scribbles)
     if train:
@@ -141,7 +150,8 @@ def run_round(session: Session, train_cfg: TrainConfig | None = None, predict_cf
     if prediction is not None and prediction.uncertainty is not None:
 
         suggestions = suggest_slices(prediction.labels, prediction.uncertainty, scribbles, session.spacing)  # corrections included
-    return RoundResult(result, prediction, model, stopped, names, suggestions, estimate)
+    kept = None if prediction is None else prediction.labels.copy()
+    return RoundResult(result, prediction, model, stopped, names, suggestions, estimate, labelled, kept)
 
 
 
@@ -158,7 +168,7 @@ def accept_round(session: Session, result: RoundResult) -> None:
     if result.train is not None:
         session.model = result.model
         session.model_revision += 1
-        counts = session.labelled_counts()
+        counts = result.labelled or session.labelled_counts()
         session.history.append({
             "round": len(session.history) + 1,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -176,7 +186,11 @@ def accept_round(session: Session, result: RoundResult) -> None:
                     [round(e.dice, 4), None if np.isnan(e.spread) else round(e.spread, 4), e.pieces]
                 for c, e in result.estimate.items()}
     if result.prediction is not None:
-        session.set_prediction(result.prediction.labels)
+        kept = result.kept_labels
+        if kept is not None and kept.shape == result.prediction.labels.shape:
+            session.set_prediction(kept, copy=False)
+        else:
+            session.set_prediction(result.prediction.labels)
 
 
 def _explain(exc: BaseException) -> BaseException:

@@ -195,9 +195,13 @@ class Session:
                 self.shown[changed] = self.scribbles[changed]
         return int(np.count_nonzero(self.corrected) - before)
 
-    def labelled_counts(self) -> dict:
-        """Labelled voxels per class name, and the number of corrections."""
-        values, counts = np.unique(self.scribbles[self.scribbles > 0], return_counts=True)
+    def labelled_counts(self, scribbles: np.ndarray | None = None) -> dict:
+        """Labelled voxels per class name, and the number of corrections.
+
+        ``scribbles``: a copy of :attr:`scribbles` to count instead (a round's, taken when it started).
+        """
+        scribbles = self.scribbles if scribbles is None else scribbles
+        values, counts = np.unique(scribbles[scribbles > 0], return_counts=True)
         names = {int(v): (self.class_names[v - 1] if v - 1 < len(self.class_names) else f"class {v - 1}") for v in values}
         return {"per_class": {names[int(v)]: int(c) for v, c in zip(values, counts, strict=True)}, "corrections": int(np.count_nonzero(self.corrected))}
 
@@ -224,9 +228,12 @@ class Session:
         painted = self.scribbles if scribbles is None else scribbles
         return hint_labels(self.image, boxes, clicks, self.spacing, painted=painted, num_classes=len(self.class_names))
 
-    def set_prediction(self, labels: np.ndarray) -> None:
-        """The prediction now shown: edits to it, and strokes painted from now on, are corrections."""
-        self.prediction = np.array(labels, copy=True)
+    def set_prediction(self, labels: np.ndarray, copy: bool = True) -> None:
+        """The prediction now shown: edits to it, and strokes painted from now on, are corrections.
+
+        ``copy=False``: ``labels`` is the session's to keep (no layer or caller holds it).
+        """
+        self.prediction = np.array(labels, copy=True) if copy else labels
         self.shown = self.scribbles.copy()
 
     def set_model(self, model: SegModel) -> None:
