@@ -152,6 +152,28 @@ def test_a_round_ends_on_the_plateau_before_its_caps_and_says_why(phantom):
     assert capped.stopped_by == "max_steps" and capped.steps == result.steps + 20
 
 
+def test_a_correction_round_ends_on_its_own_tolerance(phantom):
+    """A warm start with corrections is judged by ``plateau_correction_tolerance``, a first round by ``plateau_tolerance``."""
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections
+
+    image, ref = phantom
+    strokes = simulate_scribbles(ref, k=2, seed=0)
+    first = run_to_end(Trainer(image, strokes, TrainConfig(max_steps=200, time_budget=None, device="cpu", seed=0,
+                                                           plateau=False)).run())
+    net_only = PredictConfig(device="cpu", forest=False, refine=False, stroke_regions_only=False, uncertainty=False)
+    corrections = simulate_corrections(predict_volume(first.model, image, net_only).labels, ref, k=2, seed=3)
+    assert corrections.any()
+
+    def correction_round(**tolerances):
+        cfg = TrainConfig(max_steps=100, time_budget=None, device="cpu", seed=1, **tolerances)
+        return run_to_end(Trainer(image, strokes, cfg, corrections=corrections, init=first.model).run())
+
+    loose = correction_round(plateau_tolerance=1e-6, plateau_correction_tolerance=0.5)
+    assert loose.stopped_by == "plateau" and loose.steps == 40  # two checks in a row at half agreement
+    strict = correction_round(plateau_tolerance=0.5, plateau_correction_tolerance=1e-6)
+    assert strict.steps > 40  # the first round's loose tolerance does not apply
+
+
 def test_trust_scales_the_network_per_class():
     import torch
 

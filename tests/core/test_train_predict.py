@@ -7,7 +7,7 @@ import torch
 from napari_sparseseg.core.base.config import PredictConfig, TrainConfig
 from napari_sparseseg.core.base.errors import ScribbleError
 from napari_sparseseg.core.base.progress import run_to_end
-from napari_sparseseg.core.inference.predict import predict_volume
+from napari_sparseseg.core.inference.predict import network_probabilities, predict_volume
 from napari_sparseseg.core.training.train import Trainer, auto_patch_size
 from napari_sparseseg.evaluation.metrics import dice_per_class
 from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles
@@ -239,6 +239,11 @@ def test_float32_prediction_is_monais_whole_volume_sliding_window_and_bfloat16_a
     assert np.array_equal(fp32.labels, monai.argmax(0).numpy())
     bf16 = predict_volume(model, image, PredictConfig(**base, precision="bfloat16"))
     assert min(dice_per_class(bf16.labels, fp32.labels, [1, 2]).values()) > 0.99
+    # What a correction round keeps of the previous network: the same windows' probabilities, as float16.
+    kept = network_probabilities(model.network, x[0].numpy(), model.patch_size, model.num_classes, torch.device("cpu"),
+                                 "float32")
+    assert kept.dtype == np.float16 and kept.shape == tuple(monai.shape)
+    assert np.abs(kept.astype(np.float32) - monai.numpy()).max() < 2e-3  # float16's rounding
     # Inference ran on its own copy: the model's weights, dtype and layout are as they were.
     for n, p in model.network.named_parameters():
         dtype, contiguous, value = before[n]

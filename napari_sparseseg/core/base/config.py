@@ -411,6 +411,11 @@ class TrainConfig:
                                       "1 / (1 - weight_ema) steps)", ge=1)
     plateau_tolerance: float = setting(0.01, "the round has learned at a mean agreement with the strokes of 1 - this; "
                                        "smaller rises are no progress", gt=0, lt=1)
+    plateau_correction_tolerance: float = setting(0.02, "plateau_tolerance of a correction round (a warm start with "
+                                                  "corrections): the keep term holds back the corrections' boundary "
+                                                  "voxels, which rose to 0.97-0.98 agreement and stayed, so at 0.01 "
+                                                  "every such round waited out the stall rule (200 steps) with its "
+                                                  "Dice flat (docs/benchmarks.md, 'Round length')", gt=0, lt=1)
     plateau_patience: int = setting(2, "checks in a row at that agreement before the round ends", ge=1)
     plateau_stall: int = setting(10, "checks without progress after which a round that cannot reach it ends", ge=1)
     forest: bool = setting(True, "also fit a random forest on image filters to the same strokes; prediction fuses it "

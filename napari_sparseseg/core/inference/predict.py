@@ -294,6 +294,28 @@ def _inference_network(network, device, precision: str) -> _InferenceNetwork:
     return _InferenceNetwork(network, device, use_bfloat16(precision, device))
 
 
+def network_probabilities(network, x: np.ndarray, patch, k: int, device, precision: str = "auto",
+                          overlap: float = PredictConfig.overlap, batch: int = PredictConfig.sw_batch_size) -> np.ndarray:
+    """The network's softmax probabilities over an already normalised volume, float16 ``(k, *x.shape[1:])``.
+
+    The sliding windows of :func:`predict` (MONAI's windows and Gaussian blending), without the
+    forest, the CRF or any slab logic: what a correction round keeps of the previous round's
+    network (:mod:`~napari_sparseseg.core.training.train`), computed once per round instead of
+    once per training batch. ``x`` is ``(C, D, H, W)``, ``k`` the network's classes; the network
+    is not changed.
+    """
+    import torch
+
+    net = _inference_network(network, device, precision)
+    shape = x.shape[1:]
+    out = np.empty((k, *shape), np.float16)
+    with torch.no_grad():
+        for a, b, p in _sliding_windows(net.predictor, lambda a, b, out=None: torch.from_numpy(x[:, a:b]), shape,
+                                        tuple(int(s) for s in patch), overlap, batch, k):
+            out[:, a:b] = p.numpy()
+    return out
+
+
 class _Rows:
     """Rows of the network's probabilities, pulled in order from a stream of ``(a, b, p)`` chunks.
 

@@ -67,15 +67,16 @@ def keep_loss(logits: torch.Tensor, previous: torch.Tensor, weight: torch.Tensor
 
     Args:
         logits: ``(B, C, *spatial)`` the network being trained.
-        previous: ``(B, C, *spatial)`` the previous round's network on the same input (no gradient).
+        previous: ``(B, C, *spatial)`` the previous round's class probabilities on the same
+            voxels (no gradient; each voxel's sum 1).
         weight: ``(B, *spatial)`` or ``(B, 1, *spatial)`` the stroke weights (0: unlabelled).
     """
     spatial = (logits.shape[0],) + tuple(logits.shape[2:])
     free = (weight.reshape(spatial) == 0).to(torch.float32)
     if not bool(free.any()):
         return logits.sum() * 0.0
-    log_p = previous.float().log_softmax(1)
-    kl = (log_p.exp() * (log_p - logits.float().log_softmax(1))).sum(1)
+    p = previous.float()
+    kl = (torch.xlogy(p, p) - p * logits.float().log_softmax(1)).sum(1)
     return (kl * free).sum() / free.sum()
 
 

@@ -39,6 +39,7 @@ from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, Scri
 from napari_sparseseg.core.base.grid import validate_spacing
 from napari_sparseseg.core.base.progress import Progress
 from napari_sparseseg.core.inference.postprocess import keep_stroke_regions
+from napari_sparseseg.core.inference.predict import network_probabilities
 from napari_sparseseg.core.inference.refine import intensity_scale
 from napari_sparseseg.core.model.checkpoint import SegModel, default_class_names
 from napari_sparseseg.core.model.forest import FeatureCache, StrokeForest, feature_bytes
@@ -116,7 +117,15 @@ class _Checked(NamedTuple):
     name: str | None
 
 
-def _augmentation(spacing, seed: int):
+def _augmentation(spacing, seed: int, patch, soft: tuple[str, ...] = ()):
+    """MONAI's random affine and intensity transforms of a training patch (``patch`` voxels).
+
+    Keys: ``image`` (bilinear), ``label`` (the target and its source map as two channels,
+    nearest) and ``soft``, further keys of class probabilities (a correction round's targets of
+    the previous network) that move with the patch, interpolated like the image. The affine's
+    sampling grid is cached (every patch has the same shape), and each key is resampled in one
+    call: the affine took a fifth of a step's time on 2 cores.
+    """
     from monai.transforms import Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd, RandShiftIntensityd
 
     sp = np.asarray(spacing, float)
@@ -129,12 +138,14 @@ def _augmentation(spacing, seed: int):
     t = Compose(
         [
             RandAffined(
-                keys=("image", "label", "source"),
+                keys=("image", "label", *soft),
                 prob=0.5,
+                spatial_size=tuple(int(p) for p in patch),
+                cache_grid=True,
                 rotate_range=rot,
                 scale_range=(0.15, 0.15, 0.15),
-                mode=("bilinear", "nearest", "nearest"),
-                padding_mode=("border", "zeros", "zeros"),
+                mode=("bilinear", "nearest", *("bilinear",) * len(soft)),
+                padding_mode=("border", "zeros", *("border",) * len(soft)),
             ),
             RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
@@ -444,7 +455,21 @@ class Trainer:
             early = self._forest_mask(model, self.preview)
             yield Progress("train", 0, cfg.max_steps or 0, time.perf_counter() - t0, None, cfg.time_budget, early)
         patch = model.patch_size
-        augment = _augmentation(self.work.spacing, cfg.seed) if cfg.augment else None
+        # A correction round (a warm start whose strokes include corrections) keeps the previous
+        # round's prediction where nothing is labelled (learning without forgetting): without it
+        # the network drifted from what the last round got right while it learned the corrections.
+        # The previous network's probabilities are computed once per scan and move with each
+        # patch; running it on every batch made a correction step a third slower than a first
+        # round's.
+        correcting = self.init is not None and bool(np.any(self.source == SOURCE_CORRECTION))
+        keep = cfg.keep_previous > 0 and correcting
+        # Structures only (background is 1 minus their sum, interpolation being linear): one
+        # channel fewer to carry through each patch's affine.
+        previous = [network_probabilities(self.init.network, v[0], patch, self.num_classes, self.device, cfg.precision)[1:]
+                    if keep else None for v in volumes]
+        volumes = [(*v, p) for v, p in zip(volumes, previous, strict=True)]
+        soft = ("previous",) if keep else ()
+        augment = _augmentation(self.work.spacing, cfg.seed, patch, soft) if cfg.augment else None
         table_t = torch.from_numpy(table)
         net = model.network
         net.train()
@@ -468,20 +493,14 @@ class Trainer:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         averaged = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.weight_ema), use_buffers=True)
-        # A correction round (a warm start whose strokes include corrections) keeps the previous
-        # round's prediction where nothing is labelled (learning without forgetting): without it
-        # the network drifted from what the last round got right while it learned the corrections.
-        previous = None
-        if cfg.keep_previous > 0 and self.init is not None and bool(np.any(self.source == SOURCE_CORRECTION)):
-            previous = copy.deepcopy(self.init.network).to(self.device).eval()
-            for p in previous.parameters():
-                p.requires_grad_(False)
         losses: list[float] = []
         stopped_by, step = "max_steps", 0
         # Its own random state, so the patches drawn for training are those of a run without it.
-        probe = Probe(x, y, src, patch, self.num_classes, np.random.RandomState(cfg.seed + 7919))
+        probe = Probe(x, y, src, patch, self.num_classes, np.random.RandomState(cfg.seed + 7919),
+                      bf16=use_bfloat16(cfg.precision, self.device))
         every = cfg.check_every or max(1, round(1.0 / (1.0 - cfg.weight_ema)))
-        plateau, checks = Plateau(cfg.plateau_tolerance, cfg.plateau_patience, cfg.plateau_stall), []
+        tolerance = cfg.plateau_correction_tolerance if correcting else cfg.plateau_tolerance
+        plateau, checks = Plateau(tolerance, cfg.plateau_patience, cfg.plateau_stall), []
         t_loop = time.perf_counter()  # after the setup (and the forest): what a step costs is measured from here
         try:
             for step in itertools.count(1):
@@ -494,21 +513,24 @@ class Trainer:
                     if now - t_loop + 0.5 * (now - t_loop) / (step - 1) > cfg.time_budget:
                         stopped_by, step = "time_budget", step - 1
                         break
-                xs, ys, ws = [], [], []
-                for (vx, vy, vsrc, _), c in self._centres(volumes, patch, cfg.batch_size, ratios, rng):
+                xs, ys, ws, ps = [], [], [], []
+                for (vx, vy, vsrc, _, vprev), c in self._centres(volumes, patch, cfg.batch_size, ratios, rng):
                     # Jitter the centre so the labelled voxel is not always mid-patch (no position shortcut).
                     start = [int(ci) - p // 2 + int(rng.randint(-(p // 3), p // 3 + 1)) for ci, p in zip(c, patch, strict=True)]
                     start = [min(max(0, st), n - p) for st, n, p in zip(start, vy.shape, patch, strict=True)]
                     sl = tuple(slice(st, st + p) for st, p in zip(start, patch, strict=True))
-                    sample = {"image": vx[(slice(None),) + sl], "label": vy[sl][None].astype(np.int64),
-                              "source": vsrc[sl][None].astype(np.int64)}
+                    sample = {"image": vx[(slice(None),) + sl], "label": np.stack([vy[sl], vsrc[sl]]).astype(np.int64)}
+                    if keep:
+                        sample["previous"] = vprev[(slice(None),) + sl].astype(np.float32)
                     if augment is not None:
                         sample = augment(sample)
-                    lab = torch.as_tensor(np.asarray(sample["label"])).long()[0]
-                    so = torch.as_tensor(np.asarray(sample["source"])).long()[0]
+                    lab, so = torch.as_tensor(np.asarray(sample["label"])).long()
                     xs.append(torch.as_tensor(np.asarray(sample["image"]), dtype=torch.float32))
                     ys.append((lab - 1).clamp_min(0))
                     ws.append(table_t[so, lab])
+                    if keep:
+                        rest = torch.as_tensor(np.asarray(sample["previous"]), dtype=torch.float32)
+                        ps.append(torch.cat([(1.0 - rest.sum(0, keepdim=True)).clamp_min(0.0), rest]))
                 xb = torch.stack(xs).to(self.device)
                 yb = torch.stack(ys).to(self.device)
                 wb = torch.stack(ws).to(self.device)
@@ -516,10 +538,8 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp):
                     logits = net(xb)
                 loss = sparse_loss(logits.float(), yb, wb, cfg.dice_weight)
-                if previous is not None:
-                    with torch.no_grad(), torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp):
-                        before = previous(xb)
-                    loss = loss + cfg.keep_previous * keep_loss(logits.float(), before.float(), wb)
+                if keep:
+                    loss = loss + cfg.keep_previous * keep_loss(logits.float(), torch.stack(ps).to(self.device), wb)
                 if not torch.isfinite(loss):
                     raise SparseSegError(
                         f"training diverged at step {step} (loss {loss.item()}); lower the learning rate or check the image."
