@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.compare_accuracy import rows  # noqa: E402
+from benchmarks.compare_accuracy import below_forest, largest_fall, rows  # noqa: E402
 
 
 def main(argv=None):
@@ -44,12 +44,11 @@ def main(argv=None):
             forest = "/".join(f"{np.mean([run[x]['forest']['mean_dice'] for x in keys if x[3] == r]):.3f}" for r in rounds)
             print(f"  {case:<18} U-Net {unet}   its forest {forest}")
         below = [f"{x[0]} seed {x[2]} round {x[3]} ({run[x]['unet']['mean_dice']:.3f} < {run[x]['forest']['mean_dice']:.3f})"
-                 for x in sorted(run) if run[x]["unet"]["mean_dice"] < run[x]["forest"]["mean_dice"]]
+                 for x in below_forest(run)]
         print(f"  below their own forest: {len(below)}" + (": " + "; ".join(below) if below else ""))
-        falls = [(run[x]["unet"]["mean_dice"] - run[x[:3] + (x[3] - 1,)]["unet"]["mean_dice"], x) for x in run
-                 if x[3] > 0 and x[:3] + (x[3] - 1,) in run]
-        if falls:
-            worst, x = min(falls)
+        fall = largest_fall(run)
+        if fall:
+            worst, x = fall
             print(f"  largest change at a correction round: {worst:+.3f} ({x[0]} seed {x[2]} round {x[3]})")
     print(f"\nmean Dice over rounds and seeds, minus the {ref} run's:")
     print(f"  {'case':<18}" + "".join(f"{label:>9}" for label in runs))

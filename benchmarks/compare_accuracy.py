@@ -25,6 +25,19 @@ def rows(path: str) -> dict:
     return out
 
 
+def below_forest(run: dict, keys=None) -> list:
+    """Keys of the case-rounds whose U-Net Dice is below their own forest's (same strokes, same run)."""
+    return [x for x in (sorted(run) if keys is None else keys)
+            if "forest" in run[x] and run[x]["unet"]["mean_dice"] < run[x]["forest"]["mean_dice"]]
+
+
+def largest_fall(run: dict, keys=None) -> tuple | None:
+    """``(change, key)`` of the correction round whose Dice changed least from the round before (None: no such round)."""
+    falls = [(run[x]["unet"]["mean_dice"] - run[x[:3] + (x[3] - 1,)]["unet"]["mean_dice"], x)
+             for x in (run if keys is None else keys) if x[3] > 0 and x[:3] + (x[3] - 1,) in run]
+    return min(falls) if falls else None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("baseline")
@@ -46,10 +59,8 @@ def main(argv=None):
           f"range {min(diffs):+.3f} .. {max(diffs):+.3f}")
     for name, run in (("baseline", base), ("other", other)):
         below = [f"{x[0]} k{x[1]} seed {x[2]} round {x[3]}: {run[x]['unet']['mean_dice']:.3f} < {run[x]['forest']['mean_dice']:.3f}"
-                 for x in keys if "forest" in run[x] and run[x]["unet"]["mean_dice"] < run[x]["forest"]["mean_dice"]]
-        drops = [(run[x]["unet"]["mean_dice"] - run[x[:3] + (x[3] - 1,)]["unet"]["mean_dice"], x) for x in keys
-                 if x[3] > 0 and x[:3] + (x[3] - 1,) in run]
-        worst = min(drops) if drops else None
+                 for x in below_forest(run, keys)]
+        worst = largest_fall(run, keys)
         print(f"{name}: below its own forest: {'; '.join(below) or 'none'}")
         if worst:
             print(f"{name}: largest change at a correction round {worst[0]:+.3f} ({worst[1][0]} k{worst[1][1]} seed "

@@ -145,21 +145,26 @@ def run(case: str, seed: int, rounds: int, budget: float, log, steps: int | None
 
 
 def score(rows: list[dict], rules, log) -> None:
-    """Replay recorded checks under other (tolerance, patience) rules: where each would stop, and its Dice there.
+    """Replay recorded checks under other (tolerance, patience[, stall[, correction tolerance]]) rules.
+
+    Where each would stop, and its Dice there; the correction tolerance applies to rounds after
+    the first (the correction rounds), the tolerance to the first.
 
     Steps, not seconds, are compared (a busy machine's seconds say nothing about a rule). The
     Dice of a stop is set against the round's last check (``--steps``: the bound), and the
     checkpoint-to-checkpoint spread of the Dice after step 300 is printed as the noise floor.
     """
-    for tol, patience in rules:
+    for tol, patience, *more in rules:
+        stall = more[0] if more else TrainConfig().plateau_stall
+        corr_tol = more[1] if len(more) > 1 else tol
         stops = []
         for r in rows:
-            rule = Plateau(tol, patience, TrainConfig().plateau_stall)
+            rule = Plateau(corr_tol if r["round"] > 0 else tol, patience, stall)
             at = next((c for c in r["checks"] if rule.reached(Check(c["step"], c["seconds"], c["agreement"], c["change"],
                                                                      c["corrections"]))), r["checks"][-1])
             stops.append((r, at, at["dice"] - r["checks"][-1]["dice"]))
         gaps = [g for _, _, g in stops]
-        log(f"tolerance {tol} patience {patience}: median {np.median([a['step'] for _, a, _ in stops]):.0f} steps, "
+        log(f"tolerance {tol} (corrections {corr_tol}) patience {patience} stall {stall}: median {np.median([a['step'] for _, a, _ in stops]):.0f} steps, "
             f"Dice vs the end mean {np.mean(gaps):+.4f}, worst {min(gaps):+.3f}")
         for r, at, gap in stops:
             log(f"    {r['case']:<16} seed {r['seed']} round {r['round']}: step {at['step']:4d}  Dice {at['dice']:.3f} ({gap:+.3f})")
@@ -190,7 +195,8 @@ def main(argv=None):
                     help="no training: replay the checks recorded in JSON under other tolerances and patiences")
     args = ap.parse_args(argv)
     if args.score:
-        score(json.loads(Path(args.score).read_text()), [(0.01, 2), (0.01, 1), (0.02, 2), (0.03, 2), (0.05, 1)],
+        score(json.loads(Path(args.score).read_text()), [(0.01, 2), (0.01, 1), (0.02, 2), (0.03, 2), (0.05, 1), (0.01, 2, 5),
+                                                         (0.01, 2, 3), (0.01, 2, 10, 0.02)],
               lambda m: print(m, flush=True))
         return
     rows = []
