@@ -123,8 +123,8 @@ def _augmentation(spacing, seed: int, patch, soft: tuple[str, ...] = ()):
     Keys: ``image`` (bilinear), ``label`` (the target and its source map as two channels,
     nearest) and ``soft``, further keys of class probabilities (a correction round's targets of
     the previous network) that move with the patch, interpolated like the image. The affine's
-    sampling grid is cached (every patch has the same shape), and each key is resampled in one
-    call: the affine took a fifth of a step's time on 2 cores.
+    sampling grid is cached (every patch has the same shape), and the strokes and their sources
+    are resampled as one key: the affine took a fifth of a step's time on 2 cores.
     """
     from monai.transforms import Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd, RandShiftIntensityd
 
@@ -458,9 +458,11 @@ class Trainer:
         # A correction round (a warm start whose strokes include corrections) keeps the previous
         # round's prediction where nothing is labelled (learning without forgetting): without it
         # the network drifted from what the last round got right while it learned the corrections.
-        # The previous network's probabilities are computed once per scan and move with each
-        # patch; running it on every batch made a correction step a third slower than a first
-        # round's.
+        # The previous network's probabilities are computed once per scan, when the round
+        # starts, and move with each patch through its affine; that network is neither run on
+        # every batch nor held during the round. (Correction steps still cost 15-20 % more than
+        # a first round's: resampling these targets and the KL term, measured by
+        # benchmarks/correction_speed.py.)
         correcting = self.init is not None and bool(np.any(self.source == SOURCE_CORRECTION))
         keep = cfg.keep_previous > 0 and correcting
         # Structures only (background is 1 minus their sum, interpolation being linear): one
