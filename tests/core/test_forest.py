@@ -18,6 +18,7 @@ from napari_sparseseg.core.model.forest import (
     FeatureSource,
     StrokeForest,
     _eigvals_sym3,
+    confident_labels,
     filter_features,
     forest_input,
     fuse,
@@ -150,6 +151,68 @@ def test_a_broken_forest_file_is_a_clear_error(phantom, tmp_path):
     (folder / FOREST_NAME).unlink()
     with pytest.raises(CheckpointError, match="forest.npz is missing"):
         load_model(folder)
+
+
+def test_confident_labels_are_unlabelled_voxels_the_forest_is_sure_of_as_many_as_asked():
+    probs = np.zeros((3, 4, 10, 10), np.float16)
+    probs[0, :2] = 0.97  # background sure on the first two rows of slices...
+    probs[1, :2] = 0.03
+    probs[0, 2:] = 0.60  # ...and unsure elsewhere
+    probs[2, 2:] = 0.40
+    y = np.zeros((4, 10, 10), np.uint8)
+    y[0, 0, :5] = 1  # 5 background stroke voxels, among the sure ones
+    y[3, 0, :4] = 3  # 4 of class 2
+    where, values = confident_labels(probs, y, 3.0, 0.95, np.random.RandomState(0), classes=[0])
+    assert len(where) == 15 and len(set(where.tolist())) == 15 and (values == 1).all()
+    flat = y.reshape(-1)
+    assert (flat[where] == 0).all() and (probs[0].reshape(-1)[where] >= 0.95).all()
+    # Fewer sure voxels than asked: all of them; a class without strokes or without sure voxels: none.
+    where, values = confident_labels(probs, y, 100.0, 0.95, np.random.RandomState(0))
+    assert sorted(where.tolist()) == sorted(set(np.flatnonzero((probs[0] >= 0.95).reshape(-1) & (flat == 0)).tolist()))
+    assert (values == 1).all()
+    assert len(confident_labels(probs, y, 0.0, 0.95, np.random.RandomState(0))[0]) == 0
+    # Excluded voxels (strokes held out of the round) are never drawn.
+    exclude = np.zeros(y.shape, bool)
+    exclude[1] = True
+    where, _ = confident_labels(probs, y, 100.0, 0.95, np.random.RandomState(0), exclude=exclude)
+    assert len(where) and not exclude.reshape(-1)[where].any() and (np.unravel_index(where, y.shape)[0] == 0).all()
+
+
+def test_a_round_trains_on_the_forests_sure_background_and_leaves_the_strokes_alone(phantom, monkeypatch):
+    from napari_sparseseg.core.annotations.labels import SOURCE_HINT, SOURCE_SCRIBBLE
+    from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles
+
+    image, ref = phantom
+    strokes = simulate_scribbles(ref, k=1, seed=0)
+    seen = {}
+    original = Trainer._with_forest_labels
+
+    def spy(self, model, volume):
+        seen["before"] = tuple(a.copy() for a in volume[1:3])
+        seen["after"] = original(self, model, volume)
+        seen["held"] = self.heldout
+        seen["probs"] = self.features.kept_forest_probabilities(model.forest, self.work.image,
+                                                                 model.normalization.ranges(self.work.image), self.work.spacing)
+        return seen["after"]
+
+    monkeypatch.setattr(Trainer, "_with_forest_labels", spy)
+    cfg = TrainConfig(max_steps=2, time_budget=None, device="cpu", forest_pseudo_labels=2.0)
+    run_to_end(Trainer(image, strokes, cfg).run())
+    (y0, s0), (_, y1, s1, _) = seen["before"], seen["after"]
+    assert (y0 == strokes).all() and (s0 == SOURCE_SCRIBBLE * (strokes > 0)).all()  # the strokes' own arrays untouched
+    added = (s1 == SOURCE_HINT)
+    assert added.sum() == 2 * (strokes == 1).sum()  # twice the background strokes (the phantom has sure background to spare)
+    assert (y1[added] == 1).all() and (y0[added] == 0).all() and (seen["probs"][0][added] >= 0.95).all()
+    assert (y1[~added] == y0[~added]).all()
+    # Never on a stroke held out of the round (its estimate is scored there).
+    cfg = TrainConfig(max_steps=1, time_budget=None, device="cpu", forest_pseudo_labels=10.0, holdout_every=2)
+    run_to_end(Trainer(image, strokes, cfg).run())
+    added = seen["after"][2] == SOURCE_HINT
+    assert seen["held"] is not None and seen["held"].any() and added.any() and not (added & seen["held"]).any()
+    # Off: the round trains on the strokes alone.
+    seen.clear()
+    run_to_end(Trainer(image, strokes, TrainConfig(max_steps=1, time_budget=None, device="cpu", forest_pseudo_labels=0)).run())
+    assert not seen
 
 
 def test_no_forest_for_a_scan_whose_features_exceed_the_budget(phantom):

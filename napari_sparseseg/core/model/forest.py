@@ -41,7 +41,7 @@ from napari_sparseseg.core.model.intensity import choose_normalization
 from napari_sparseseg.core.model.resolution import working_scan
 
 __all__ = ["FEATURES_VERSION", "N_FEATURES", "SIGMAS", "FeatureCache", "FeatureSource", "StrokeForest", "feature_halo",
-           "feature_key", "filter_features", "forest_input", "fuse", "scan_features"]
+           "confident_labels", "feature_key", "filter_features", "forest_input", "fuse", "scan_features"]
 
 SIGMAS = (0.7, 1.0, 1.6, 3.5, 5.0)  # ilastik's default scales, in voxels of the finest axis
 TRUNCATE = 3.0  # Gaussian kernels end at 3 sigma (ilastik's default)
@@ -301,6 +301,44 @@ def fuse(p_net, p_forest, weight: float, trust=None, eps: float = 1e-6):
         scale = scale * t.reshape(scale.shape) * t[p_net.max(0).indices].unsqueeze(0)
     log = scale * p_net.clamp_min(eps).log() + weight * p_forest.clamp_min(eps).log()
     return log.softmax(0)
+
+
+def confident_labels(probs: np.ndarray, y: np.ndarray, ratio: float, confidence: float, rng, classes=None,
+                     exclude: np.ndarray | None = None) -> tuple:
+    """Pseudo-labels where the forest is sure: ``(flat indices, scribble values)`` of unlabelled voxels.
+
+    For each class ``c`` (all, or those in ``classes``), at most ``ratio`` times its stroke
+    voxels are drawn at random among the unlabelled voxels (``y == 0``) whose forest probability
+    of ``c`` is at least ``confidence``; their value is ``c + 1`` (scribble convention). Their
+    number follows the strokes', not the scan's size, so they add a bounded share of the loss.
+
+    Args:
+        probs: ``(num_classes, *y.shape)`` forest probabilities of the scan.
+        y: the round's strokes (scribble convention: 0 unlabelled, ``c + 1`` class ``c``).
+        ratio: pseudo-labels per stroke voxel of each class.
+        confidence: the least forest probability of the class.
+        rng: a ``numpy.random.RandomState``.
+        classes: class indices to draw (``None``: every class).
+        exclude: voxels never to draw (``y``'s shape; e.g. strokes held out of the round).
+    """
+    flat = np.asarray(y).reshape(-1)
+    free = flat == 0
+    if exclude is not None:
+        free &= ~np.asarray(exclude, bool).reshape(-1)
+    counts = np.bincount(flat, minlength=probs.shape[0] + 1)[1 : probs.shape[0] + 1]
+    picked, values = [], []
+    for c in range(probs.shape[0]) if classes is None else classes:
+        n = int(round(ratio * counts[c]))
+        if n <= 0:
+            continue
+        candidates = np.flatnonzero(free & (probs[c].reshape(-1) >= confidence))
+        if len(candidates) > n:
+            candidates = rng.choice(candidates, n, replace=False)
+        picked.append(candidates)
+        values.append(np.full(len(candidates), c + 1, flat.dtype))
+    if not picked:
+        return np.zeros(0, np.int64), np.zeros(0, flat.dtype)
+    return np.concatenate(picked), np.concatenate(values)
 
 
 @dataclass

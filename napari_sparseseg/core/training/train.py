@@ -24,6 +24,7 @@ import numpy as np
 from napari_sparseseg.core.annotations.holdout import holdout_mask
 from napari_sparseseg.core.annotations.labels import (
     SOURCE_CORRECTION,
+    SOURCE_HINT,
     balance_factors,
     class_counts,
     label_dtype,
@@ -42,7 +43,7 @@ from napari_sparseseg.core.inference.postprocess import keep_stroke_regions
 from napari_sparseseg.core.inference.predict import network_probabilities
 from napari_sparseseg.core.inference.refine import intensity_scale
 from napari_sparseseg.core.model.checkpoint import SegModel, default_class_names
-from napari_sparseseg.core.model.forest import FeatureCache, StrokeForest, feature_bytes
+from napari_sparseseg.core.model.forest import FeatureCache, StrokeForest, confident_labels, feature_bytes
 from napari_sparseseg.core.model.intensity import check_modality, choose_normalization, detect_modality, validate_image
 from napari_sparseseg.core.model.network import PATCH_VOXELS, NetworkConfig, build_network, size_for_device
 from napari_sparseseg.core.model.patches import auto_patch_size
@@ -423,6 +424,35 @@ class Trainer:
         keep_stroke_regions(labels, w.y)
         return expand_labels(labels, self.factors, self.image.shape)
 
+    def _with_forest_labels(self, model: SegModel, volume: tuple) -> tuple:
+        """``volume`` with background pseudo-labels where its forest is sure of background (source ``SOURCE_HINT``).
+
+        A network trained on a few slices' strokes paints tissue that looks like the structure
+        and was never stroked (on the second brain-tumour patient, 3,000-10,000 voxels for a
+        453-voxel lesion), and the fusion then carries part of it past the forest. The forest
+        sees every stroke voxel's filters at once and is sure of background over most of that
+        tissue: a few of its sure voxels (:func:`~napari_sparseseg.core.model.forest.confident_labels`,
+        ``TrainConfig.forest_pseudo_labels`` per background stroke voxel, each weighing
+        ``WeightConfig.w_hint``) teach the network where it is not. Background only: the forest's
+        sure structure voxels are the core it already gets right, and teaching them too made the
+        second brain patient's round 0 worse (docs/benchmarks.md, "Round length"). The patch
+        centres stay on the strokes (``volume``'s indices) and the probe judges the strokes alone.
+        """
+        cfg, w = self.cfg, self.work
+        probs = self.features.forest_probabilities(model.forest, w.image, model.normalization.ranges(w.image), w.spacing)
+        x, y, src, indices = volume
+        held = self.heldout  # never on a stroke held out of the round: its estimate is scored there
+        if held is not None and held.shape != w.y.shape:
+            held = coarsen_labels(held.astype(np.uint8), self.factors) > 0
+        where, values = confident_labels(probs, w.y, cfg.forest_pseudo_labels, cfg.forest_pseudo_confidence,
+                                         np.random.RandomState(cfg.seed + 104729), classes=[0], exclude=held)
+        if not len(where):
+            return volume
+        y, src = y.copy(), src.copy()
+        at = np.unravel_index(where, w.y.shape)  # the volume is only padded at the far ends
+        y[at], src[at] = values, SOURCE_HINT
+        return x, y, src, indices
+
     # ------------------------------------------------------------------ loop
     def run(self) -> Generator[Progress, None, TrainResult]:
         """Train; yield :class:`Progress` after every step, return a :class:`TrainResult`.
@@ -454,6 +484,8 @@ class Trainer:
         if model.forest is not None:
             early = self._forest_mask(model, self.preview)
             yield Progress("train", 0, cfg.max_steps or 0, time.perf_counter() - t0, None, cfg.time_budget, early)
+            if cfg.forest_pseudo_labels > 0:
+                volumes[0] = self._with_forest_labels(model, volumes[0])
         patch = model.patch_size
         # A correction round (a warm start whose strokes include corrections) keeps the previous
         # round's prediction where nothing is labelled (learning without forgetting): without it
