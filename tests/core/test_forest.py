@@ -189,19 +189,20 @@ def test_a_round_trains_on_the_forests_sure_background_and_leaves_the_strokes_al
 
     def spy(self, model, volume):
         seen["before"] = tuple(a.copy() for a in volume[1:3])
-        seen["after"] = original(self, model, volume)
-        seen["held"] = self.heldout
+        out = original(self, model, volume)
+        seen["after"], seen["held"] = out[0], self.heldout
         seen["probs"] = self.features.kept_forest_probabilities(model.forest, self.work.image,
                                                                  model.normalization.ranges(self.work.image), self.work.spacing)
-        return seen["after"]
+        return out
 
     monkeypatch.setattr(Trainer, "_with_forest_labels", spy)
     cfg = TrainConfig(max_steps=2, time_budget=None, device="cpu", forest_pseudo_labels=2.0)
-    run_to_end(Trainer(image, strokes, cfg).run())
+    model = run_to_end(Trainer(image, strokes, cfg).run()).model
     (y0, s0), (_, y1, s1, _) = seen["before"], seen["after"]
     assert (y0 == strokes).all() and (s0 == SOURCE_SCRIBBLE * (strokes > 0)).all()  # the strokes' own arrays untouched
     added = (s1 == SOURCE_HINT)
     assert added.sum() == 2 * (strokes == 1).sum()  # twice the background strokes (the phantom has sure background to spare)
+    assert model.history[-1]["forest_pseudo_labels"] == added.sum()
     assert (y1[added] == 1).all() and (y0[added] == 0).all() and (seen["probs"][0][added] >= 0.95).all()
     assert (y1[~added] == y0[~added]).all()
     # Never on a stroke held out of the round (its estimate is scored there).
@@ -211,8 +212,9 @@ def test_a_round_trains_on_the_forests_sure_background_and_leaves_the_strokes_al
     assert seen["held"] is not None and seen["held"].any() and added.any() and not (added & seen["held"]).any()
     # Off: the round trains on the strokes alone.
     seen.clear()
-    run_to_end(Trainer(image, strokes, TrainConfig(max_steps=1, time_budget=None, device="cpu", forest_pseudo_labels=0)).run())
-    assert not seen
+    model = run_to_end(Trainer(image, strokes, TrainConfig(max_steps=1, time_budget=None, device="cpu",
+                                                           forest_pseudo_labels=0)).run()).model
+    assert not seen and model.history[-1]["forest_pseudo_labels"] == 0
 
 
 def test_no_forest_for_a_scan_whose_features_exceed_the_budget(phantom):

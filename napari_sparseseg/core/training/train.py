@@ -425,7 +425,7 @@ class Trainer:
         return expand_labels(labels, self.factors, self.image.shape)
 
     def _with_forest_labels(self, model: SegModel, volume: tuple) -> tuple:
-        """``volume`` with background pseudo-labels where its forest is sure of background (source ``SOURCE_HINT``).
+        """``(volume, n)``: ``volume`` with ``n`` background pseudo-labels where its forest is sure of background (source ``SOURCE_HINT``).
 
         A network trained on a few slices' strokes paints tissue that looks like the structure
         and was never stroked (on the second brain-tumour patient, 3,000-10,000 voxels for a
@@ -447,11 +447,11 @@ class Trainer:
         where, values = confident_labels(probs, w.y, cfg.forest_pseudo_labels, cfg.forest_pseudo_confidence,
                                          np.random.RandomState(cfg.seed + 104729), classes=[0], exclude=held)
         if not len(where):
-            return volume
+            return volume, 0
         y, src = y.copy(), src.copy()
         at = np.unravel_index(where, w.y.shape)  # the volume is only padded at the far ends
         y[at], src[at] = values, SOURCE_HINT
-        return x, y, src, indices
+        return (x, y, src, indices), len(where)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Generator[Progress, None, TrainResult]:
@@ -484,8 +484,9 @@ class Trainer:
         if model.forest is not None:
             early = self._forest_mask(model, self.preview)
             yield Progress("train", 0, cfg.max_steps or 0, time.perf_counter() - t0, None, cfg.time_budget, early)
-            if cfg.forest_pseudo_labels > 0:
-                volumes[0] = self._with_forest_labels(model, volumes[0])
+        pseudo = 0  # background pseudo-labels from the forest (recorded in the model's history)
+        if model.forest is not None and cfg.forest_pseudo_labels > 0:
+            volumes[0], pseudo = self._with_forest_labels(model, volumes[0])
         patch = model.patch_size
         # A correction round (a warm start whose strokes include corrections) keeps the previous
         # round's prediction where nothing is labelled (learning without forgetting): without it
@@ -608,6 +609,7 @@ class Trainer:
                 {"round": sum("round" in h for h in model.history) + 1, "steps": step if losses else 0, "seconds": round(time.perf_counter() - t0, 2),
                  "final_loss": losses[-1] if losses else None, "stopped_by": stopped_by,
                  "forest_samples": None if model.forest is None else int(len(model.forest.classes)),
+                 "forest_pseudo_labels": pseudo,
                  "agreement": checks[-1].to_dict()["agreement"] if checks else None}
             )
         return TrainResult(model, len(losses), time.perf_counter() - t0, stopped_by, losses, checks)
