@@ -57,7 +57,8 @@ from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections
 
 
 def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, refine=True, pretrain=None, forest=True,
-             correction_budget=None, plateau=TrainConfig.plateau, ablations=True, time_cap=True, precision: str = TrainConfig.precision):
+             correction_budget=None, plateau=TrainConfig.plateau, ablations=True, time_cap=True, precision: str = TrainConfig.precision,
+             pseudo_labels: float = TrainConfig.forest_pseudo_labels):
     """All rounds for each seed and k on one case; the image and the forest's features are computed once."""
     image, geom, ref, names = load_case(name)
     features = FeatureCache()  # the forest's filters of this scan, once for every round (as a session keeps them)
@@ -85,7 +86,7 @@ def run_case(name, ks, rounds, budget, seeds, device, log, regions_only=True, re
                 seconds = budget if r == 0 or correction_budget is None else correction_budget
                 cfg = TrainConfig(time_budget=seconds if time_cap else None,
                                   max_steps=None if time_cap else TrainConfig.max_steps, seed=seed + r, device=device, forest=forest,
-                                  plateau=plateau, precision=precision)
+                                  plateau=plateau, precision=precision, forest_pseudo_labels=pseudo_labels)
                 res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr["unet"], init=model, spacing=geom.spacing,
                                          class_names=names, pretrained=pre, features=features).run())
                 model = res.model
@@ -174,6 +175,9 @@ def main(argv=None):
                     help="the network's arithmetic while training (default: TrainConfig's)")
     ap.add_argument("--pretrain", type=float, default=None, metavar="SECONDS",
                     help="pretrain each seed's network on the scan for this long before round 0 (default off)")
+    ap.add_argument("--forest-pseudo-labels", type=float, default=TrainConfig.forest_pseudo_labels, metavar="R",
+                    help="background pseudo-labels where the forest is sure, per background stroke voxel "
+                         "(default: TrainConfig's; 0: the network trains on the strokes alone)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "accuracy.json"))
     args = ap.parse_args(argv)
 
@@ -189,7 +193,8 @@ def main(argv=None):
     for name in args.cases:
         rows, names = run_case(name, args.k, args.rounds, args.budget, args.seeds, args.device, log, not args.keep_all_regions,
                                not args.no_refine, args.pretrain, not args.no_forest, args.correction_budget,
-                               args.plateau, not args.no_ablations, not args.no_time_cap, args.precision)
+                               args.plateau, not args.no_ablations, not args.no_time_cap, args.precision,
+                               args.forest_pseudo_labels)
         all_rows[name] = {"class_names": names, "rows": rows}
     log("\nsummary: mean Dice (± sd over seeds) of the U-Net round [median wall seconds per round] vs the round's own "
         "forest alone (same strokes) and the RF baseline (its own corrections)")
