@@ -421,7 +421,7 @@ class TrainConfig:
     forest: bool = setting(True, "also fit a random forest on image filters to the same strokes; prediction fuses it "
                            "with the network (core/model/forest.py)")
     forest_weight: float = setting(0.5, "the forest's share of the fused (log-linear) probabilities", ge=0, le=1)
-    forest_pseudo_labels: float = setting(3.0, "background pseudo-labels the network trains on where the forest is "
+    forest_pseudo_labels: float = setting(1.0, "background pseudo-labels the network trains on where the forest is "
                                           "sure of background, per background stroke voxel (weight WeightConfig.w_hint; 0: none; "
                                           "core/model/forest.py, confident_labels)", ge=0, le=10)
     forest_pseudo_confidence: float = setting(0.95, "the forest's probability of background above which an unlabelled "
