@@ -435,8 +435,10 @@ class Trainer:
         ``TrainConfig.forest_pseudo_labels`` per background stroke voxel, each weighing
         ``WeightConfig.w_hint``) teach the network where it is not. Background only: the forest's
         sure structure voxels are the core it already gets right, and teaching them too made the
-        second brain patient's round 0 worse (docs/benchmarks.md, "Round length"). The patch
-        centres stay on the strokes (``volume``'s indices) and the probe judges the strokes alone.
+        second brain patient's round 0 worse. One per stroke voxel: in all they weigh at most
+        ``w_hint`` (0.3) of the background strokes; three (0.9) shifted the class balance enough to
+        shrink the sample CT's structures (docs/benchmarks.md, "Round length"). The patch centres
+        stay on the strokes (``volume``'s indices) and the probe judges the strokes alone.
         """
         cfg, w = self.cfg, self.work
         probs = self.features.forest_probabilities(model.forest, w.image, model.normalization.ranges(w.image), w.spacing)
