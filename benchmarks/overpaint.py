@@ -87,11 +87,9 @@ def pseudo_label_errors(case: str, seed: int, features: FeatureCache, loaded) ->
     seen = {}
 
     class Spy(Trainer):
-        def _with_forest_labels(self, model, volume):
-            out = super()._with_forest_labels(model, volume)
-            seen["source"], seen["work"] = out[0][2], self.work
-            seen["probs"] = self.features.forest_probabilities(model.forest, self.work.image,
-                                                               model.normalization.ranges(self.work.image), self.work.spacing)
+        def _with_forest_labels(self, probs, volume):
+            out = super()._with_forest_labels(probs, volume)
+            seen["source"], seen["work"], seen["probs"] = out[0][2], self.work, probs
             return out
 
     cfg = TrainConfig(max_steps=1, time_budget=None, seed=seed, device="cpu")

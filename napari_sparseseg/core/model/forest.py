@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_sparseseg.core.annotations.labels import class_counts
 from napari_sparseseg.core.base.config import TrainConfig
 from napari_sparseseg.core.model.intensity import choose_normalization
 from napari_sparseseg.core.model.resolution import working_scan
@@ -325,7 +326,7 @@ def confident_labels(probs: np.ndarray, y: np.ndarray, ratio: float, confidence:
     free = flat == 0
     if exclude is not None:
         free &= ~np.asarray(exclude, bool).reshape(-1)
-    counts = np.bincount(flat, minlength=probs.shape[0] + 1)[1 : probs.shape[0] + 1]
+    counts = class_counts(flat, probs.shape[0])
     picked, values = [], []
     for c in range(probs.shape[0]) if classes is None else classes:
         n = int(round(ratio * counts[c]))

@@ -411,20 +411,13 @@ class Trainer:
         return StrokeForest.fit_many(pairs(), self.num_classes, len(scans), max_samples=cfg.forest_max_samples,
                                      seed=cfg.seed, weight=cfg.forest_weight)
 
-    def _forest_mask(self, model: SegModel, mask: bool) -> np.ndarray | None:
-        """The forest's probabilities of the scan, kept for the round's prediction; its mask if ``mask``.
-
-        The mask (stroke regions only) is the preview shown while the network trains.
-        """
-        w = self.work
-        probs = self.features.forest_probabilities(model.forest, w.image, model.normalization.ranges(w.image), w.spacing)
-        if not mask:
-            return None
+    def _forest_mask(self, probs: np.ndarray) -> np.ndarray:
+        """The forest's mask of the scan from its probabilities (stroke regions only): the preview shown while the network trains."""
         labels = probs.argmax(0).astype(label_dtype(self.num_classes - 1))
-        keep_stroke_regions(labels, w.y)
+        keep_stroke_regions(labels, self.work.y)
         return expand_labels(labels, self.factors, self.image.shape)
 
-    def _with_forest_labels(self, model: SegModel, volume: tuple) -> tuple:
+    def _with_forest_labels(self, probs: np.ndarray, volume: tuple) -> tuple:
         """``(volume, n)``: ``volume`` with ``n`` background pseudo-labels where its forest is sure of background (source ``SOURCE_HINT``).
 
         A network trained on a few slices' strokes paints tissue that looks like the structure
@@ -441,7 +434,6 @@ class Trainer:
         stay on the strokes (``volume``'s indices) and the probe judges the strokes alone.
         """
         cfg, w = self.cfg, self.work
-        probs = self.features.forest_probabilities(model.forest, w.image, model.normalization.ranges(w.image), w.spacing)
         x, y, src, indices = volume
         held = self.heldout  # never on a stroke held out of the round: its estimate is scored there
         if held is not None and held.shape != w.y.shape:
@@ -483,12 +475,17 @@ class Trainer:
         # (a large scan's filters took a whole budget before the first step). Off (or a scan too
         # large for its features), a warm start's forest of earlier strokes is dropped, not reused.
         model.forest = self._fit_forest(model) if cfg.forest else None
-        if model.forest is not None:
-            early = self._forest_mask(model, self.preview)
-            yield Progress("train", 0, cfg.max_steps or 0, time.perf_counter() - t0, None, cfg.time_budget, early)
         pseudo = 0  # background pseudo-labels from the forest (recorded in the model's history)
-        if model.forest is not None and cfg.forest_pseudo_labels > 0:
-            volumes[0], pseudo = self._with_forest_labels(model, volumes[0])
+        if model.forest is not None:
+            # The forest's probabilities of the scan, once: kept for the round's prediction, its
+            # preview (stroke regions only) and its pseudo-labels.
+            w = self.work
+            probs = self.features.forest_probabilities(model.forest, w.image, model.normalization.ranges(w.image), w.spacing)
+            early = self._forest_mask(probs) if self.preview else None
+            yield Progress("train", 0, cfg.max_steps or 0, time.perf_counter() - t0, None, cfg.time_budget, early)
+            if cfg.forest_pseudo_labels > 0:
+                volumes[0], pseudo = self._with_forest_labels(probs, volumes[0])
+            del probs
         patch = model.patch_size
         # A correction round (a warm start whose strokes include corrections) keeps the previous
         # round's prediction where nothing is labelled (learning without forgetting): without it
