@@ -189,6 +189,7 @@ def test_a_round_trains_on_the_forests_sure_background_and_leaves_the_strokes_al
 
     def spy(self, probs, volume):
         seen["before"] = tuple(a.copy() for a in volume[1:3])
+        seen["centres_before"] = [i.copy() for i in volume[3]]
         out = original(self, probs, volume)
         seen["after"], seen["held"], seen["probs"] = out[0], self.heldout, probs
         return out
@@ -203,6 +204,11 @@ def test_a_round_trains_on_the_forests_sure_background_and_leaves_the_strokes_al
     assert model.history[-1]["forest_pseudo_labels"] == added.sum()
     assert (y1[added] == 1).all() and (y0[added] == 0).all() and (seen["probs"][0][added] >= 0.95).all()
     assert (y1[~added] == y0[~added]).all()
+    # Background's patches are centred on its pseudo-labels as on its strokes; the structures' on their strokes.
+    before, after = seen["centres_before"], seen["after"][3]
+    assert sorted(after[1]) == sorted(np.concatenate([before[1], np.flatnonzero(added)]))
+    assert all((a == b).all() for a, b in zip(after[2:], before[2:], strict=True))
+    assert (y1.reshape(-1)[after[1]] == 1).all()
     # Never on a stroke held out of the round (its estimate is scored there).
     cfg = TrainConfig(max_steps=1, time_budget=None, device="cpu", forest_pseudo_labels=10.0, holdout_every=2)
     run_to_end(Trainer(image, strokes, cfg).run())
