@@ -13,6 +13,10 @@ own forest alone (same strokes). Rules:
 * ``marginal``: the network's probabilities re-weighted per class by the forest's mean
   probability over its own (the class marginals of the network calibrated to the forest's).
 
+* ``capped<d>``: the network's probabilities kept within ``[d, 1]`` before the pool (its
+  overconfident votes, log-odds up to 14 at the pool's floor, outweigh the forest's softer ones);
+  ``both<d>``: the forest's too (``--caps``, default 0.01 0.05).
+
 ``default_plain`` and ``volume_plain``: the same without the CRF. Corrections for the next round
 come from the default rule's mask. An experiment, not a default (docs/benchmarks.md, issue 22).
 """
@@ -47,7 +51,29 @@ def _mean(d) -> float:
     return round(float(np.mean(list(d.values()))), 4)
 
 
-def run(case, ks, seeds, rounds, out, log):
+def _capped_fuse(delta: float, both: bool):
+    """``fuse`` with the network's probabilities (and with ``both``, the forest's) kept within ``[delta, 1]``."""
+
+    def capped(p_net, p_forest, weight, trust=None, eps=1e-6):
+        q = p_net.clamp_min(delta)
+        f = p_forest.clamp_min(delta) if both else p_forest
+        return fuse(q / q.sum(0, keepdim=True), f / f.sum(0, keepdim=True), weight, trust, eps)
+
+    return capped
+
+
+def _under(rule, model, image, pcfg, y, geom, features, ref, classes) -> float:
+    """Mean Dice of the default pipeline's mask with ``rule`` in place of ``fuse``."""
+    saved = predict_module.fuse
+    predict_module.fuse = rule
+    try:
+        return _mean(dice_per_class(predict_volume(model, image, pcfg, y, geom.spacing, features=features).labels, ref,
+                                    classes))
+    finally:
+        predict_module.fuse = saved
+
+
+def run(case, ks, seeds, rounds, out, log, caps=(0.01, 0.05)):
     image, geom, ref, names = load_case(case)
     classes = list(range(1, len(names)))
     features = FeatureCache()
@@ -98,13 +124,12 @@ def run(case, ks, seeds, rounds, out, log):
                     q = p_net * r_t.reshape((-1,) + (1,) * (p_net.dim() - 1)).to(p_net.dtype)
                     return fuse(q / q.sum(0, keepdim=True), p_forest, weight, trust, eps)
 
-                saved = predict_module.fuse
-                predict_module.fuse = marginal_fuse
-                try:
-                    row["marginal"] = _mean(dice_per_class(
-                        predict_volume(model, image, pcfg, y, geom.spacing, features=features).labels, ref, classes))
-                finally:
-                    predict_module.fuse = saved
+                row["marginal"] = _under(marginal_fuse, model, image, pcfg, y, geom, features, ref, classes)
+                for delta in caps:
+                    row[f"capped{delta:g}"] = _under(_capped_fuse(delta, False), model, image, pcfg, y, geom, features, ref,
+                                                     classes)
+                    row[f"both{delta:g}"] = _under(_capped_fuse(delta, True), model, image, pcfg, y, geom, features, ref,
+                                                   classes)
                 log(json.dumps(row))
                 out.write(json.dumps(row) + "\n")
                 out.flush()
@@ -119,11 +144,12 @@ def main(argv=None):
     ap.add_argument("--k", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--caps", nargs="+", type=float, default=[0.01, 0.05])
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     with open(args.out, "a") as out:
         for case in args.cases:
-            run(case, args.k, args.seeds, args.rounds, out, lambda m: print(m, flush=True))
+            run(case, args.k, args.seeds, args.rounds, out, lambda m: print(m, flush=True), tuple(args.caps))
 
 
 if __name__ == "__main__":

@@ -2,14 +2,17 @@
 
     python benchmarks/overpaint.py --cases mr_brain_tumour2 mr_brain_tumour --seeds 0 1 2 [--pseudo-labels R]
 
-Per case and simulated annotator (k = 3): one default first round (plateau rule, 60 s cap),
+Per case and simulated annotator (``--k`` stroke slices per axis, 3): one default first round (plateau rule, 60 s cap),
 then the round's prediction with the forest (the default), without it, and the forest's own
 mask (stroke regions only, as the sweep scores it). For each: mean Dice, and per structure the
 false-positive and false-negative voxels; for the fused mask, where its false positives lie
 (25/50/90th percentile of their distance to the true structure, mm) and how sure the forest was
 of background there (10/50/90th percentile of its probability). ``--pseudo-labels`` sets
 ``TrainConfig.forest_pseudo_labels`` (0: the network trains on the strokes alone). One JSON line
-per round; a single round per annotator is a hint, not a comparison.
+per round; a single round per annotator is a hint, not a comparison. ``--stroke-centres-only``
+centres background patches on its strokes alone (as before they were centred on its
+pseudo-labels too); ``--no-time-cap`` ends rounds by the plateau rule alone, as
+``accuracy.py --no-time-cap`` does, so a round there is reproduced here.
 
     python benchmarks/overpaint.py --cases sample_ct_crop mr_brain_tumour mr_brain_tumour2 --labels-only
 
@@ -49,14 +52,24 @@ def errors(mask, ref, classes) -> dict:
             "fn": [int(((mask != c) & (ref == c)).sum()) for c in classes]}
 
 
-def first_round(case: str, seed: int, pseudo: float, features: FeatureCache, loaded) -> dict:
+class StrokeCentres(Trainer):
+    """The trainer as before background patches were centred on pseudo-labels too: centres on the strokes only."""
+
+    def _with_forest_labels(self, probs, volume):
+        (x, y, src, _), n = super()._with_forest_labels(probs, volume)
+        return (x, y, src, volume[3]), n
+
+
+def first_round(case: str, seed: int, pseudo: float, features: FeatureCache, loaded, k: int = 3,
+                time_cap: bool = True, trainer=Trainer) -> dict:
     from scipy import ndimage as ndi
 
     image, geom, ref, names = loaded
     classes = list(range(1, len(names)))
-    strokes = simulate_scribbles(ref, 3, seed=seed)
-    cfg = TrainConfig(seed=seed, device="cpu", forest_pseudo_labels=pseudo)
-    res = run_to_end(Trainer(image, strokes, cfg, spacing=geom.spacing, class_names=names, features=features).run())
+    strokes = simulate_scribbles(ref, k, seed=seed)
+    cfg = TrainConfig(seed=seed, device="cpu", forest_pseudo_labels=pseudo,
+                      **({} if time_cap else {"time_budget": None}))
+    res = run_to_end(trainer(image, strokes, cfg, spacing=geom.spacing, class_names=names, features=features).run())
     model = res.model
     pcfg = PredictConfig(device="cpu", uncertainty=False)
     fused = predict_volume(model, image, pcfg, strokes, geom.spacing, features=features).labels
@@ -65,7 +78,8 @@ def first_round(case: str, seed: int, pseudo: float, features: FeatureCache, loa
     probs = features.forest_probabilities(model.forest, image, model.normalization.ranges(image), geom.spacing)
     forest = probs.argmax(0).astype(np.uint8)
     keep_stroke_regions(forest, strokes)
-    row = {"case": case, "seed": seed, "pseudo_labels": pseudo, "steps": res.steps,
+    row = {"case": case, "k": k, "seed": seed, "pseudo_labels": pseudo, "stroke_centres_only": trainer is StrokeCentres,
+           "steps": res.steps,
            "trained_on_pseudo_labels": model.history[-1].get("forest_pseudo_labels"),
            "trust": [round(float(t), 3) for t in model.forest.trust],
            "fused": errors(fused, ref, classes), "alone": errors(alone, ref, classes), "forest": errors(forest, ref, classes)}
@@ -78,12 +92,12 @@ def first_round(case: str, seed: int, pseudo: float, features: FeatureCache, loa
     return row
 
 
-def pseudo_label_errors(case: str, seed: int, features: FeatureCache, loaded) -> dict:
+def pseudo_label_errors(case: str, seed: int, features: FeatureCache, loaded, k: int = 3) -> dict:
     """A first round's forest pseudo-labels against the reference (one network step; nothing predicted)."""
     from napari_sparseseg.core.annotations.labels import SOURCE_HINT
 
     image, geom, ref, names = loaded
-    strokes = simulate_scribbles(ref, 3, seed=seed)
+    strokes = simulate_scribbles(ref, k, seed=seed)
     seen = {}
 
     class Spy(Trainer):
@@ -108,13 +122,19 @@ def main(argv=None):
     ap.add_argument("--cases", nargs="+", default=["mr_brain_tumour2", "mr_brain_tumour"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--pseudo-labels", type=float, default=TrainConfig.forest_pseudo_labels)
+    ap.add_argument("--k", type=int, default=3, help="stroke slices per axis")
+    ap.add_argument("--no-time-cap", action="store_true",
+                    help="rounds end by the plateau rule or max_steps only (as accuracy.py --no-time-cap)")
+    ap.add_argument("--stroke-centres-only", action="store_true",
+                    help="background patches centred on its strokes only, as before they were on its pseudo-labels too")
     ap.add_argument("--labels-only", action="store_true", help="count the default pseudo-labels' errors, train nothing")
     args = ap.parse_args(argv)
     for case in args.cases:
         loaded, features = load_case(case), FeatureCache()
         for seed in args.seeds:
-            row = (pseudo_label_errors(case, seed, features, loaded) if args.labels_only
-                   else first_round(case, seed, args.pseudo_labels, features, loaded))
+            row = (pseudo_label_errors(case, seed, features, loaded, args.k) if args.labels_only
+                   else first_round(case, seed, args.pseudo_labels, features, loaded, args.k, not args.no_time_cap,
+                                    StrokeCentres if args.stroke_centres_only else Trainer))
             print(json.dumps(row), flush=True)
 
 
