@@ -1,11 +1,13 @@
 """Two ``benchmarks/accuracy.py`` results side by side: per case and round, the mean Dice of each, paired.
 
     .venv/bin/python benchmarks/compare_accuracy.py BASELINE.json OTHER.json
+    .venv/bin/python benchmarks/compare_accuracy.py A.json,B.json C.json,D.json   # runs split over processes
 
-Prints, per case and round, the mean U-Net Dice over the seeds both files hold, the difference
+Each side may be several files joined by commas (a sweep run as several processes). Prints, per case and round, the mean U-Net Dice over the seeds both files hold, the difference
 (other - baseline), the median steps of each and the round's own forest (of the other run); then
 the paired differences over every case, seed and round, the case-rounds below their own forest
-in each run and the largest drop of a correction round in each.
+in each run, the smallest change at a correction round in each, and the median steps of first
+and of correction rounds in each (what a round's wall time scales with, whatever the machine).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import json
 import numpy as np
 
 
-def rows(path: str) -> dict:
-    """``(case, k, seed, round) -> row`` of one accuracy.py JSON."""
+def rows(paths: str) -> dict:
+    """``(case, k, seed, round) -> row`` of accuracy.py JSONs (several joined by commas)."""
     out = {}
-    for case, block in json.load(open(path))["cases"].items():
-        for r in block["rows"]:
-            out[(case, r["k"], r["seed"], r["round"])] = r
+    for path in paths.split(","):
+        with open(path) as f:
+            for case, block in json.load(f)["cases"].items():
+                for r in block["rows"]:
+                    out[(case, r["k"], r["seed"], r["round"])] = r
     return out
 
 
@@ -61,9 +65,11 @@ def main(argv=None):
         below = [f"{x[0]} k{x[1]} seed {x[2]} round {x[3]}: {run[x]['unet']['mean_dice']:.3f} < {run[x]['forest']['mean_dice']:.3f}"
                  for x in below_forest(run, keys)]
         worst = largest_fall(run, keys)
+        steps = [np.median([run[x]["unet"]["steps"] for x in keys if (x[3] > 0) == later] or [np.nan]) for later in (False, True)]
+        print(f"{name}: median steps, first / correction rounds: {steps[0]:.0f} / {steps[1]:.0f}")
         print(f"{name}: below its own forest: {'; '.join(below) or 'none'}")
         if worst:
-            print(f"{name}: largest change at a correction round {worst[0]:+.3f} ({worst[1][0]} k{worst[1][1]} seed "
+            print(f"{name}: smallest change at a correction round {worst[0]:+.3f} ({worst[1][0]} k{worst[1][1]} seed "
                   f"{worst[1][2]} round {worst[1][3]})")
 
 
