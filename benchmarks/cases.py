@@ -4,10 +4,16 @@ structures evaluated. Other labels in the reference count as background."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from napari_sparseseg.core.annotations.labels import merge_annotations
+from napari_sparseseg.core.base.config import TrainConfig
+from napari_sparseseg.core.base.progress import run_to_end
+from napari_sparseseg.core.training.train import Trainer
+from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles
 from napari_sparseseg.io import read_image, read_labels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,3 +83,38 @@ def derived_paths(name: str) -> tuple[Path, Path]:
 def case_image_path(name: str) -> Path:
     """The image file of a case (a derived case's is built first)."""
     return derived_paths(name)[0] if name in DERIVED else CASES[name][0]
+
+
+@dataclass
+class TrainedRound:
+    """One round of :func:`trained_rounds`: set :attr:`mask` to the mask the annotator corrects next."""
+
+    k: int
+    seed: int
+    round: int
+    y: np.ndarray  # the round's strokes and corrections (scribble convention)
+    result: object  # the round's TrainResult
+    mask: np.ndarray | None = None
+
+
+def trained_rounds(image, geom, ref, names, features, ks, seeds, rounds: int):
+    """Each annotator's rounds, trained with the defaults and no time cap (the Dice does not depend on the load).
+
+    Yields a :class:`TrainedRound` per round; the simulated annotator's corrections for the next
+    round are drawn on the ``mask`` the caller sets on it (``k`` slices per axis with most errors).
+    """
+    for seed in seeds:
+        for k in ks:
+            scribbles = simulate_scribbles(ref, k, seed=seed)
+            corr, model = None, None
+            for r in range(rounds + 1):
+                y, _ = merge_annotations(scribbles, corr)
+                cfg = TrainConfig(time_budget=None, seed=seed + r, device="cpu")
+                res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr, init=model, spacing=geom.spacing,
+                                         class_names=names, features=features).run())
+                model = res.model
+                step = TrainedRound(k, seed, r, y, res)
+                yield step
+                if r < rounds:
+                    new = simulate_corrections(step.mask, ref, k, seed=seed + 17 * (r + 1))
+                    corr = new if corr is None else merge_annotations(corr, new)[0]

@@ -33,18 +33,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.cases import CASES, load_case  # noqa: E402
+from benchmarks.cases import CASES, load_case, trained_rounds  # noqa: E402
 from benchmarks.plateau import _predict  # noqa: E402
-from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: E402
-from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
-from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
+from napari_sparseseg.core.base.config import PredictConfig  # noqa: E402
 from napari_sparseseg.core.inference import predict as predict_module  # noqa: E402
 from napari_sparseseg.core.inference.postprocess import keep_stroke_regions  # noqa: E402
 from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
 from napari_sparseseg.core.model.forest import FeatureCache, fuse  # noqa: E402
-from napari_sparseseg.core.training.train import Trainer  # noqa: E402
 from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
-from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
 
 
 def _mean(d) -> float:
@@ -79,63 +75,54 @@ def run(case, ks, seeds, rounds, out, log, caps=(0.01, 0.05)):
     features = FeatureCache()
     features.prepare(image, geom.spacing)
     pcfg = PredictConfig(device="cpu", uncertainty=False)
-    for seed in seeds:
-        for k in ks:
-            scribbles = simulate_scribbles(ref, k, seed=seed)
-            corr, model = None, None
-            for r in range(rounds + 1):
-                y, _ = merge_annotations(scribbles, corr)
-                cfg = TrainConfig(time_budget=None, seed=seed + r, device="cpu")
-                res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr, init=model, spacing=geom.spacing,
-                                         class_names=names, features=features).run())
-                model = res.model
-                row = {"case": case, "k": k, "seed": seed, "round": r, "steps": res.steps,
-                       "trust": [round(float(t), 4) for t in model.forest.trust]}
-                pred = predict_volume(model, image, pcfg, y, geom.spacing, features=features).labels
-                row["default"] = _mean(dice_per_class(pred, ref, classes))
-                pf = features.forest_probabilities(model.forest, image, model.normalization.ranges(image), geom.spacing)
-                fmask = pf.argmax(0).astype(np.uint8)
-                keep_stroke_regions(fmask, y)
-                row["forest"] = _mean(dice_per_class(fmask, ref, classes))
-                alone = predict_volume(model, image, PredictConfig(device="cpu", uncertainty=False, forest=False, refine=False,
-                                                                   stroke_regions_only=False, probabilities=True),
-                                       y, geom.spacing, features=features)
-                pn = alone.probabilities.astype(np.float32) / 255.0
-                v_net = np.bincount(alone.labels.ravel(), minlength=len(names)).astype(float)
-                v_for = np.bincount(pf.argmax(0).ravel(), minlength=len(names)).astype(float)
-                row["v_net"], row["v_forest"] = v_net.astype(int).tolist(), v_for.astype(int).tolist()
-                row["v_true"] = np.bincount(ref.ravel(), minlength=len(names)).tolist()
-                # volume rule
-                scale = np.ones(len(names))
-                scale[1:] = np.minimum(1.0, v_for[1:] / np.maximum(v_net[1:], 1))
-                trust = np.asarray(model.forest.trust) * scale  # the round's model under another trust (plateau.py's helper)
-                row["volume"] = _mean(dice_per_class(_predict(model, None, trust, image, geom, y, features), ref, classes))
-                # without the CRF
-                row["default_plain"] = _mean(dice_per_class(_predict(model, None, model.forest.trust, image, geom, y, features,
-                                                                     refine=False), ref, classes))
-                row["volume_plain"] = _mean(dice_per_class(_predict(model, None, trust, image, geom, y, features, refine=False),
-                                                           ref, classes))
-                # marginal rule: p_net * (mean p_forest / mean p_net) per class
-                ratio = pf.reshape(len(names), -1).mean(1) / np.maximum(pn.reshape(len(names), -1).mean(1), 1e-6)
-                row["marginal_ratio"] = np.round(ratio, 3).tolist()
-                r_t = torch.as_tensor(ratio, dtype=torch.float32)
+    for step in trained_rounds(image, geom, ref, names, features, ks, seeds, rounds):
+        res, y = step.result, step.y
+        model = res.model
+        row = {"case": case, "k": step.k, "seed": step.seed, "round": step.round, "steps": res.steps,
+               "trust": [round(float(t), 4) for t in model.forest.trust]}
+        pred = predict_volume(model, image, pcfg, y, geom.spacing, features=features).labels
+        row["default"] = _mean(dice_per_class(pred, ref, classes))
+        pf = features.forest_probabilities(model.forest, image, model.normalization.ranges(image), geom.spacing)
+        fmask = pf.argmax(0).astype(np.uint8)
+        keep_stroke_regions(fmask, y)
+        row["forest"] = _mean(dice_per_class(fmask, ref, classes))
+        alone = predict_volume(model, image, PredictConfig(device="cpu", uncertainty=False, forest=False, refine=False,
+                                                           stroke_regions_only=False, probabilities=True),
+                               y, geom.spacing, features=features)
+        pn = alone.probabilities.astype(np.float32) / 255.0
+        v_net = np.bincount(alone.labels.ravel(), minlength=len(names)).astype(float)
+        v_for = np.bincount(pf.argmax(0).ravel(), minlength=len(names)).astype(float)
+        row["v_net"], row["v_forest"] = v_net.astype(int).tolist(), v_for.astype(int).tolist()
+        row["v_true"] = np.bincount(ref.ravel(), minlength=len(names)).tolist()
+        # volume rule
+        scale = np.ones(len(names))
+        scale[1:] = np.minimum(1.0, v_for[1:] / np.maximum(v_net[1:], 1))
+        trust = np.asarray(model.forest.trust) * scale  # the round's model under another trust (plateau.py's helper)
+        row["volume"] = _mean(dice_per_class(_predict(model, None, trust, image, geom, y, features), ref, classes))
+        # without the CRF
+        row["default_plain"] = _mean(dice_per_class(_predict(model, None, model.forest.trust, image, geom, y, features,
+                                                             refine=False), ref, classes))
+        row["volume_plain"] = _mean(dice_per_class(_predict(model, None, trust, image, geom, y, features, refine=False),
+                                                   ref, classes))
+        # marginal rule: p_net * (mean p_forest / mean p_net) per class
+        ratio = pf.reshape(len(names), -1).mean(1) / np.maximum(pn.reshape(len(names), -1).mean(1), 1e-6)
+        row["marginal_ratio"] = np.round(ratio, 3).tolist()
+        r_t = torch.as_tensor(ratio, dtype=torch.float32)
 
-                def marginal_fuse(p_net, p_forest, weight, trust=None, eps=1e-6, r_t=r_t):
-                    q = p_net * r_t.reshape((-1,) + (1,) * (p_net.dim() - 1)).to(p_net.dtype)
-                    return fuse(q / q.sum(0, keepdim=True), p_forest, weight, trust, eps)
+        def marginal_fuse(p_net, p_forest, weight, trust=None, eps=1e-6, r_t=r_t):
+            q = p_net * r_t.reshape((-1,) + (1,) * (p_net.dim() - 1)).to(p_net.dtype)
+            return fuse(q / q.sum(0, keepdim=True), p_forest, weight, trust, eps)
 
-                row["marginal"] = _under(marginal_fuse, model, image, pcfg, y, geom, features, ref, classes)
-                for delta in caps:
-                    row[f"capped{delta:g}"] = _under(_capped_fuse(delta, False), model, image, pcfg, y, geom, features, ref,
-                                                     classes)
-                    row[f"both{delta:g}"] = _under(_capped_fuse(delta, True), model, image, pcfg, y, geom, features, ref,
-                                                   classes)
-                log(json.dumps(row))
-                out.write(json.dumps(row) + "\n")
-                out.flush()
-                if r < rounds:
-                    new = simulate_corrections(pred, ref, k, seed=seed + 17 * (r + 1))
-                    corr = new if corr is None else merge_annotations(corr, new)[0]
+        row["marginal"] = _under(marginal_fuse, model, image, pcfg, y, geom, features, ref, classes)
+        for delta in caps:
+            row[f"capped{delta:g}"] = _under(_capped_fuse(delta, False), model, image, pcfg, y, geom, features, ref,
+                                             classes)
+            row[f"both{delta:g}"] = _under(_capped_fuse(delta, True), model, image, pcfg, y, geom, features, ref,
+                                           classes)
+        log(json.dumps(row))
+        out.write(json.dumps(row) + "\n")
+        out.flush()
+        step.mask = pred  # corrections for the next round come from the default rule's mask
 
 
 def main(argv=None):

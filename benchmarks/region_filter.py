@@ -28,16 +28,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.cases import CASES, load_case  # noqa: E402
-from napari_sparseseg.core.annotations.labels import merge_annotations  # noqa: E402
-from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
-from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
+from benchmarks.cases import CASES, load_case, trained_rounds  # noqa: E402
+from napari_sparseseg.core.base.config import PredictConfig  # noqa: E402
 from napari_sparseseg.core.inference.postprocess import keep_stroke_regions  # noqa: E402
 from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
 from napari_sparseseg.core.model.forest import FeatureCache  # noqa: E402
-from napari_sparseseg.core.training.train import Trainer  # noqa: E402
 from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
-from napari_sparseseg.evaluation.simulated_annotator import simulate_corrections, simulate_scribbles  # noqa: E402
 
 RULES = {"c3": 3, "c2": 2, "c1": 1}
 
@@ -57,28 +53,17 @@ def run(case, ks, seeds, rounds, out, log):
     features = FeatureCache()
     features.prepare(image, geom.spacing)
     pcfg = PredictConfig(device="cpu", uncertainty=False, stroke_regions_only=False)
-    for seed in seeds:
-        for k in ks:
-            scribbles = simulate_scribbles(ref, k, seed=seed)
-            corr, model = None, None
-            for r in range(rounds + 1):
-                y, _ = merge_annotations(scribbles, corr)
-                cfg = TrainConfig(time_budget=None, seed=seed + r, device="cpu")
-                model = run_to_end(Trainer(image, scribbles, cfg, corrections=corr, init=model, spacing=geom.spacing,
-                                           class_names=names, features=features).run()).model
-                whole = predict_volume(model, image, pcfg, y, geom.spacing, features=features).labels
-                pf = features.forest_probabilities(model.forest, image, model.normalization.ranges(image), geom.spacing)
-                row = {"case": case, "k": k, "seed": seed, "round": r, "spacing": [float(s) for s in geom.spacing],
-                       "unet": _scores(whole, y, ref, classes),
-                       "forest": _scores(pf.argmax(0).astype(np.uint8), y, ref, classes)}
-                log(json.dumps(row))
-                out.write(json.dumps(row) + "\n")
-                out.flush()
-                if r < rounds:
-                    default = whole.copy()
-                    keep_stroke_regions(default, y)
-                    new = simulate_corrections(default, ref, k, seed=seed + 17 * (r + 1))
-                    corr = new if corr is None else merge_annotations(corr, new)[0]
+    for step in trained_rounds(image, geom, ref, names, features, ks, seeds, rounds):
+        model, y = step.result.model, step.y
+        whole = predict_volume(model, image, pcfg, y, geom.spacing, features=features).labels
+        pf = features.forest_probabilities(model.forest, image, model.normalization.ranges(image), geom.spacing)
+        row = {"case": case, "k": step.k, "seed": step.seed, "round": step.round, "spacing": [float(s) for s in geom.spacing],
+               "unet": _scores(whole, y, ref, classes), "forest": _scores(pf.argmax(0).astype(np.uint8), y, ref, classes)}
+        log(json.dumps(row))
+        out.write(json.dumps(row) + "\n")
+        out.flush()
+        step.mask = whole.copy()  # the default (c3) mask is what the annotator corrects
+        keep_stroke_regions(step.mask, y)
 
 
 def main(argv=None):
