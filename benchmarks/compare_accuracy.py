@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/compare_accuracy.py BASELINE.json OTHER.json
     .venv/bin/python benchmarks/compare_accuracy.py A.json,B.json C.json,D.json   # runs split over processes
 
-Each side may be several files joined by commas (a sweep run as several processes). Prints, per case and round, the mean U-Net Dice over the seeds both files hold, the difference
-(other - baseline), the median steps of each and the round's own forest (of the other run); then
+Each side may be several files joined by commas (a sweep run as several processes). Prints, per
+case and round, the mean U-Net Dice over the seeds both files hold, the difference (other - baseline), the median steps of each and the round's own forest (of the other run); then
 the paired differences over every case, seed and round, the case-rounds below their own forest
 in each run, the smallest change at a correction round in each, and the median steps of first
 and of correction rounds in each (what a round's wall time scales with, whatever the machine).

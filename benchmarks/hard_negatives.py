@@ -23,13 +23,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cases import load_case  # noqa: E402
-from napari_sparseseg.core.annotations.labels import SOURCE_HINT  # noqa: E402
 from napari_sparseseg.core.base.config import PredictConfig, TrainConfig  # noqa: E402
 from napari_sparseseg.core.base.progress import run_to_end  # noqa: E402
 from napari_sparseseg.core.inference.postprocess import keep_stroke_regions  # noqa: E402
 from napari_sparseseg.core.inference.predict import predict_volume  # noqa: E402
 from napari_sparseseg.core.model.forest import FeatureCache  # noqa: E402
-from napari_sparseseg.core.training.train import Trainer  # noqa: E402
+from napari_sparseseg.core.training.train import Trainer, with_background_hints  # noqa: E402
 from napari_sparseseg.evaluation.metrics import dice_per_class  # noqa: E402
 from napari_sparseseg.evaluation.simulated_annotator import simulate_scribbles  # noqa: E402
 
@@ -40,15 +39,10 @@ class HardNegatives(Trainer):
     extra = np.zeros(0, np.int64)
 
     def _with_forest_labels(self, probs, volume):
-        (x, y, src, indices), n = super()._with_forest_labels(probs, volume)
+        volume, n = super()._with_forest_labels(probs, volume)
         if not len(self.extra):
-            return (x, y, src, indices), n
-        at = np.unravel_index(self.extra, self.work.y.shape)
-        y, src = y.copy(), src.copy()
-        y[at], src[at] = 1, SOURCE_HINT
-        indices = list(indices)
-        indices[1] = np.concatenate([indices[1], np.ravel_multi_index(at, y.shape)])
-        return (x, y, src, indices), n + len(self.extra)
+            return volume, n
+        return with_background_hints(volume, np.unravel_index(self.extra, self.work.y.shape)), n + len(self.extra)
 
 
 def _mean(d) -> float:

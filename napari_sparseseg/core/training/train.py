@@ -157,6 +157,21 @@ def _augmentation(spacing, seed: int, patch, soft: tuple[str, ...] = ()):
     return t
 
 
+
+def with_background_hints(volume: tuple, at: tuple) -> tuple:
+    """``volume`` ``(x, y, source, indices)`` with the voxels ``at`` (coordinates in the scan) labelled background, source ``SOURCE_HINT``.
+
+    They also become background's patch centres (``indices[1]``). The arrays are copied, not
+    changed; the volume is only padded at the far ends, so the scan's coordinates hold in it.
+    """
+    x, y, src, indices = volume
+    y, src = y.copy(), src.copy()
+    y[at], src[at] = 1, SOURCE_HINT
+    indices = list(indices)
+    indices[1] = np.concatenate([indices[1], np.ravel_multi_index(at, y.shape)])
+    return x, y, src, indices
+
+
 class Trainer:
     """One training round over one volume (or several, ``more_scans``); :meth:`run` is the generator.
 
@@ -441,20 +456,14 @@ class Trainer:
         the strokes, 2,027 with these). The probe judges the strokes alone.
         """
         cfg, w = self.cfg, self.work
-        x, y, src, indices = volume
         held = self.heldout  # never on a stroke held out of the round: its estimate is scored there
         if held is not None and held.shape != w.y.shape:
             held = coarsen_labels(held.astype(np.uint8), self.factors) > 0
-        where, values = confident_labels(probs, w.y, cfg.forest_pseudo_labels, cfg.forest_pseudo_confidence,
-                                         np.random.RandomState(cfg.seed + 104729), classes=[0], exclude=held)
+        where, _ = confident_labels(probs, w.y, cfg.forest_pseudo_labels, cfg.forest_pseudo_confidence,
+                                    np.random.RandomState(cfg.seed + 104729), classes=[0], exclude=held)
         if not len(where):
             return volume, 0
-        y, src = y.copy(), src.copy()
-        at = np.unravel_index(where, w.y.shape)  # the volume is only padded at the far ends
-        y[at], src[at] = values, SOURCE_HINT
-        indices = list(indices)
-        indices[1] = np.concatenate([indices[1], np.ravel_multi_index(at, y.shape)])  # background's patch centres
-        return (x, y, src, indices), len(where)
+        return with_background_hints(volume, np.unravel_index(where, w.y.shape)), len(where)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Generator[Progress, None, TrainResult]:
