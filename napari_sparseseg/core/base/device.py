@@ -64,3 +64,26 @@ def use_bfloat16(precision: str, device) -> bool:
     if bf16 and device.type not in ("cpu", "cuda"):
         raise ConfigError(f"precision 'bfloat16' is not supported on {device.type}; choose float32 or auto.")
     return bf16
+
+
+def memory_format(device):
+    """The tensor layout the network runs in on ``device``: channels-last 3-D on the CPU, else the default.
+
+    channels-last is oneDNN's native layout for 3-D convolutions: on 2 CPU cores a small
+    network's forward and backward pass took about 0.75x the time of the default layout
+    (``benchmarks/train_layout.py``). A network and its input batch are moved to it together.
+    """
+    import torch
+
+    return torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
+
+
+def adam(parameters, device, **kwargs):
+    """``torch.optim.Adam`` over ``parameters``, fused into one kernel where ``device`` has it (CPU, CUDA).
+
+    On 2 CPU cores a small network's update took 4 ms a step one tensor at a time and 1.4 ms
+    fused.
+    """
+    import torch
+
+    return torch.optim.Adam(parameters, fused=True if device.type in ("cpu", "cuda") else None, **kwargs)

@@ -32,7 +32,7 @@ import numpy as np
 
 from napari_sparseseg.core.annotations.labels import label_dtype, validate_labels
 from napari_sparseseg.core.base.config import PredictConfig
-from napari_sparseseg.core.base.device import resolve_device, use_bfloat16
+from napari_sparseseg.core.base.device import memory_format, resolve_device, use_bfloat16
 from napari_sparseseg.core.base.errors import CheckpointError, ConfigError
 from napari_sparseseg.core.base.grid import validate_spacing
 from napari_sparseseg.core.base.progress import Progress, run_to_end
@@ -273,18 +273,16 @@ class _InferenceNetwork:
         import torch
 
         self.device, self.bf16 = device, bf16
-        self.channels_last = device.type == "cpu"
-        if self.channels_last:
-            network = copy.deepcopy(network).to(memory_format=torch.channels_last_3d)
+        self.layout = memory_format(device)
+        if self.layout != torch.contiguous_format:
+            network = copy.deepcopy(network).to(memory_format=self.layout)
         self.network = network.to(device).eval()
 
     def predictor(self, x):
         """Softmax probabilities (float32, on the CPU) of a batch ``(B, C, D, H, W)``."""
         import torch
 
-        x = x.to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+        x = x.to(self.device).contiguous(memory_format=self.layout)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.network(x)
         return out.float().softmax(1).cpu()

@@ -27,7 +27,7 @@ import numpy as np
 
 from napari_sparseseg import __version__
 from napari_sparseseg.core.base.config import PretrainConfig
-from napari_sparseseg.core.base.device import resolve_device
+from napari_sparseseg.core.base.device import adam, memory_format, resolve_device
 from napari_sparseseg.core.base.errors import ConfigError, SparseSegError
 from napari_sparseseg.core.base.grid import validate_spacing
 from napari_sparseseg.core.base.progress import Progress
@@ -181,13 +181,15 @@ class Pretrainer:
         centres = self._centres(x, rng)
         corrupt = _corruption(cfg.task, patch, cfg.seed + done_steps)
         budget = None if cfg.seconds is None else cfg.seconds - done_seconds
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+        layout = memory_format(self.device)  # trained in the device's layout, kept in the default one
+        net = net.to(memory_format=layout)
+        opt = adam(net.parameters(), self.device, lr=cfg.learning_rate)
         net.train()
         repeat = config.out_channels // x.shape[0]
         step = 0
 
         def snapshot() -> Pretrained:
-            state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+            state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
             return Pretrained(state, config, norm, tuple(patch), tuple(self.spacing), cfg.task, done_steps + step,
                               done_seconds + (time.perf_counter() - t0), self.fingerprint, self.size)
 
@@ -207,7 +209,7 @@ class Pretrainer:
                     target = torch.from_numpy(np.ascontiguousarray(x[sl]))
                     clean.append(target.repeat(repeat, 1, 1, 1) if repeat > 1 else target)
                     dirty.append(torch.as_tensor(np.asarray(corrupt(target.clone())), dtype=torch.float32))
-                xb = torch.stack(dirty).to(self.device)
+                xb = torch.stack(dirty).to(self.device).contiguous(memory_format=layout)
                 yb = torch.stack(clean).to(self.device)
                 opt.zero_grad(set_to_none=True)
                 loss = torch.nn.functional.mse_loss(net(xb), yb)
@@ -221,7 +223,7 @@ class Pretrainer:
                 total = cfg.max_steps or 0
                 yield Progress("pretrain", step, total, time.perf_counter() - t0, float(loss.detach()), budget)
         finally:
-            net.eval()
+            net.to(memory_format=torch.contiguous_format).eval()
             if step:
                 self.result = snapshot()
         return self.result if self.result is not None else snapshot()

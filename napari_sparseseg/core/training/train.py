@@ -35,7 +35,7 @@ from napari_sparseseg.core.annotations.labels import (
     weight_lookup,
 )
 from napari_sparseseg.core.base.config import TrainConfig
-from napari_sparseseg.core.base.device import resolve_device, use_bfloat16
+from napari_sparseseg.core.base.device import adam, memory_format, resolve_device, use_bfloat16
 from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, ScribbleError, SparseSegError
 from napari_sparseseg.core.base.grid import validate_spacing
 from napari_sparseseg.core.base.progress import Progress
@@ -523,9 +523,12 @@ class Trainer:
         soft = ("previous",) if keep else ()
         augment = _augmentation(self.work.spacing, cfg.seed, patch, soft) if cfg.augment else None
         table_t = torch.from_numpy(table)
-        net = model.network
+        # The network trains in the device's preferred layout (channels-last on the CPU) and is
+        # handed back in the default one, as it came.
+        layout = memory_format(self.device)
+        net = model.network.to(memory_format=layout)
         net.train()
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=1e-5)
+        opt = adam(net.parameters(), self.device, lr=cfg.learning_rate, weight_decay=1e-5)
         # A warm start restarts Adam with empty moment estimates, whose first steps move every
         # weight of the trained network by about the learning rate: ramp the rate up instead.
         ramp = cfg.warmup_steps if self.init is not None else 0
@@ -583,7 +586,7 @@ class Trainer:
                     if keep:
                         rest = torch.as_tensor(np.asarray(sample["previous"]), dtype=torch.float32)
                         ps.append(torch.cat([(1.0 - rest.sum(0, keepdim=True)).clamp_min(0.0), rest]))
-                xb = torch.stack(xs).to(self.device)
+                xb = torch.stack(xs).to(self.device).contiguous(memory_format=layout)
                 yb = torch.stack(ys).to(self.device)
                 wb = torch.stack(ws).to(self.device)
                 opt.zero_grad(set_to_none=True)
@@ -617,7 +620,7 @@ class Trainer:
         finally:
             if losses:
                 net.load_state_dict(averaged.module.state_dict())
-            net.eval()
+            net.to(memory_format=torch.contiguous_format).eval()
             if losses and (not checks or checks[-1].step != len(losses)):
                 checks.append(probe.check(net, len(losses), time.perf_counter() - t0))
             if model.forest is not None and checks:  # how far prediction trusts the network, per class
