@@ -99,6 +99,9 @@ def test_seeded_training_is_reproducible(phantom):
     sa, sb, sc = _state(a.model), _state(b.model), _state(c.model)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    # trained in the device's layout (channels-last on the CPU), handed back in the default one
+    assert all(v.is_contiguous() for v in sa.values())
+    assert all(p.is_contiguous() for p in a.model.network.parameters())
 
 
 def test_warm_start_continues_from_weights_and_keeps_classes(phantom, tmp_path):
