@@ -102,7 +102,9 @@ def extent_stats(case: str, k: int, seed: int, grows=(0.5, 1.0)) -> list[dict]:
             rows.append({"case": case, "k": k, "seed": seed, "grow": grow, "class": names[c], "reference": int(true.sum()),
                          "network": int(net.sum()), "outside": int(o.sum()), "outside_this_class": int(true[o].sum()),
                          "outside_other_class": int(((ref[o] != c) & (ref[o] != 0)).sum()),
-                         "fused": int((fused == c).sum()), "fused_outside": int((out & (fused == c)).sum())})
+                         "fused": int((fused == c).sum()), "fused_outside": int((out & (fused == c)).sum()),
+                         "dice_network": round(dice_per_class(alone, ref, [c])[c], 3),
+                         "dice_fused": round(dice_per_class(fused, ref, [c])[c], 3)})
     return rows
 
 
