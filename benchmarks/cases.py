@@ -97,8 +97,11 @@ class TrainedRound:
     mask: np.ndarray | None = None
 
 
-def trained_rounds(image, geom, ref, names, features, ks, seeds, rounds: int):
+def trained_rounds(image, geom, ref, names, features, ks, seeds, rounds: int, max_steps: int | None = None):
     """Each annotator's rounds, trained with the defaults and no time cap (the Dice does not depend on the load).
+
+    ``max_steps`` caps each round's steps instead (the defaults' cap when None): a short round
+    made the same on any machine.
 
     Yields a :class:`TrainedRound` per round; the simulated annotator's corrections for the next
     round are drawn on the ``mask`` the caller sets on it (``k`` slices per axis with most errors).
@@ -109,7 +112,7 @@ def trained_rounds(image, geom, ref, names, features, ks, seeds, rounds: int):
             corr, model = None, None
             for r in range(rounds + 1):
                 y, _ = merge_annotations(scribbles, corr)
-                cfg = TrainConfig(time_budget=None, seed=seed + r, device="cpu")
+                cfg = TrainConfig(time_budget=None, max_steps=max_steps or TrainConfig.max_steps, seed=seed + r, device="cpu")
                 res = run_to_end(Trainer(image, scribbles, cfg, corrections=corr, init=model, spacing=geom.spacing,
                                          class_names=names, features=features).run())
                 model = res.model

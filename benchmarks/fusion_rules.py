@@ -17,7 +17,11 @@ own forest alone (same strokes). Rules:
   overconfident votes, log-odds up to 14 at the pool's floor, outweigh the forest's softer ones);
   ``both<d>``: the forest's too (``--caps``, default 0.01 0.05).
 
-``default_plain`` and ``volume_plain``: the same without the CRF. Corrections for the next round
+``default_plain`` and ``volume_plain``: the same without the CRF. ``forest_crf``: the network's
+vote removed (trust 0), so the forest with the CRF and the region filter; ``crf_by_trust``: the
+default with the CRF's weight scaled by the least structure trust to the fourth power.
+``--max-steps N`` caps every round at N steps (the same short round on any machine; about 50 is
+a 5 s round on a 2-core CPU in float32). Corrections for the next round
 come from the default rule's mask. An experiment, not a default (docs/benchmarks.md, issue 22).
 """
 
@@ -69,13 +73,13 @@ def _under(rule, model, image, pcfg, y, geom, features, ref, classes) -> float:
         predict_module.fuse = saved
 
 
-def run(case, ks, seeds, rounds, out, log, caps=(0.01, 0.05)):
+def run(case, ks, seeds, rounds, out, log, caps=(0.01, 0.05), max_steps=None):
     image, geom, ref, names = load_case(case)
     classes = list(range(1, len(names)))
     features = FeatureCache()
     features.prepare(image, geom.spacing)
     pcfg = PredictConfig(device="cpu", uncertainty=False)
-    for step in trained_rounds(image, geom, ref, names, features, ks, seeds, rounds):
+    for step in trained_rounds(image, geom, ref, names, features, ks, seeds, rounds, max_steps):
         res, y = step.result, step.y
         model = res.model
         row = {"case": case, "k": step.k, "seed": step.seed, "round": step.round, "steps": res.steps,
@@ -103,6 +107,13 @@ def run(case, ks, seeds, rounds, out, log, caps=(0.01, 0.05)):
         row["default_plain"] = _mean(dice_per_class(_predict(model, None, model.forest.trust, image, geom, y, features,
                                                              refine=False), ref, classes))
         row["volume_plain"] = _mean(dice_per_class(_predict(model, None, trust, image, geom, y, features, refine=False),
+                                                   ref, classes))
+        # the CRF on the forest alone, and the CRF weighed by the network's trust
+        zero = np.zeros(len(names))
+        row["forest_crf"] = _mean(dice_per_class(_predict(model, None, zero, image, geom, y, features), ref, classes))
+        least = float(np.min(model.forest.trust[1:]))
+        row["crf_by_trust"] = _mean(dice_per_class(_predict(model, None, model.forest.trust, image, geom, y, features,
+                                                            refine_weight=max(PredictConfig.refine_weight * least**4, 1e-3)),
                                                    ref, classes))
         # marginal rule: p_net * (mean p_forest / mean p_net) per class
         ratio = pf.reshape(len(names), -1).mean(1) / np.maximum(pn.reshape(len(names), -1).mean(1), 1e-6)
@@ -132,11 +143,13 @@ def main(argv=None):
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--caps", nargs="+", type=float, default=[0.01, 0.05])
+    ap.add_argument("--max-steps", type=int, default=None, help="cap every round at this many steps")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     with open(args.out, "a") as out:
         for case in args.cases:
-            run(case, args.k, args.seeds, args.rounds, out, lambda m: print(m, flush=True), tuple(args.caps))
+            run(case, args.k, args.seeds, args.rounds, out, lambda m: print(m, flush=True), tuple(args.caps),
+                args.max_steps)
 
 
 if __name__ == "__main__":
