@@ -73,7 +73,11 @@ def test_a_remote_round_gives_the_local_mask_streams_progress_and_sends_the_scan
         result = run_to_end(remote.run_round(_session(), tcfg, pcfg, preview=True), seen.append)
         assert np.array_equal(result.prediction.labels, local.prediction.labels)  # the same mask, voxel for voxel
         assert result.prediction.labels.dtype == np.uint8 and result.prediction.uncertainty.dtype == np.float16
-        assert np.array_equal(result.prediction.uncertainty, local.prediction.uncertainty)
+        # The worker's torch may use another thread count than this process (below): channels-last
+        # convolutions sum in another order, which moves a few float16 uncertainties by a unit in
+        # their last place (1 against 2 threads here: 2 of 92,160 voxels, by 7.6e-6).
+        moved = np.abs(result.prediction.uncertainty.astype(np.float32) - local.prediction.uncertainty)
+        assert moved.max() <= 2e-3 and np.count_nonzero(moved) <= moved.size // 1000, (moved.max(), np.count_nonzero(moved))
         assert [s.to_dict() for s in result.suggestions] == [s.to_dict() for s in local.suggestions]
         # The worker's torch may use another thread count than this process: sums in another order
         # differ in the 7th digit (seen: 1.1663781 against 1.1663780 at step 4), not more.
