@@ -69,9 +69,9 @@ def use_bfloat16(precision: str, device) -> bool:
 def memory_format(device):
     """The tensor layout the network runs in on ``device``: channels-last 3-D on the CPU, else the default.
 
-    channels-last is oneDNN's native layout for 3-D convolutions: on 2 CPU cores a small
-    network's forward and backward pass took about 0.75x the time of the default layout
-    (``benchmarks/train_layout.py``). A network and its input batch are moved to it together.
+    channels-last is oneDNN's native layout for 3-D convolutions; prediction runs in it. (Training
+    in it was 1.15-1.30x faster on 2 cores, but its sums depend on the thread count, so training
+    stays in the default layout: docs/benchmarks.md, "Layout and optimiser".)
     """
     import torch
 

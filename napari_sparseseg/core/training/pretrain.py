@@ -27,7 +27,7 @@ import numpy as np
 
 from napari_sparseseg import __version__
 from napari_sparseseg.core.base.config import PretrainConfig
-from napari_sparseseg.core.base.device import adam, memory_format, resolve_device
+from napari_sparseseg.core.base.device import adam, resolve_device
 from napari_sparseseg.core.base.errors import ConfigError, SparseSegError
 from napari_sparseseg.core.base.grid import validate_spacing
 from napari_sparseseg.core.base.progress import Progress
@@ -181,8 +181,6 @@ class Pretrainer:
         centres = self._centres(x, rng)
         corrupt = _corruption(cfg.task, patch, cfg.seed + done_steps)
         budget = None if cfg.seconds is None else cfg.seconds - done_seconds
-        layout = memory_format(self.device)  # trained in the device's layout, kept in the default one
-        net = net.to(memory_format=layout)
         opt = adam(net.parameters(), self.device, lr=cfg.learning_rate)
         net.train()
         repeat = config.out_channels // x.shape[0]
@@ -209,7 +207,7 @@ class Pretrainer:
                     target = torch.from_numpy(np.ascontiguousarray(x[sl]))
                     clean.append(target.repeat(repeat, 1, 1, 1) if repeat > 1 else target)
                     dirty.append(torch.as_tensor(np.asarray(corrupt(target.clone())), dtype=torch.float32))
-                xb = torch.stack(dirty).to(self.device).contiguous(memory_format=layout)
+                xb = torch.stack(dirty).to(self.device)
                 yb = torch.stack(clean).to(self.device)
                 opt.zero_grad(set_to_none=True)
                 loss = torch.nn.functional.mse_loss(net(xb), yb)
@@ -223,7 +221,7 @@ class Pretrainer:
                 total = cfg.max_steps or 0
                 yield Progress("pretrain", step, total, time.perf_counter() - t0, float(loss.detach()), budget)
         finally:
-            net.to(memory_format=torch.contiguous_format).eval()
+            net.eval()
             if step:
                 self.result = snapshot()
         return self.result if self.result is not None else snapshot()

@@ -35,7 +35,7 @@ from napari_sparseseg.core.annotations.labels import (
     weight_lookup,
 )
 from napari_sparseseg.core.base.config import TrainConfig
-from napari_sparseseg.core.base.device import adam, memory_format, resolve_device, use_bfloat16
+from napari_sparseseg.core.base.device import adam, resolve_device, use_bfloat16
 from napari_sparseseg.core.base.errors import CheckpointError, ConfigError, ScribbleError, SparseSegError
 from napari_sparseseg.core.base.grid import validate_spacing
 from napari_sparseseg.core.base.progress import Progress
@@ -523,10 +523,10 @@ class Trainer:
         soft = ("previous",) if keep else ()
         augment = _augmentation(self.work.spacing, cfg.seed, patch, soft) if cfg.augment else None
         table_t = torch.from_numpy(table)
-        # The network trains in the device's preferred layout (channels-last on the CPU) and is
-        # handed back in the default one, as it came.
-        layout = memory_format(self.device)
-        net = model.network.to(memory_format=layout)
+        # The default layout: channels-last trained 1.15-1.30x faster on 2 cores in float32, but
+        # its sums depend on the thread count, so a round on a one-thread Dask worker no longer
+        # matched the local one (docs/benchmarks.md, "Layout and optimiser").
+        net = model.network
         net.train()
         opt = adam(net.parameters(), self.device, lr=cfg.learning_rate, weight_decay=1e-5)
         # A warm start restarts Adam with empty moment estimates, whose first steps move every
@@ -586,7 +586,7 @@ class Trainer:
                     if keep:
                         rest = torch.as_tensor(np.asarray(sample["previous"]), dtype=torch.float32)
                         ps.append(torch.cat([(1.0 - rest.sum(0, keepdim=True)).clamp_min(0.0), rest]))
-                xb = torch.stack(xs).to(self.device).contiguous(memory_format=layout)
+                xb = torch.stack(xs).to(self.device)
                 yb = torch.stack(ys).to(self.device)
                 wb = torch.stack(ws).to(self.device)
                 opt.zero_grad(set_to_none=True)
@@ -620,7 +620,7 @@ class Trainer:
         finally:
             if losses:
                 net.load_state_dict(averaged.module.state_dict())
-            net.to(memory_format=torch.contiguous_format).eval()
+            net.eval()
             if losses and (not checks or checks[-1].step != len(losses)):
                 checks.append(probe.check(net, len(losses), time.perf_counter() - t0))
             if model.forest is not None and checks:  # how far prediction trusts the network, per class
