@@ -187,7 +187,7 @@ class Pretrainer:
         step = 0
 
         def snapshot() -> Pretrained:
-            state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
+            state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
             return Pretrained(state, config, norm, tuple(patch), tuple(self.spacing), cfg.task, done_steps + step,
                               done_seconds + (time.perf_counter() - t0), self.fingerprint, self.size)
 
